@@ -1,0 +1,65 @@
+"""The attributor interface, scikit-learn style: fit on support vectors and labels, predict queries.
+
+A new attributor is one file: subclass `Attributor`, set `name`, implement `fit`, `predict_scores`
+and (for unknown detection) `outlier_score`, and add it to `ATTRIBUTORS` in `registry.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"support vectors must be a 2-D array (clips, dims), got shape {X.shape}")
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} support vectors but {len(y)} labels")
+    if len(X) == 0:
+        raise ValueError("empty support set")
+    if not np.isfinite(X).all():
+        raise ValueError("support vectors contain NaN or inf")
+    if len(np.unique(y)) < 2:
+        raise ValueError("support set has fewer than 2 classes: nothing to attribute between")
+    return X, y
+
+
+def check_query(X, dim: int) -> np.ndarray:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise ValueError(f"query vectors must have shape (n, {dim}), got {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("query vectors contain NaN or inf")
+    return X
+
+
+class Attributor(ABC):
+    name: str = ""
+    classes_: np.ndarray
+
+    @abstractmethod
+    def fit(self, X, y) -> "Attributor":
+        ...
+
+    @abstractmethod
+    def predict_scores(self, X) -> np.ndarray:
+        """(n, len(classes_)) scores; higher means more likely. Rows need not sum to 1."""
+
+    def predict(self, X) -> np.ndarray:
+        """The best-scoring class; ties go to the first class in sorted order (as in scikit-learn)."""
+        self._check_fitted()
+        return self.classes_[np.argmax(self.predict_scores(X), axis=1)]
+
+    def outlier_score(self, X) -> np.ndarray:
+        """Higher = further from everything seen in fit. Default: 1 - the best class score."""
+        return 1.0 - self.predict_scores(X).max(axis=1)
+
+    def params(self) -> dict:
+        return {}
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(support_vectors, labels) first")

@@ -1,0 +1,64 @@
+"""The feature-extractor interface: audio clips in, one pooled vector per clip out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from sourcetrace.fileio import sha256_json
+
+# Bumped whenever a change to extraction code can change a vector: part of every fingerprint,
+# so stored features computed by older code are never reused.
+EXTRACTOR_CODE_VERSION = "1"
+
+
+class FeatureExtractor(ABC):
+    """Subclasses define `fingerprint`, `min_samples` and `extract`; batching is planned here."""
+
+    sample_rate: int = 16000
+    #: clips of one batch hold at most this many seconds of padded audio (None: one clip a batch)
+    max_batch_seconds: float | None = None
+    #: at most this many clips a batch (None: limited by max_batch_seconds only)
+    batch_size: int | None = None
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> dict:
+        """Everything that determines the vectors: model identity, layer(s), pooling, dtype, code version."""
+
+    @property
+    def fingerprint_hash(self) -> str:
+        return sha256_json(self.fingerprint)
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """A short, file-name-safe label for humans (not an identity: see fingerprint)."""
+
+    @abstractmethod
+    def min_samples(self) -> int:
+        """Shortest clip (in samples at `sample_rate`) that yields at least one frame."""
+
+    @abstractmethod
+    def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """One batch of mono float32 clips at `sample_rate` -> float32 array (n, *vector_shape)."""
+
+    def plan_batches(self, num_samples: Sequence[int]) -> list[list[int]]:
+        """Group clip indices by sorted length so padding stays small; order inside is by length."""
+        order = sorted(range(len(num_samples)), key=lambda i: (num_samples[i], i))
+        budget = None if self.max_batch_seconds is None else self.max_batch_seconds * self.sample_rate
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = num_samples[i]  # sorted ascending: the newest clip is the longest
+            too_many = self.batch_size is not None and len(current) >= self.batch_size
+            too_long = budget is not None and current and longest * (len(current) + 1) > budget
+            if current and (too_many or too_long or budget is None and self.batch_size is None):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches

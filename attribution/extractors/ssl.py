@@ -1,0 +1,270 @@
+"""Self-supervised speech models (Hugging Face wav2vec2 family): pooled hidden states of layer L.
+
+Layer L means `hidden_states[L]` in Hugging Face terms: index 0 is the input of the first
+transformer layer, index L the output of layer L (before any final encoder layer norm, which
+transformers applies only to `last_hidden_state`). Only the first L layers are loaded and run;
+the vector is read from the output of layer L by a forward hook, so it equals the full model's
+`hidden_states[L]` without computing the other layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from sourcetrace.fileio import sha256_file, write_json_atomic
+
+from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+
+SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class ModelFolderError(FileNotFoundError):
+    pass
+
+
+def resolve_dtype(name: str) -> str:
+    name = DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of fp32, bf16, fp16")
+    return name
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """Weight files in the names save_pretrained uses (sharded or not, safetensors or pickle)."""
+    return sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin")
+                  and p.name.startswith(("model", "pytorch_model")))
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a (possibly multi-GB) file, remembered per (path, size, mtime) in the user cache."""
+    cache_file = Path(os.environ.get("SOURCETRACE_CACHE", Path.home() / ".cache" / "sourcetrace")) / "sha256.json"
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = sha256_file(path)
+        try:
+            write_json_atomic(cache_file, cache)
+        except OSError:
+            pass  # a read-only home only costs re-hashing next time
+    return cache[key]
+
+
+def check_model_folder(model_dir: Path) -> None:
+    missing = [n for n in ("config.json", "preprocessor_config.json") if not (model_dir / n).is_file()]
+    if not model_dir.is_dir():
+        missing = ["the folder itself"]
+    elif not weight_files(model_dir):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        raise ModelFolderError(
+            f"{model_dir}: not a usable Hugging Face model folder; missing {', '.join(missing)}. "
+            "Put the published model's config.json, preprocessor_config.json and weights there."
+        )
+
+
+class SSLExtractor(FeatureExtractor):
+    """Mean over unpadded frames of hidden_states[L] (or of every layer in `layers`)."""
+
+    def __init__(self, model_dir: str | os.PathLike, layers: Sequence[int], device: str = "auto",
+                 dtype: str = "float32", batch_size: int | None = None, max_batch_seconds: float | None = None,
+                 label: str | None = None):
+        from transformers import AutoConfig, AutoFeatureExtractor
+
+        self.model_dir = Path(model_dir)
+        check_model_folder(self.model_dir)
+        self.layers = sorted(set(int(x) for x in layers))
+        self.dtype_name = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.label = label or self.model_dir.name
+        config = AutoConfig.from_pretrained(self.model_dir)
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"{self.model_dir}/config.json: model_type {config.model_type!r} is not a "
+                             f"wav2vec2-family model ({', '.join(SUPPORTED_MODEL_TYPES)})")
+        self.full_depth = config.num_hidden_layers
+        if self.layers[0] < 0 or self.layers[-1] > self.full_depth:
+            raise ValueError(f"{self.model_dir}: layer(s) {self.layers} out of range 0..{self.full_depth}")
+        self.config = config
+        self.processor = AutoFeatureExtractor.from_pretrained(self.model_dir)
+        self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
+        # Group-normalised conv front ends (wav2vec2-base style) normalise over time, so padding
+        # would change every vector: such models run one clip per batch.
+        self.pads_exactly = getattr(config, "feat_extract_norm", "layer") != "group"
+        self._weights = weight_files(self.model_dir)
+        self._model = None
+        self.batch_size = batch_size if self.pads_exactly else 1
+        self.max_batch_seconds = max_batch_seconds if max_batch_seconds is not None else self._auto_batch_seconds()
+
+    # ---- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        span = f"{self.layers[0]}..{self.layers[-1]}" if len(self.layers) > 1 else f"{self.layers[0]}"
+        return f"ssl-{self.label}-L{span}-{self.dtype_name}"
+
+    @property
+    def fingerprint(self) -> dict:
+        return {
+            "kind": "ssl",
+            "model_type": self.config.model_type,
+            "config_sha256": sha256_file(self.model_dir / "config.json"),
+            "preprocessor_sha256": sha256_file(self.model_dir / "preprocessor_config.json"),
+            "weights": [{"file": p.name, "size": p.stat().st_size, "sha256": cached_sha256(p)} for p in self._weights],
+            "layers": self.layers,
+            "pooling": "mean over unpadded frames",
+            "dtype": self.dtype_name,
+            "code_version": EXTRACTOR_CODE_VERSION,
+        }
+
+    @property
+    def vector_dim(self) -> int:
+        return self.config.hidden_size
+
+    # ---- model ----------------------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = self._load_truncated()
+        return self._model
+
+    def _load_truncated(self) -> torch.nn.Module:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        depth = max(self.layers[-1], 1)  # layer 0 is the input of layer 1: keep one layer to hook
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "weights of layers > L not used" is the point, not a problem
+        try:
+            model = AutoModel.from_pretrained(self.model_dir, num_hidden_layers=depth,
+                                              dtype=DTYPES[self.dtype_name], use_safetensors=None)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.eval().to(self.device)
+        if getattr(model, "masked_spec_embed", None) is not None:
+            model.config.apply_spec_augment = False
+        return model
+
+    def _frame_mask(self, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Boolean (batch, frames) mask of frames that come from real (unpadded) input."""
+        if self.config.model_type == "wav2vec2-bert":
+            return attention_mask[:, :num_frames].bool()  # the fbank front end keeps one frame per mask entry
+        lengths = attention_mask.sum(-1)
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return torch.arange(num_frames, device=lengths.device)[None, :] < lengths[:, None]
+
+    def min_samples(self) -> int:
+        if self.config.model_type == "wav2vec2-bert":
+            # 25 ms fbank frames every 10 ms, stacked in pairs (stride 2): two frames needed.
+            return 400 + 160
+        need = 1
+        for kernel, stride in reversed(list(zip(self.config.conv_kernel, self.config.conv_stride))):
+            need = (need - 1) * stride + kernel
+        return need
+
+    def _auto_batch_seconds(self) -> float:
+        """Padded seconds of audio a batch may hold: fixed on CPU, from free memory on CUDA."""
+        if self.device.type != "cuda":
+            return 16.0
+        free, _ = torch.cuda.mem_get_info(self.device)
+        frames_per_s = 50.0
+        bytes_per_value = 4 if self.dtype_name == "float32" else 2
+        conv_channels = max(getattr(self.config, "conv_dim", [512]))
+        # Live activations per second of audio: the first conv layer dominates (16000/5 frames),
+        # then a few copies of the hidden states and the attention matrix of the longest clip.
+        per_second = bytes_per_value * (conv_channels * 3200 * 3 + self.config.hidden_size * frames_per_s * 12)
+        return float(max(4.0, min(1200.0, 0.3 * free / per_second)))
+
+    # ---- extraction -----------------------------------------------------------------------------
+    def _pad(self, waves: Sequence[np.ndarray]) -> tuple[str, torch.Tensor, torch.Tensor]:
+        """Preprocess each clip alone, then pad: every clip gets exactly the input (and valid length)
+        it would get unbatched. (The w2v-bert processor's own batch mask drops a clip's last frame
+        when its fbank frame count is odd.)"""
+        items = [self.processor(np.asarray(w, dtype=np.float32), sampling_rate=self.sample_rate, return_tensors="pt")
+                 for w in waves]
+        input_name = "input_features" if "input_features" in items[0] else "input_values"
+        tensors = [item[input_name][0] for item in items]
+        longest = max(t.shape[0] for t in tensors)
+        pad_value = float(getattr(self.processor, "padding_value", 0.0))
+        values = torch.full((len(tensors), longest, *tensors[0].shape[1:]), pad_value, dtype=tensors[0].dtype)
+        attention_mask = torch.zeros(len(tensors), longest, dtype=torch.long)
+        for i, t in enumerate(tensors):
+            values[i, : t.shape[0]] = t
+            attention_mask[i, : t.shape[0]] = 1
+        return input_name, values, attention_mask
+
+    @torch.inference_mode()
+    def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        model = self.model
+        input_name, values, attention_mask = self._pad(waves)
+        model_inputs = {input_name: values.to(self.device, dtype=DTYPES[self.dtype_name])}
+        attention_mask = attention_mask.to(self.device)
+        if self.pads_exactly:
+            model_inputs["attention_mask"] = attention_mask
+        captured: dict[int, torch.Tensor] = {}
+        hooks = []
+        layers = model.encoder.layers
+        if 0 in self.layers:
+            hooks.append(layers[0].register_forward_pre_hook(
+                lambda _m, args, kwargs: captured.__setitem__(0, args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True))
+        for index in self.layers:
+            if index > 0:
+                hooks.append(layers[index - 1].register_forward_hook(
+                    lambda _m, _a, out, index=index: captured.__setitem__(index, out[0] if isinstance(out, tuple) else out)))
+        try:
+            model(**model_inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        num_frames = captured[self.layers[0]].shape[1]
+        mask = self._frame_mask(attention_mask, num_frames).unsqueeze(-1).float()
+        pooled = [(captured[i].float() * mask).sum(1) / mask.sum(1).clamp(min=1.0) for i in self.layers]
+        stacked = torch.stack(pooled, dim=1) if len(self.layers) > 1 else pooled[0]
+        return stacked.cpu().numpy().astype(np.float32)
+
+
+def save_random_model(config: dict, preprocessor: dict, out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Build a model of `config` with seeded random weights and save it as a Hugging Face folder.
+
+    Used for tests, the miniature study and benchmarks with the real architectures: nothing is
+    downloaded. Written to a temporary folder and renamed, so a folder that exists is complete.
+    """
+    import shutil
+    import tempfile
+
+    from transformers import AutoConfig, AutoModel
+
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    cfg = dict(config)
+    model_type = cfg.pop("model_type")
+    hf_config = AutoConfig.for_model(model_type, **cfg)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(hf_config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,117 @@
+"""k-nearest-neighbour attribution: the study's training-free attributor.
+
+Exact brute-force search in torch, chunked over queries so memory stays bounded. Neighbours are
+ordered by (distance, support index), so ties never depend on the hardware or the chunking; the
+vote breaks ties towards the first class in sorted order, as scikit-learn's KNeighborsClassifier
+does, so both give the same predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Attributor, check_query, check_support
+
+METRICS = ("cosine", "euclidean")
+
+
+class KNNAttributor(Attributor):
+    name = "knn"
+
+    def __init__(self, k: int = 56, metric: str = "cosine", weights: str = "uniform", standardize: bool = False,
+                 chunk_size: int = 2048):
+        """`standardize`: scale every dimension to zero mean, unit variance over the support set
+        first (the study's SSL setting is off; cepstral statistics need it, c0 dwarfs the rest)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
+        if weights not in ("uniform", "distance"):
+            raise ValueError(f"weights must be 'uniform' or 'distance', not {weights!r}")
+        if int(k) < 1:
+            raise ValueError(f"k must be a positive integer, not {k!r}")
+        self.k, self.metric, self.weights, self.chunk_size = int(k), metric, weights, int(chunk_size)
+        self.standardize = bool(standardize)
+
+    def params(self) -> dict:
+        return {"k": self.k, "metric": self.metric, "weights": self.weights, "standardize": self.standardize}
+
+    def fit(self, X, y) -> "KNNAttributor":
+        X, y = check_support(X, y)
+        if self.k > len(X):
+            raise ValueError(f"k={self.k} is larger than the support set ({len(X)} vectors); lower k")
+        self.classes_, self.support_labels_ = np.unique(y, return_inverse=True)
+        self._mean = X.mean(0) if self.standardize else np.zeros(X.shape[1], np.float32)
+        self._scale = X.std(0) + 1e-8 if self.standardize else np.ones(X.shape[1], np.float32)
+        support = torch.from_numpy((X - self._mean) / self._scale)
+        if self.metric == "cosine":
+            support = torch.nn.functional.normalize(support, dim=1)
+        else:
+            self._support_sq = (support * support).sum(1)
+        self._support = support
+        return self
+
+    def _distances(self, queries: torch.Tensor) -> torch.Tensor:
+        if self.metric == "cosine":
+            return 1.0 - torch.nn.functional.normalize(queries, dim=1) @ self._support.T
+        sq = (queries * queries).sum(1, keepdim=True) + self._support_sq[None, :] - 2.0 * queries @ self._support.T
+        return sq.clamp_min_(0.0).sqrt_()
+
+    def kneighbors(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and support indices of the k nearest neighbours, sorted by (distance, index)."""
+        self._check_fitted()
+        X = check_query(X, self._support.shape[1])
+        k = self.k if k is None else int(k)
+        dist_out = np.empty((len(X), k), dtype=np.float32)
+        idx_out = np.empty((len(X), k), dtype=np.int64)
+        queries = torch.from_numpy((X - self._mean) / self._scale)
+        for start in range(0, len(X), self.chunk_size):
+            d = self._distances(queries[start: start + self.chunk_size])
+            values, index = torch.topk(d, k, dim=1, largest=False, sorted=True)
+            # Rows with more candidates than slots at the k-th distance: take the lowest indices.
+            tied = (d <= values[:, -1:]).sum(1) > k
+            for row in torch.nonzero(tied).flatten().tolist():
+                order = torch.sort(d[row], stable=True).indices[:k]
+                values[row], index[row] = d[row, order], order
+            values, index = values.numpy(), index.numpy()
+            order = np.lexsort((index, values), axis=1)  # distance first, then index
+            dist_out[start: start + len(d)] = np.take_along_axis(values, order, 1)
+            idx_out[start: start + len(d)] = np.take_along_axis(index, order, 1)
+        return dist_out, idx_out
+
+    def vote(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: class scores (n, classes) summing to 1, and the neighbour distances and indices."""
+        dist, idx = self.kneighbors(X)
+        labels = self.support_labels_[idx]
+        if self.weights == "uniform":
+            w = np.ones_like(dist)
+        else:
+            with np.errstate(divide="ignore"):
+                w = 1.0 / dist
+            exact = np.isinf(w)
+            w[exact.any(1)] = exact[exact.any(1)]  # exact matches take all the weight, as in sklearn
+        scores = np.zeros((len(dist), len(self.classes_)), dtype=np.float64)
+        np.add.at(scores, (np.repeat(np.arange(len(dist)), dist.shape[1]), labels.ravel()), w.ravel())
+        scores /= scores.sum(1, keepdims=True)
+        return scores, dist, idx
+
+    def predict_scores(self, X) -> np.ndarray:
+        return self.vote(X)[0]
+
+    def outlier_score(self, X) -> np.ndarray:
+        """Mean distance to the k nearest support vectors (TADA's out-of-domain score)."""
+        return self.kneighbors(X)[0].mean(1)
+
+    def rank(self, X) -> list[list[dict]]:
+        """Candidates per query, best first: vote share and mean distance of that class's neighbours."""
+        scores, dist, idx = self.vote(X)
+        labels = self.support_labels_[idx]
+        ranked = []
+        for q in range(len(scores)):
+            rows = []
+            for c in np.flatnonzero(scores[q] > 0):
+                rows.append({"label": str(self.classes_[c]), "votes": float(scores[q, c]),
+                             "mean_distance": float(dist[q][labels[q] == c].mean()),
+                             "nearest_distance": float(dist[q][labels[q] == c].min())})
+            rows.sort(key=lambda r: (-r["votes"], r["mean_distance"], r["label"]))
+            ranked.append(rows)
+        return ranked

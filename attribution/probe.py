@@ -1,0 +1,34 @@
+"""Linear-probe baseline: standardised features -> multinomial logistic regression."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Attributor, check_query, check_support
+
+
+class LinearProbeAttributor(Attributor):
+    name = "probe"
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000, seed: int = 0):
+        self.C, self.max_iter, self.seed = float(C), int(max_iter), int(seed)
+
+    def params(self) -> dict:
+        return {"C": self.C, "max_iter": self.max_iter, "seed": self.seed}
+
+    def fit(self, X, y) -> "LinearProbeAttributor":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        X, y = check_support(X, y)
+        self._pipeline = make_pipeline(
+            StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed))
+        self._pipeline.fit(X, y)
+        self.classes_ = self._pipeline.classes_
+        self._dim = X.shape[1]
+        return self
+
+    def predict_scores(self, X) -> np.ndarray:
+        self._check_fitted()
+        return self._pipeline.predict_proba(check_query(X, self._dim))

@@ -1,0 +1,1 @@
+"""Benchmark: protocols, reproducible splits, results files, figures and leaderboards."""

@@ -1,0 +1,190 @@
+"""The `sourcetrace` command line: one sub-command per stage of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _extractor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extractor", required=True,
+                   help="lfcc | mfcc | ssl:<model-folder>@<layer> | xls-r-2b@8 | w2v-bert-2.0@4 (A..B for all layers A to B)")
+    p.add_argument("--models-dir", help="folder holding named models (default: $SOURCETRACE_MODELS or ~/.cache/sourcetrace/models)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, help="most clips a batch (default: chosen from clip lengths and memory)")
+
+
+def _build_extractor(args):
+    from sourcetrace.attribution.extractors import build_extractor
+
+    return build_extractor(args.extractor, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                           batch_size=args.batch_size)
+
+
+def cmd_demo(args) -> int:
+    from sourcetrace.demo import run_demo
+
+    results = run_demo(args.out, n_prompts=args.prompts, k=args.k, progress=not args.quiet)
+    return 1 if results["failed"] else 0
+
+
+def cmd_corpus_import(args) -> int:
+    from sourcetrace.corpus import import_corpus
+
+    corpus = import_corpus(args.src, args.out, link=args.link)
+    archs = sorted(set(corpus.column("architecture")))
+    print(f"imported {len(corpus.rows)} clips, {len(set(corpus.column('checkpoint')))} checkpoints, "
+          f"{len(archs)} architectures -> {corpus.manifest_path}")
+    return 0
+
+
+def cmd_corpus_validate(args) -> int:
+    from sourcetrace.corpus import Corpus
+
+    corpus = Corpus.read(args.corpus)
+    print(f"{corpus.manifest_path}: valid, {len(corpus.rows)} clips")
+    return 0
+
+
+def cmd_features(args) -> int:
+    from sourcetrace.attribution.store import FeatureStore
+    from sourcetrace.corpus import Corpus
+
+    corpus = Corpus.read(args.corpus)
+    store = FeatureStore(corpus, _build_extractor(args), root=args.store)
+    report = store.compute(progress=not args.quiet)
+    print(f"{store.dir}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
+    for clip_id, path, reason in report.rejects:
+        print(f"  rejected {clip_id} ({path}): {reason}", file=sys.stderr)
+    if report.rejects:
+        print(f"rejects listed in {store.dir / 'rejects.csv'}", file=sys.stderr)
+    if args.export:
+        n = store.export_npz(args.export)
+        print(f"exported {n} vectors -> {args.export}")
+    return 1 if report.rejects else 0
+
+
+def cmd_attribute(args) -> int:
+    from sourcetrace.attribution.knn import KNNAttributor
+    from sourcetrace.attribution.store import FeatureStore
+    from sourcetrace.attribution.unknown import UNKNOWN, calibrate_leave_one_class_out
+    from sourcetrace.audio import AudioRejected, load_audio
+    from sourcetrace.corpus import Corpus, label_values
+
+    corpus = Corpus.read(args.support)
+    extractor = _build_extractor(args)
+    store = FeatureStore(corpus, extractor, root=args.store)
+    report = store.compute(progress=not args.quiet)
+    rejected = {r[0] for r in report.rejects}
+    keep = [i for i, c in enumerate(corpus.column("clip_id")) if c not in rejected]
+    X = store.load([corpus.rows[i]["clip_id"] for i in keep])
+    y = np.array(label_values(corpus, args.level))[keep]
+    make = lambda: KNNAttributor(k=args.k, metric=args.metric, standardize=args.standardize)  # noqa: E731
+    knn = make().fit(X, y)
+    threshold, calibration = args.threshold, None
+    if threshold is None and not args.no_unknown:
+        calibration = calibrate_leave_one_class_out(make, X, y)
+        threshold = calibration["threshold"]
+
+    waves, clips, failed = [], [], []
+    for clip in args.clips:
+        try:
+            wave = load_audio(clip, extractor.sample_rate)
+            if len(wave) < extractor.min_samples():
+                raise AudioRejected(clip, f"shorter than the extractor's receptive field ({extractor.min_samples()} samples)")
+            waves.append(wave)
+            clips.append(clip)
+        except AudioRejected as exc:
+            failed.append({"clip": str(clip), "error": exc.reason})
+            print(f"error: {exc}", file=sys.stderr)
+    answers = []
+    if waves:
+        Q = np.concatenate([extractor.extract([w]) for w in waves])
+        scores = knn.outlier_score(Q)
+        for clip, ranked, score in zip(clips, knn.rank(Q), scores):
+            unknown = threshold is not None and score > threshold
+            answers.append({"clip": str(clip), "verdict": UNKNOWN if unknown else ranked[0]["label"],
+                            "outlier_score": float(score), "threshold": threshold, "candidates": ranked})
+    if args.json:
+        print(json.dumps({"level": args.level, "k": args.k, "extractor": extractor.fingerprint,
+                          "calibration": calibration, "results": answers, "errors": failed}, indent=2))
+    else:
+        for a in answers:
+            note = f" (outlier score {a['outlier_score']:.4f} > threshold {a['threshold']:.4f})" if a["verdict"] == UNKNOWN else ""
+            print(f"{a['clip']}: {a['verdict']}{note}")
+            for rank, c in enumerate(a["candidates"][: args.top], start=1):
+                print(f"  {rank}. {c['label']:<40} votes {c['votes']:.3f}  mean distance {c['mean_distance']:.4f}")
+    return 1 if failed or report.rejects else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the built-in default job: attribute a small espeak-ng corpus end to end")
+    p.add_argument("--out", default="sourcetrace-demo", help="work folder (reused: finished stages are skipped)")
+    p.add_argument("--prompts", type=int, default=40)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    corpus = sub.add_parser("corpus", help="build and check corpora").add_subparsers(dest="corpus_command", required=True)
+    p = corpus.add_parser("import", help="folder tree <arch>/<ckpt>/*.wav, manifest-style CSV, or path|speaker|system list")
+    p.add_argument("src")
+    p.add_argument("--out", required=True)
+    p.add_argument("--link", choices=["copy", "hardlink"], default="copy")
+    p.set_defaults(func=cmd_corpus_import)
+    p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
+    p.add_argument("corpus")
+    p.set_defaults(func=cmd_corpus_validate)
+
+    p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
+    p.add_argument("corpus")
+    _extractor_args(p)
+    p.add_argument("--store", help="feature store root (default: <corpus>/features)")
+    p.add_argument("--export", help="also write clip_id and vectors arrays to this .npz")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("attribute", help="name the generator of clips by kNN against a support corpus")
+    p.add_argument("clips", nargs="+")
+    p.add_argument("--support", required=True, help="corpus folder of known generators")
+    _extractor_args(p)
+    p.add_argument("--store", help="feature store root (default: <support>/features)")
+    p.add_argument("--level", default="checkpoint", help="manifest column to attribute at (checkpoint, architecture, ...)")
+    p.add_argument("--k", type=int, default=56)
+    p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--standardize", action="store_true", help="z-score every dimension over the support set "
+                   "first (recommended for lfcc/mfcc; the study's SSL setting is off)")
+    p.add_argument("--threshold", type=float, help="outlier-score threshold for 'unknown' (default: calibrated "
+                   "on the support set, each class held out in turn)")
+    p.add_argument("--no-unknown", action="store_true", help="always name a known class")
+    p.add_argument("--top", type=int, default=5, help="candidates shown per clip")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_attribute)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sourcetrace.attribution.extractors import ModelFolderError
+    from sourcetrace.corpus import ManifestError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ManifestError, ModelFolderError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

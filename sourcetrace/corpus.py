@@ -1,0 +1,280 @@
+"""The corpus contract: a folder with `manifest.csv` and the audio files it lists.
+
+Every stage after synthesis reads corpora through `Corpus.read`, so every later number rests on
+the checks made here: unique clip ids, paths inside the folder, files present, non-empty labels,
+and a checkpoint name that belongs to exactly one architecture.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from .audio import AUDIO_SUFFIXES
+from .fileio import atomic_path, write_text_atomic
+
+MANIFEST = "manifest.csv"
+REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
+OPTIONAL_COLUMNS = (
+    "vocoder", "speaker", "seed", "sample_rate", "duration_s", "sha256", "implementation", "split_group",
+)
+# Columns whose value is a label or a key: an empty one is an error, not a default.
+NON_EMPTY_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id")
+
+
+class ManifestError(ValueError):
+    """Raised with every problem found, each naming the file and row."""
+
+    def __init__(self, source: str | Path, problems: list[str]):
+        self.source = str(source)
+        self.problems = problems
+        shown = "\n  ".join(problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{source}: {len(problems)} problem(s):\n  {shown}{more}")
+
+
+@dataclass
+class Corpus:
+    root: Path
+    rows: list[dict[str, str]]
+    columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def audio_path(self, row: dict[str, str]) -> Path:
+        return self.root / row["path"]
+
+    def column(self, name: str) -> list[str]:
+        return [row.get(name, "") for row in self.rows]
+
+    @classmethod
+    def read(cls, root: str | Path) -> "Corpus":
+        root = Path(root)
+        manifest = root / MANIFEST
+        if not manifest.is_file():
+            raise ManifestError(manifest, ["no manifest.csv: is this a corpus folder? Build one with `sourcetrace corpus import`."])
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = list(reader.fieldnames or [])
+            rows = [dict(r) for r in reader]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ManifestError(manifest, [f"header lacks required column(s): {', '.join(missing)}"])
+        corpus = cls(root=root, rows=rows, columns=columns)
+        corpus.validate(source=manifest, first_line=2)
+        return corpus
+
+    def validate(self, source: str | Path | None = None, first_line: int = 2) -> None:
+        """Check the contract; raise ManifestError listing every problem with its line number."""
+        source = source or self.manifest_path
+        located = [(f"line {n}", row) for n, row in enumerate(self.rows, start=first_line)]
+        problems = _label_problems(located)
+        root = self.root.resolve()
+        for where, row in located:
+            problem = _path_problem(root, row["path"]) if row.get("path") else None
+            if problem:
+                problems.append(f"{where}: {problem}")
+        if problems:
+            raise ManifestError(source, problems)
+
+    def write(self) -> None:
+        """Validate, then write manifest.csv atomically (required columns first, extras kept)."""
+        self.validate(source=self.manifest_path)
+        extra = [c for c in self.columns if c not in REQUIRED_COLUMNS]
+        for row in self.rows:
+            extra.extend(c for c in row if c not in REQUIRED_COLUMNS and c not in extra)
+        columns = list(REQUIRED_COLUMNS) + extra
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+        self.columns = columns
+        write_text_atomic(self.manifest_path, buf.getvalue())
+
+
+def _path_problem(root: Path, rel: str) -> str | None:
+    if os.path.isabs(rel) or PurePosixPath(rel).is_absolute():
+        return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
+    full = (root / rel).resolve()
+    if full != root and root not in full.parents:
+        return f"path {rel!r} escapes the corpus folder"
+    if not full.is_file():
+        return f"missing file {rel!r}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Importers: three source layouts -> one corpus folder with copies (or hard links) of the audio.
+
+
+def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
+    """Build a corpus in `out` from a folder tree, a manifest-style CSV, or a pipe-separated protocol list."""
+    src = Path(src)
+    if src.is_dir():
+        entries, source = _entries_from_tree(src), src
+    elif src.suffix.lower() == ".csv":
+        entries, source = _entries_from_csv(src), src
+    elif src.is_file():
+        entries, source = _entries_from_protocol(src), src
+    else:
+        raise ManifestError(src, ["no such file or folder"])
+    if not entries:
+        raise ManifestError(source, ["no audio clips found"])
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    problems: list[str] = []
+    present = []
+    for where, src_audio, row in entries:
+        if not src_audio.is_file():
+            problems.append(f"{where}: missing file {str(src_audio)!r}")
+            continue
+        name = row["clip_id"].replace("/", "__") + src_audio.suffix.lower()
+        row["path"] = PurePosixPath("audio", row["checkpoint"], name).as_posix()
+        present.append((where, src_audio, row))
+    # Validate labels before touching the disk, with the source's own line numbers.
+    problems += _label_problems([(where, row) for where, _, row in present])
+    if problems:
+        raise ManifestError(source, problems)
+    for _, src_audio, row in present:
+        _place(src_audio, out / row["path"], link)
+    final_rows = [row for _, _, row in present]
+    corpus = Corpus(root=out, rows=final_rows, columns=list(REQUIRED_COLUMNS))
+    corpus.write()
+    return corpus
+
+
+def _label_problems(located_rows: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """Empty labels, duplicate clip ids, and a checkpoint name shared by two architectures."""
+    problems: list[str] = []
+    first_seen: dict[str, str] = {}
+    owner: dict[str, tuple[str, str]] = {}
+    for where, row in located_rows:
+        for col in NON_EMPTY_COLUMNS:
+            if not (row.get(col) or "").strip():
+                problems.append(f"{where}: empty {col}")
+        clip_id = row.get("clip_id", "")
+        if clip_id and clip_id in first_seen:
+            problems.append(f"{where}: duplicate clip_id {clip_id!r} (first at {first_seen[clip_id]})")
+        first_seen.setdefault(clip_id, where)
+        arch, ckpt = row.get("architecture", ""), row.get("checkpoint", "")
+        if arch and ckpt:
+            prev_arch, prev_where = owner.setdefault(ckpt, (arch, where))
+            if prev_arch != arch:
+                problems.append(
+                    f"{where}: checkpoint {ckpt!r} belongs to architecture {arch!r} here but to {prev_arch!r} "
+                    f"at {prev_where}; checkpoint names must be unique across architectures"
+                )
+    return problems
+
+
+def _place(src: Path, dest: Path, link: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link == "hardlink":
+        try:
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.link(src, tmp)
+            os.replace(tmp, dest)
+            return
+        except OSError:
+            pass  # another filesystem: fall back to a copy
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """`<architecture>/<checkpoint>/*.wav`; optional transcript `<stem>.txt` beside each clip."""
+    entries = []
+    for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        rel = audio.relative_to(src)
+        if len(rel.parts) != 3:
+            raise ManifestError(audio, [f"expected <architecture>/<checkpoint>/<clip> under {src}, got {rel.as_posix()!r}"])
+        arch, ckpt_dir, _ = rel.parts
+        transcript = audio.with_suffix(".txt")
+        text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
+        checkpoint = f"{arch}/{ckpt_dir}"
+        entries.append((rel.as_posix(), audio, {
+            "clip_id": f"{checkpoint}/{audio.stem}", "architecture": arch, "checkpoint": checkpoint,
+            "prompt_id": audio.stem, "text": text,
+        }))
+    return entries
+
+
+def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """A CSV with the manifest columns; paths relative to the CSV. `path`, `architecture` and
+    `checkpoint` are required; clip_id defaults to `<checkpoint>/<stem>`, prompt_id to the stem."""
+    with open(src, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        missing = [c for c in ("path", "architecture", "checkpoint") if c not in columns]
+        if missing:
+            raise ManifestError(src, [f"header lacks required column(s): {', '.join(missing)}"])
+        entries = []
+        for n, raw in enumerate(reader, start=2):
+            row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
+            rel = row.get("path", "")
+            if not rel:
+                raise ManifestError(src, [f"line {n}: empty path"])
+            problem = _path_problem(src.parent.resolve(), rel) if not os.path.isabs(rel) else None
+            if problem and "escapes" in problem:
+                raise ManifestError(src, [f"line {n}: {problem.replace('corpus folder', 'folder of the CSV')}"])
+            audio = src.parent / rel
+            stem = PurePosixPath(rel).stem
+            row.setdefault("prompt_id", "")
+            row["prompt_id"] = row["prompt_id"] or stem
+            row["clip_id"] = row.get("clip_id") or f"{row['checkpoint']}/{stem}"
+            row.setdefault("text", "")
+            for col in OPTIONAL_COLUMNS:
+                row.setdefault(col, "")
+            entries.append((f"line {n}", audio, row))
+    return entries
+
+
+def _entries_from_protocol(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """`path|speaker|system` lines (TADA / MLAAD source-tracing protocols); an optional header
+    line starting with `path` is skipped. The system is both architecture and checkpoint label."""
+    entries = []
+    with open(src, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.rstrip("\n")
+            if not line.strip() or (n == 1 and line.lower().startswith("path|")):
+                continue
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) < 3:
+                raise ManifestError(src, [f"line {n}: expected 'path|speaker|system', got {len(fields)} field(s)"])
+            rel, speaker, system = fields[:3]
+            if not rel or not system:
+                raise ManifestError(src, [f"line {n}: empty {'path' if not rel else 'system'}"])
+            if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
+                raise ManifestError(src, [f"line {n}: path {rel!r} must be relative and stay inside {src.parent}"])
+            stem = PurePosixPath(rel).stem
+            entries.append((f"line {n}", src.parent / rel, {
+                "clip_id": f"{system}/{stem}", "architecture": system, "checkpoint": system,
+                "prompt_id": stem, "text": "", "speaker": speaker,
+            }))
+    return entries
+
+
+def label_values(corpus: Corpus, level: str) -> list[str]:
+    """Labels of every clip at `level` (a manifest column such as checkpoint or architecture)."""
+    if level not in corpus.columns and not any(level in r for r in corpus.rows):
+        raise ManifestError(corpus.manifest_path, [f"no column {level!r} to use as label level"])
+    values = corpus.column(level)
+    empty = [i + 2 for i, v in enumerate(values) if not v]
+    if empty:
+        raise ManifestError(corpus.manifest_path, [f"line {n}: empty {level}" for n in empty])
+    return values
+
+
+def iter_audio(corpus: Corpus) -> Iterable[tuple[dict[str, str], Path]]:
+    for row in corpus.rows:
+        yield row, corpus.audio_path(row)

@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.attribution.metrics import confusion, macro_f1, ood_metrics, per_class_report
+from sourcetrace.attribution.probe import LinearProbeAttributor
+from sourcetrace.attribution.registry import build_attributor
+from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector
+
+
+def blobs(n_classes=6, per_class=40, dim=16, spread=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, dim)) * 3
+    X = np.concatenate([c + spread * rng.standard_normal((per_class, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat([f"class-{i}" for i in range(n_classes)], per_class)
+    return X, y
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_knn_predictions_equal_sklearn(metric, weights):
+    X, y = blobs(spread=3.0)  # overlapping classes: many split votes
+    Q, _ = blobs(spread=3.0, seed=1)
+    ours = KNNAttributor(k=15, metric=metric, weights=weights, chunk_size=37).fit(X, y)
+    ref = KNeighborsClassifier(n_neighbors=15, metric=metric, weights=weights, algorithm="brute").fit(X, y)
+    np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+    np.testing.assert_allclose(ours.predict_scores(Q), ref.predict_proba(Q), atol=1e-6)
+    d_ref, i_ref = ref.kneighbors(Q)
+    d, i = ours.kneighbors(Q)
+    np.testing.assert_allclose(d, d_ref, atol=1e-4)
+
+
+def test_vote_ties_go_to_first_class_and_neighbour_ties_to_lowest_index():
+    X = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    y = np.array(["b", "b", "a", "a"])
+    knn = KNNAttributor(k=2, metric="euclidean").fit(X, y)
+    q = np.array([[1, 1]], np.float32)  # equidistant from all four
+    dist, idx = knn.kneighbors(q)
+    assert idx.tolist() == [[0, 1]]  # the two lowest support indices
+    knn4 = KNNAttributor(k=4, metric="euclidean").fit(X, y)
+    assert knn4.predict(q).tolist() == ["a"]  # 2-2 vote: first class in sorted order, like sklearn
+
+
+def test_k_larger_than_support_is_a_clear_error():
+    X, y = blobs(n_classes=2, per_class=3)
+    with pytest.raises(ValueError, match="larger than the support set"):
+        KNNAttributor(k=56).fit(X, y)
+
+
+def test_rank_lists_candidates_best_first():
+    X, y = blobs(n_classes=3, per_class=20, spread=0.2)
+    knn = KNNAttributor(k=10).fit(X, y)
+    ranked = knn.rank(X[:1])[0]
+    assert ranked[0]["label"] == "class-0" and ranked[0]["votes"] == 1.0
+
+
+def test_macro_f1_counts_a_class_never_predicted_as_zero():
+    y_true = ["a", "a", "b", "b", "c"]
+    y_pred = ["a", "a", "b", "b", "a"]  # c never predicted
+    f1_a = 2 * (2 / 3) * 1 / (2 / 3 + 1)
+    assert macro_f1(y_true, y_pred) == pytest.approx((f1_a + 1 + 0) / 3)
+    # A class absent from the query but named in labels still counts.
+    assert macro_f1(["a"], ["a"], labels=["a", "b"]) == pytest.approx(0.5)
+    report = {r["label"]: r for r in per_class_report(y_true, y_pred)}
+    assert report["c"]["f1"] == 0 and report["c"]["support"] == 1
+    labels, matrix = confusion(y_true, y_pred)
+    assert labels == ["a", "b", "c"] and matrix.tolist() == [[2, 0, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_ood_metrics_against_hand_computation():
+    known = [0.1, 0.2, 0.3, 0.4]
+    unknown = [0.35, 0.5, 0.6, 0.7]
+    m = ood_metrics(known, unknown)
+    assert m["auroc"] == pytest.approx(15 / 16)  # one of 16 pairs inverted (0.35 < 0.4)
+    assert m["eer"] == pytest.approx(0.25)
+    assert m["fpr_at_95tpr"] == pytest.approx(0.25)  # accept <= 0.4 keeps all known, lets 0.35 in
+
+
+def test_unknown_detector_flags_an_unseen_class():
+    X, y = blobs(n_classes=5, per_class=60, spread=0.5)
+    known = y != "class-4"
+    support, val = np.arange(len(X)) % 3 != 0, np.arange(len(X)) % 3 == 0
+    knn = KNNAttributor(k=10, metric="euclidean").fit(X[known & support], y[known & support])
+    det = UnknownDetector(knn).calibrate(X[known & val], X[~known & val])
+    assert det.calibration_["eer"] < 0.05
+    Q, yq = blobs(n_classes=5, per_class=60, spread=0.5, seed=0)
+    pred = det.predict(Q[-60:])
+    assert (pred == UNKNOWN).mean() > 0.9
+
+
+def test_linear_probe_and_registry():
+    X, y = blobs(spread=0.5)
+    probe = build_attributor("probe").fit(X, y)
+    assert isinstance(probe, LinearProbeAttributor)
+    assert macro_f1(y, probe.predict(X)) > 0.95
+    with pytest.raises(ValueError, match="unknown attributor"):
+        build_attributor("svm")
+
+
+def test_bad_inputs_are_refused():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="labels"):
+        KNNAttributor(k=3).fit(X, y[:-1])
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        KNNAttributor(k=3).fit(bad, y)
+    knn = KNNAttributor(k=3).fit(X, y)
+    with pytest.raises(ValueError, match="shape"):
+        knn.predict(X[:, :5])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        KNNAttributor().predict(X)
+
+
+def test_standardized_knn_equals_sklearn_scaler_pipeline():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = blobs(spread=3.0)
+    X[:, 0] *= 1000  # one dominant dimension, like c0 in cepstral statistics
+    Q, _ = blobs(spread=3.0, seed=2)
+    Q[:, 0] *= 1000
+    ours = KNNAttributor(k=9, metric="euclidean", standardize=True).fit(X, y)
+    ref = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=9, algorithm="brute")).fit(X, y)
+    np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
+    plain = KNNAttributor(k=9, metric="euclidean").fit(X, y)
+    assert (plain.predict(Q) != ours.predict(Q)).any()

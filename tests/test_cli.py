@@ -1,0 +1,68 @@
+import json
+import shutil
+
+import numpy as np
+import soundfile as sf
+
+from sourcetrace.cli import main
+
+
+def test_corpus_import_features_export_attribute(speech_tree, tmp_path, capsys):
+    # Hold one prompt of every class out of the support corpus: those are the clips to attribute.
+    support_src = tmp_path / "support-src"
+    shutil.copytree(speech_tree, support_src)
+    held = sorted(support_src.rglob("p7.wav"))
+    queries = []
+    for wav in held:
+        dest = tmp_path / "queries" / f"{wav.parent.parent.name}__{wav.parent.name}.wav"
+        dest.parent.mkdir(exist_ok=True)
+        shutil.move(wav, dest)
+        queries.append(dest)
+    assert main(["corpus", "import", str(support_src), "--out", str(tmp_path / "c")]) == 0
+    assert main(["corpus", "validate", str(tmp_path / "c")]) == 0
+    assert main(["features", str(tmp_path / "c"), "--extractor", "lfcc", "--quiet", "--export", str(tmp_path / "f.npz")]) == 0
+    with np.load(tmp_path / "f.npz") as data:
+        assert data["vectors"].shape == (42, 120)
+    capsys.readouterr()
+    code = main(["attribute", *map(str, queries), "--support", str(tmp_path / "c"), "--extractor", "lfcc",
+                 "--level", "architecture", "--k", "3", "--standardize", "--json", "--quiet"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["level"] == "architecture" and len(out["results"]) == 6
+    verdicts = [r["verdict"] for r in out["results"]]
+    truth = [q.name.split("__")[0] for q in queries]
+    assert sum(v == t for v, t in zip(verdicts, truth)) >= 4  # espeak voices are easy at this level
+    for r in out["results"]:
+        votes = [c["votes"] for c in r["candidates"]]
+        assert votes == sorted(votes, reverse=True) and abs(sum(votes) - 1) < 1e-9
+        assert r["threshold"] == out["calibration"]["threshold"]
+
+
+def test_attribute_says_unknown_beyond_the_threshold(speech_tree, tmp_path, capsys):
+    assert main(["corpus", "import", str(speech_tree), "--out", str(tmp_path / "c")]) == 0
+    noise = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.3
+    sf.write(tmp_path / "noise.wav", noise, 16000)
+    capsys.readouterr()
+    code = main(["attribute", str(tmp_path / "noise.wav"), "--support", str(tmp_path / "c"),
+                 "--extractor", "lfcc", "--k", "3", "--standardize", "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0 and text.startswith(f"{tmp_path / 'noise.wav'}: unknown (outlier score")
+
+
+def test_bad_clip_is_reported_and_exit_is_nonzero(speech_tree, tmp_path, capsys):
+    main(["corpus", "import", str(speech_tree), "--out", str(tmp_path / "c")])
+    (tmp_path / "c" / "audio" / "en-us" / "step-a" / "en-us__step-a__p0.wav").write_bytes(b"garbage")
+    assert main(["features", str(tmp_path / "c"), "--extractor", "mfcc", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "rejected en-us/step-a/p0" in err and "unreadable" in err and "rejects.csv" in err
+    sf.write(tmp_path / "tiny.wav", np.zeros(10, np.float32), 16000)
+    code = main(["attribute", str(tmp_path / "tiny.wav"), str(tmp_path / "missing.wav"), "--support",
+                 str(tmp_path / "c"), "--extractor", "mfcc", "--k", "3", "--no-unknown", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "receptive field" in err and "missing.wav" in err
+
+
+def test_errors_are_one_clear_line_not_a_traceback(tmp_path, capsys):
+    assert main(["corpus", "validate", str(tmp_path)]) == 2
+    assert "no manifest.csv" in capsys.readouterr().err
+    assert main(["features", str(tmp_path), "--extractor", "xls-r-2b@8", "--models-dir", str(tmp_path)]) == 2

@@ -1,0 +1,133 @@
+"""The truncated, batched SSL path must give the full model's hidden_states[L], mean-pooled."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoFeatureExtractor, AutoModel
+
+from sourcetrace.attribution.extractors import ModelFolderError, build_extractor
+from sourcetrace.attribution.extractors.ssl import SSLExtractor
+
+
+def clips(seed=1):
+    """Five clips of different lengths (0.3 s to 1.7 s) incl. silence: batches need padding."""
+    rng = np.random.default_rng(seed)
+    lengths = [4800, 27200, 12000, 16000, 9100]
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
+    waves[2][:] = 0.0  # silence is valid audio
+    return waves
+
+
+def reference_vectors(model_dir, waves, layer):
+    """The naive path: full model, one clip at a time, output_hidden_states=True, plain mean."""
+    processor = AutoFeatureExtractor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    out = []
+    for wave in waves:
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
+        inputs.pop("attention_mask", None)
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True).hidden_states
+        assert len(hidden) == model.config.num_hidden_layers + 1
+        out.append(hidden[layer][0].mean(0).numpy())
+    return np.stack(out)
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+@pytest.mark.parametrize("name", ["tiny-wav2vec2", "tiny-w2v-bert"])
+@pytest.mark.parametrize("layer", [0, 2, 4])
+def test_truncated_batched_equals_full_model(tiny_models, name, layer):
+    waves = clips()
+    expected = reference_vectors(tiny_models[name], waves, layer)
+    extractor = SSLExtractor(tiny_models[name], [layer], device="cpu", batch_size=8)
+    assert extractor.plan_batches([len(w) for w in waves]) == [[0, 4, 2, 3, 1]]  # one padded batch, by length
+    got = extractor.extract(waves)
+    assert got.shape == expected.shape
+    assert rel_err(got, expected).max() < 1e-6
+    # Only the layers needed were built.
+    assert len(extractor.model.encoder.layers) == max(layer, 1)
+
+
+def test_stable_layer_norm_is_bypassed_below_the_top(tiny_models):
+    """xls-r applies a final encoder layer norm to last_hidden_state only: layer L < depth must not get it."""
+    extractor = SSLExtractor(tiny_models["tiny-wav2vec2"], [2], device="cpu")
+    assert extractor.config.do_stable_layer_norm
+    waves = clips()[:1]
+    model = AutoModel.from_pretrained(tiny_models["tiny-wav2vec2"], num_hidden_layers=2).eval()
+    processor = AutoFeatureExtractor.from_pretrained(tiny_models["tiny-wav2vec2"])
+    with torch.no_grad():
+        normed = model(**processor(waves[0], sampling_rate=16000, return_tensors="pt")).last_hidden_state[0].mean(0)
+    assert rel_err(extractor.extract(waves)[0], normed.numpy()) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["tiny-wav2vec2", "tiny-w2v-bert"])
+def test_all_layers_mode_matches_each_single_layer(tiny_models, name):
+    waves = clips(seed=3)
+    sweep = SSLExtractor(tiny_models[name], [0, 1, 2, 3], device="cpu").extract(waves)
+    assert sweep.shape == (len(waves), 4, 32)
+    for layer in (0, 3):
+        single = SSLExtractor(tiny_models[name], [layer], device="cpu").extract(waves)
+        assert rel_err(sweep[:, layer], single).max() < 1e-6
+
+
+def test_bf16_close_to_fp32(tiny_models):
+    waves = clips()
+    fp32 = SSLExtractor(tiny_models["tiny-wav2vec2"], [3], device="cpu").extract(waves)
+    bf16 = SSLExtractor(tiny_models["tiny-wav2vec2"], [3], device="cpu", dtype="bf16").extract(waves)
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert bf16.dtype == np.float32 and cos.min() > 0.99
+
+
+def test_min_samples_is_the_receptive_field(tiny_models):
+    extractor = SSLExtractor(tiny_models["tiny-wav2vec2"], [1], device="cpu")
+    n = extractor.min_samples()
+    assert n == 10 + (3 - 1) * 5 + (3 - 1) * 4 * 5  # kernels 10,3,3 with strides 5,4,4
+    assert extractor.extract([np.zeros(n, np.float32)]).shape == (1, 32)
+
+
+def test_fingerprint_names_model_layer_dtype_and_changes_with_weights(tiny_models, tmp_path):
+    import shutil
+
+    fp = SSLExtractor(tiny_models["tiny-wav2vec2"], [2], device="cpu").fingerprint
+    assert fp["layers"] == [2] and fp["dtype"] == "float32" and fp["weights"][0]["sha256"]
+    other = SSLExtractor(tiny_models["tiny-wav2vec2"], [3], device="cpu").fingerprint
+    assert fp != other
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_models["tiny-wav2vec2"], copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert SSLExtractor(copy, [2], device="cpu").fingerprint["weights"] != fp["weights"]
+
+
+def test_missing_named_model_folder_says_what_to_put_where(tmp_path):
+    with pytest.raises(ModelFolderError, match=r"facebook/wav2vec2-xls-r-2b.*config.json"):
+        build_extractor("xls-r-2b@8", models_dir=tmp_path)
+
+
+def test_wrong_model_in_named_folder_is_refused(tiny_models, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_models["tiny-wav2vec2"], tmp_path / "xls-r-2b")
+    with pytest.raises(ModelFolderError, match="hidden_size"):
+        build_extractor("xls-r-2b@8", models_dir=tmp_path)
+
+
+def test_layer_out_of_range_and_bad_spec(tiny_models):
+    with pytest.raises(ValueError, match="out of range"):
+        build_extractor(f"ssl:{tiny_models['tiny-wav2vec2']}@9")
+    with pytest.raises(ValueError, match="layer must be"):
+        build_extractor(f"ssl:{tiny_models['tiny-wav2vec2']}@top")
+    with pytest.raises(ValueError, match="unknown extractor"):
+        build_extractor("wavlm")
+
+
+def test_w2v_bert_min_samples_gives_a_finite_vector(tiny_models):
+    """One stacked fbank frame normalises to NaN (variance with ddof=1): two are the minimum."""
+    extractor = SSLExtractor(tiny_models["tiny-w2v-bert"], [1], device="cpu")
+    assert extractor.min_samples() == 560
+    assert np.isfinite(extractor.extract([np.zeros(560, np.float32)])).all()

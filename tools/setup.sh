@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One setup command for a fresh machine: system packages, a virtual environment in .venv, and
+# the light core (attribution + benchmark) with test tools. Safe to rerun.
+#   TORCH_SPEC   the torch requirement (default torch==2.13.0: the CPU build on the project's
+#                machines, a CUDA build from PyPI on a Linux GPU box; e.g. TORCH_SPEC="torch==2.13.0
+#                --index-url https://download.pytorch.org/whl/cu128" for a specific CUDA)
+#   PYTHON       the interpreter to build the venv from (default python3, >= 3.10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing ${need_apt[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "[setup] please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}), then rerun" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+# torch first and pinned on every call, so no dependency range can pull another (multi-GB) build.
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# shellcheck disable=SC2086
+pip install $TORCH_SPEC
+torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+pip install -e ".[test]" "torch==${torch_version}"
+.venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'
