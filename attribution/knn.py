@@ -50,37 +50,56 @@ class KNNAttributor(Attributor):
         self._support = support
         return self
 
-    def _distances(self, queries: torch.Tensor) -> torch.Tensor:
+    def _nearness(self, queries: torch.Tensor) -> torch.Tensor:
+        """A score per (query, support) pair that orders like -distance, in one matrix product:
+        cosine similarity, or 2 q.s - |s|^2 (= |q|^2 - squared euclidean distance)."""
         if self.metric == "cosine":
-            return 1.0 - torch.nn.functional.normalize(queries, dim=1) @ self._support.T
-        sq = (queries * queries).sum(1, keepdim=True) + self._support_sq[None, :] - 2.0 * queries @ self._support.T
-        return sq.clamp_min_(0.0).sqrt_()
+            return torch.nn.functional.normalize(queries, dim=1) @ self._support.T
+        return torch.addmm(self._support_sq[None, :], queries, self._support.T, beta=-1.0, alpha=2.0)
+
+    def _to_distance(self, nearness: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        if self.metric == "cosine":
+            return 1.0 - nearness
+        return ((queries * queries).sum(1, keepdim=True) - nearness).clamp_min_(0.0).sqrt_()
 
     def kneighbors(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distances and support indices of the k nearest neighbours, sorted by (distance, index)."""
         self._check_fitted()
         X = check_query(X, self._support.shape[1])
         k = self.k if k is None else int(k)
+        if not 1 <= k <= len(self._support):
+            raise ValueError(f"k={k} must be between 1 and the support size ({len(self._support)})")
+        extra = 1 if k < len(self._support) else 0  # one more candidate reveals a tie at the boundary
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
         queries = torch.from_numpy((X - self._mean) / self._scale)
         for start in range(0, len(X), self.chunk_size):
-            d = self._distances(queries[start: start + self.chunk_size])
-            values, index = torch.topk(d, k, dim=1, largest=False, sorted=True)
-            # Rows with more candidates than slots at the k-th distance: take the lowest indices.
-            tied = (d <= values[:, -1:]).sum(1) > k
-            for row in torch.nonzero(tied).flatten().tolist():
-                order = torch.sort(d[row], stable=True).indices[:k]
-                values[row], index[row] = d[row, order], order
-            values, index = values.numpy(), index.numpy()
-            order = np.lexsort((index, values), axis=1)  # distance first, then index
-            dist_out[start: start + len(d)] = np.take_along_axis(values, order, 1)
-            idx_out[start: start + len(d)] = np.take_along_axis(index, order, 1)
+            chunk = queries[start: start + self.chunk_size]
+            near = self._nearness(chunk)
+            values, index = torch.topk(near, k + extra, dim=1, largest=True, sorted=True)
+            if extra:
+                # The (k+1)-th candidate as near as the k-th: the tie is broken by lowest index.
+                for row in torch.nonzero(values[:, k] == values[:, k - 1]).flatten().tolist():
+                    order = torch.sort(-near[row], stable=True).indices[: k + 1]
+                    values[row], index[row] = near[row, order], order
+                values, index = values[:, :k], index[:, :k]
+            dist = self._to_distance(values, chunk).numpy()
+            index = index.numpy()
+            order = np.lexsort((index, dist), axis=1)  # distance first, then index
+            dist_out[start: start + len(chunk)] = np.take_along_axis(dist, order, 1)
+            idx_out[start: start + len(chunk)] = np.take_along_axis(index, order, 1)
         return dist_out, idx_out
 
     def vote(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per query: class scores (n, classes) summing to 1, and the neighbour distances and indices."""
         dist, idx = self.kneighbors(X)
+        return self.scores_from_neighbors(dist, idx), dist, idx
+
+    def scores_from_neighbors(self, dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Class scores from precomputed neighbours (the first k columns are used), so one search can
+        serve several label levels or several k."""
+        self._check_fitted()
+        dist, idx = dist[:, : self.k], idx[:, : self.k]
         labels = self.support_labels_[idx]
         if self.weights == "uniform":
             w = np.ones_like(dist)
@@ -91,8 +110,7 @@ class KNNAttributor(Attributor):
             w[exact.any(1)] = exact[exact.any(1)]  # exact matches take all the weight, as in sklearn
         scores = np.zeros((len(dist), len(self.classes_)), dtype=np.float64)
         np.add.at(scores, (np.repeat(np.arange(len(dist)), dist.shape[1]), labels.ravel()), w.ravel())
-        scores /= scores.sum(1, keepdims=True)
-        return scores, dist, idx
+        return scores / scores.sum(1, keepdims=True)
 
     def predict_scores(self, X) -> np.ndarray:
         return self.vote(X)[0]

@@ -122,6 +122,33 @@ def cmd_attribute(args) -> int:
     return 1 if failed or report.rejects else 0
 
 
+def cmd_bench(args) -> int:
+    from sourcetrace.benchmark.bench import run_bench
+    from sourcetrace.benchmark.protocol import load_protocol, load_suite
+
+    if bool(args.suite) == bool(args.protocol):
+        raise ValueError("give either --suite NAME or one or more --protocol NAME|FILE")
+    protocols = load_suite(args.suite) if args.suite else [load_protocol(p) for p in args.protocol]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    holdout = [h for h in (args.holdout or "").split(",") if h]
+    failures = run_bench(args.corpus, protocols, args.extractor, args.attributor, args.out, seeds=seeds,
+                         holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
+                         models_dir=args.models_dir, progress=not args.quiet)
+    return 1 if failures else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from sourcetrace.benchmark.report import build_leaderboard
+
+    files = []
+    for item in args.results:
+        path = Path(item)
+        files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    page = build_leaderboard(files, args.out, title=args.title)
+    print(f"leaderboard of {len(files)} result file(s): {page} (+ leaderboard.md, leaderboard.json)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,17 +195,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("bench", help="run benchmark protocols (e.g. the study's Table 1) on a corpus")
+    p.add_argument("corpus")
+    p.add_argument("--suite", help="table1 (the study's 12 conditions) or generic")
+    p.add_argument("--protocol", action="append", help="a built-in protocol name or a protocol .toml file (repeatable)")
+    p.add_argument("--extractor", action="append", required=True, help="feature extractor spec (repeatable)")
+    p.add_argument("--attributor", default="knn", help="name[:key=value,...], e.g. knn:k=56 or probe:C=0.5")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--holdout", help="checkpoints for the holdout protocol, comma-separated")
+    p.add_argument("--out", required=True, help="folder for results JSON, summary.md and figures/")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--models-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bench, batch_size=None)
+
+    p = sub.add_parser("leaderboard", help="aggregate results files into a Markdown + HTML + JSON leaderboard")
+    p.add_argument("results", nargs="+", help="results JSON files or folders of them")
+    p.add_argument("--out", required=True, help="site folder")
+    p.add_argument("--title", default="sourcetrace leaderboard")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from sourcetrace.attribution.extractors import ModelFolderError
+    from sourcetrace.benchmark.results import ResultError
     from sourcetrace.corpus import ManifestError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, ModelFolderError, ValueError, FileNotFoundError) as exc:
+    except (ManifestError, ModelFolderError, ResultError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

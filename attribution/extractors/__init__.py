@@ -75,12 +75,14 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
             f"(config.json, preprocessor_config.json, model weights) into it, or point "
             f"--models-dir / SOURCETRACE_MODELS at the folder that holds {source}/."
         )
+    config_file = model_dir / "config.json"
+    if config_file.is_file():
+        found, expected = json.loads(config_file.read_text()), named["config"]
+        for key in ("model_type", "hidden_size", "num_hidden_layers"):
+            if found.get(key) != expected[key]:
+                raise ModelFolderError(f"{config_file}: {key} is {found.get(key)!r}, but {named['hf_name']} "
+                                       f"has {expected[key]!r}: wrong model in this folder?")
     extractor = SSLExtractor(model_dir, layers, device=device, dtype=dtype, batch_size=batch_size, label=source)
-    expected = named["config"]
-    for key in ("model_type", "hidden_size", "num_hidden_layers"):
-        if getattr(extractor.config, key) != expected[key]:
-            raise ModelFolderError(f"{model_dir}/config.json: {key} is {getattr(extractor.config, key)!r}, "
-                                   f"but {named['hf_name']} has {expected[key]!r}: wrong model in this folder?")
     return extractor
 
 

@@ -1,0 +1,116 @@
+"""`sourcetrace bench`: features once through the store, every protocol x seed x level, results + figures."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sourcetrace.attribution.extractors import build_extractor
+from sourcetrace.attribution.store import FeatureStore
+from sourcetrace.corpus import Corpus
+from sourcetrace.fileio import write_json_atomic, write_text_atomic
+
+from .figures import plot_checkpoint_confusions, plot_f1_versus_k
+from .protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
+from .report import table1_summary
+from .runner import AttributorSpec, make_result, run_protocol
+
+
+def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
+    """The manifest's bytes and every clip's audio hash: a different corpus never shares this sha256."""
+    digest = hashlib.sha256(corpus.manifest_path.read_bytes())
+    for clip_id in sorted(audio_hashes):
+        digest.update(f"{clip_id}\t{audio_hashes[clip_id]}\n".encode())
+    return {"path": str(corpus.root), "sha256": digest.hexdigest(), "n_clips": len(corpus.rows)}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def run_bench(corpus_dir: str | Path, protocols: list[Protocol], extractor_specs: list[str], attributor: str,
+              out: str | Path, seeds=(0, 1, 2), holdout: list[str] | None = None, figures: bool = True,
+              device: str = "auto", dtype: str = "fp32", models_dir: str | None = None, progress: bool = True,
+              log=print) -> int:
+    """Returns the number of failures (rejected clips count as one, each protocol that cannot run as one)."""
+    corpus = Corpus.read(corpus_dir)
+    table = ClipTable.from_rows(corpus.rows)
+    spec = AttributorSpec.parse(attributor)
+    out = Path(out)
+    failures = 0
+    command = " ".join(sys.argv) if sys.argv else "run_bench"
+    all_results: list[dict] = []
+    for extractor_spec in extractor_specs:
+        extractor = build_extractor(extractor_spec, device=device, dtype=dtype, models_dir=models_dir)
+        store = FeatureStore(corpus, extractor)
+        report = store.compute(progress=progress, log=log)
+        log(f"[bench] {extractor.name}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
+        if report.rejects:
+            failures += 1
+            log(f"[bench] rejected clips are listed in {store.dir / 'rejects.csv'}; protocols needing them will fail")
+        rejected = {clip_id for clip_id, _, _ in report.rejects}
+        usable = np.array([c not in rejected for c in table.clip_id])
+        X = np.zeros((len(table), 0), np.float32)
+        if usable.any():
+            loaded = store.load([c for c, u in zip(table.clip_id, usable) if u])
+            if loaded.ndim != 2:
+                raise ValueError(f"extractor {extractor_spec!r} gives several layers per clip; bench one layer (@L)")
+            X = np.zeros((len(table), loaded.shape[1]), np.float32)
+            X[usable] = loaded
+        corpus_id = corpus_identity(corpus, store.audio_hashes())
+        for protocol in protocols:
+            try:
+                run = run_protocol(protocol, table, X, spec, seeds=seeds, usable=usable, holdout=holdout, curves=figures)
+            except (UnsatisfiableProtocol, ProtocolError, ValueError) as exc:
+                failures += 1
+                log(f"[bench] {protocol.name} with {extractor.name}: FAILED: {exc}")
+                continue
+            result = make_result(protocol, run, spec, extractor.name, extractor.fingerprint, extractor.fingerprint_hash,
+                                 corpus_id, seeds, command)
+            result["figures"] = {}
+            all_results.append(result)
+            levels = ", ".join(f"{lv} {v['mean']:.3f} ± {v['std']:.3f}" for lv, v in run["levels"].items())
+            log(f"[bench] {protocol.name} ({extractor.name}): {levels}")
+    if figures and all_results:
+        _figures(all_results, table, out)
+    for result in all_results:
+        name = f"{result['protocol']['name']}__{_slug(result['attributor']['id'])}__{_slug(result['features']['extractor'])}.json"
+        write_json_atomic(out / name, result)
+    if all_results:
+        summary = table1_summary(all_results)
+        write_text_atomic(out / "summary.md", summary)
+        log("\n" + summary)
+    log(f"[bench] results in {out}" + (f"; {failures} failure(s)" if failures else ""))
+    return failures
+
+
+def _figures(results: list[dict], table: ClipTable, out: Path) -> None:
+    """Figure 1 from the first in-domain protocol with validation curves; figure 2 per extractor."""
+    curves: dict[str, dict[str, float]] = {}
+    architecture_of = dict(zip(table.checkpoint, table.architecture))
+    with_curves = [r for r in results if any("validation_f1_vs_k" in v for v in r["levels"].values())]
+    if with_curves:
+        first = min(with_curves, key=lambda r: (r["protocol"].get("table1_row") or 10**6, r["protocol"]["name"]))["protocol"]["name"]
+        for r in with_curves:
+            if r["protocol"]["name"] == first:
+                for level, entry in r["levels"].items():
+                    if "validation_f1_vs_k" in entry:
+                        curves[f"{r['features']['extractor']} · {level}"] = entry["validation_f1_vs_k"]
+        path = plot_f1_versus_k(curves, out / "figures" / "f1_vs_k.png", f"Validation macro F1 versus k ({first})")
+        for r in with_curves:
+            if r["protocol"]["name"] == first:
+                r["figures"]["f1_vs_k"] = str(path.relative_to(out))
+    done = set()
+    for r in sorted(results, key=lambda r: (r["protocol"].get("table1_row") or 10**6, r["protocol"]["name"])):
+        extractor = r["features"]["extractor"]
+        if "checkpoint" in r["levels"] and extractor not in done:
+            done.add(extractor)
+            conf = r["levels"]["checkpoint"]["confusion"]
+            path = plot_checkpoint_confusions(conf["labels"], conf["matrix"], architecture_of,
+                                              out / "figures" / f"confusion-{_slug(extractor)}.png",
+                                              f"Checkpoint confusion per architecture: {r['protocol']['name']}, {extractor}")
+            r["figures"]["confusion"] = str(path.relative_to(out))

@@ -1,0 +1,364 @@
+"""Protocols: which checkpoints go to support and query, how prompts split, which vocoders.
+
+A protocol is a TOML file (see `protocols/`), validated when loaded. Checkpoint roles come from
+the checkpoint names of the corpus contract:
+
+    <arch>/pretrained           pretrained      the official pretrained model
+    <arch>/step-<N>             scheduled       a from-scratch checkpoint at step N (ordered by N)
+    <arch>/zero-init-s<seed>    zero-init       an untrained, seeded model
+    <arch>/ft-<name>            finetuned       a fine-tune (e.g. ft-9136)
+    anything else               other
+
+Vocoder conditions read two manifest columns: `vocoder` (the vocoder's name) and
+`vocoder_swapped` (1 for a clip vocoded by a HiFi-GAN other than its architecture's default; empty
+or 0 otherwise). Architectures with swapped clips are the mel-spectrogram ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .splits import split_prompts
+
+ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
+_ROLE_PATTERNS = (
+    ("pretrained", re.compile(r"(^|/)pretrained$")),
+    ("scheduled", re.compile(r"(^|/)step-(\d+)$")),
+    ("zero-init", re.compile(r"(^|/)zero-init(-s\d+)?$")),
+    ("finetuned", re.compile(r"(^|/)ft-[^/]+$")),
+)
+PROMPT_MODES = ("disjoint", "mixed")
+VOCODER_MODES = ("default", "same", "mixed")
+LEVELS = ("checkpoint", "architecture")
+
+
+class ProtocolError(ValueError):
+    pass
+
+
+class UnsatisfiableProtocol(ValueError):
+    """The corpus lacks what the protocol needs; `missing` lists every gap."""
+
+    def __init__(self, protocol: str, missing: list[str]):
+        self.missing = missing
+        shown = "\n  ".join(missing[:40]) + (f"\n  ... and {len(missing) - 40} more" if len(missing) > 40 else "")
+        super().__init__(f"protocol {protocol!r} cannot run on this corpus; missing:\n  {shown}")
+
+
+def checkpoint_role(checkpoint: str) -> str:
+    for role, pattern in _ROLE_PATTERNS:
+        if pattern.search(checkpoint):
+            return role
+    return "other"
+
+
+def scheduled_step(checkpoint: str) -> int:
+    return int(_ROLE_PATTERNS[1][1].search(checkpoint).group(2))
+
+
+@dataclass(frozen=True)
+class Selection:
+    roles: tuple[str, ...] = ()
+    scheduled_positions: tuple[int, ...] = ()  # 1-based positions in each architecture's schedule
+    random_scheduled: int = 0                  # this many scheduled checkpoints per architecture, drawn per seed
+    exclude_support: bool = False
+    holdout: bool = False
+    exclude_holdout: bool = False
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    title: str
+    version: int
+    prompts: str
+    vocoder: str
+    levels: tuple[str, ...]
+    support: Selection
+    query: Selection
+    disjoint_checkpoints: bool = False
+    balance: tuple[str, ...] = LEVELS  # levels at which support and query classes must be equal in size
+    table1_row: int | None = None
+    sha256: str = ""
+    source: str = ""
+    definition: dict = field(default_factory=dict, compare=False)
+
+
+_TOP_KEYS = {"title", "version", "table1_row", "prompts", "vocoder", "levels", "support", "query", "checkpoints",
+             "balance"}
+_SELECTION_KEYS = {f for f in Selection.__dataclass_fields__}
+
+
+def _selection(raw, where: str) -> Selection:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{where}: must be a table")
+    unknown = set(raw) - _SELECTION_KEYS
+    if unknown:
+        raise ProtocolError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SELECTION_KEYS)}")
+    roles = tuple(raw.get("roles", ()))
+    bad = [r for r in roles if r not in ROLES + ("all",)]
+    if bad:
+        raise ProtocolError(f"{where}.roles: unknown role(s) {bad}; roles are {', '.join(ROLES)} or all")
+    sel = Selection(roles=roles, scheduled_positions=tuple(int(p) for p in raw.get("scheduled_positions", ())),
+                    random_scheduled=int(raw.get("random_scheduled", 0)),
+                    exclude_support=bool(raw.get("exclude_support", False)),
+                    holdout=bool(raw.get("holdout", False)), exclude_holdout=bool(raw.get("exclude_holdout", False)))
+    if not (sel.roles or sel.scheduled_positions or sel.random_scheduled or sel.holdout):
+        raise ProtocolError(f"{where}: selects nothing (give roles, scheduled_positions, random_scheduled or holdout)")
+    if any(p < 1 for p in sel.scheduled_positions):
+        raise ProtocolError(f"{where}.scheduled_positions: positions are 1-based")
+    return sel
+
+
+def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProtocolError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ProtocolError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("title", "version", "prompts", "vocoder", "levels", "support", "query"):
+        if key not in raw:
+            raise ProtocolError(f"{source}: missing required key {key!r}")
+    if raw["prompts"] not in PROMPT_MODES:
+        raise ProtocolError(f"{source}: prompts must be one of {PROMPT_MODES}, not {raw['prompts']!r}")
+    if raw["vocoder"] not in VOCODER_MODES:
+        raise ProtocolError(f"{source}: vocoder must be one of {VOCODER_MODES}, not {raw['vocoder']!r}")
+    levels = tuple(raw["levels"])
+    if not levels or any(lv not in LEVELS for lv in levels):
+        raise ProtocolError(f"{source}: levels must be a non-empty subset of {LEVELS}, got {list(levels)}")
+    if raw.get("checkpoints", "shared") not in ("shared", "disjoint"):
+        raise ProtocolError(f"{source}: checkpoints must be 'shared' or 'disjoint'")
+    disjoint = raw.get("checkpoints") == "disjoint"
+    balance = tuple(raw.get("balance", LEVELS))
+    if any(lv not in LEVELS for lv in balance):
+        raise ProtocolError(f"{source}: balance must be a subset of {LEVELS}, got {list(balance)}")
+    if disjoint and "checkpoint" in levels:
+        raise ProtocolError(f"{source}: with disjoint checkpoints only the architecture level applies")
+    return Protocol(
+        name=name, title=str(raw["title"]), version=int(raw["version"]), prompts=raw["prompts"],
+        vocoder=raw["vocoder"], levels=levels, support=_selection(raw["support"], f"{source}: support"),
+        query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint, balance=balance,
+        table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
+        definition=raw,
+    )
+
+
+def _builtin_dir():
+    return resources.files(__package__).joinpath("protocols")
+
+
+def builtin_protocols() -> list[str]:
+    return sorted(p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    """A built-in protocol by name, or a protocol TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return parse_protocol(path.read_text(encoding="utf-8"), path.stem, str(path))
+    if name_or_path not in builtin_protocols():
+        raise ProtocolError(f"unknown protocol {name_or_path!r}; built-in: {', '.join(builtin_protocols())}, "
+                            "or give the path of a .toml file")
+    entry = _builtin_dir().joinpath(f"{name_or_path}.toml")
+    return parse_protocol(entry.read_text(encoding="utf-8"), name_or_path, f"protocols/{name_or_path}.toml")
+
+
+def load_suite(name: str) -> list[Protocol]:
+    suites = tomllib.loads(resources.files(__package__).joinpath("suites.toml").read_text(encoding="utf-8"))
+    if name not in suites:
+        raise ProtocolError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
+    return [load_protocol(p) for p in suites[name]]
+
+
+# ---- the clips a protocol can see ------------------------------------------------------------
+
+
+@dataclass
+class ClipTable:
+    """The manifest columns the benchmark needs, as arrays aligned with the feature matrix."""
+
+    clip_id: np.ndarray
+    architecture: np.ndarray
+    checkpoint: np.ndarray
+    prompt_id: np.ndarray
+    vocoder: np.ndarray
+    swapped: np.ndarray  # bool
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, str]]) -> "ClipTable":
+        col = lambda name: np.array([r.get(name, "") or "" for r in rows], dtype=object)  # noqa: E731
+        swapped = np.array([(r.get("vocoder_swapped") or "0").strip().lower() in ("1", "true", "yes") for r in rows])
+        return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped)
+
+    def __len__(self) -> int:
+        return len(self.clip_id)
+
+
+@dataclass
+class Split:
+    """Row indices of one run (protocol x seed x vocoder variant) and what defined them."""
+
+    seed: int
+    variant: str | None
+    support: np.ndarray
+    validation: np.ndarray
+    query: np.ndarray
+    support_checkpoints: list[str]
+    query_checkpoints: list[str]
+
+
+def _checkpoints_by_arch(table: ClipTable, rows: np.ndarray) -> dict[str, list[str]]:
+    out: dict[str, set[str]] = {}
+    for arch, ckpt in zip(table.architecture[rows], table.checkpoint[rows]):
+        out.setdefault(arch, set()).add(ckpt)
+    return {a: sorted(c) for a, c in sorted(out.items())}
+
+
+def _select(sel: Selection, by_arch: dict[str, list[str]], seed: int, holdout: set[str],
+            support: set[str], missing: list[str], side: str) -> set[str]:
+    chosen: set[str] = set()
+    for arch, ckpts in by_arch.items():
+        roles = {c: checkpoint_role(c) for c in ckpts}
+        schedule = sorted((c for c in ckpts if roles[c] == "scheduled"), key=scheduled_step)
+        for role in sel.roles:
+            found = ckpts if role == "all" else [c for c in ckpts if roles[c] == role]
+            if not found:
+                missing.append(f"{side}: architecture {arch!r} has no {role} checkpoint")
+            chosen.update(found)
+        for pos in sel.scheduled_positions:
+            if pos > len(schedule):
+                missing.append(f"{side}: architecture {arch!r} has {len(schedule)} scheduled checkpoints, "
+                               f"position {pos} needed")
+            else:
+                chosen.add(schedule[pos - 1])
+        if sel.random_scheduled:
+            if len(schedule) < sel.random_scheduled:
+                missing.append(f"{side}: architecture {arch!r} has {len(schedule)} scheduled checkpoints, "
+                               f"{sel.random_scheduled} random ones needed")
+            else:
+                rng = np.random.default_rng([seed, int(hashlib.sha256(arch.encode()).hexdigest()[:8], 16)])
+                chosen.update(schedule[i] for i in rng.choice(len(schedule), sel.random_scheduled, replace=False))
+    if sel.holdout:
+        chosen.update(c for ckpts in by_arch.values() for c in ckpts if c in holdout)
+    if sel.exclude_holdout:
+        chosen -= holdout
+    if sel.exclude_support:
+        chosen -= support
+    return chosen
+
+
+def _prompt_parts(protocol: Protocol, prompts: list[str], checkpoints: set[str], seed: int) -> dict[str, dict]:
+    if protocol.prompts == "disjoint":
+        shared = split_prompts(prompts, seed)
+        return {c: shared for c in checkpoints}
+    parts = {}
+    for c in checkpoints:  # each class draws its own partition, seeded by (seed, checkpoint)
+        sub_seed = int(hashlib.sha256(f"{seed}:{c}".encode()).hexdigest()[:8], 16)
+        parts[c] = split_prompts(prompts, sub_seed)
+    return parts
+
+
+def _vocoder_pools(protocol: Protocol, table: ClipTable, usable: np.ndarray) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """(variant, support pool mask, query pool mask) per vocoder variant of the protocol."""
+    default = usable & ~table.swapped
+    if protocol.vocoder == "default":
+        return [(None, default, default)]
+    mel_archs = set(table.architecture[usable & table.swapped])
+    if not mel_archs:
+        raise UnsatisfiableProtocol(protocol.name, ["clips with swapped vocoders (manifest column vocoder_swapped = 1)"])
+    is_mel = np.isin(table.architecture, list(mel_archs))
+    if protocol.vocoder == "mixed":
+        query = (usable & table.swapped) | (default & ~is_mel)
+        return [(None, default, query)]
+    variants = []
+    for vocoder in sorted(set(table.vocoder[usable & table.swapped])):
+        pool = (usable & is_mel & (table.vocoder == vocoder)) | (default & ~is_mel)
+        variants.append((vocoder, pool, pool))
+    return variants
+
+
+def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable: np.ndarray | None = None,
+                 holdout: list[str] | None = None) -> list[Split]:
+    """Every (seed, vocoder variant) split of the protocol, with all invariants checked.
+
+    Raises UnsatisfiableProtocol with the full list of what the corpus lacks: roles, scheduled
+    positions, or (checkpoint, prompt) clips, instead of running a silently smaller experiment.
+    """
+    usable = np.ones(len(table), dtype=bool) if usable is None else usable
+    holdout_set = set(holdout or [])
+    needs_holdout = protocol.query.holdout or protocol.support.exclude_holdout
+    if needs_holdout and not holdout_set:
+        raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")
+    unknown = holdout_set - set(table.checkpoint)
+    if unknown:
+        raise UnsatisfiableProtocol(protocol.name, [f"hold-out checkpoint {c!r} is not in the corpus" for c in sorted(unknown)])
+    prompts = sorted(set(table.prompt_id))
+    splits, missing = [], []
+    for seed in seeds:
+        for variant, support_pool, query_pool in _vocoder_pools(protocol, table, usable):
+            support_ckpts = _select(protocol.support, _checkpoints_by_arch(table, np.flatnonzero(support_pool)),
+                                    seed, holdout_set, set(), missing, "support")
+            query_ckpts = _select(protocol.query, _checkpoints_by_arch(table, np.flatnonzero(query_pool)),
+                                  seed, holdout_set, support_ckpts, missing, "query")
+            if not support_ckpts or not query_ckpts:
+                missing.append(f"{'support' if not support_ckpts else 'query'}: no checkpoint selected")
+            if missing:
+                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
+            parts = _prompt_parts(protocol, prompts, support_ckpts | query_ckpts, seed)
+            sides = {}
+            for side, pool, ckpts, part_names in (("support", support_pool, support_ckpts, ("support",)),
+                                                  ("validation", support_pool, support_ckpts, ("validation",)),
+                                                  ("query", query_pool, query_ckpts, ("query",))):
+                rows = []
+                for ckpt in sorted(ckpts):
+                    wanted = set().union(*(parts[ckpt][p] for p in part_names))
+                    idx = np.flatnonzero(pool & (table.checkpoint == ckpt) & np.isin(table.prompt_id, list(wanted)))
+                    have = set(table.prompt_id[idx])
+                    lacking = sorted(wanted - have)
+                    if lacking:
+                        missing.append(f"{side}: checkpoint {ckpt!r}{f' with vocoder {variant}' if variant else ''} "
+                                       f"lacks {len(lacking)} prompt(s), e.g. {lacking[:3]}")
+                    rows.append(idx)
+                sides[side] = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
+            if missing:
+                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
+            split = Split(seed, variant, sides["support"], sides["validation"], sides["query"],
+                          sorted(support_ckpts), sorted(query_ckpts))
+            check_invariants(protocol, table, split)
+            splits.append(split)
+    return splits
+
+
+def check_invariants(protocol: Protocol, table: ClipTable, split: Split) -> None:
+    """Leaks and imbalance are bugs, never results: fail loudly."""
+    problems = []
+    if protocol.prompts == "disjoint":
+        crossing = set(table.prompt_id[split.support]) & set(table.prompt_id[split.query])
+        if crossing:
+            problems.append(f"{len(crossing)} prompt(s) in both support and query, e.g. {sorted(crossing)[:3]}")
+    if protocol.disjoint_checkpoints:
+        shared = set(split.support_checkpoints) & set(split.query_checkpoints)
+        if shared:
+            problems.append(f"checkpoint(s) in both support and query of an out-of-domain protocol: {sorted(shared)}")
+    if set(split.support) & set(split.query):
+        problems.append("a clip is in both support and query")
+    # The mixed-vocoder query holds every swapped clip (two a prompt per mel checkpoint in the study)
+    # beside the clips of architectures that cannot swap: its class sizes differ by design.
+    for side in ("support",) if protocol.vocoder == "mixed" else ("support", "query"):
+        idx = getattr(split, side)
+        for level in protocol.balance:
+            labels = (table.checkpoint if level == "checkpoint" else table.architecture)[idx]
+            _, counts = np.unique(labels.astype(str), return_counts=True)
+            if len(counts) and counts.min() != counts.max():
+                problems.append(f"{side} classes unbalanced at {level} level: {counts.min()} to {counts.max()} clips a class")
+    if problems:
+        raise UnsatisfiableProtocol(protocol.name, problems)

@@ -1,0 +1,156 @@
+"""Run protocols x seeds x levels over one feature matrix and turn predictions into results."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+
+from sourcetrace.attribution.base import Attributor
+from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.attribution.metrics import confusion, macro_f1, per_class_report
+from sourcetrace.attribution.registry import ATTRIBUTORS
+
+from .protocol import ClipTable, Protocol, build_splits
+from .results import SCHEMA_VERSION, now_utc, package_versions
+
+DEFAULT_SEEDS = (0, 1, 2)
+MAX_K_CURVE = 150
+
+
+@dataclass(frozen=True)
+class AttributorSpec:
+    """`name[:key=value,...]`, e.g. `knn:k=56,metric=cosine` or `probe:C=0.5`."""
+
+    name: str
+    params: tuple[tuple[str, object], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "AttributorSpec":
+        name, _, rest = text.partition(":")
+        if name not in ATTRIBUTORS:
+            raise ValueError(f"unknown attributor {name!r}; choose one of {', '.join(sorted(ATTRIBUTORS))}")
+        signature = inspect.signature(ATTRIBUTORS[name].__init__).parameters
+        params = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or key not in signature or key == "self":
+                allowed = ", ".join(k for k in signature if k != "self")
+                raise ValueError(f"attributor {text!r}: bad parameter {item!r}; {name} takes {allowed}")
+            default = signature[key].default
+            if isinstance(default, bool):
+                params[key] = value.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, (int, float)):
+                params[key] = type(default)(value)
+            else:
+                params[key] = value
+        return cls(name, tuple(sorted(params.items())))
+
+    def build(self) -> Attributor:
+        return ATTRIBUTORS[self.name](**dict(self.params))
+
+    @property
+    def id(self) -> str:
+        """Full parameters (defaults included): the identity of the attributor on a leaderboard."""
+        full = self.build().params()
+        return self.name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(full.items())) + ")" if full else "")
+
+
+def _levels_of(table: ClipTable, level: str) -> np.ndarray:
+    return (table.checkpoint if level == "checkpoint" else table.architecture).astype(str)
+
+
+def _predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels) -> dict[str, np.ndarray]:
+    """Predictions per level. kNN searches neighbours once: they do not depend on the labels."""
+    Xs, Xq = X[split.support], X[split.query]
+    out = {}
+    if spec.name == KNNAttributor.name:
+        searcher = spec.build().fit(Xs, _levels_of(table, "checkpoint")[split.support])
+        dist, idx = searcher.kneighbors(Xq)
+        for level in levels:
+            voter = spec.build().fit(Xs, _levels_of(table, level)[split.support])
+            out[level] = voter.classes_[np.argmax(voter.scores_from_neighbors(dist, idx), axis=1)]
+        return out
+    for level in levels:
+        out[level] = spec.build().fit(Xs, _levels_of(table, level)[split.support]).predict(Xq)
+    return out
+
+
+def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str, max_k: int = MAX_K_CURVE) -> dict[int, float]:
+    """Validation macro F1 of kNN for every k from 1 to max_k, from one neighbour search."""
+    ys, yv = _levels_of(table, level)[split.support], _levels_of(table, level)[split.validation]
+    max_k = min(max_k, len(split.support))
+    knn = KNNAttributor(k=max_k, metric=metric).fit(X[split.support], ys)
+    _, idx = knn.kneighbors(X[split.validation])
+    onehot = np.eye(len(knn.classes_), dtype=np.int32)[knn.support_labels_[idx]]  # (n, k, classes)
+    votes = np.cumsum(onehot, axis=1)
+    labels = np.unique(np.concatenate([ys, yv]))
+    return {k: macro_f1(yv, knn.classes_[np.argmax(votes[:, k - 1], axis=1)], labels=labels) for k in range(1, max_k + 1)}
+
+
+def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec,
+                 seeds=DEFAULT_SEEDS, usable: np.ndarray | None = None, holdout: list[str] | None = None,
+                 curves: bool = False) -> dict:
+    """Every seed (and vocoder variant) of one protocol -> the `levels` part of a results file."""
+    splits = build_splits(protocol, table, list(seeds), usable=usable, holdout=holdout)
+    per_level: dict[str, dict] = {lv: {"per_seed": [], "true": [], "pred": [], "labels": set()} for lv in protocol.levels}
+    split_info = []
+    for split in splits:
+        preds = _predict_levels(spec, X, table, split, protocol.levels)
+        for level in protocol.levels:
+            y_true = _levels_of(table, level)[split.query]
+            # Classes in the query's truth or predicted: a true class never predicted scores 0, a
+            # predicted class absent from the truth scores 0 (false alarms), a class in neither
+            # (say, an architecture a hold-out query lacks) has no F1 to measure.
+            labels = sorted(set(y_true) | set(preds[level]))
+            acc = per_level[level]
+            acc["per_seed"].append({"seed": split.seed, "variant": split.variant,
+                                    "macro_f1": macro_f1(y_true, preds[level], labels=labels),
+                                    "n_support": int(len(split.support)), "n_query": int(len(split.query)),
+                                    "n_classes": len(labels)})
+            acc["true"].append(y_true)
+            acc["pred"].append(preds[level])
+            acc["labels"].update(labels)
+        split_info.append({"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
+                           "query_checkpoints": split.query_checkpoints, "n_support": int(len(split.support)),
+                           "n_validation": int(len(split.validation)), "n_query": int(len(split.query))})
+    levels = {}
+    for level, acc in per_level.items():
+        # Vocoder variants are averaged within a seed first: std measures split-to-split spread.
+        by_seed: dict[int, list[float]] = {}
+        for entry in acc["per_seed"]:
+            by_seed.setdefault(entry["seed"], []).append(entry["macro_f1"])
+        seed_means = np.array([np.mean(v) for _, v in sorted(by_seed.items())])
+        labels = sorted(acc["labels"])
+        y_true, y_pred = np.concatenate(acc["true"]), np.concatenate(acc["pred"])
+        names, matrix = confusion(y_true, y_pred, labels=labels)
+        levels[level] = {
+            "mean": float(seed_means.mean()), "std": float(seed_means.std(ddof=0)),
+            "per_seed": acc["per_seed"],
+            "confusion": {"labels": names, "matrix": matrix.tolist(), "pooled_over": "seeds and variants"},
+            "per_class": per_class_report(y_true, y_pred, labels=labels),
+        }
+        if curves and spec.name == KNNAttributor.name and not protocol.disjoint_checkpoints:
+            metric = dict(spec.params).get("metric", "cosine")
+            per_k = [f1_versus_k(X, table, s, level, metric) for s in splits]
+            ks = sorted(set.intersection(*(set(c) for c in per_k)))
+            levels[level]["validation_f1_vs_k"] = {str(k): float(np.mean([c[k] for c in per_k])) for k in ks}
+    return {"levels": levels, "splits": split_info}
+
+
+def make_result(protocol: Protocol, run: dict, spec: AttributorSpec, extractor_name: str, fingerprint: dict,
+                fingerprint_sha256: str, corpus: dict, seeds, command: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "protocol": {"name": protocol.name, "version": protocol.version, "sha256": protocol.sha256,
+                     "title": protocol.title, "table1_row": protocol.table1_row, "definition": protocol.definition},
+        "corpus": corpus,
+        "features": {"extractor": extractor_name, "fingerprint": fingerprint, "fingerprint_sha256": fingerprint_sha256},
+        "attributor": {"name": spec.name, "id": spec.id, "params": spec.build().params()},
+        "seeds": list(seeds),
+        "levels": run["levels"],
+        "splits": run["splits"],
+        "provenance": {"command": command, "created": now_utc(), "versions": package_versions(),
+                       "std": "population std (ddof=0) over seeds of the per-seed macro F1"},
+    }

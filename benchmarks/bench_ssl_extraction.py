@@ -1,0 +1,154 @@
+"""SSL extraction: the naive way versus sourcetrace's truncated, batched path, measured in one run.
+
+naive      the full model, one clip at a time, `output_hidden_states=True`, mean of hidden_states[L]
+truncated  SSLExtractor: only the first L layers, clips batched by sorted length with masks (fp32)
+bf16       the same in bfloat16
+
+Models have the real architectures of the study's models (shipped configs) with seeded random
+weights, so nothing is downloaded; speed and memory do not depend on the weights' values.
+Each path runs in its own process, so peak memory (max RSS on CPU, max allocated on CUDA) is its
+own. Usage:
+
+    python benchmarks/bench_ssl_extraction.py --model xls-r-2b --layer 8 --clips 12
+    python benchmarks/bench_ssl_extraction.py --model w2v-bert-2.0 --layer 4 --clips 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_clips(n: int, seed: int, min_s: float, max_s: float) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.uniform(min_s, max_s, n)
+    return [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in lengths]
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS. VmHWM belongs to the process's memory map, which exec replaces;
+    getrusage's ru_maxrss is not reset by exec and would report the parent's peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    clips = make_clips(args.clips, args.seed, args.min_seconds, args.max_seconds)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    t0 = time.perf_counter()
+    if args.worker == "naive":
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        processor = AutoFeatureExtractor.from_pretrained(args.model_dir)
+        model = AutoModel.from_pretrained(args.model_dir).eval().to(device)
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        vectors = []
+        with torch.inference_mode():
+            for wave in clips:
+                inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
+                inputs.pop("attention_mask", None)
+                hidden = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
+                vectors.append(hidden[args.layer][0].float().mean(0).cpu().numpy())
+        vectors = np.stack(vectors)
+    else:
+        from sourcetrace.attribution.extractors.ssl import SSLExtractor
+
+        extractor = SSLExtractor(args.model_dir, [args.layer], device=str(device), dtype=args.worker)
+        extractor.model  # load now, so loading is not counted as extraction time
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        order = extractor.plan_batches([len(c) for c in clips])
+        vectors = np.empty((len(clips), extractor.vector_dim), np.float32)
+        for batch in order:
+            vectors[batch] = extractor.extract([clips[i] for i in batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    run_s = time.perf_counter() - t1
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else peak_rss_bytes())
+    np.save(args.vectors_out, vectors)
+    print(json.dumps({"load_s": load_s, "run_s": run_s, "peak_bytes": peak, "device": str(device)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="xls-r-2b", help="a shipped model config: xls-r-2b, w2v-bert-2.0, tiny-wav2vec2 ...")
+    parser.add_argument("--layer", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--max-seconds", type=float, default=8.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="benchmarks/.work", help="random-init model folders are kept here")
+    parser.add_argument("--paths", default="naive,float32,bfloat16")
+    parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--vectors-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from sourcetrace.attribution.extractors import named_model_spec
+    from sourcetrace.attribution.extractors.ssl import save_random_model
+
+    spec = named_model_spec(args.model)
+    workdir = Path(args.workdir)
+    t0 = time.perf_counter()
+    model_dir = save_random_model(spec["config"], spec["preprocessor"], workdir / f"random-{args.model}", seed=0)
+    print(f"model folder {model_dir} ready in {time.perf_counter() - t0:.1f} s")
+    total_audio = sum(len(c) for c in make_clips(args.clips, args.seed, args.min_seconds, args.max_seconds)) / 16000
+    results = {}
+    for path in args.paths.split(","):
+        out = workdir / f"vectors-{args.model}-{path}.npy"
+        cmd = [sys.executable, __file__, "--worker", path, "--model-dir", str(model_dir), "--vectors-out", str(out),
+               "--layer", str(args.layer), "--clips", str(args.clips), "--min-seconds", str(args.min_seconds),
+               "--max-seconds", str(args.max_seconds), "--threads", str(args.threads), "--device", args.device,
+               "--seed", str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"{path} failed:\n{proc.stderr[-3000:]}")
+        results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[path]["vectors"] = np.load(out)
+        r = results[path]
+        print(f"{path:>9}: {args.clips / r['run_s']:7.3f} clips/s  ({r['run_s']:.1f} s for {total_audio:.0f} s of audio), "
+              f"load {r['load_s']:.1f} s, peak {r['peak_bytes'] / 2**30:.2f} GiB on {r['device']}")
+    summary = {"model": args.model, "layer": args.layer, "clips": args.clips, "audio_seconds": total_audio,
+               "threads": args.threads, "paths": {}}
+    base = results.get("naive")
+    for path, r in results.items():
+        entry = {"clips_per_s": args.clips / r["run_s"], "run_s": r["run_s"], "load_s": r["load_s"],
+                 "peak_gib": r["peak_bytes"] / 2**30, "device": r["device"]}
+        if base is not None and path != "naive":
+            a, b = r["vectors"].astype(np.float64), base["vectors"].astype(np.float64)
+            entry["speedup_vs_naive"] = base["run_s"] / r["run_s"]
+            entry["peak_memory_vs_naive"] = r["peak_bytes"] / base["peak_bytes"]
+            entry["max_relative_error"] = float((np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max())
+            entry["min_cosine"] = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+            print(f"{path:>9} vs naive: {entry['speedup_vs_naive']:.1f}x clips/s, peak memory "
+                  f"{100 * entry['peak_memory_vs_naive']:.0f}%, max relative error {entry['max_relative_error']:.2e}, "
+                  f"min cosine {entry['min_cosine']:.6f}")
+        summary["paths"][path] = entry
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
