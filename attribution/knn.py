@@ -8,6 +8,8 @@ does, so both give the same predictions.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -40,15 +42,30 @@ class KNNAttributor(Attributor):
         if self.k > len(X):
             raise ValueError(f"k={self.k} is larger than the support set ({len(X)} vectors); lower k")
         self.classes_, self.support_labels_ = np.unique(y, return_inverse=True)
-        self._mean = X.mean(0) if self.standardize else np.zeros(X.shape[1], np.float32)
-        self._scale = X.std(0) + 1e-8 if self.standardize else np.ones(X.shape[1], np.float32)
-        support = torch.from_numpy((X - self._mean) / self._scale)
+        if self.standardize:
+            self._mean, self._scale = X.mean(0), X.std(0) + 1e-8
+            X = (X - self._mean) / self._scale
+        support = torch.from_numpy(X)
         if self.metric == "cosine":
             support = torch.nn.functional.normalize(support, dim=1)
         else:
             self._support_sq = (support * support).sum(1)
         self._support = support
         return self
+
+    def relabel(self, y) -> "KNNAttributor":
+        """A copy fitted on the same support vectors with other labels (say, another level), sharing
+        the stored support matrix: neighbours do not depend on labels."""
+        self._check_fitted()
+        y = np.asarray(y)
+        if len(y) != len(self.support_labels_):
+            raise ValueError(f"{len(y)} labels for {len(self.support_labels_)} support vectors")
+        other = copy.copy(self)
+        other.classes_, other.support_labels_ = np.unique(y, return_inverse=True)
+        return other
+
+    def _prepare_queries(self, X: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((X - self._mean) / self._scale if self.standardize else X)
 
     def _nearness(self, queries: torch.Tensor) -> torch.Tensor:
         """A score per (query, support) pair that orders like -distance, in one matrix product:
@@ -72,7 +89,7 @@ class KNNAttributor(Attributor):
         extra = 1 if k < len(self._support) else 0  # one more candidate reveals a tie at the boundary
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
-        queries = torch.from_numpy((X - self._mean) / self._scale)
+        queries = self._prepare_queries(X)
         for start in range(0, len(X), self.chunk_size):
             chunk = queries[start: start + self.chunk_size]
             near = self._nearness(chunk)

@@ -32,19 +32,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def run_bench(corpus_dir: str | Path, protocols: list[Protocol], extractor_specs: list[str], attributor: str,
+def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[tuple[str, str]],
               out: str | Path, seeds=(0, 1, 2), holdout: list[str] | None = None, figures: bool = True,
               device: str = "auto", dtype: str = "fp32", models_dir: str | None = None, progress: bool = True,
               log=print) -> int:
-    """Returns the number of failures (rejected clips count as one, each protocol that cannot run as one)."""
+    """Run every protocol for every (extractor spec, attributor spec) system.
+
+    Returns the number of failures (rejected clips count as one, each protocol that cannot run as one).
+    """
     corpus = Corpus.read(corpus_dir)
     table = ClipTable.from_rows(corpus.rows)
-    spec = AttributorSpec.parse(attributor)
     out = Path(out)
     failures = 0
     command = " ".join(sys.argv) if sys.argv else "run_bench"
     all_results: list[dict] = []
-    for extractor_spec in extractor_specs:
+    for extractor_spec, attributor in systems:
+        spec = AttributorSpec.parse(attributor)
         extractor = build_extractor(extractor_spec, device=device, dtype=dtype, models_dir=models_dir)
         store = FeatureStore(corpus, extractor)
         report = store.compute(progress=progress, log=log)

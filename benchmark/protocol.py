@@ -184,7 +184,11 @@ def load_suite(name: str) -> list[Protocol]:
 
 @dataclass
 class ClipTable:
-    """The manifest columns the benchmark needs, as arrays aligned with the feature matrix."""
+    """The manifest columns the benchmark needs, as arrays aligned with the feature matrix.
+
+    Checkpoints and prompts are also held as integer codes, so selecting the rows of a split is
+    array indexing rather than string comparison (the study's corpus has ~70,000 clips).
+    """
 
     clip_id: np.ndarray
     architecture: np.ndarray
@@ -193,10 +197,17 @@ class ClipTable:
     vocoder: np.ndarray
     swapped: np.ndarray  # bool
 
+    def __post_init__(self):
+        self.checkpoints, self.checkpoint_code = np.unique(self.checkpoint.astype(str), return_inverse=True)
+        self.prompts, self.prompt_code = np.unique(self.prompt_id.astype(str), return_inverse=True)
+        _, first = np.unique(self.checkpoint_code, return_index=True)
+        self.checkpoint_architecture = self.architecture[first].astype(str)  # aligned with self.checkpoints
+
     @classmethod
     def from_rows(cls, rows: list[dict[str, str]]) -> "ClipTable":
         col = lambda name: np.array([r.get(name, "") or "" for r in rows], dtype=object)  # noqa: E731
-        swapped = np.array([(r.get("vocoder_swapped") or "0").strip().lower() in ("1", "true", "yes") for r in rows])
+        swapped = np.array([(r.get("vocoder_swapped") or "0").strip().lower() in ("1", "true", "yes") for r in rows],
+                           dtype=bool)
         return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped)
 
     def __len__(self) -> int:
@@ -217,9 +228,9 @@ class Split:
 
 
 def _checkpoints_by_arch(table: ClipTable, rows: np.ndarray) -> dict[str, list[str]]:
-    out: dict[str, set[str]] = {}
-    for arch, ckpt in zip(table.architecture[rows], table.checkpoint[rows]):
-        out.setdefault(arch, set()).add(ckpt)
+    out: dict[str, list[str]] = {}
+    for code in np.unique(table.checkpoint_code[rows]):
+        out.setdefault(str(table.checkpoint_architecture[code]), []).append(str(table.checkpoints[code]))
     return {a: sorted(c) for a, c in sorted(out.items())}
 
 
@@ -286,6 +297,26 @@ def _vocoder_pools(protocol: Protocol, table: ClipTable, usable: np.ndarray) -> 
     return variants
 
 
+def _side_rows(table: ClipTable, pool: np.ndarray, ckpts: set[str], wanted: dict[str, list[str]], side: str,
+               variant: str | None, missing: list[str]) -> np.ndarray:
+    """Rows of `pool` whose (checkpoint, prompt) pair is wanted; records every wanted pair absent."""
+    ckpt_index = {c: i for i, c in enumerate(table.checkpoints)}
+    prompt_index = {p: i for i, p in enumerate(table.prompts)}
+    allowed = np.zeros((len(table.checkpoints), len(table.prompts)), dtype=bool)
+    for ckpt in ckpts:
+        allowed[ckpt_index[ckpt], [prompt_index[p] for p in wanted[ckpt]]] = True
+    rows = np.flatnonzero(pool & allowed[table.checkpoint_code, table.prompt_code])
+    present = np.zeros_like(allowed)
+    present[table.checkpoint_code[rows], table.prompt_code[rows]] = True
+    for ckpt in sorted(ckpts):
+        i = ckpt_index[ckpt]
+        lacking = [table.prompts[j] for j in np.flatnonzero(allowed[i] & ~present[i])]
+        if lacking:
+            missing.append(f"{side}: checkpoint {ckpt!r}{f' with vocoder {variant}' if variant else ''} "
+                           f"lacks {len(lacking)} prompt(s), e.g. {lacking[:3]}")
+    return rows
+
+
 def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable: np.ndarray | None = None,
                  holdout: list[str] | None = None) -> list[Split]:
     """Every (seed, vocoder variant) split of the protocol, with all invariants checked.
@@ -301,7 +332,7 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
     unknown = holdout_set - set(table.checkpoint)
     if unknown:
         raise UnsatisfiableProtocol(protocol.name, [f"hold-out checkpoint {c!r} is not in the corpus" for c in sorted(unknown)])
-    prompts = sorted(set(table.prompt_id))
+    prompts = list(table.prompts)
     splits, missing = [], []
     for seed in seeds:
         for variant, support_pool, query_pool in _vocoder_pools(protocol, table, usable):
@@ -315,20 +346,10 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
                 raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
             parts = _prompt_parts(protocol, prompts, support_ckpts | query_ckpts, seed)
             sides = {}
-            for side, pool, ckpts, part_names in (("support", support_pool, support_ckpts, ("support",)),
-                                                  ("validation", support_pool, support_ckpts, ("validation",)),
-                                                  ("query", query_pool, query_ckpts, ("query",))):
-                rows = []
-                for ckpt in sorted(ckpts):
-                    wanted = set().union(*(parts[ckpt][p] for p in part_names))
-                    idx = np.flatnonzero(pool & (table.checkpoint == ckpt) & np.isin(table.prompt_id, list(wanted)))
-                    have = set(table.prompt_id[idx])
-                    lacking = sorted(wanted - have)
-                    if lacking:
-                        missing.append(f"{side}: checkpoint {ckpt!r}{f' with vocoder {variant}' if variant else ''} "
-                                       f"lacks {len(lacking)} prompt(s), e.g. {lacking[:3]}")
-                    rows.append(idx)
-                sides[side] = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
+            for side, pool, ckpts, part in (("support", support_pool, support_ckpts, "support"),
+                                            ("validation", support_pool, support_ckpts, "validation"),
+                                            ("query", query_pool, query_ckpts, "query")):
+                sides[side] = _side_rows(table, pool, ckpts, {c: parts[c][part] for c in ckpts}, side, variant, missing)
             if missing:
                 raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
             split = Split(seed, variant, sides["support"], sides["validation"], sides["query"],

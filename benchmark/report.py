@@ -34,7 +34,9 @@ def table1_summary(results: list[dict]) -> str:
     systems = sorted({_system(r) for r in results})
     protocols = sorted({(_protocol_order(r), r["protocol"]["name"], r["protocol"]["title"]) for r in results})
     by_key = {(r["protocol"]["name"], _system(r)): r for r in results}
-    header = ["#", "protocol"] + [f"{ex} {LEVEL_SHORT[lv]}" for _, ex in systems for lv in ("checkpoint", "architecture")]
+    several = len({a for a, _ in systems}) > 1
+    name = lambda a, ex: f"{ex} [{a}]" if several else ex  # noqa: E731
+    header = ["#", "protocol"] + [f"{name(a, ex)} {LEVEL_SHORT[lv]}" for a, ex in systems for lv in ("checkpoint", "architecture")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (order, _), name, _title in protocols:
         row = [str(order) if order < 10**6 else "", name]

@@ -69,7 +69,7 @@ def _predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split
         searcher = spec.build().fit(Xs, _levels_of(table, "checkpoint")[split.support])
         dist, idx = searcher.kneighbors(Xq)
         for level in levels:
-            voter = spec.build().fit(Xs, _levels_of(table, level)[split.support])
+            voter = searcher.relabel(_levels_of(table, level)[split.support])
             out[level] = voter.classes_[np.argmax(voter.scores_from_neighbors(dist, idx), axis=1)]
         return out
     for level in levels:

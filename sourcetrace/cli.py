@@ -30,7 +30,7 @@ def cmd_demo(args) -> int:
     from sourcetrace.demo import run_demo
 
     results = run_demo(args.out, n_prompts=args.prompts, k=args.k, progress=not args.quiet)
-    return 1 if results["failed"] else 0
+    return 1 if results["failures"] else 0
 
 
 def cmd_corpus_import(args) -> int:
@@ -131,7 +131,8 @@ def cmd_bench(args) -> int:
     protocols = load_suite(args.suite) if args.suite else [load_protocol(p) for p in args.protocol]
     seeds = [int(s) for s in args.seeds.split(",")]
     holdout = [h for h in (args.holdout or "").split(",") if h]
-    failures = run_bench(args.corpus, protocols, args.extractor, args.attributor, args.out, seeds=seeds,
+    systems = [(extractor, args.attributor) for extractor in args.extractor]
+    failures = run_bench(args.corpus, protocols, systems, args.out, seeds=seeds,
                          holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
                          models_dir=args.models_dir, progress=not args.quiet)
     return 1 if failures else 0

@@ -2,14 +2,13 @@
 
 espeak-ng voices stand in for architectures and voice variants for checkpoints (these are NOT the
 study's generators and the numbers are NOT the study's). The job makes the audio, imports it as a
-corpus, extracts LFCC and tiny-SSL features through the feature store, attributes query clips with
-kNN at checkpoint and architecture level, and detects clips of a held-out "architecture" as unknown.
-Every stage is skipped when its output exists, so a rerun does no work twice.
+corpus, extracts LFCC and tiny-SSL features through the feature store, runs the `indomain` and
+`holdout` benchmark protocols (results files, figures, a leaderboard site), and detects clips of a
+held-out "architecture" as unknown. Audio, corpus, model and features are reused when they exist.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ DEMO_GENERATORS = {
     "en-029": {"v-m1": ("m1", 160, 50), "v-m3": ("m3", 175, 45)},
 }
 HELD_OUT_ARCHITECTURE = "en-029"  # never in support: the "unknown" generator
+DEMO_HOLDOUT = ("en-us/v-m3", "en-gb-scotland/v-m3")  # checkpoints only in query: attributed to their voice?
 
 
 def make_demo_tree(out: Path, n_prompts: int, seed: int = 0) -> Path:
@@ -47,9 +47,11 @@ def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, p
     from sourcetrace.attribution.extractors import build_extractor, named_model_spec
     from sourcetrace.attribution.extractors.ssl import save_random_model
     from sourcetrace.attribution.knn import KNNAttributor
-    from sourcetrace.attribution.metrics import macro_f1
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.attribution.unknown import UnknownDetector
+    from sourcetrace.benchmark.bench import run_bench
+    from sourcetrace.benchmark.protocol import load_protocol
+    from sourcetrace.benchmark.report import build_leaderboard
     from sourcetrace.benchmark.splits import split_prompts
 
     out = Path(out)
@@ -63,51 +65,38 @@ def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, p
     corpus = Corpus.read(corpus_dir)
     tiny = named_model_spec("tiny-wav2vec2")
     model_dir = save_random_model(tiny["config"], tiny["preprocessor"], out / "models" / "tiny-wav2vec2", seed=seed)
+    # Cepstral statistics need standardising (c0 dwarfs the rest); SSL vectors are used as the study does.
+    systems = [("lfcc", f"knn:k={k},standardize=true"), (f"ssl:{model_dir}@2", f"knn:k={k}")]
 
+    # 1. Attribution: the generic benchmark protocols, results files, figures and a leaderboard site.
+    protocols = [load_protocol("indomain"), load_protocol("holdout")]
+    failures = run_bench(corpus_dir, protocols, systems, out / "results", holdout=list(DEMO_HOLDOUT),
+                         device="cpu", progress=progress)
+    page = build_leaderboard(sorted((out / "results").glob("*.json")), out / "site",
+                             title="sourcetrace miniature demo (espeak-ng voices; not the study's numbers)")
+
+    # 2. Unknown detection: the held-out voice never enters the support set.
     split = split_prompts(corpus.column("prompt_id"), seed=seed)
-    clip_ids = corpus.column("clip_id")
     prompt_of = np.array(corpus.column("prompt_id"))
     arch = np.array(corpus.column("architecture"))
-    ckpt = np.array(corpus.column("checkpoint"))
-    known = arch != HELD_OUT_ARCHITECTURE
+    checkpoint = np.array(corpus.column("checkpoint"))
     part = {name: np.isin(prompt_of, ids) for name, ids in split.items()}
-
-    results: dict = {"corpus": str(corpus_dir), "clips": len(corpus.rows), "k": k, "seed": seed,
-                     "held_out_architecture": HELD_OUT_ARCHITECTURE, "extractors": {}}
-    failed = False
-    for spec in ("lfcc", f"ssl:{model_dir}@2"):
-        extractor = build_extractor(spec, device="cpu")
-        store = FeatureStore(corpus, extractor)
-        report = store.compute(progress=progress)
-        print(f"[demo] {extractor.name}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
-        failed |= not report.ok
-        rejected = {clip_id for clip_id, _, _ in report.rejects}
-        use = np.array([c not in rejected for c in clip_ids])
-        X = store.load([c for c, u in zip(clip_ids, use) if u])
-        is_known, labels_at = known[use], {"checkpoint": ckpt[use], "architecture": arch[use]}
-        support, validation, query = (part[name][use] for name in ("support", "validation", "query"))
-        entry = {"fingerprint": extractor.fingerprint_hash}
-        make = lambda: KNNAttributor(k=k, standardize=not spec.startswith("ssl:"))  # noqa: E731
-        for level, labels in labels_at.items():
-            knn = make().fit(X[support & is_known], labels[support & is_known])
-            entry[f"macro_f1_{level}"] = macro_f1(labels[query & is_known], knn.predict(X[query & is_known]),
-                                                  labels=np.unique(labels[is_known]))
-        knn = make().fit(X[support & is_known], labels_at["checkpoint"][support & is_known])
-        detector = UnknownDetector(knn).calibrate(X[validation & is_known], X[validation & ~is_known])
-        entry["unknown_detection"] = detector.evaluate(X[query & is_known], X[query & ~is_known])
-        results["extractors"][extractor.name] = entry
-    write_json_atomic(out / "demo-results.json", results)
-    print_summary(results)
-    results["failed"] = failed
-    return results
-
-
-def print_summary(results: dict) -> None:
-    print(f"\nMiniature attribution demo ({results['clips']} clips, k={results['k']}; espeak-ng voices, "
-          "not the study's generators: these numbers are not the study's)")
-    print(f"{'extractor':<40} {'F1 ckpt':>8} {'F1 arch':>8} {'EER unk':>8} {'AUROC':>7}")
-    for name, e in results["extractors"].items():
-        u = e["unknown_detection"]
-        print(f"{name:<40} {e['macro_f1_checkpoint']:>8.3f} {e['macro_f1_architecture']:>8.3f} "
-              f"{u['eer']:>8.3f} {u['auroc']:>7.3f}")
-    print(json.dumps({"results": str(Path(results["corpus"]).parent / "demo-results.json")}))
+    known = arch != HELD_OUT_ARCHITECTURE
+    unknown_results = {}
+    for extractor_spec, attributor in systems:
+        extractor = build_extractor(extractor_spec, device="cpu")
+        X = FeatureStore(corpus, extractor).load()  # computed by the benchmark above
+        knn = KNNAttributor(k=k, standardize="standardize=true" in attributor)
+        knn.fit(X[known & part["support"]], checkpoint[known & part["support"]])
+        detector = UnknownDetector(knn).calibrate(X[known & part["validation"]], X[~known & part["validation"]])
+        unknown_results[extractor.name] = detector.evaluate(X[known & part["query"]], X[~known & part["query"]])
+    write_json_atomic(out / "unknown-detection.json", {"held_out_architecture": HELD_OUT_ARCHITECTURE, "k": k,
+                                                       "seed": seed, "results": unknown_results})
+    print(f"\nUnknown detection (support without {HELD_OUT_ARCHITECTURE}; threshold at the validation EER point):")
+    print(f"{'extractor':<40} {'EER':>6} {'AUROC':>6} {'FPR@95TPR':>10} {'false unknown':>14} {'missed unknown':>15}")
+    for name, r in unknown_results.items():
+        print(f"{name:<40} {r['eer']:>6.3f} {r['auroc']:>6.3f} {r['fpr_at_95tpr']:>10.3f} "
+              f"{r['false_unknown_rate']:>14.3f} {r['missed_unknown_rate']:>15.3f}")
+    print(f"\nMiniature demo: espeak-ng voices stand in for generators; these are NOT the study's numbers.\n"
+          f"leaderboard: {page}\nfigures: {out / 'results' / 'figures'}")
+    return {"failures": failures, "unknown_detection": unknown_results, "leaderboard": str(page)}

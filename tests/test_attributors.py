@@ -126,3 +126,13 @@ def test_standardized_knn_equals_sklearn_scaler_pipeline():
     np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
     plain = KNNAttributor(k=9, metric="euclidean").fit(X, y)
     assert (plain.predict(Q) != ours.predict(Q)).any()
+
+
+def test_relabel_shares_neighbours_and_equals_a_fresh_fit():
+    X, y = blobs(spread=3.0)
+    coarse = np.array([label[:-1] + ("a" if int(label[-1]) < 3 else "b") for label in y])
+    Q, _ = blobs(spread=3.0, seed=4)
+    fine = KNNAttributor(k=11).fit(X, y)
+    np.testing.assert_array_equal(fine.relabel(coarse).predict(Q), KNNAttributor(k=11).fit(X, coarse).predict(Q))
+    with pytest.raises(ValueError, match="labels for"):
+        fine.relabel(coarse[:-1])

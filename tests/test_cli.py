@@ -66,3 +66,19 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path, capsys):
     assert main(["corpus", "validate", str(tmp_path)]) == 2
     assert "no manifest.csv" in capsys.readouterr().err
     assert main(["features", str(tmp_path), "--extractor", "xls-r-2b@8", "--models-dir", str(tmp_path)]) == 2
+
+
+def test_demo_main_job_end_to_end_and_rerun(tmp_path, capsys):
+    """The README's main job on a smaller prompt set: results, figures, site; a rerun reuses the work."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--prompts", "12", "--k", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT the study's numbers" in out and "Unknown detection" in out
+    results = sorted((tmp_path / "demo" / "results").glob("*.json"))
+    assert len(results) == 4  # indomain + holdout for lfcc and the tiny SSL model
+    assert (tmp_path / "demo" / "site" / "index.html").is_file()
+    assert (tmp_path / "demo" / "results" / "figures" / "f1_vs_k.png").is_file()
+    unknown = json.loads((tmp_path / "demo" / "unknown-detection.json").read_text())
+    assert set(unknown["results"]) == {"lfcc", "ssl-tiny-wav2vec2-L2-float32"}
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--prompts", "12", "--k", "5", "--quiet"]) == 0
+    again = capsys.readouterr().out
+    assert "corpus exists" in again and "0 computed, 132 reused" in again

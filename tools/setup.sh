@@ -8,15 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# espeak-ng (required): real speech for the demo and tests.
+# chromium (optional): the leaderboard page's browser tests, skipped without it (never in CI).
+missing=()
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing ${need_apt[*]} with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  else
-    echo "[setup] please install: ${need_apt[*]} (e.g. sudo apt-get install ${need_apt[*]}), then rerun" >&2
+    echo "[setup] installing ${missing[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v espeak-ng >/dev/null 2>&1; then
+    echo "[setup] please install espeak-ng (e.g. sudo apt-get install espeak-ng chromium), then rerun" >&2
     exit 1
+  else
+    echo "[setup] chromium not found: the leaderboard browser tests will be skipped" >&2
   fi
 fi
 
