@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _slug(text: str) -> str:
 def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[tuple[str, str]],
               out: str | Path, seeds=(0, 1, 2), holdout: list[str] | None = None, figures: bool = True,
               device: str = "auto", dtype: str = "fp32", models_dir: str | None = None, progress: bool = True,
-              log=print) -> int:
+              command: str | None = None, log=print) -> int:
     """Run every protocol for every (extractor spec, attributor spec) system.
 
     Returns the number of failures (rejected clips count as one, each protocol that cannot run as one).
@@ -44,7 +45,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
     table = ClipTable.from_rows(corpus.rows)
     out = Path(out)
     failures = 0
-    command = " ".join(sys.argv) if sys.argv else "run_bench"
+    command = command or shlex.join(sys.argv)
     all_results: list[dict] = []
     for extractor_spec, attributor in systems:
         spec = AttributorSpec.parse(attributor)

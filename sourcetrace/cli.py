@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -134,7 +135,8 @@ def cmd_bench(args) -> int:
     systems = [(extractor, args.attributor) for extractor in args.extractor]
     failures = run_bench(args.corpus, protocols, systems, args.out, seeds=seeds,
                          holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
-                         models_dir=args.models_dir, progress=not args.quiet)
+                         models_dir=args.models_dir, progress=not args.quiet,
+                         command=shlex.join(["sourcetrace", *args.argv]))
     return 1 if failures else 0
 
 
@@ -226,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetrace.benchmark.results import ResultError
     from sourcetrace.corpus import ManifestError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ManifestError, ModelFolderError, ResultError, ValueError, FileNotFoundError) as exc:
