@@ -105,7 +105,9 @@ def cmd_attribute(args) -> int:
             print(f"error: {exc}", file=sys.stderr)
     answers = []
     if waves:
-        Q = np.concatenate([extractor.extract([w]) for w in waves])
+        Q = np.empty((len(waves), X.shape[1]), np.float32)
+        for batch in extractor.plan_batches([len(w) for w in waves]):
+            Q[batch] = extractor.extract([waves[i] for i in batch])
         scores = knn.outlier_score(Q)
         for clip, ranked, score in zip(clips, knn.rank(Q), scores):
             unknown = threshold is not None and score > threshold

@@ -34,7 +34,7 @@ def reference_vectors(model_dir, waves, layer):
 
 
 def rel_err(a, b):
-    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+    return np.linalg.norm(a - b, axis=-1) / np.maximum(np.linalg.norm(b, axis=-1), 1e-12)
 
 
 @pytest.mark.parametrize("name", ["tiny-wav2vec2", "tiny-w2v-bert"])
@@ -131,3 +131,38 @@ def test_w2v_bert_min_samples_gives_a_finite_vector(tiny_models):
     extractor = SSLExtractor(tiny_models["tiny-w2v-bert"], [1], device="cpu")
     assert extractor.min_samples() == 560
     assert np.isfinite(extractor.extract([np.zeros(560, np.float32)])).all()
+
+
+@pytest.mark.parametrize("model_type, extra", [
+    ("hubert", {"do_stable_layer_norm": True, "feat_extract_norm": "layer"}),
+    ("wavlm", {"do_stable_layer_norm": True, "feat_extract_norm": "layer"}),
+    ("wavlm", {"do_stable_layer_norm": False, "feat_extract_norm": "layer"}),
+])
+def test_other_wav2vec2_family_models_are_exact_too(tmp_path, model_type, extra):
+    """HuBERT and WavLM (relative position bias, tuple layer outputs) through the same path."""
+    from sourcetrace.attribution.extractors import named_model_spec
+    from sourcetrace.attribution.extractors.ssl import save_random_model
+
+    spec = named_model_spec("tiny-wav2vec2")
+    config = {**spec["config"], "model_type": model_type, **extra}
+    if model_type == "wavlm":
+        config.update(num_buckets=32, max_bucket_distance=100)
+    folder = save_random_model(config, spec["preprocessor"], tmp_path / model_type, seed=0)
+    waves = clips(seed=5)
+    expected = reference_vectors(folder, waves, 3)
+    got = SSLExtractor(folder, [3], device="cpu").extract(waves)
+    assert rel_err(got, expected).max() < 1e-6
+
+
+def test_group_norm_front_end_runs_one_clip_per_batch(tmp_path):
+    """wav2vec2-base-style models normalise the conv output over time: padding would change them."""
+    from sourcetrace.attribution.extractors import named_model_spec
+    from sourcetrace.attribution.extractors.ssl import save_random_model
+
+    spec = named_model_spec("tiny-wav2vec2")
+    config = {**spec["config"], "feat_extract_norm": "group", "do_stable_layer_norm": False}
+    folder = save_random_model(config, {**spec["preprocessor"], "return_attention_mask": False}, tmp_path / "base", seed=0)
+    extractor = SSLExtractor(folder, [2], device="cpu", batch_size=8)
+    waves = clips(seed=6)
+    assert all(len(b) == 1 for b in extractor.plan_batches([len(w) for w in waves]))
+    assert rel_err(extractor.extract(waves[:1]), reference_vectors(folder, waves[:1], 2)).max() < 1e-6

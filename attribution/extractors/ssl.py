@@ -9,6 +9,7 @@ the vector is read from the output of layer L by a forward hook, so it equals th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,22 @@ DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 class ModelFolderError(FileNotFoundError):
     pass
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No warnings or progress bars from transformers inside the block (our own progress shows)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_dtype(name: str) -> str:
@@ -145,16 +162,11 @@ class SSLExtractor(FeatureExtractor):
 
     def _load_truncated(self) -> torch.nn.Module:
         from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
 
         depth = max(self.layers[-1], 1)  # layer 0 is the input of layer 1: keep one layer to hook
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # "weights of layers > L not used" is the point, not a problem
-        try:
+        with quiet_transformers():  # "weights of layers > L not used" is the point, not a problem
             model = AutoModel.from_pretrained(self.model_dir, num_hidden_layers=depth,
                                               dtype=DTYPES[self.dtype_name], use_safetensors=None)
-        finally:
-            hf_logging.set_verbosity(verbosity)
         model.eval().to(self.device)
         if getattr(model, "masked_spec_embed", None) is not None:
             model.config.apply_spec_augment = False
@@ -262,7 +274,8 @@ def save_random_model(config: dict, preprocessor: dict, out_dir: str | os.PathLi
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_transformers():
+            model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
         os.replace(tmp, out_dir)
     finally:
