@@ -110,3 +110,21 @@ def test_datasets_folder_never_shadows_hugging_face_datasets():
     code = "import importlib.util as u; s = u.find_spec('datasets'); print(s and s.origin)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert "__init__.py" not in out or str(root / "datasets") not in out
+
+
+def test_every_module_of_the_namespace_imports():
+    """Each top-level folder is a `sourcetrace` subpackage; a module missing from the installed link
+    tree (a new file after setup) fails here: rerun tools/setup.sh."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    folders = {"src/sourcetrace": "sourcetrace", "attribution": "sourcetrace.attribution",
+               "benchmark": "sourcetrace.benchmark", "datasets": "sourcetrace.datasets"}
+    names = []
+    for folder, package in folders.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            names.append(".".join((package, *[p for p in parts if p != "__init__"])))
+    assert len(names) > 30
+    for name in names:
+        importlib.import_module(name)

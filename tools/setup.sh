@@ -34,5 +34,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 # shellcheck disable=SC2086
 pip install $TORCH_SPEC
 torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
-pip install -e ".[test]" "torch==${torch_version}"
+# strict: a link tree under build/, the one editable mode that maps the namespace package
+# sourcetrace.datasets onto datasets/ (a new module needs this script rerun).
+pip install -e ".[test]" "torch==${torch_version}" --config-settings editable_mode=strict
 .venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'

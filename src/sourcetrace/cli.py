@@ -154,6 +154,28 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_datasets_make_mini(args) -> int:
+    from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
+
+    out = Path(args.out)
+    lj = make_ljspeech_like(out / "LJSpeech-mini", args.train, args.val, args.test)
+    manifest = make_hifitts_like(out / "hifitts-mini", args.speaker_clips)
+    print(f"{lj.root}: {len(lj.items('train'))} train, {len(lj.items('val'))} val, {len(lj.items('test'))} test "
+          f"(split in {lj.root / 'split.tsv'})\n{manifest}: {args.speaker_clips} clips of speaker 9136")
+    return 0
+
+
+def cmd_datasets_prompts(args) -> int:
+    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+    from sourcetrace.datasets.prompts import write_prompts
+
+    dataset = LJSpeech(args.ljspeech, split=standard_split(args.split) if args.split else None, check_audio=False)
+    prompts = dataset.prompts()
+    write_prompts(args.out, prompts)
+    print(f"{len(prompts)} prompts (val + test transcripts) -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
     p.add_argument("corpus")
     p.set_defaults(func=cmd_corpus_validate)
+
+    data = sub.add_parser("datasets", help="training datasets and prompt sets").add_subparsers(dest="datasets_command", required=True)
+    p = data.add_parser("make-mini", help="small LJSpeech- and HiFi-TTS-format datasets spoken by espeak-ng")
+    p.add_argument("out")
+    p.add_argument("--train", type=int, default=40)
+    p.add_argument("--val", type=int, default=5)
+    p.add_argument("--test", type=int, default=10)
+    p.add_argument("--speaker-clips", type=int, default=20, help="clips of the HiFi-TTS-format speaker 9136")
+    p.set_defaults(func=cmd_datasets_make_mini)
+    p = data.add_parser("prompts", help="write the study's prompt set (LJSpeech val + test transcripts)")
+    p.add_argument("ljspeech", help="an LJSpeech-1.1 folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", help="split file (default: the standard split shipped with sourcetrace)")
+    p.set_defaults(func=cmd_datasets_prompts)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
     p.add_argument("corpus")
@@ -229,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetrace.attribution.extractors import ModelFolderError
     from sourcetrace.benchmark.results import ResultError
     from sourcetrace.corpus import ManifestError
+    from sourcetrace.datasets.prompts import DatasetError
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
-    except (ManifestError, ModelFolderError, ResultError, ValueError, FileNotFoundError) as exc:
+    except (ManifestError, ModelFolderError, ResultError, DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

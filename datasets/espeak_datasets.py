@@ -1,0 +1,65 @@
+"""Small datasets in the LJSpeech and HiFi-TTS formats, spoken by espeak-ng: two different voices
+stand in for the two speakers, so the fine-tuning experiment has a real change of speaker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from sourcetrace.espeak import sentences, speak
+from sourcetrace.fileio import atomic_path, write_text_atomic
+
+from .ljspeech import LJSpeech
+from .prompts import DatasetError
+
+LJ_VOICE = ("en-us+f3", 165, 55)       # voice, words per minute, pitch: the "LJ" speaker
+HIFITTS_VOICE = ("en-gb+m3", 150, 40)  # the new speaker of the fine-tune
+
+
+def make_ljspeech_like(out: str | Path, n_train: int, n_val: int, n_test: int, seed: int = 0) -> LJSpeech:
+    """metadata.csv, wavs/ (22.05 kHz) and split.tsv; reused clip by clip when rerun."""
+    out = Path(out)
+    n = n_train + n_val + n_test
+    texts = sentences(n, seed=seed)
+    voice, speed, pitch = LJ_VOICE
+    ids = [f"LJ{1 + i // 1000:03d}-{i % 1000 + 1:04d}" for i in range(n)]
+    order = np.random.default_rng(seed).permutation(n)  # which ids go to which split
+    split = {ids[i]: "train" for i in order[:n_train]}
+    split.update({ids[i]: "val" for i in order[n_train:n_train + n_val]})
+    split.update({ids[i]: "test" for i in order[n_train + n_val:]})
+    for utt_id, text in zip(ids, texts):
+        wav = out / "wavs" / f"{utt_id}.wav"
+        if not wav.exists():
+            speak(text, wav, voice=voice, speed=speed, pitch=pitch)
+    write_text_atomic(out / "metadata.csv", "".join(f"{i}|{t}|{t}\n" for i, t in zip(ids, texts)))
+    write_text_atomic(out / "split.tsv", "".join(f"{i}\t{split[i]}\n" for i in ids))
+    return LJSpeech(out, split=split)
+
+
+def make_hifitts_like(out: str | Path, n_train: int, speaker: str = "9136", seed: int = 1) -> Path:
+    """`<speaker>_manifest_other_train.json` and 44.1 kHz FLAC clips under audio/."""
+    out = Path(out)
+    voice, speed, pitch = HIFITTS_VOICE
+    lines = []
+    for i, text in enumerate(sentences(n_train, seed=seed)):
+        rel = f"audio/{speaker}_other/book/{speaker}_{i:05d}.flac"
+        flac = out / rel
+        if not flac.exists():
+            tmp_wav = flac.with_suffix(".espeak.wav")
+            speak(text, tmp_wav, voice=voice, speed=speed, pitch=pitch)
+            wave, rate = sf.read(tmp_wav, dtype="float32")
+            tmp_wav.unlink()
+            if wave.size == 0:
+                raise DatasetError(f"espeak-ng produced no audio for {text!r}")
+            with atomic_path(flac) as tmp:
+                sf.write(tmp, soxr.resample(wave, rate, 44100), 44100, format="FLAC")
+        duration = sf.info(str(flac)).duration
+        lines.append(json.dumps({"audio_filepath": rel, "duration": round(duration, 3), "text": text,
+                                 "text_no_preprocessing": text, "text_normalized": text}))
+    manifest = out / f"{speaker}_manifest_other_train.json"
+    write_text_atomic(manifest, "\n".join(lines) + "\n")
+    return manifest
