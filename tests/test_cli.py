@@ -38,6 +38,19 @@ def test_corpus_import_features_export_attribute(speech_tree, tmp_path, capsys):
         assert r["threshold"] == out["calibration"]["threshold"]
 
 
+def test_attribute_with_an_ssl_model_folder(speech_tree, tiny_models, tmp_path, capsys):
+    assert main(["corpus", "import", str(speech_tree), "--out", str(tmp_path / "c")]) == 0
+    clip = speech_tree / "en-us" / "step-a" / "p0.wav"
+    capsys.readouterr()
+    code = main(["attribute", str(clip), "--support", str(tmp_path / "c"), "--extractor",
+                 f"ssl:{tiny_models['tiny-wav2vec2']}@2", "--device", "cpu", "--k", "1", "--json", "--quiet"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["extractor"]["layers"] == [2]
+    # The clip is in the support set: its nearest neighbour is itself, at distance ~0.
+    assert out["results"][0]["candidates"][0]["label"] == "en-us/step-a"
+    assert out["results"][0]["candidates"][0]["nearest_distance"] < 1e-5
+
+
 def test_attribute_says_unknown_beyond_the_threshold(speech_tree, tmp_path, capsys):
     assert main(["corpus", "import", str(speech_tree), "--out", str(tmp_path / "c")]) == 0
     noise = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.3

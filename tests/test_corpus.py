@@ -76,7 +76,8 @@ def test_read_rejects_a_manifest_edited_into_a_bad_state(speech_tree, tmp_path):
         Corpus.read(tmp_path / "c")
 
 
-@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("OGG", "VORBIS")])
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("OGG", "VORBIS"),
+                                          ("MP3", "MPEG_LAYER_III")])
 def test_load_audio_formats_rates_channels(tmp_path, fmt, subtype):
     t = np.arange(44100) / 44100
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
@@ -85,7 +86,7 @@ def test_load_audio_formats_rates_channels(tmp_path, fmt, subtype):
     sf.write(path, stereo, 44100, format=fmt, subtype=subtype)
     wave = load_audio(path)
     assert wave.dtype == np.float32 and wave.ndim == 1
-    assert abs(len(wave) - 16000) <= 1
+    assert abs(len(wave) - 16000) <= (1 if fmt != "MP3" else 1200)  # mp3 frames pad the ends
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))
     assert abs(np.argmax(spectrum) * 16000 / 12000 - 440) < 3  # the tone survives resampling
 
