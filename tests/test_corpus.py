@@ -120,7 +120,8 @@ def test_every_module_of_the_namespace_imports():
 
     root = Path(__file__).resolve().parents[1]
     folders = {"src/sourcetrace": "sourcetrace", "attribution": "sourcetrace.attribution",
-               "benchmark": "sourcetrace.benchmark", "datasets": "sourcetrace.datasets"}
+               "benchmark": "sourcetrace.benchmark", "datasets": "sourcetrace.datasets",
+               "checkpoints": "sourcetrace.checkpoints"}
     names = []
     for folder, package in folders.items():
         for path in sorted((root / folder).rglob("*.py")):

@@ -176,6 +176,27 @@ def cmd_datasets_prompts(args) -> int:
     return 0
 
 
+def cmd_checkpoints_verify(args) -> int:
+    from sourcetrace.checkpoints.registry import load_registry, verify_folder
+
+    rows = verify_folder(args.folder, load_registry(args.registry) if args.registry else None)
+    for row in rows:
+        where = str(row.path) if row.path else "-"
+        print(f"{row.status:<8} {row.entry.id:<26} {row.entry.file:<30} {where}")
+        if row.sha256:
+            print(f"{'':<8} sha256 {row.sha256}" + ("" if row.entry.sha256 else "  (no published hash in the registry)"))
+        if row.entry.trust == "full-unpickling" and row.path:
+            print(f"{'':<8} this official format needs full unpickling: load it only with an explicit trust option")
+        for problem in row.problems:
+            print(f"{'':<8} problem: {problem}")
+        if row.path is None:
+            print(f"{'':<8} get it from: {row.entry.source}" + (f" <{row.entry.url}>" if row.entry.url else ""))
+    bad = sum(r.status == "bad" for r in rows)
+    missing = sum(r.status == "missing" for r in rows)
+    print(f"{len(rows) - bad - missing} ok, {bad} bad, {missing} missing")
+    return 1 if bad or (missing and args.require_all) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--split", help="split file (default: the standard split shipped with sourcetrace)")
     p.set_defaults(func=cmd_datasets_prompts)
+
+    ckpt = sub.add_parser("checkpoints", help="the official checkpoints").add_subparsers(dest="checkpoints_command", required=True)
+    p = ckpt.add_parser("verify", help="check a folder of downloaded official checkpoints against the registry")
+    p.add_argument("folder")
+    p.add_argument("--require-all", action="store_true", help="a missing checkpoint is a failure too")
+    p.add_argument("--registry", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_checkpoints_verify)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
     p.add_argument("corpus")
@@ -264,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from sourcetrace.attribution.extractors import ModelFolderError
     from sourcetrace.benchmark.results import ResultError
+    from sourcetrace.checkpoints.registry import RegistryError
     from sourcetrace.corpus import ManifestError
     from sourcetrace.datasets.prompts import DatasetError
 
@@ -272,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ManifestError, ModelFolderError, ResultError, DatasetError, ValueError, FileNotFoundError) as exc:
+    except (ManifestError, ModelFolderError, ResultError, DatasetError, RegistryError, ValueError,
+            FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
