@@ -36,5 +36,13 @@ pip install $TORCH_SPEC
 torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
 # strict: a link tree under build/, the one editable mode that maps the namespace package
 # sourcetrace.datasets onto datasets/ (a new module needs this script rerun).
-pip install -e ".[test]" "torch==${torch_version}" --config-settings editable_mode=strict
+# SOURCETRACE_STACKS=none installs the light core only (attribution + benchmark, no TTS stack).
+if [ "${SOURCETRACE_STACKS:-all}" = none ]; then
+  pip install -e ".[test]" "torch==${torch_version}" --config-settings editable_mode=strict
+else
+  pip install -e ".[test,tts]" "torch==${torch_version}" --no-binary grad-tts --config-settings editable_mode=strict
+  # matcha-tts: no declared dependencies (see pyproject's tts extra); its Cython extension is
+  # built against the venv's numpy 2 (an isolated build pins numpy 1.24 and then fails).
+  pip install --no-deps --no-build-isolation "matcha-tts==0.0.7.2"
+fi
 .venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'

@@ -197,6 +197,78 @@ def cmd_checkpoints_verify(args) -> int:
     return 1 if bad or (missing and args.require_all) else 0
 
 
+def _training_utterances(data: str, speaker: str, clips: int):
+    """An LJSpeech folder (its split.tsv if present, else the standard split) gives its train
+    split; a HiFi-TTS folder gives the seeded `clips`-clip subset of `speaker`."""
+    from sourcetrace.datasets.hifitts import HiFiTTS
+    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+
+    folder = Path(data)
+    if (folder / "metadata.csv").is_file():
+        split = standard_split(folder / "split.tsv") if (folder / "split.tsv").is_file() else None
+        return LJSpeech(folder, split=split).items("train")
+    return HiFiTTS(folder).study_subset(speaker, n=clips)
+
+
+def cmd_train(args) -> int:
+    from sourcetrace.checkpoints.registry import load_schedule
+    from sourcetrace.generators import build_generator, load_generator
+    from sourcetrace.generators.data import TrainingData
+    from sourcetrace.generators.training import checkpoint_name, save_zero_init, train
+
+    schedule = load_schedule(args.schedule)
+    run_dir = Path(args.run_dir)
+    if args.zero_init:
+        for seed in schedule.zero_init_seeds:
+            folder = save_zero_init(build_generator(args.architecture, args.config, seed), run_dir, f"zero-init-s{seed}")
+            print(f"[train] {folder}")
+        return 0
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    if args.init_from:
+        generator = load_generator(args.init_from)
+        if generator.architecture != args.architecture:
+            raise ValueError(f"{args.init_from} is a {generator.architecture} checkpoint, not {args.architecture}")
+        steps = steps or [schedule.finetune_steps]
+        final = f"ft-{schedule.finetune_speaker}"
+        names = lambda step: final if step == steps[-1] else checkpoint_name(step)  # noqa: E731
+    else:
+        generator = build_generator(args.architecture, args.config, args.seed)
+        steps = steps or list(schedule.steps)
+        names = checkpoint_name
+    data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips))
+    report = train(generator, data, run_dir, steps, batch_size=args.batch_size or schedule.batch_size, seed=args.seed,
+                   names=names, tensorboard=not args.no_tensorboard)
+    print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
+          f"checkpoints in {run_dir / 'checkpoints'}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from sourcetrace.datasets.prompts import read_prompts
+    from sourcetrace.generators import load_generator
+    from sourcetrace.generators.synthesis import synthesize_prompts
+    from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config
+
+    generator = load_generator(args.checkpoint)
+    vocoder, vocoder_name = None, ""
+    if not generator.end_to_end:
+        if args.vocoder_weights:
+            vocoder = HiFiGAN.from_official(args.vocoder_weights, config=args.vocoder_config)
+            vocoder_name = args.vocoder_name or vocoder.name
+        elif args.random_vocoder is not None:
+            vocoder = HiFiGAN(load_hifigan_config(args.vocoder_config), seed=args.random_vocoder)
+            vocoder_name = args.vocoder_name or f"hifigan-{args.vocoder_config}-random-s{args.random_vocoder}"
+        else:
+            raise ValueError(f"{generator.architecture} makes mel spectrograms: give --vocoder-weights FILE "
+                             "(an official HiFi-GAN) or --random-vocoder SEED (untrained, for tests)")
+    label = args.label or f"{generator.architecture}/{Path(args.checkpoint).name}"
+    made, skipped = synthesize_prompts(generator, label, read_prompts(args.prompts), args.out, vocoder=vocoder,
+                                       vocoder_name=vocoder_name, seed=args.seed,
+                                       implementation=generator.implementation())
+    print(f"[synth] {label}: {made} clips made, {skipped} already there -> {Path(args.out) / 'manifest.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +310,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-all", action="store_true", help="a missing checkpoint is a failure too")
     p.add_argument("--registry", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_checkpoints_verify)
+
+    p = sub.add_parser("train", help="train a generator on a checkpoint schedule (resumable), or make zero-init models")
+    p.add_argument("architecture")
+    p.add_argument("--data", help="an LJSpeech-format folder, or a HiFi-TTS folder for fine-tuning")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--config", default="default", help="named model config: default (the study's) or tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", default="study", help="study or mini (checkpoints/schedules.toml)")
+    p.add_argument("--steps", help="comma-separated steps overriding the schedule's")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--init-from", help="fine-tune from this checkpoint folder")
+    p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint into a corpus (resumable)")
+    p.add_argument("checkpoint", help="a checkpoint folder written by `sourcetrace train`")
+    p.add_argument("--prompts", required=True, help="prompt TSV (prompt_id, text)")
+    p.add_argument("--out", required=True, help="corpus folder (created, or appended to)")
+    p.add_argument("--label", help="checkpoint name in the corpus (default: <architecture>/<folder name>)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
+    p.add_argument("--vocoder-weights", help="official jik876 HiFi-GAN generator file")
+    p.add_argument("--vocoder-config", default="v1", help="v1, tiny or a config.json")
+    p.add_argument("--vocoder-name")
+    p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained HiFi-GAN (tests only)")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
     p.add_argument("corpus")
@@ -295,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetrace.checkpoints.registry import RegistryError
     from sourcetrace.corpus import ManifestError
     from sourcetrace.datasets.prompts import DatasetError
+    from sourcetrace.generators.base import GeneratorError
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
-    except (ManifestError, ModelFolderError, ResultError, DatasetError, RegistryError, ValueError,
+    except (ManifestError, ModelFolderError, ResultError, DatasetError, RegistryError, GeneratorError, ValueError,
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,9 @@ class Corpus:
         return [row.get(name, "") for row in self.rows]
 
     @classmethod
-    def read(cls, root: str | Path) -> "Corpus":
+    def read(cls, root: str | Path, require_files: bool = True) -> "Corpus":
+        """Read and validate manifest.csv. `require_files=False` tolerates listed files that are
+        absent (a writer resuming its own interrupted corpus); every other check still applies."""
         root = Path(root)
         manifest = root / MANIFEST
         if not manifest.is_file():
@@ -68,17 +70,17 @@ class Corpus:
         if missing:
             raise ManifestError(manifest, [f"header lacks required column(s): {', '.join(missing)}"])
         corpus = cls(root=root, rows=rows, columns=columns)
-        corpus.validate(source=manifest, first_line=2)
+        corpus.validate(source=manifest, first_line=2, require_files=require_files)
         return corpus
 
-    def validate(self, source: str | Path | None = None, first_line: int = 2) -> None:
+    def validate(self, source: str | Path | None = None, first_line: int = 2, require_files: bool = True) -> None:
         """Check the contract; raise ManifestError listing every problem with its line number."""
         source = source or self.manifest_path
         located = [(f"line {n}", row) for n, row in enumerate(self.rows, start=first_line)]
         problems = _label_problems(located)
         root = self.root.resolve()
         for where, row in located:
-            problem = _path_problem(root, row["path"]) if row.get("path") else None
+            problem = _path_problem(root, row["path"], require_files) if row.get("path") else None
             if problem:
                 problems.append(f"{where}: {problem}")
         if problems:
@@ -100,13 +102,13 @@ class Corpus:
         write_text_atomic(self.manifest_path, buf.getvalue())
 
 
-def _path_problem(root: Path, rel: str) -> str | None:
+def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None:
     if os.path.isabs(rel) or PurePosixPath(rel).is_absolute():
         return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
     full = (root / rel).resolve()
     if full != root and root not in full.parents:
         return f"path {rel!r} escapes the corpus folder"
-    if not full.is_file():
+    if require_file and not full.is_file():
         return f"missing file {rel!r}"
     return None
 

@@ -1,0 +1,44 @@
+"""TTS generators behind one interface (`base.Generator`); one file per architecture.
+
+Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to
+`ARCHITECTURES`. The classes import their TTS stacks lazily, so the light core never needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+from .base import Generator, GeneratorError, load_config, read_checkpoint_meta
+
+ARCHITECTURES = {
+    "gradtts": "sourcetrace.generators.gradtts:GradTTSGenerator",
+    "matcha": "sourcetrace.generators.matcha:MatchaGenerator",
+}
+
+
+def generator_class(architecture: str) -> type[Generator]:
+    if architecture not in ARCHITECTURES:
+        raise GeneratorError(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    module, _, name = ARCHITECTURES[architecture].partition(":")
+    try:
+        return getattr(import_module(module), name)
+    except ImportError as exc:
+        raise GeneratorError(f"{architecture}: its TTS stack is not installed ({exc}); run tools/setup.sh") from None
+
+
+def build_generator(architecture: str, config: str, seed: int) -> Generator:
+    """A zero-init model: the named config's architecture with weights drawn from `seed`."""
+    return generator_class(architecture).from_config_name(config, seed)
+
+
+def load_generator(checkpoint: str | Path) -> Generator:
+    """A generator from one of the project's own checkpoint folders."""
+    meta = read_checkpoint_meta(checkpoint)
+    generator = generator_class(meta["architecture"])(meta["config"], meta["seed"])
+    generator.load_weights(checkpoint)
+    return generator
+
+
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "build_generator", "generator_class",
+           "load_config", "load_generator"]

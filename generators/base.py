@@ -1,0 +1,156 @@
+"""The generator interface every TTS architecture lives behind.
+
+An architecture is one file: a `Generator` subclass that builds its official model class from a
+named config, turns text into symbol ids, computes its training loss on a batch, synthesises a
+mel spectrogram (or waveform) from ids, and loads its official pretrained format. Everything
+else (schedules, resuming, checkpoints, corpora) is shared code that never asks which
+architecture it is driving.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sourcetrace.fileio import atomic_path, write_json_atomic
+
+from .mel import MelConfig
+
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_META = "generator.json"
+
+
+class GeneratorError(ValueError):
+    pass
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor          # (batch, symbols), zero-padded
+    id_lengths: torch.Tensor   # (batch,)
+    mels: torch.Tensor         # (batch, n_mels, frames), zero-padded
+    mel_lengths: torch.Tensor  # (batch,)
+
+
+def load_config(architecture: str, name: str) -> dict:
+    """A named config shipped in generators/configs/<architecture>-<name>.toml."""
+    folder = resources.files(__package__).joinpath("configs")
+    entry = folder.joinpath(f"{architecture}-{name}.toml")
+    if not entry.is_file():
+        names = sorted(p.name[len(architecture) + 1:-5] for p in folder.iterdir()
+                       if p.name.startswith(architecture + "-") and p.name.endswith(".toml"))
+        raise GeneratorError(f"no config {name!r} for {architecture}; configs: {', '.join(names)}")
+    config = tomllib.loads(entry.read_text(encoding="utf-8"))
+    for section in ("model", "training", "synthesis", "mel"):
+        if section not in config:
+            raise GeneratorError(f"generators/configs/{architecture}-{name}.toml: missing [{section}]")
+    config["name"] = name
+    return config
+
+
+class Generator(ABC):
+    architecture: ClassVar[str]
+    #: True for end-to-end models (VITS) whose output is a waveform, not a mel spectrogram
+    end_to_end: ClassVar[bool] = False
+
+    def __init__(self, config: dict, seed: int):
+        """Build the official model class from `config` with weights drawn from `seed` ("zero-init")."""
+        self.config = config
+        self.seed = int(seed)
+        self.mel_config = MelConfig(**config["mel"])
+        torch.manual_seed(self.seed)
+        self.model: torch.nn.Module = self.build_model(config["model"])
+
+    @classmethod
+    def from_config_name(cls, name: str, seed: int) -> "Generator":
+        return cls(load_config(cls.architecture, name), seed)
+
+    # ---- what each architecture provides ------------------------------------------------------
+    @abstractmethod
+    def build_model(self, model_config: dict) -> torch.nn.Module:
+        ...
+
+    @abstractmethod
+    def text_to_ids(self, text: str) -> list[int]:
+        ...
+
+    @abstractmethod
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms of one training batch; their sum is optimised."""
+
+    @abstractmethod
+    def synthesize(self, ids: list[int]) -> torch.Tensor:
+        """(n_mels, frames) log-mel spectrogram (or (samples,) waveform if end_to_end), using the
+        global torch RNG for any noise: the caller seeds it per prompt."""
+
+    @abstractmethod
+    def load_official(self, path: str | Path, trust: bool = False) -> None:
+        """Load the weights of the official pretrained checkpoint. Formats that need full
+        unpickling raise unless `trust` is set."""
+
+    # ---- shared -------------------------------------------------------------------------------
+    #: the distribution whose version identifies the official implementation
+    package: ClassVar[str] = ""
+
+    def implementation(self) -> str:
+        from importlib import metadata
+
+        try:
+            return f"{self.package} {metadata.version(self.package)}"
+        except metadata.PackageNotFoundError:
+            return self.package
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        training = self.config["training"]
+        return torch.optim.Adam(self.model.parameters(), lr=float(training["learning_rate"]),
+                                weight_decay=float(training.get("weight_decay", 0.0)))
+
+    def clip_gradients(self) -> None:
+        """Clip the gradient norm at the config's grad_clip (an architecture may clip as upstream does)."""
+        value = self.config["training"].get("grad_clip")
+        if value:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=float(value))
+
+    def meta(self, step: int, role: str) -> dict:
+        return {"architecture": self.architecture, "config": self.config, "seed": self.seed, "step": step, "role": role}
+
+    def save(self, folder: str | Path, step: int, role: str) -> Path:
+        """Weights (safetensors) and identity (JSON) in `folder`, each written atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        with atomic_path(folder / CHECKPOINT_WEIGHTS) as tmp:
+            save_file(state, str(tmp))
+        write_json_atomic(folder / CHECKPOINT_META, self.meta(step, role))
+        return folder
+
+    def load_weights(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        try:
+            state = load_file(str(folder / CHECKPOINT_WEIGHTS))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise GeneratorError(f"{folder / CHECKPOINT_WEIGHTS}: cannot read ({exc})") from None
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise GeneratorError(f"{folder}: weights do not fit {self.architecture} config "
+                                 f"{self.config['name']!r}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def read_checkpoint_meta(folder: str | Path) -> dict:
+    path = Path(folder) / CHECKPOINT_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GeneratorError(f"{path}: not a sourcetrace checkpoint ({exc})") from None
+    for key in ("architecture", "config", "seed", "step", "role"):
+        if key not in meta:
+            raise GeneratorError(f"{path}: missing {key!r}")
+    return meta

@@ -1,0 +1,77 @@
+"""Grad-TTS through the `grad-tts` package (a fork of the official code that ships the model only):
+the project provides data, loss driving and checkpoints around the official `GradTTS` class."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .base import Batch, Generator, GeneratorError
+
+
+@lru_cache(maxsize=1)
+def _cmudict():
+    from grad_tts.text import cmudict
+
+    return cmudict.CMUDict()  # the CMUdict bundled with grad-tts: no download
+
+
+class GradTTSGenerator(Generator):
+    package = "grad-tts"
+    architecture = "gradtts"
+
+    def build_model(self, model_config: dict) -> torch.nn.Module:
+        from grad_tts import GradTTS
+        from grad_tts.text.symbols import symbols
+
+        return GradTTS(n_vocab=len(symbols) + 1, n_spks=1, **model_config)
+
+    def text_to_ids(self, text: str) -> list[int]:
+        from grad_tts.text import text_to_sequence
+        from grad_tts.text.symbols import symbols
+        from grad_tts.utils import intersperse
+
+        return intersperse(text_to_sequence(text, dictionary=_cmudict()), len(symbols))  # add_blank, as upstream
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out_size = self.config["training"].get("out_size_frames")
+        # Upstream crops a random segment of out_size frames; a batch holding a shorter clip trains
+        # on whole clips instead (upstream fails on such batches).
+        if out_size and int(batch.mel_lengths.min()) < out_size:
+            out_size = None
+        dur, prior, diff = self.model.compute_loss(batch.ids, batch.id_lengths, batch.mels, batch.mel_lengths,
+                                                   out_size=out_size)
+        return {"duration": dur, "prior": prior, "diffusion": diff}
+
+    def clip_gradients(self) -> None:
+        """Upstream train.py clips encoder and decoder gradient norms separately."""
+        value = float(self.config["training"]["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(self.model.encoder.parameters(), max_norm=value)
+        torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), max_norm=value)
+
+    def synthesize(self, ids: list[int]) -> torch.Tensor:
+        synthesis = self.config["synthesis"]
+        x = torch.tensor([ids], dtype=torch.long)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                _, decoded, _ = self.model(x, torch.tensor([len(ids)]), n_timesteps=int(synthesis["n_timesteps"]),
+                                           temperature=float(synthesis["temperature"]), stoc=False,
+                                           length_scale=float(synthesis["length_scale"]))
+        finally:
+            self.model.train(was_training)
+        return decoded[0]
+
+    def load_official(self, path: str | Path, trust: bool = False) -> None:
+        """grad-tts.pt is a plain state dict: it loads with weights_only=True, no trust needed."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
+            raise GeneratorError(f"{path}: not a Grad-TTS state dict ({type(exc).__name__}: {exc})") from None
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise GeneratorError(f"{path}: does not fit config {self.config['name']!r}: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}")

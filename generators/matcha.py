@@ -1,0 +1,82 @@
+"""Matcha-TTS through the `matcha-tts` package: the official `MatchaTTS` model class, driven by
+the project's training loop (matcha's own Hydra/Lightning entry point expects a repository)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .base import Batch, Generator, GeneratorError
+
+
+class MatchaGenerator(Generator):
+    package = "matcha-tts"
+    architecture = "matcha"
+
+    def build_model(self, model_config: dict) -> torch.nn.Module:
+        from matcha.models.matcha_tts import MatchaTTS
+        from omegaconf import OmegaConf
+
+        encoder = OmegaConf.create(model_config["encoder"])
+        return MatchaTTS(
+            n_vocab=int(model_config["n_vocab"]), n_spks=1, spk_emb_dim=int(model_config["spk_emb_dim"]),
+            n_feats=self.mel_config.n_mels, encoder=encoder, decoder=dict(model_config["decoder"]),
+            cfm=OmegaConf.create(model_config["cfm"]), data_statistics=dict(model_config["data_statistics"]),
+            out_size=None, optimizer=None, scheduler=None, prior_loss=bool(model_config["prior_loss"]),
+        )
+
+    def text_to_ids(self, text: str) -> list[int]:
+        from matcha.text import text_to_sequence
+        from matcha.utils.utils import intersperse
+
+        cleaners = list(self.config["model"]["cleaners"])
+        return intersperse(text_to_sequence(text, cleaners)[0], 0)  # add_blank, as upstream
+
+    def _normalise(self, mels: torch.Tensor) -> torch.Tensor:
+        stats = self.config["model"]["data_statistics"]
+        return (mels - float(stats["mel_mean"])) / float(stats["mel_std"])
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        mels = self._normalise(batch.mels) * (torch.arange(batch.mels.shape[-1])[None, :] < batch.mel_lengths[:, None])[:, None, :]
+        out_size = self.config["training"].get("out_size_frames") or None
+        dur, prior, diff, *_ = self.model(x=batch.ids, x_lengths=batch.id_lengths, y=mels, y_lengths=batch.mel_lengths,
+                                          spks=None, out_size=out_size)
+        return {"duration": dur, "prior": prior, "diffusion": diff}
+
+    def synthesize(self, ids: list[int]) -> torch.Tensor:
+        synthesis = self.config["synthesis"]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.synthesise(torch.tensor([ids], dtype=torch.long), torch.tensor([len(ids)]),
+                                        n_timesteps=int(synthesis["n_timesteps"]),
+                                        temperature=float(synthesis["temperature"]),
+                                        length_scale=float(synthesis["length_scale"]))
+        finally:
+            self.model.train(was_training)
+            self._drop_rope_caches()
+        return out["mel"][0]  # denormalised by matcha
+
+    def _drop_rope_caches(self) -> None:
+        """matcha's synthesise runs under torch.inference_mode, so the rotary-embedding caches it
+        builds are inference tensors that a later training step cannot backpropagate through."""
+        for module in self.model.modules():
+            if hasattr(module, "cos_cached"):
+                module.cos_cached = module.sin_cached = None
+
+    def load_official(self, path: str | Path, trust: bool = False) -> None:
+        """matcha_ljspeech.ckpt is a Lightning checkpoint holding omegaconf objects: it loads only
+        with full unpickling, so only with trust=True, for a file you trust."""
+        if not trust:
+            raise GeneratorError(f"{path}: Matcha-TTS's official checkpoint needs full unpickling (it holds "
+                                 "omegaconf objects); pass trust=True (--trust-checkpoint) only for a file you trust")
+        from matcha.models.matcha_tts import MatchaTTS
+
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            model = MatchaTTS(**checkpoint["hyper_parameters"])
+            model.load_state_dict(checkpoint["state_dict"])
+        except Exception as exc:  # noqa: BLE001
+            raise GeneratorError(f"{path}: not a Matcha-TTS checkpoint ({type(exc).__name__}: {exc})") from None
+        self.model = model  # the official hyper-parameters define the model

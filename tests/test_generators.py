@@ -1,0 +1,183 @@
+"""Both architectures through one generic code path: zero-init, schedule, resume, fine-tune,
+official formats, synthesis into a corpus that the benchmark accepts. Tiny configs, CPU."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("grad_tts", reason="the Grad-TTS stack is installed by tools/setup.sh")
+pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools/setup.sh")
+
+from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.corpus import Corpus  # noqa: E402
+from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like  # noqa: E402
+from sourcetrace.datasets.hifitts import HiFiTTS  # noqa: E402
+from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
+from sourcetrace.generators import ARCHITECTURES, GeneratorError, build_generator, load_generator  # noqa: E402
+from sourcetrace.generators.data import TrainingData  # noqa: E402
+from sourcetrace.generators.mel import MelConfig, mel_filterbank  # noqa: E402
+from sourcetrace.generators.synthesis import synthesize_prompts  # noqa: E402
+from sourcetrace.generators.training import train  # noqa: E402
+from sourcetrace.vocoders.hifigan import HiFiGAN, VocoderError, load_hifigan_config  # noqa: E402
+
+ARCHS = sorted(ARCHITECTURES)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tts-data")
+    lj = make_ljspeech_like(root / "lj", n_train=6, n_val=1, n_test=3, seed=0)
+    make_hifitts_like(root / "hifi", n_train=4)
+    return lj, HiFiTTS(root / "hifi")
+
+
+def weights(generator):
+    return {k: v.clone() for k, v in generator.model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mel_filterbank_matches_librosa():
+    librosa = pytest.importorskip("librosa")
+    ref = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=0, fmax=8000)
+    np.testing.assert_allclose(mel_filterbank(MelConfig()).numpy(), ref, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_zero_init_is_deterministic_per_seed(arch):
+    a, b, c = (build_generator(arch, "tiny", seed) for seed in (1, 1, 2))
+    assert same(weights(a), weights(b)) and not same(weights(a), weights(c))
+    mels = []
+    for g in (a, b):
+        torch.manual_seed(7)
+        mels.append(g.synthesize(g.text_to_ids("The old sailor found a silver coin.")))
+    assert mels[0].shape[0] == 80 and torch.equal(mels[0], mels[1])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_schedule_resume_and_fine_tune(arch, data, tmp_path):
+    lj, hifi = data
+    steps = [2, 3, 5]
+    whole = build_generator(arch, "tiny", seed=1)
+    report = train(whole, TrainingData(whole, lj.items("train")), tmp_path / "whole", steps, batch_size=2, seed=0,
+                   tensorboard=False)
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()) == [
+        "step-000002", "step-000003", "step-000005"]
+    assert report.steps_run == 5
+    # Interrupted after step 4 (last resume point: step 3, the scheduled checkpoint), then resumed
+    # by a fresh process-like start: the step-5 weights are identical, bit for bit.
+    first = build_generator(arch, "tiny", seed=1)
+    train(first, TrainingData(first, lj.items("train")), tmp_path / "cut", steps, batch_size=2, seed=0,
+          stop_after=4, tensorboard=False)
+    assert not (tmp_path / "cut" / "checkpoints" / "step-000005").exists()
+    again = build_generator(arch, "tiny", seed=99)  # weights come from the resume point, not this seed
+    resumed = train(again, TrainingData(again, lj.items("train")), tmp_path / "cut", steps, batch_size=2, seed=0,
+                    tensorboard=False)
+    assert resumed.resumed_from == 3
+    for name in ("step-000003", "step-000005"):
+        assert ((tmp_path / "whole" / "checkpoints" / name / "model.safetensors").read_bytes()
+                == (tmp_path / "cut" / "checkpoints" / name / "model.safetensors").read_bytes())
+    # Fine-tune the step-5 model on the other speaker.
+    base = load_generator(tmp_path / "whole" / "checkpoints" / "step-000005")
+    before = weights(base)
+    train(base, TrainingData(base, hifi.study_subset(n=4)), tmp_path / "ft", [2], batch_size=2, seed=0,
+          names=lambda step: "ft-9136", tensorboard=False)
+    tuned = load_generator(tmp_path / "ft" / "checkpoints" / "ft-9136")
+    assert not same(before, weights(tuned))
+    meta = json.loads((tmp_path / "ft" / "checkpoints" / "ft-9136" / "generator.json").read_text())
+    assert meta["architecture"] == arch and meta["step"] == 2
+
+
+def test_resume_refuses_another_model(data, tmp_path):
+    lj, _ = data
+    g = build_generator("gradtts", "tiny", seed=1)
+    train(g, TrainingData(g, lj.items("train")), tmp_path, [1], batch_size=2, seed=0, tensorboard=False)
+    m = build_generator("matcha", "tiny", seed=1)
+    with pytest.raises(GeneratorError, match="another model"):
+        train(m, TrainingData(m, lj.items("train")), tmp_path, [2], batch_size=2, seed=0, tensorboard=False)
+
+
+def test_official_formats(tmp_path):
+    grad = build_generator("gradtts", "tiny", seed=1)
+    torch.save(grad.model.state_dict(), tmp_path / "grad-tts.pt")  # the official format: a plain state dict
+    other = build_generator("gradtts", "tiny", seed=2)
+    other.load_official(tmp_path / "grad-tts.pt")
+    assert same(weights(grad), weights(other))
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(GeneratorError, match="not a Grad-TTS state dict"):
+        other.load_official(tmp_path / "broken.pt")
+
+    matcha = build_generator("matcha", "tiny", seed=1)
+    lightning_like = {"state_dict": matcha.model.state_dict(), "hyper_parameters": dict(matcha.model.hparams),
+                      "pytorch-lightning_version": "2.0.0", "epoch": 0, "global_step": 0}
+    torch.save(lightning_like, tmp_path / "matcha.ckpt")
+    with pytest.raises(Exception):
+        torch.load(tmp_path / "matcha.ckpt", weights_only=True)  # omegaconf objects inside: not weights-only
+    fresh = build_generator("matcha", "tiny", seed=2)
+    with pytest.raises(GeneratorError, match="needs full unpickling"):
+        fresh.load_official(tmp_path / "matcha.ckpt")
+    fresh.load_official(tmp_path / "matcha.ckpt", trust=True)
+    assert same(weights(matcha), weights(fresh))
+
+    vocoder = HiFiGAN(load_hifigan_config("tiny"), seed=3)
+    torch.save({"generator": vocoder.generator.state_dict()}, tmp_path / "generator_v1")
+    loaded = HiFiGAN.from_official(tmp_path / "generator_v1", config="tiny")
+    mel = torch.randn(80, 20)
+    assert torch.equal(vocoder(mel), loaded(mel)) and vocoder(mel).shape == (20 * 256,)
+    with pytest.raises(VocoderError, match="not a jik876"):
+        HiFiGAN.from_official(tmp_path / "grad-tts.pt", config="tiny")
+
+
+def test_zero_init_models_synthesise_a_corpus_the_benchmark_accepts(tmp_path, capsys):
+    prompts = [Prompt(f"p{i:02d}", text) for i, text in enumerate(
+        __import__("sourcetrace.espeak", fromlist=["x"]).sentences(10, seed=3))]
+    write_prompts(tmp_path / "prompts.tsv", prompts)
+    for arch in ARCHS:
+        assert main(["train", arch, "--config", "tiny", "--zero-init", "--schedule", "mini",
+                     "--run-dir", str(tmp_path / arch)]) == 0
+        for seed in (1, 2):
+            ckpt = tmp_path / arch / "checkpoints" / f"zero-init-s{seed}"
+            assert main(["synth", str(ckpt), "--prompts", str(tmp_path / "prompts.tsv"), "--out",
+                         str(tmp_path / "corpus"), "--random-vocoder", "0", "--vocoder-config", "tiny"]) == 0
+    corpus = Corpus.read(tmp_path / "corpus")
+    assert len(corpus.rows) == 2 * 2 * 10
+    row = corpus.rows[0]
+    assert row["implementation"].startswith(("grad-tts", "matcha-tts")) and row["sample_rate"] == "22050"
+    assert {r["checkpoint"] for r in corpus.rows} == {f"{a}/zero-init-s{s}" for a in ARCHS for s in (1, 2)}
+    # Resumable and deterministic: a deleted clip is remade with the same bytes, the rest skipped.
+    victim = tmp_path / "corpus" / corpus.rows[3]["path"]
+    original = victim.read_bytes()
+    victim.unlink()
+    ckpt = tmp_path / corpus.rows[3]["architecture"] / "checkpoints" / corpus.rows[3]["checkpoint"].split("/")[1]
+    capsys.readouterr()
+    assert main(["synth", str(ckpt), "--prompts", str(tmp_path / "prompts.tsv"), "--out", str(tmp_path / "corpus"),
+                 "--random-vocoder", "0", "--vocoder-config", "tiny"]) == 0
+    assert "1 clips made, 9 already there" in capsys.readouterr().out
+    assert victim.read_bytes() == original
+    code = main(["bench", str(tmp_path / "corpus"), "--protocol", "indomain", "--extractor", "lfcc",
+                 "--attributor", "knn:k=1", "--seeds", "0", "--no-figures", "--out", str(tmp_path / "results"),
+                 "--quiet"])
+    assert code == 0 and len(list((tmp_path / "results").glob("indomain__*.json"))) == 1
+
+
+def test_synth_needs_a_vocoder_for_mel_models(tmp_path, capsys):
+    g = build_generator("gradtts", "tiny", seed=1)
+    g.save(tmp_path / "ckpt", 0, role="zero-init")
+    write_prompts(tmp_path / "p.tsv", [Prompt("a", "Hello.")])
+    assert main(["synth", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "p.tsv"), "--out", str(tmp_path / "c")]) == 2
+    assert "--vocoder-weights" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "ckpt")
+    with pytest.raises(GeneratorError, match="not a sourcetrace checkpoint"):
+        load_generator(tmp_path / "ckpt")
+
+
+def test_unknown_architecture_and_config():
+    with pytest.raises(GeneratorError, match="unknown architecture"):
+        build_generator("tacotron", "tiny", 0)
+    with pytest.raises(GeneratorError, match="no config 'huge'"):
+        build_generator("gradtts", "huge", 0)
