@@ -39,6 +39,9 @@ class Batch:
     mels: torch.Tensor         # (batch, n_mels, frames), zero-padded
     mel_lengths: torch.Tensor  # (batch,)
 
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.ids.to(device), self.id_lengths.to(device), self.mels.to(device), self.mel_lengths.to(device))
+
 
 def load_config(architecture: str, name: str) -> dict:
     """A named config shipped in generators/configs/<architecture>-<name>.toml."""
@@ -68,6 +71,20 @@ class Generator(ABC):
         self.mel_config = MelConfig(**config["mel"])
         torch.manual_seed(self.seed)
         self.model: torch.nn.Module = self.build_model(config["model"])
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "Generator":
+        """Move the model; batches and synthesis inputs follow. ("auto": CUDA when available.)"""
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def ids_tensor(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One utterance as the (batch of 1) symbol and length tensors the models take."""
+        return (torch.tensor([ids], dtype=torch.long, device=self.device),
+                torch.tensor([len(ids)], device=self.device))
 
     @classmethod
     def from_config_name(cls, name: str, seed: int) -> "Generator":
@@ -138,7 +155,7 @@ class Generator(ABC):
             state = load_file(str(folder / CHECKPOINT_WEIGHTS))
         except (OSError, RuntimeError, ValueError) as exc:
             raise GeneratorError(f"{folder / CHECKPOINT_WEIGHTS}: cannot read ({exc})") from None
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)  # copies onto the model's device
         if missing or unexpected:
             raise GeneratorError(f"{folder}: weights do not fit {self.architecture} config "
                                  f"{self.config['name']!r}: missing {missing[:3]}, unexpected {unexpected[:3]}")

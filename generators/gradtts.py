@@ -53,17 +53,17 @@ class GradTTSGenerator(Generator):
 
     def synthesize(self, ids: list[int]) -> torch.Tensor:
         synthesis = self.config["synthesis"]
-        x = torch.tensor([ids], dtype=torch.long)
+        x, x_lengths = self.ids_tensor(ids)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                _, decoded, _ = self.model(x, torch.tensor([len(ids)]), n_timesteps=int(synthesis["n_timesteps"]),
+                _, decoded, _ = self.model(x, x_lengths, n_timesteps=int(synthesis["n_timesteps"]),
                                            temperature=float(synthesis["temperature"]), stoc=False,
                                            length_scale=float(synthesis["length_scale"]))
         finally:
             self.model.train(was_training)
-        return decoded[0]
+        return decoded[0].cpu()
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """grad-tts.pt is a plain state dict: it loads with weights_only=True, no trust needed."""

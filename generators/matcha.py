@@ -38,7 +38,8 @@ class MatchaGenerator(Generator):
         return (mels - float(stats["mel_mean"])) / float(stats["mel_std"])
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        mels = self._normalise(batch.mels) * (torch.arange(batch.mels.shape[-1])[None, :] < batch.mel_lengths[:, None])[:, None, :]
+        frames = torch.arange(batch.mels.shape[-1], device=batch.mels.device)
+        mels = self._normalise(batch.mels) * (frames[None, :] < batch.mel_lengths[:, None])[:, None, :]
         out_size = self.config["training"].get("out_size_frames") or None
         dur, prior, diff, *_ = self.model(x=batch.ids, x_lengths=batch.id_lengths, y=mels, y_lengths=batch.mel_lengths,
                                           spks=None, out_size=out_size)
@@ -49,14 +50,14 @@ class MatchaGenerator(Generator):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.synthesise(torch.tensor([ids], dtype=torch.long), torch.tensor([len(ids)]),
+            out = self.model.synthesise(*self.ids_tensor(ids),
                                         n_timesteps=int(synthesis["n_timesteps"]),
                                         temperature=float(synthesis["temperature"]),
                                         length_scale=float(synthesis["length_scale"]))
         finally:
             self.model.train(was_training)
             self._drop_rope_caches()
-        return out["mel"][0]  # denormalised by matcha
+        return out["mel"][0].cpu()  # denormalised by matcha
 
     def _drop_rope_caches(self) -> None:
         """matcha's synthesise runs under torch.inference_mode, so the rotary-embedding caches it
@@ -79,4 +80,4 @@ class MatchaGenerator(Generator):
             model.load_state_dict(checkpoint["state_dict"])
         except Exception as exc:  # noqa: BLE001
             raise GeneratorError(f"{path}: not a Matcha-TTS checkpoint ({type(exc).__name__}: {exc})") from None
-        self.model = model  # the official hyper-parameters define the model
+        self.model = model.to(self.device)  # the official hyper-parameters define the model

@@ -40,7 +40,8 @@ def _rng_state() -> dict:
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, python_state, python_gauss = random.getstate()
     return {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-            "python": [version, list(python_state), python_gauss]}
+            "python": [version, list(python_state), python_gauss],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _set_rng_state(state: dict) -> None:
@@ -49,6 +50,8 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, python_state, python_gauss = state["python"]
     random.setstate((version, tuple(python_state), python_gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _save_resume(run_dir: Path, generator: Generator, optimizer: torch.optim.Optimizer, step: int) -> None:
@@ -97,7 +100,7 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     generator.model.train()
     t0 = time.perf_counter()
     for step in range(start, end):
-        batch = data.batch(step, batch_size, seed)
+        batch = data.batch(step, batch_size, seed).to(generator.device)
         losses = generator.loss(batch)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)

@@ -235,6 +235,7 @@ def cmd_train(args) -> int:
         generator = build_generator(args.architecture, args.config, args.seed)
         steps = steps or list(schedule.steps)
         names = checkpoint_name
+    generator.to(args.device)
     data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips))
     report = train(generator, data, run_dir, steps, batch_size=args.batch_size or schedule.batch_size, seed=args.seed,
                    names=names, tensorboard=not args.no_tensorboard)
@@ -249,7 +250,7 @@ def cmd_synth(args) -> int:
     from sourcetrace.generators.synthesis import synthesize_prompts
     from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config
 
-    generator = load_generator(args.checkpoint)
+    generator = load_generator(args.checkpoint).to(args.device)
     vocoder, vocoder_name = None, ""
     if not generator.end_to_end:
         if args.vocoder_weights:
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="fine-tune from this checkpoint folder")
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint into a corpus (resumable)")
@@ -335,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-config", default="v1", help="v1, tiny or a config.json")
     p.add_argument("--vocoder-name")
     p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained HiFi-GAN (tests only)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")

@@ -1,0 +1,84 @@
+"""Seconds per training step and real-time factor of synthesis, per architecture and config.
+
+Data: a small LJSpeech-format set spoken by espeak-ng (sentences of 2-4 s). Synthesis RTF =
+wall time / seconds of audio produced, for the acoustic model alone and with a HiFi-GAN V1 of
+random weights (speed does not depend on the weights). Usage:
+
+    python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--architectures", default="gradtts,matcha")
+    parser.add_argument("--configs", default="tiny,default")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
+    from sourcetrace.generators import build_generator
+    from sourcetrace.generators.data import TrainingData
+    from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-generators-"))
+    lj = make_ljspeech_like(work / "lj", n_train=8, n_val=1, n_test=args.prompts)
+    vocoder = HiFiGAN(load_hifigan_config("v1"), seed=0)
+    rows = []
+    print(f"{'architecture':<10} {'config':<8} {'params':>9} {'s/step':>8} {'RTF acoustic':>13} {'RTF +HiFi-GAN':>14}")
+    for arch in args.architectures.split(","):
+        for config in args.configs.split(","):
+            generator = build_generator(arch, config, seed=0).to(args.device)
+            data = TrainingData(generator, lj.items("train"))
+            optimizer = generator.optimizer()
+            generator.model.train()
+            times = []
+            for step in range(args.steps + 1):  # the first step warms up and is not counted
+                t0 = time.perf_counter()
+                loss = sum(generator.loss(data.batch(step, args.batch_size, seed=0).to(generator.device)).values())
+                optimizer.zero_grad()
+                loss.backward()
+                generator.clip_gradients()
+                optimizer.step()
+                times.append(time.perf_counter() - t0)
+            acoustic = vocoded = audio = 0.0
+            for utt in lj.items("test"):
+                torch.manual_seed(0)
+                t0 = time.perf_counter()
+                mel = generator.synthesize(generator.text_to_ids(utt.text))
+                t1 = time.perf_counter()
+                wave = vocoder(mel)
+                if generator.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t2 = time.perf_counter()
+                acoustic += t1 - t0
+                vocoded += t2 - t0
+                audio += len(wave) / generator.mel_config.sample_rate
+            params = sum(p.numel() for p in generator.model.parameters())
+            row = {"architecture": arch, "config": config, "params": params, "batch_size": args.batch_size,
+                   "seconds_per_step": sum(times[1:]) / args.steps, "rtf_acoustic": acoustic / audio,
+                   "rtf_with_vocoder": vocoded / audio, "threads": args.threads, "device": args.device}
+            rows.append(row)
+            print(f"{arch:<10} {config:<8} {params:>9,} {row['seconds_per_step']:>8.3f} {row['rtf_acoustic']:>13.3f} "
+                  f"{row['rtf_with_vocoder']:>14.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
