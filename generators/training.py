@@ -67,10 +67,12 @@ def checkpoint_name(step: int) -> str:
 
 def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: list[int], batch_size: int,
           seed: int, names: Callable[[int], str] = checkpoint_name, resume_every: int = 100,
-          stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True) -> TrainReport:
+          stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True,
+          sample_vocoder=None) -> TrainReport:
     """Train until the last scheduled step, saving `checkpoints/<names(step)>` at each scheduled step.
 
     `stop_after` ends the run early at that step (as if interrupted; the resume point is kept).
+    `sample_vocoder` (mel -> waveform) adds the checkpoint's sample as audio to TensorBoard.
     """
     run_dir = Path(run_dir)
     steps = sorted(set(int(s) for s in steps))
@@ -118,7 +120,7 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
             _save_resume(run_dir, generator, optimizer, done)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")
             if writer is not None:
-                _log_sample(writer, generator, data, done)
+                _log_sample(writer, generator, data, done, sample_vocoder)
         elif done % resume_every == 0:
             _save_resume(run_dir, generator, optimizer, done)
     elapsed = time.perf_counter() - t0
@@ -136,16 +138,21 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _log_sample(writer, generator: Generator, data: TrainingData, step: int) -> None:
-    """The first training sentence synthesised at this checkpoint, as a mel image (fixed noise)."""
+def _log_sample(writer, generator: Generator, data: TrainingData, step: int, vocoder=None) -> None:
+    """The first training sentence synthesised at this checkpoint (fixed noise): mel image, and
+    audio when a vocoder is given (or the model is end to end)."""
     state = torch.get_rng_state()
     try:
         torch.manual_seed(0)
-        mel = generator.synthesize(data.items[0][0].tolist())
+        output = generator.synthesize(data.items[0][0].tolist())
+        wave = output if generator.end_to_end else (vocoder(output) if vocoder is not None else None)
     finally:
         torch.set_rng_state(state)  # logging must not change the training run
-    image = (mel - mel.min()) / (mel.max() - mel.min() + 1e-9)
-    writer.add_image("sample/mel", image.flip(0).unsqueeze(0), step)
+    if not generator.end_to_end:
+        image = (output - output.min()) / (output.max() - output.min() + 1e-9)
+        writer.add_image("sample/mel", image.flip(0).unsqueeze(0), step)
+    if wave is not None:
+        writer.add_audio("sample/audio", wave.unsqueeze(0), step, sample_rate=generator.mel_config.sample_rate)
 
 
 def save_zero_init(generator: Generator, run_dir: str | Path, name: str) -> Path:

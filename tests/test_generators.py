@@ -181,3 +181,19 @@ def test_unknown_architecture_and_config():
         build_generator("tacotron", "tiny", 0)
     with pytest.raises(GeneratorError, match="no config 'huge'"):
         build_generator("gradtts", "huge", 0)
+
+
+def test_tensorboard_gets_losses_mel_and_audio(data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    lj, _ = data
+    g = build_generator("gradtts", "tiny", seed=1)
+    vocoder = HiFiGAN(load_hifigan_config("tiny"), seed=0)
+    train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 2], batch_size=2, seed=0, sample_vocoder=vocoder)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"loss/total", "loss/diffusion"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
+    assert "sample/mel" in tags["images"] and "sample/audio" in tags["audio"]
+    assert [e.step for e in events.Audio("sample/audio")] == [1, 2]

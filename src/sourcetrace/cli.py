@@ -237,8 +237,13 @@ def cmd_train(args) -> int:
         names = checkpoint_name
     generator.to(args.device)
     data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips))
+    sample_vocoder = None
+    if args.vocoder_weights:
+        from sourcetrace.vocoders.hifigan import HiFiGAN
+
+        sample_vocoder = HiFiGAN.from_official(args.vocoder_weights, config=args.vocoder_config)
     report = train(generator, data, run_dir, steps, batch_size=args.batch_size or schedule.batch_size, seed=args.seed,
-                   names=names, tensorboard=not args.no_tensorboard)
+                   names=names, tensorboard=not args.no_tensorboard, sample_vocoder=sample_vocoder)
     print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
           f"checkpoints in {run_dir / 'checkpoints'}")
     return 0
@@ -324,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="fine-tune from this checkpoint folder")
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--vocoder-weights", help="a HiFi-GAN generator file: checkpoint samples go to TensorBoard as audio too")
+    p.add_argument("--vocoder-config", default="v1")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_train)
 
