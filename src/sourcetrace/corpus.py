@@ -102,13 +102,23 @@ class Corpus:
         write_text_atomic(self.manifest_path, buf.getvalue())
 
 
-def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None:
+def _outside(root: Path, rel: str) -> str | None:
+    """Why `rel` is not a relative path inside `root` (resolved, so links count), or None."""
     if os.path.isabs(rel) or PurePosixPath(rel).is_absolute():
-        return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
+        return "is absolute"
     full = (root / rel).resolve()
-    if full != root and root not in full.parents:
+    if full != root and root.resolve() not in full.parents:
+        return "escapes"
+    return None
+
+
+def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None:
+    outside = _outside(root, rel)
+    if outside == "is absolute":
+        return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
+    if outside:
         return f"path {rel!r} escapes the corpus folder"
-    if require_file and not full.is_file():
+    if require_file and not (root / rel).is_file():
         return f"missing file {rel!r}"
     return None
 
@@ -226,9 +236,8 @@ def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
             rel = row.get("path", "")
             if not rel:
                 raise ManifestError(src, [f"line {n}: empty path"])
-            problem = _path_problem(src.parent.resolve(), rel) if not os.path.isabs(rel) else None
-            if problem and "escapes" in problem:
-                raise ManifestError(src, [f"line {n}: {problem.replace('corpus folder', 'folder of the CSV')}"])
+            if _outside(src.parent, rel) == "escapes":
+                raise ManifestError(src, [f"line {n}: path {rel!r} escapes the folder of the CSV"])
             audio = src.parent / rel
             stem = PurePosixPath(rel).stem
             row.setdefault("prompt_id", "")
