@@ -10,6 +10,7 @@ the vector is read from the output of layer L by a forward hook, so it equals th
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from pathlib import Path
@@ -135,8 +136,8 @@ class SSLExtractor(FeatureExtractor):
         span = f"{self.layers[0]}..{self.layers[-1]}" if len(self.layers) > 1 else f"{self.layers[0]}"
         return f"ssl-{self.label}-L{span}-{self.dtype_name}"
 
-    @property
-    def fingerprint(self) -> dict:
+    @functools.cached_property
+    def fingerprint(self) -> dict:  # hashing multi-GB weights once per process is enough
         return {
             "kind": "ssl",
             "model_type": self.config.model_type,
