@@ -197,3 +197,17 @@ def test_tensorboard_gets_losses_mel_and_audio(data, tmp_path):
     assert [e.step for e in events.Scalars("loss/total")] == [1, 2]
     assert "sample/mel" in tags["images"] and "sample/audio" in tags["audio"]
     assert [e.step for e in events.Audio("sample/audio")] == [1, 2]
+
+
+def test_cli_mini_schedule_leaves_exactly_the_scheduled_checkpoints(data, tmp_path, capsys):
+    """The named `mini` schedule end to end through `sourcetrace train` (about 15 s on a CPU)."""
+    from sourcetrace.checkpoints.registry import load_schedule
+
+    lj, _ = data
+    assert main(["train", "gradtts", "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--config", "tiny",
+                 "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == [f"step-{s:06d}" for s in load_schedule("mini").steps]
+    assert main(["train", "gradtts", "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--config", "tiny",
+                 "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
+    assert "0 steps from step 200" in capsys.readouterr().out  # a finished run does nothing
