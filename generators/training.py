@@ -144,7 +144,7 @@ def _log_sample(writer, generator: Generator, data: TrainingData, step: int, voc
     state = torch.get_rng_state()
     try:
         torch.manual_seed(0)
-        output = generator.synthesize(data.items[0][0].tolist())
+        output = generator.synthesize(data.ids[0].tolist())
         wave = output if generator.end_to_end else (vocoder(output) if vocoder is not None else None)
     finally:
         torch.set_rng_state(state)  # logging must not change the training run

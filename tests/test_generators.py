@@ -208,6 +208,8 @@ def test_cli_mini_schedule_leaves_exactly_the_scheduled_checkpoints(data, tmp_pa
                  "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == [f"step-{s:06d}" for s in load_schedule("mini").steps]
+    cached = sorted((tmp_path / "run" / "mels").rglob("*.npy"))
+    assert len(cached) == len(lj.items("train"))  # one mel per training clip, reused on resume
     assert main(["train", "gradtts", "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--config", "tiny",
                  "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
     assert "0 steps from step 200" in capsys.readouterr().out  # a finished run does nothing

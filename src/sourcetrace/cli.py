@@ -236,7 +236,10 @@ def cmd_train(args) -> int:
         steps = steps or list(schedule.steps)
         names = checkpoint_name
     generator.to(args.device)
-    data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips))
+    if not args.data:
+        raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
+    data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips),
+                        cache_dir=run_dir / "mels", progress=True)
     sample_vocoder = None
     if args.vocoder_weights:
         from sourcetrace.vocoders.hifigan import HiFiGAN
