@@ -85,8 +85,11 @@ def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str,
     _, idx = knn.kneighbors(X[split.validation])
     onehot = np.eye(len(knn.classes_), dtype=np.int32)[knn.support_labels_[idx]]  # (n, k, classes)
     votes = np.cumsum(onehot, axis=1)
-    labels = np.unique(np.concatenate([ys, yv]))
-    return {k: macro_f1(yv, knn.classes_[np.argmax(votes[:, k - 1], axis=1)], labels=labels) for k in range(1, max_k + 1)}
+    curve = {}
+    for k in range(1, max_k + 1):
+        pred = knn.classes_[np.argmax(votes[:, k - 1], axis=1)]  # ties: first class, as KNNAttributor
+        curve[k] = macro_f1(yv, pred, labels=sorted(set(yv) | set(pred)))  # the same classes as the table
+    return curve
 
 
 def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec,

@@ -179,3 +179,18 @@ def test_attributor_spec_parsing():
         AttributorSpec.parse("knn:kk=3")
     with pytest.raises(ValueError, match="unknown attributor"):
         AttributorSpec.parse("forest")
+
+
+def test_f1_versus_k_equals_a_knn_run_per_k(study):
+    from sourcetrace.attribution.knn import KNNAttributor
+    from sourcetrace.attribution.metrics import macro_f1
+    from sourcetrace.benchmark.runner import f1_versus_k
+
+    _, table, X = study
+    split = build_splits(load_protocol("table1-01-baseline"), table, [0])[0]
+    curve = f1_versus_k(X, table, split, "checkpoint", "cosine", max_k=30)
+    assert sorted(curve) == list(range(1, 31))
+    y = table.checkpoint.astype(str)
+    for k in (1, 7, 30):
+        pred = KNNAttributor(k=k).fit(X[split.support], y[split.support]).predict(X[split.validation])
+        assert curve[k] == pytest.approx(macro_f1(y[split.validation], pred))
