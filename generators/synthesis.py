@@ -17,9 +17,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from sourcetrace.corpus import MANIFEST, Corpus
+from sourcetrace.corpus import MANIFEST, Corpus, audio_facts
 from sourcetrace.datasets.prompts import Prompt
-from sourcetrace.fileio import atomic_path, sha256_file
+from sourcetrace.fileio import atomic_path
 
 from .base import Generator
 
@@ -59,8 +59,7 @@ def synthesize_prompts(generator: Generator, checkpoint: str, prompts: Sequence[
         corpus.rows.append({
             "clip_id": clip_id, "path": rel, "architecture": generator.architecture, "checkpoint": checkpoint,
             "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": vocoder_name, "seed": str(clip_seed),
-            "sample_rate": str(sample_rate), "duration_s": f"{len(wave) / sample_rate:.3f}",
-            "sha256": sha256_file(out / rel), "implementation": implementation,
+            "implementation": implementation, **audio_facts(out / rel),
         })
         made += 1
         if made % flush_every == 0:

@@ -130,3 +130,25 @@ def test_every_module_of_the_namespace_imports():
     assert len(names) > 30
     for name in names:
         importlib.import_module(name)
+
+
+def test_corpus_verify_finds_corrupted_truncated_and_missing_clips(speech_tree, tmp_path, capsys):
+    from sourcetrace.cli import main
+
+    corpus = import_corpus(speech_tree, tmp_path / "c")
+    row = corpus.rows[0]
+    assert row["sha256"] and row["sample_rate"] == "22050" and float(row["duration_s"]) > 0.5
+    assert main(["corpus", "verify", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    rows = corpus.rows
+    wave, rate = sf.read(tmp_path / "c" / rows[0]["path"])
+    sf.write(tmp_path / "c" / rows[0]["path"], wave[: len(wave) // 2], rate, subtype="PCM_16")  # truncated
+    damaged = bytearray((tmp_path / "c" / rows[1]["path"]).read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte in the samples
+    (tmp_path / "c" / rows[1]["path"]).write_bytes(bytes(damaged))
+    (tmp_path / "c" / rows[2]["path"]).unlink()
+    assert main(["corpus", "verify", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert f"line 2 ({rows[0]['path']}): sha256 differs" in err and "(truncated?)" in err
+    assert f"line 3 ({rows[1]['path']}): sha256 differs" in err
+    assert f"line 4 ({rows[2]['path']}): missing file" in err

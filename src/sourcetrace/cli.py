@@ -52,6 +52,17 @@ def cmd_corpus_validate(args) -> int:
     return 0
 
 
+def cmd_corpus_verify(args) -> int:
+    from sourcetrace.corpus import Corpus, verify_corpus
+
+    corpus = Corpus.read(args.corpus, require_files=False)
+    problems = verify_corpus(corpus)
+    for problem in problems:
+        print(f"{corpus.manifest_path}: {problem}", file=sys.stderr)
+    print(f"{corpus.manifest_path}: {len(corpus.rows)} clips checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def cmd_features(args) -> int:
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.corpus import Corpus
@@ -298,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
     p.add_argument("corpus")
     p.set_defaults(func=cmd_corpus_validate)
+    p = corpus.add_parser("verify", help="re-hash and re-read every clip against the manifest (sha256, duration)")
+    p.add_argument("corpus")
+    p.set_defaults(func=cmd_corpus_verify)
 
     data = sub.add_parser("datasets", help="training datasets and prompt sets").add_subparsers(dest="datasets_command", required=True)
     p = data.add_parser("make-mini", help="small LJSpeech- and HiFi-TTS-format datasets spoken by espeak-ng")

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+import soundfile as sf
+
 from .audio import AUDIO_SUFFIXES
-from .fileio import atomic_path, write_text_atomic
+from .fileio import atomic_path, sha256_file, write_text_atomic
 
 MANIFEST = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
@@ -158,10 +160,50 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
         raise ManifestError(source, problems)
     for _, src_audio, row in present:
         _place(src_audio, out / row["path"], link)
+        row.update(audio_facts(out / row["path"]))
     final_rows = [row for _, _, row in present]
     corpus = Corpus(root=out, rows=final_rows, columns=list(REQUIRED_COLUMNS))
     corpus.write()
     return corpus
+
+
+def audio_facts(path: Path) -> dict[str, str]:
+    """The manifest's provenance columns for one audio file: sha256, sample rate, duration."""
+    facts = {"sha256": sha256_file(path)}
+    try:
+        info = sf.info(str(path))
+        facts.update(sample_rate=str(info.samplerate), duration_s=f"{info.frames / info.samplerate:.3f}")
+    except Exception:  # noqa: BLE001 - unreadable audio is reported by `verify`/feature extraction
+        pass
+    return facts
+
+
+def verify_corpus(corpus: Corpus) -> list[str]:
+    """Re-hash and re-read every clip: a changed, truncated or undecodable file is a problem."""
+    problems = []
+    for n, row in enumerate(corpus.rows, start=2):
+        path = corpus.audio_path(row)
+        where = f"line {n} ({row['path']})"
+        if not path.is_file():
+            problems.append(f"{where}: missing file")
+            continue
+        facts = audio_facts(path)
+        if not row.get("sha256"):
+            problems.append(f"{where}: no sha256 recorded, cannot verify")
+        elif facts["sha256"] != row["sha256"]:
+            problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
+        if "duration_s" not in facts:
+            problems.append(f"{where}: audio cannot be decoded")
+            continue
+        if row.get("duration_s") and abs(float(row["duration_s"]) - float(facts["duration_s"])) > 0.002:
+            problems.append(f"{where}: {facts['duration_s']} s of audio, manifest says {row['duration_s']} s (truncated?)")
+        if row.get("sample_rate") and row["sample_rate"] != facts["sample_rate"]:
+            problems.append(f"{where}: sample rate {facts['sample_rate']}, manifest says {row['sample_rate']}")
+        try:
+            sf.read(str(path), dtype="float32")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{where}: audio cannot be decoded ({type(exc).__name__})")
+    return problems
 
 
 def _label_problems(located_rows: list[tuple[str, dict[str, str]]]) -> list[str]:
