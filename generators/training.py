@@ -54,11 +54,12 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_resume(run_dir: Path, generator: Generator, optimizer: torch.optim.Optimizer, step: int) -> None:
+def _save_resume(run_dir: Path, generator: Generator, optimizer: torch.optim.Optimizer, step: int,
+                 run: dict) -> None:
     folder = run_dir / RESUME
     generator.save(folder, step, role="resume")
     with atomic_path(folder / "trainer.pt") as tmp:
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), "run": run}, tmp)
 
 
 def checkpoint_name(step: int) -> str:
@@ -68,7 +69,7 @@ def checkpoint_name(step: int) -> str:
 def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: list[int], batch_size: int,
           seed: int, names: Callable[[int], str] = checkpoint_name, resume_every: int = 100,
           stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True,
-          sample_vocoder=None) -> TrainReport:
+          sample_vocoder=None, log_every_s: float = 60.0) -> TrainReport:
     """Train until the last scheduled step, saving `checkpoints/<names(step)>` at each scheduled step.
 
     `stop_after` ends the run early at that step (as if interrupted; the resume point is kept).
@@ -80,6 +81,8 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
         raise GeneratorError(f"schedule steps must be positive, got {steps}")
     optimizer = generator.optimizer()
     start = 0
+    # What decides the batches and the checkpoints: a resumed run must use the same.
+    run = {"seed": int(seed), "batch_size": int(batch_size), "steps": steps, "clips": len(data)}
     if (run_dir / RESUME / "trainer.pt").is_file():
         meta = read_checkpoint_meta(run_dir / RESUME)
         if meta["architecture"] != generator.architecture or meta["config"]["model"] != generator.config["model"]:
@@ -88,6 +91,9 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
         generator.load_weights(run_dir / RESUME)
         optimizer = generator.optimizer()
         state = torch.load(run_dir / RESUME / "trainer.pt", map_location="cpu", weights_only=True)
+        if state["run"] != run:
+            raise GeneratorError(f"{run_dir}: was started with {state['run']}, now asked for {run}; resuming would "
+                                 "not reproduce the run. Use the same options or a new --run-dir")
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         start = int(state["step"])
@@ -100,7 +106,7 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     end = steps[-1] if stop_after is None else min(stop_after, steps[-1])
     saved = []
     generator.model.train()
-    t0 = time.perf_counter()
+    t0 = last_log = time.perf_counter()
     for step in range(start, end):
         batch = data.batch(step, batch_size, seed).to(generator.device)
         losses = generator.loss(batch)
@@ -117,12 +123,18 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
         if done in steps:
             folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled")
             saved.append(folder)
-            _save_resume(run_dir, generator, optimizer, done)
+            _save_resume(run_dir, generator, optimizer, done, run)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")
             if writer is not None:
                 _log_sample(writer, generator, data, done, sample_vocoder)
         elif done % resume_every == 0:
-            _save_resume(run_dir, generator, optimizer, done)
+            _save_resume(run_dir, generator, optimizer, done, run)
+        now = time.perf_counter()
+        if now - last_log > log_every_s:
+            rate = (done - start) / (now - t0)
+            log(f"[train] step {done}/{end}, loss {total.item():.4f}, {rate:.2f} steps/s, "
+                f"ETA {(end - done) / rate / 3600:.1f} h")
+            last_log = now
     elapsed = time.perf_counter() - t0
     if writer is not None:
         writer.close()

@@ -213,3 +213,12 @@ def test_cli_mini_schedule_leaves_exactly_the_scheduled_checkpoints(data, tmp_pa
     assert main(["train", "gradtts", "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--config", "tiny",
                  "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
     assert "0 steps from step 200" in capsys.readouterr().out  # a finished run does nothing
+
+
+def test_resume_refuses_changed_run_options(data, tmp_path):
+    lj, _ = data
+    g = build_generator("gradtts", "tiny", seed=1)
+    train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 3], batch_size=2, seed=0, stop_after=1,
+          tensorboard=False)
+    with pytest.raises(GeneratorError, match="would not reproduce the run"):
+        train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 3], batch_size=3, seed=0, tensorboard=False)
