@@ -18,6 +18,7 @@ from sourcetrace.fileio import write_json_atomic, write_text_atomic
 from .figures import plot_checkpoint_confusions, plot_f1_versus_k
 from .protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
 from .report import table1_summary
+from .results import ResultError, load_result
 from .runner import AttributorSpec, make_result, run_protocol
 
 
@@ -31,6 +32,22 @@ def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def result_file_name(protocol: str, attributor_id: str, extractor: str) -> str:
+    return f"{protocol}__{_slug(attributor_id)}__{_slug(extractor)}.json"
+
+
+def _up_to_date(path: Path, identity: dict) -> dict | None:
+    """The stored result when it was computed from exactly these inputs (protocol file, corpus
+    audio, features, attributor, seeds, hold-out list); None when anything differs or is unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        result = load_result(path)
+    except ResultError:
+        return None
+    return result if result.get("identity") == identity else None
 
 
 def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[tuple[str, str]],
@@ -47,6 +64,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
     failures = 0
     command = command or shlex.join(sys.argv)
     all_results: list[dict] = []
+    computed: list[dict] = []
     for extractor_spec, attributor in systems:
         spec = AttributorSpec.parse(attributor)
         extractor = build_extractor(extractor_spec, device=device, dtype=dtype, models_dir=models_dir)
@@ -67,6 +85,16 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
             X[usable] = loaded
         corpus_id = corpus_identity(corpus, store.audio_hashes())
         for protocol in protocols:
+            name = result_file_name(protocol.name, spec.id, extractor.name)
+            identity = {"protocol_sha256": protocol.sha256, "corpus_sha256": corpus_id["sha256"],
+                        "fingerprint_sha256": extractor.fingerprint_hash, "attributor": spec.id,
+                        "seeds": list(seeds),
+                        "holdout": sorted(holdout or []) if protocol.uses_holdout else []}
+            previous = _up_to_date(out / name, identity)
+            if previous is not None:
+                all_results.append(previous)
+                log(f"[bench] {protocol.name} ({extractor.name}): up to date, nothing to do ({name})")
+                continue
             try:
                 run = run_protocol(protocol, table, X, spec, seeds=seeds, usable=usable, holdout=holdout, curves=figures)
             except (UnsatisfiableProtocol, ProtocolError, ValueError) as exc:
@@ -75,14 +103,15 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
                 continue
             result = make_result(protocol, run, spec, extractor.name, extractor.fingerprint, extractor.fingerprint_hash,
                                  corpus_id, seeds, command)
-            result["figures"] = {}
+            result["figures"], result["identity"] = {}, identity
             all_results.append(result)
+            computed.append(result)
             levels = ", ".join(f"{lv} {v['mean']:.3f} ± {v['std']:.3f}" for lv, v in run["levels"].items())
             log(f"[bench] {protocol.name} ({extractor.name}): {levels}")
-    if figures and all_results:
+    if figures and computed:
         _figures(all_results, table, out)
-    for result in all_results:
-        name = f"{result['protocol']['name']}__{_slug(result['attributor']['id'])}__{_slug(result['features']['extractor'])}.json"
+    for result in all_results if computed else []:  # figure links may change for reused results too
+        name = result_file_name(result["protocol"]["name"], result["attributor"]["id"], result["features"]["extractor"])
         write_json_atomic(out / name, result)
     if all_results:
         summary = table1_summary(all_results)

@@ -90,6 +90,10 @@ class Protocol:
     source: str = ""
     definition: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def uses_holdout(self) -> bool:
+        return self.query.holdout or self.support.exclude_holdout or self.support.holdout or self.query.exclude_holdout
+
 
 _TOP_KEYS = {"title", "version", "table1_row", "prompts", "vocoder", "levels", "support", "query", "checkpoints",
              "balance"}
@@ -326,8 +330,7 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
     """
     usable = np.ones(len(table), dtype=bool) if usable is None else usable
     holdout_set = set(holdout or [])
-    needs_holdout = protocol.query.holdout or protocol.support.exclude_holdout
-    if needs_holdout and not holdout_set:
+    if protocol.uses_holdout and not holdout_set:
         raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")
     unknown = holdout_set - set(table.checkpoint)
     if unknown:

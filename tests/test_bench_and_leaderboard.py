@@ -167,3 +167,20 @@ def test_table1_results_get_the_published_reference_rows(tmp_path):
     build_leaderboard([tmp_path / "r.json"], tmp_path / "site")
     md = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "published reference" in md and "0.519 ± 0.003" in md and "0.450 ± 0.004" in md
+
+
+def test_a_second_bench_run_with_nothing_changed_does_no_work(bench_out, capsys):
+    corpus = bench_out.parent / "corpus"
+    before = {f.name: f.stat().st_mtime_ns for f in bench_out.glob("*.json")}
+    args = ["bench", str(corpus), "--protocol", "indomain", "--protocol", "holdout",
+            "--holdout", "en-us/step-b,en-gb-scotland/step-a", "--extractor", "lfcc", "--extractor", "mfcc",
+            "--attributor", "knn:k=3,standardize=true", "--seeds", "0,1", "--out", str(bench_out), "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date, nothing to do") == 4 and "0 computed, 48 reused" in out
+    assert {f.name: f.stat().st_mtime_ns for f in bench_out.glob("*.json")} == before
+    # Another hold-out list is another experiment: recomputed.
+    args[args.index("--holdout") + 1] = "en-us/step-b"
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("up to date, nothing to do") == 2
