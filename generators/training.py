@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sourcetrace.fileio import atomic_path, write_json_atomic
+from sourcetrace.fileio import atomic_path
 
 from .base import Generator, GeneratorError, read_checkpoint_meta
 from .data import TrainingData
@@ -169,7 +169,3 @@ def _log_sample(writer, generator: Generator, data: TrainingData, step: int, voc
 
 def save_zero_init(generator: Generator, run_dir: str | Path, name: str) -> Path:
     return generator.save(Path(run_dir) / "checkpoints" / name, 0, role="zero-init")
-
-
-def write_run_info(run_dir: str | Path, info: dict) -> None:
-    write_json_atomic(Path(run_dir) / "run.json", info)

@@ -1,4 +1,3 @@
-import csv
 import shutil
 import subprocess
 import sys

@@ -7,7 +7,7 @@ import soundfile as sf
 
 from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore, MissingFeatures
-from sourcetrace.corpus import Corpus, import_corpus
+from sourcetrace.corpus import import_corpus
 
 
 @pytest.fixture

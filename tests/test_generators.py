@@ -19,7 +19,6 @@ from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
 from sourcetrace.generators import ARCHITECTURES, GeneratorError, build_generator, load_generator  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
 from sourcetrace.generators.mel import MelConfig, mel_filterbank  # noqa: E402
-from sourcetrace.generators.synthesis import synthesize_prompts  # noqa: E402
 from sourcetrace.generators.training import train  # noqa: E402
 from sourcetrace.vocoders.hifigan import HiFiGAN, VocoderError, load_hifigan_config  # noqa: E402
 

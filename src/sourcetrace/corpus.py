@@ -13,7 +13,6 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
 import soundfile as sf
 
@@ -326,8 +325,3 @@ def label_values(corpus: Corpus, level: str) -> list[str]:
     if empty:
         raise ManifestError(corpus.manifest_path, [f"line {n}: empty {level}" for n in empty])
     return values
-
-
-def iter_audio(corpus: Corpus) -> Iterable[tuple[dict[str, str], Path]]:
-    for row in corpus.rows:
-        yield row, corpus.audio_path(row)
