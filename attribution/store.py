@@ -21,7 +21,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -101,7 +100,7 @@ class FeatureStore:
                          vectors=np.stack(vectors).astype(np.float32))
 
     # ---- compute ------------------------------------------------------------------------------
-    def compute(self, progress: bool = True, log: Callable[[str], None] = print) -> ExtractionReport:
+    def compute(self, progress: bool = True) -> ExtractionReport:
         """Compute every missing vector; reject (with reason) clips that cannot serve."""
         from tqdm import tqdm
 

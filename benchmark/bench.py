@@ -69,7 +69,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
         spec = AttributorSpec.parse(attributor)
         extractor = build_extractor(extractor_spec, device=device, dtype=dtype, models_dir=models_dir)
         store = FeatureStore(corpus, extractor)
-        report = store.compute(progress=progress, log=log)
+        report = store.compute(progress=progress)
         log(f"[bench] {extractor.name}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
         if report.rejects:
             failures += 1

@@ -85,6 +85,7 @@ class Protocol:
     query: Selection
     disjoint_checkpoints: bool = False
     balance: tuple[str, ...] = LEVELS  # levels at which support and query classes must be equal in size
+    balance_query: bool = True         # False: only support classes are balance-checked
     table1_row: int | None = None
     sha256: str = ""
     source: str = ""
@@ -96,7 +97,7 @@ class Protocol:
 
 
 _TOP_KEYS = {"title", "version", "table1_row", "prompts", "vocoder", "levels", "support", "query", "checkpoints",
-             "balance"}
+             "balance", "balance_query"}
 _SELECTION_KEYS = {f for f in Selection.__dataclass_fields__}
 
 
@@ -151,6 +152,7 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
         name=name, title=str(raw["title"]), version=int(raw["version"]), prompts=raw["prompts"],
         vocoder=raw["vocoder"], levels=levels, support=_selection(raw["support"], f"{source}: support"),
         query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint, balance=balance,
+        balance_query=bool(raw.get("balance_query", True)),
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
         definition=raw,
     )
@@ -375,9 +377,7 @@ def check_invariants(protocol: Protocol, table: ClipTable, split: Split) -> None
             problems.append(f"checkpoint(s) in both support and query of an out-of-domain protocol: {sorted(shared)}")
     if set(split.support) & set(split.query):
         problems.append("a clip is in both support and query")
-    # The mixed-vocoder query holds every swapped clip (two a prompt per mel checkpoint in the study)
-    # beside the clips of architectures that cannot swap: its class sizes differ by design.
-    for side in ("support",) if protocol.vocoder == "mixed" else ("support", "query"):
+    for side in ("support", "query") if protocol.balance_query else ("support",):
         idx = getattr(split, side)
         for level in protocol.balance:
             labels = (table.checkpoint if level == "checkpoint" else table.architecture)[idx]

@@ -109,6 +109,12 @@ def test_vocoder_conditions(study):
     assert not table.swapped[mixed.support].any()
     mel_query = mixed.query[table.architecture[mixed.query] != "vits"]
     assert table.swapped[mel_query].all()
+    # Its unbalanced query is declared in the protocol file; without the declaration the check fires.
+    text = load_protocol("table1-07-mixed-vocoder").source
+    from importlib import resources
+    raw = resources.files("sourcetrace.benchmark").joinpath(text).read_text().replace("balance_query = false", "")
+    with pytest.raises(UnsatisfiableProtocol, match="query classes unbalanced"):
+        build_splits(parse_protocol(raw, "strict-mixed"), table, [0])
 
 
 def test_a_corpus_missing_pieces_fails_with_the_list(study):

@@ -59,16 +59,26 @@ def test_the_two_speakers_differ(mini):
     assert abs(lj_zcr - hifi_zcr) > 0.01
 
 
-def test_ljspeech_rejects_malformed_rows_with_file_and_line(mini, tmp_path):
-    root, _ = mini
+def edited_copy(src, dest, file_name, edit):
+    """Copy a dataset folder and rewrite the lines of one of its files with `edit(lines)`."""
     import shutil
 
-    shutil.copytree(root / "lj", tmp_path / "lj")
-    meta = tmp_path / "lj" / "metadata.csv"
-    lines = meta.read_text().splitlines()
-    lines[1] = "LJ001-0002|only two fields"
-    lines[2] = lines[2].replace(lines[2].split("|")[0], "LJ999-9999")
-    meta.write_text("\n".join(lines) + "\n")
+    shutil.copytree(src, dest)
+    path = dest / file_name
+    lines = path.read_text().splitlines()
+    edit(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ljspeech_rejects_malformed_rows_with_file_and_line(mini, tmp_path):
+    root, _ = mini
+
+    def edit(lines):
+        lines[1] = "LJ001-0002|only two fields"
+        lines[2] = lines[2].replace(lines[2].split("|")[0], "LJ999-9999")
+
+    meta = edited_copy(root / "lj", tmp_path / "lj", "metadata.csv", edit)
     with pytest.raises(DatasetError) as err:
         LJSpeech(tmp_path / "lj", split=standard_split(tmp_path / "lj" / "split.tsv"))
     assert str(meta) in str(err.value) and "line 2: expected" in str(err.value) and "line 3: missing audio" in str(err.value)
@@ -78,14 +88,12 @@ def test_ljspeech_rejects_malformed_rows_with_file_and_line(mini, tmp_path):
 
 def test_hifitts_rejects_bad_manifest_lines(mini, tmp_path):
     root, _ = mini
-    import shutil
 
-    shutil.copytree(root / "hifi", tmp_path / "hifi")
-    manifest = tmp_path / "hifi" / "9136_manifest_other_train.json"
-    lines = manifest.read_text().splitlines()
-    lines[0] = "{not json"
-    lines[1] = json.dumps({**json.loads(lines[1]), "audio_filepath": "../../etc/passwd"})
-    manifest.write_text("\n".join(lines) + "\n")
+    def edit(lines):
+        lines[0] = "{not json"
+        lines[1] = json.dumps({**json.loads(lines[1]), "audio_filepath": "../../etc/passwd"})
+
+    edited_copy(root / "hifi", tmp_path / "hifi", "9136_manifest_other_train.json", edit)
     with pytest.raises(DatasetError) as err:
         HiFiTTS(tmp_path / "hifi").items("9136")
     assert "line 1: not a manifest entry" in str(err.value) and "line 2: audio_filepath" in str(err.value)
