@@ -12,6 +12,8 @@ from pathlib import Path
 from .base import Generator, GeneratorError, load_config, read_checkpoint_meta
 
 ARCHITECTURES = {
+    "fastpitch": "sourcetrace.generators.fastpitch:FastPitchGenerator",
+    "vits": "sourcetrace.generators.vits:VitsGenerator",
     "gradtts": "sourcetrace.generators.gradtts:GradTTSGenerator",
     "matcha": "sourcetrace.generators.matcha:MatchaGenerator",
 }

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from sourcetrace.fileio import atomic_path, write_json_atomic
 
-from .mel import MelConfig
+from .mel import MelConfig, mel_spectrogram
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_META = "generator.json"
@@ -34,13 +34,28 @@ class GeneratorError(ValueError):
 
 @dataclass
 class Batch:
-    ids: torch.Tensor          # (batch, symbols), zero-padded
-    id_lengths: torch.Tensor   # (batch,)
-    mels: torch.Tensor         # (batch, n_mels, frames), zero-padded
-    mel_lengths: torch.Tensor  # (batch,)
+    """Symbol ids and the per-clip training features an architecture asked for
+    (`Generator.clip_features`: e.g. "mel", "audio", "pitch"), each zero-padded along every axis,
+    with its lengths along the last (time) axis."""
+
+    ids: torch.Tensor                   # (batch, symbols)
+    id_lengths: torch.Tensor            # (batch,)
+    features: dict[str, torch.Tensor]   # name -> (batch, ..., time)
+    lengths: dict[str, torch.Tensor]    # name -> (batch,)
+    epoch: int = 0                      # for losses with warm-up schedules in epochs (FastPitch)
+
+    @property
+    def mels(self) -> torch.Tensor:
+        return self.features["mel"]
+
+    @property
+    def mel_lengths(self) -> torch.Tensor:
+        return self.lengths["mel"]
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.ids.to(device), self.id_lengths.to(device), self.mels.to(device), self.mel_lengths.to(device))
+        return Batch(self.ids.to(device), self.id_lengths.to(device),
+                     {k: v.to(device) for k, v in self.features.items()},
+                     {k: v.to(device) for k, v in self.lengths.items()}, self.epoch)
 
 
 def load_config(architecture: str, name: str) -> dict:
@@ -63,6 +78,8 @@ class Generator(ABC):
     architecture: ClassVar[str]
     #: True for end-to-end models (VITS) whose output is a waveform, not a mel spectrogram
     end_to_end: ClassVar[bool] = False
+    #: the vocoder kind (sourcetrace.vocoders) the study pairs with the architecture; None if end to end
+    default_vocoder: ClassVar[str | None] = None
 
     def __init__(self, config: dict, seed: int):
         """Build the official model class from `config` with weights drawn from `seed` ("zero-init")."""
@@ -99,9 +116,14 @@ class Generator(ABC):
     def text_to_ids(self, text: str) -> list[int]:
         ...
 
+    def synthesis_ids(self, text: str) -> list[int]:
+        """Symbol ids for synthesis (an architecture whose training tokenisation is stochastic
+        makes it deterministic here)."""
+        return self.text_to_ids(text)
+
     @abstractmethod
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Named loss terms of one training batch; their sum is optimised."""
+        """Named loss terms of one training batch; their sum is optimised (by `train_step`)."""
 
     @abstractmethod
     def synthesize(self, ids: list[int]) -> torch.Tensor:
@@ -125,10 +147,31 @@ class Generator(ABC):
         except metadata.PackageNotFoundError:
             return self.package
 
-    def optimizer(self) -> torch.optim.Optimizer:
+    def clip_features(self, wave: torch.Tensor, ids: list[int]) -> dict[str, torch.Tensor]:
+        """What training needs of one clip (mono float wave at the config's rate), computed once
+        and cached: by default its log-mel spectrogram in the config's convention."""
+        return {"mel": mel_spectrogram(wave, self.mel_config)}
+
+    def feature_identity(self) -> str:
+        """Changes whenever `clip_features` would compute something else (names the cache)."""
+        return repr(sorted(self.mel_config.as_dict().items()))
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """One optimizer per model part that steps on its own (GAN generators and discriminators)."""
         training = self.config["training"]
-        return torch.optim.Adam(self.model.parameters(), lr=float(training["learning_rate"]),
-                                weight_decay=float(training.get("weight_decay", 0.0)))
+        return [torch.optim.Adam(self.model.parameters(), lr=float(training["learning_rate"]),
+                                 weight_decay=float(training.get("weight_decay", 0.0)))]
+
+    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One optimizer step: the sum of `loss` terms, backpropagated, clipped and applied.
+        Adversarial architectures override this with their generator/discriminator alternation."""
+        losses = self.loss(batch)
+        (optimizer,) = optimizers
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        self.clip_gradients()
+        optimizer.step()
+        return {k: v.detach() for k, v in losses.items()}
 
     def clip_gradients(self) -> None:
         """Clip the gradient norm at the config's grad_clip (an architecture may clip as upstream does)."""
@@ -143,11 +186,26 @@ class Generator(ABC):
         """Weights (safetensors) and identity (JSON) in `folder`, each written atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        state, _ = self._state_without_aliases()
         with atomic_path(folder / CHECKPOINT_WEIGHTS) as tmp:
-            save_file(state, str(tmp))
+            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
         write_json_atomic(folder / CHECKPOINT_META, self.meta(step, role))
         return folder
+
+    def _state_without_aliases(self) -> tuple[dict[str, torch.Tensor], set[str]]:
+        """The state dict with each shared tensor once, under its first name in sorted order (NeMo
+        registers FastPitch's aligner under two names), and the names left out."""
+        state, kept, aliases = self.model.state_dict(), {}, set()
+        seen: dict[tuple, str] = {}
+        for name in sorted(state):
+            tensor = state[name]
+            key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+            if tensor.numel() and key in seen:
+                aliases.add(name)
+                continue
+            seen[key] = name
+            kept[name] = tensor
+        return kept, aliases
 
     def load_weights(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -156,6 +214,7 @@ class Generator(ABC):
         except (OSError, RuntimeError, ValueError) as exc:
             raise GeneratorError(f"{folder / CHECKPOINT_WEIGHTS}: cannot read ({exc})") from None
         missing, unexpected = self.model.load_state_dict(state, strict=False)  # copies onto the model's device
+        missing = [k for k in missing if k not in self._state_without_aliases()[1]]
         if missing or unexpected:
             raise GeneratorError(f"{folder}: weights do not fit {self.architecture} config "
                                  f"{self.config['name']!r}: missing {missing[:3]}, unexpected {unexpected[:3]}")

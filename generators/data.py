@@ -22,7 +22,6 @@ from sourcetrace.datasets.ljspeech import Utterance
 from sourcetrace.fileio import atomic_path
 
 from .base import Batch, Generator, GeneratorError
-from .mel import mel_spectrogram
 
 FRAME_MULTIPLE = 4  # both U-Net decoders downsample twice: mel frames padded to a multiple of 4
 
@@ -34,34 +33,37 @@ class TrainingData:
             raise GeneratorError("no training utterances")
         self._tmp = None if cache_dir else tempfile.TemporaryDirectory(prefix="sourcetrace-mels-")
         self.cache_dir = Path(cache_dir or self._tmp.name)
-        convention = hashlib.sha256(repr(sorted(generator.mel_config.as_dict().items())).encode()).hexdigest()[:12]
+        convention = hashlib.sha256(generator.feature_identity().encode()).hexdigest()[:12]
         self.ids: list[torch.Tensor] = []
-        self.mel_files: list[Path] = []
+        self.feature_files: list[Path] = []
         rejected = []
         from tqdm import tqdm
 
-        for utt in tqdm(utterances, desc="mels", unit="clip", disable=not progress):
-            mel_file = self.cache_dir / convention / f"{utt.speaker}-{utt.utt_id}.npy"
-            if not mel_file.is_file():
+        for utt in tqdm(utterances, desc="features", unit="clip", disable=not progress):
+            ids = generator.text_to_ids(utt.text)
+            tag = hashlib.sha256(repr(ids).encode()).hexdigest()[:8]  # features may depend on the symbols
+            feature_file = self.cache_dir / convention / f"{utt.speaker}-{utt.utt_id}-{tag}.npz"
+            if not feature_file.is_file():
                 try:
                     wave = load_audio(utt.audio, generator.mel_config.sample_rate)
                 except AudioRejected as exc:
                     rejected.append(str(exc))
                     continue
-                mel = mel_spectrogram(torch.from_numpy(wave), generator.mel_config).numpy()
-                with atomic_path(mel_file) as tmp:
+                features = generator.clip_features(torch.from_numpy(wave), ids)
+                with atomic_path(feature_file) as tmp:
                     with open(tmp, "wb") as fh:
-                        np.save(fh, mel)
-            self.ids.append(torch.tensor(generator.text_to_ids(utt.text), dtype=torch.long))
-            self.mel_files.append(mel_file)
+                        np.savez(fh, **{k: v.detach().cpu().numpy() for k, v in features.items()})
+            self.ids.append(torch.tensor(ids, dtype=torch.long))
+            self.feature_files.append(feature_file)
         if rejected:
             raise GeneratorError(f"{len(rejected)} training clip(s) unusable: " + "; ".join(rejected[:5]))
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ids[i], torch.from_numpy(np.load(self.mel_files[i], allow_pickle=False))
+    def item(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with np.load(self.feature_files[i], allow_pickle=False) as stored:
+            return self.ids[i], {k: torch.from_numpy(stored[k]) for k in stored.files}
 
     def batch(self, step: int, batch_size: int, seed: int) -> Batch:
         """The batch of optimizer step `step` (0-based): epochs of seeded permutations, last partial batch dropped."""
@@ -69,17 +71,24 @@ class TrainingData:
         per_epoch = len(self) // size
         epoch, position = divmod(step, per_epoch)
         order = np.random.default_rng([seed, epoch]).permutation(len(self))
-        return collate([self.item(int(i)) for i in order[position * size:(position + 1) * size]])
+        batch = collate([self.item(int(i)) for i in order[position * size:(position + 1) * size]])
+        batch.epoch = epoch
+        return batch
 
 
-def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-    ids_max = max(len(ids) for ids, _ in items)
-    frames = max(mel.shape[-1] for _, mel in items)
-    frames = -(-frames // FRAME_MULTIPLE) * FRAME_MULTIPLE
-    n_mels = items[0][1].shape[0]
-    ids = torch.zeros(len(items), ids_max, dtype=torch.long)
-    mels = torch.zeros(len(items), n_mels, frames)
-    for i, (x, y) in enumerate(items):
+def collate(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> Batch:
+    """Zero-pad ids and every feature to the batch's largest shape (mel frames to a multiple of 4)."""
+    ids = torch.zeros(len(items), max(len(x) for x, _ in items), dtype=torch.long)
+    for i, (x, _) in enumerate(items):
         ids[i, : len(x)] = x
-        mels[i, :, : y.shape[-1]] = y
-    return Batch(ids, torch.tensor([len(x) for x, _ in items]), mels, torch.tensor([y.shape[-1] for _, y in items]))
+    features, lengths = {}, {}
+    for name in items[0][1]:
+        shape = [max(f[name].shape[d] for _, f in items) for d in range(items[0][1][name].dim())]
+        if name == "mel":
+            shape[-1] = -(-shape[-1] // FRAME_MULTIPLE) * FRAME_MULTIPLE
+        padded = torch.zeros(len(items), *shape, dtype=items[0][1][name].dtype)
+        for i, (_, f) in enumerate(items):
+            padded[(i, *(slice(0, n) for n in f[name].shape))] = f[name]
+        features[name] = padded
+        lengths[name] = torch.tensor([f[name].shape[-1] for _, f in items])
+    return Batch(ids, torch.tensor([len(x) for x, _ in items]), features, lengths)

@@ -21,6 +21,7 @@ def _cmudict():
 class GradTTSGenerator(Generator):
     package = "grad-tts"
     architecture = "gradtts"
+    default_vocoder = "hifigan"
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from grad_tts import GradTTS

@@ -13,6 +13,7 @@ from .base import Batch, Generator, GeneratorError
 class MatchaGenerator(Generator):
     package = "matcha-tts"
     architecture = "matcha"
+    default_vocoder = "hifigan"
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from matcha.models.matcha_tts import MatchaTTS

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,12 +55,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_resume(run_dir: Path, generator: Generator, optimizer: torch.optim.Optimizer, step: int,
+def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.optim.Optimizer], step: int,
                  run: dict) -> None:
     folder = run_dir / RESUME
     generator.save(folder, step, role="resume")
     with atomic_path(folder / "trainer.pt") as tmp:
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), "run": run}, tmp)
+        torch.save({"step": step, "optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state(),
+                    "run": run}, tmp)
 
 
 def checkpoint_name(step: int) -> str:
@@ -69,17 +71,38 @@ def checkpoint_name(step: int) -> str:
 def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: list[int], batch_size: int,
           seed: int, names: Callable[[int], str] = checkpoint_name, resume_every: int = 100,
           stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True,
-          sample_vocoder=None, log_every_s: float = 60.0) -> TrainReport:
+          sample_vocoder=None, log_every_s: float = 60.0, deterministic: bool = True) -> TrainReport:
     """Train until the last scheduled step, saving `checkpoints/<names(step)>` at each scheduled step.
 
     `stop_after` ends the run early at that step (as if interrupted; the resume point is kept).
     `sample_vocoder` (mel -> waveform) adds the checkpoint's sample as audio to TensorBoard.
+    `deterministic` makes a run reproducible bit for bit: on CPU it turns oneDNN off (its
+    convolution backward is not: FastPitch's aligner gradients drift by ~1e-9 between identical
+    steps), which costs up to 2x on full-size CPU models (benchmarks/bench_generators.py
+    --nondeterministic); on CUDA it asks cuDNN for deterministic kernels.
     """
-    run_dir = Path(run_dir)
+    with _determinism(deterministic):
+        return _train(generator, data, Path(run_dir), steps, batch_size, seed, names, resume_every, stop_after, log,
+                      tensorboard, sample_vocoder, log_every_s)
+
+
+@contextmanager
+def _determinism(enabled: bool):
+    if not enabled:
+        yield
+        return
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=True, benchmark=False,
+                                                                                 deterministic=True):
+        yield
+
+
+def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[int], batch_size: int, seed: int,
+           names: Callable[[int], str], resume_every: int, stop_after: int | None, log: Callable[[str], None],
+           tensorboard: bool, sample_vocoder, log_every_s: float) -> TrainReport:
     steps = sorted(set(int(s) for s in steps))
     if not steps or steps[0] <= 0:
         raise GeneratorError(f"schedule steps must be positive, got {steps}")
-    optimizer = generator.optimizer()
+    optimizers = generator.optimizers()
     start = 0
     # What decides the batches and the checkpoints: a resumed run must use the same.
     run = {"seed": int(seed), "batch_size": int(batch_size), "steps": steps, "clips": len(data)}
@@ -89,12 +112,13 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
             raise GeneratorError(f"{run_dir}: holds a run of another model ({meta['architecture']}, "
                                  f"config {meta['config']['name']!r}); use a new --run-dir")
         generator.load_weights(run_dir / RESUME)
-        optimizer = generator.optimizer()
+        optimizers = generator.optimizers()
         state = torch.load(run_dir / RESUME / "trainer.pt", map_location="cpu", weights_only=True)
         if state["run"] != run:
             raise GeneratorError(f"{run_dir}: was started with {state['run']}, now asked for {run}; resuming would "
                                  "not reproduce the run. Use the same options or a new --run-dir")
-        optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved_state in zip(optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved_state)
         _set_rng_state(state["rng"])
         start = int(state["step"])
         log(f"[train] resuming {run_dir} at step {start}")
@@ -109,12 +133,8 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     t0 = last_log = time.perf_counter()
     for step in range(start, end):
         batch = data.batch(step, batch_size, seed).to(generator.device)
-        losses = generator.loss(batch)
+        losses = generator.train_step(batch, optimizers)
         total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        generator.clip_gradients()
-        optimizer.step()
         done = step + 1
         if writer is not None:
             for name, value in losses.items():
@@ -123,12 +143,12 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
         if done in steps:
             folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled")
             saved.append(folder)
-            _save_resume(run_dir, generator, optimizer, done, run)
+            _save_resume(run_dir, generator, optimizers, done, run)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")
             if writer is not None:
                 _log_sample(writer, generator, data, done, sample_vocoder)
         elif done % resume_every == 0:
-            _save_resume(run_dir, generator, optimizer, done, run)
+            _save_resume(run_dir, generator, optimizers, done, run)
         now = time.perf_counter()
         if now - last_log > log_every_s:
             rate = (done - start) / (now - t0)

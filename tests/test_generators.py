@@ -1,4 +1,4 @@
-"""Both architectures through one generic code path: zero-init, schedule, resume, fine-tune,
+"""All four architectures through one generic code path: zero-init, schedule, resume, fine-tune,
 official formats, synthesis into a corpus that the benchmark accepts. Tiny configs, CPU."""
 
 import json
@@ -10,19 +10,29 @@ import torch
 
 pytest.importorskip("grad_tts", reason="the Grad-TTS stack is installed by tools/setup.sh")
 pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools/setup.sh")
+pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
+pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/setup.sh")
 
 from sourcetrace.cli import main  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like  # noqa: E402
 from sourcetrace.datasets.hifitts import HiFiTTS  # noqa: E402
 from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.generators import ARCHITECTURES, GeneratorError, build_generator, load_generator  # noqa: E402
+from sourcetrace.generators import (  # noqa: E402
+    ARCHITECTURES, GeneratorError, build_generator, generator_class, load_generator)
 from sourcetrace.generators.data import TrainingData  # noqa: E402
 from sourcetrace.generators.mel import MelConfig, mel_filterbank  # noqa: E402
 from sourcetrace.generators.training import train  # noqa: E402
-from sourcetrace.vocoders.hifigan import HiFiGAN, VocoderError, load_hifigan_config  # noqa: E402
+from sourcetrace.vocoders import VocoderError  # noqa: E402
+from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config  # noqa: E402
 
 ARCHS = sorted(ARCHITECTURES)
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    """One training-feature cache per module: FastPitch's pyin pitch is computed once per clip."""
+    return tmp_path_factory.mktemp("features")
 
 
 @pytest.fixture(scope="module")
@@ -51,32 +61,35 @@ def test_mel_filterbank_matches_librosa():
 def test_zero_init_is_deterministic_per_seed(arch):
     a, b, c = (build_generator(arch, "tiny", seed) for seed in (1, 1, 2))
     assert same(weights(a), weights(b)) and not same(weights(a), weights(c))
-    mels = []
+    outputs = []
     for g in (a, b):
         torch.manual_seed(7)
-        mels.append(g.synthesize(g.text_to_ids("The old sailor found a silver coin.")))
-    assert mels[0].shape[0] == 80 and torch.equal(mels[0], mels[1])
+        outputs.append(g.synthesize(g.synthesis_ids("The old sailor found a silver coin.")))
+    expected_dims = 1 if a.end_to_end else 2  # a waveform, or (n_mels, frames)
+    assert outputs[0].dim() == expected_dims and outputs[0].shape[-1] > 1 and torch.equal(outputs[0], outputs[1])
+    if not a.end_to_end:
+        assert outputs[0].shape[0] == a.mel_config.n_mels
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_schedule_resume_and_fine_tune(arch, data, tmp_path):
+def test_schedule_resume_and_fine_tune(arch, data, feature_cache, tmp_path):
     lj, hifi = data
     steps = [2, 3, 5]
     whole = build_generator(arch, "tiny", seed=1)
-    report = train(whole, TrainingData(whole, lj.items("train")), tmp_path / "whole", steps, batch_size=2, seed=0,
-                   tensorboard=False)
+    report = train(whole, TrainingData(whole, lj.items("train"), feature_cache), tmp_path / "whole", steps,
+                   batch_size=2, seed=0, tensorboard=False)
     assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()) == [
         "step-000002", "step-000003", "step-000005"]
     assert report.steps_run == 5
     # Interrupted after step 4 (last resume point: step 3, the scheduled checkpoint), then resumed
     # by a fresh process-like start: the step-5 weights are identical, bit for bit.
     first = build_generator(arch, "tiny", seed=1)
-    train(first, TrainingData(first, lj.items("train")), tmp_path / "cut", steps, batch_size=2, seed=0,
-          stop_after=4, tensorboard=False)
+    train(first, TrainingData(first, lj.items("train"), feature_cache), tmp_path / "cut", steps, batch_size=2,
+          seed=0, stop_after=4, tensorboard=False)
     assert not (tmp_path / "cut" / "checkpoints" / "step-000005").exists()
     again = build_generator(arch, "tiny", seed=99)  # weights come from the resume point, not this seed
-    resumed = train(again, TrainingData(again, lj.items("train")), tmp_path / "cut", steps, batch_size=2, seed=0,
-                    tensorboard=False)
+    resumed = train(again, TrainingData(again, lj.items("train"), feature_cache), tmp_path / "cut", steps,
+                    batch_size=2, seed=0, tensorboard=False)
     assert resumed.resumed_from == 3
     for name in ("step-000003", "step-000005"):
         assert ((tmp_path / "whole" / "checkpoints" / name / "model.safetensors").read_bytes()
@@ -84,8 +97,8 @@ def test_schedule_resume_and_fine_tune(arch, data, tmp_path):
     # Fine-tune the step-5 model on the other speaker.
     base = load_generator(tmp_path / "whole" / "checkpoints" / "step-000005")
     before = weights(base)
-    train(base, TrainingData(base, hifi.study_subset(n=4)), tmp_path / "ft", [2], batch_size=2, seed=0,
-          names=lambda step: "ft-9136", tensorboard=False)
+    train(base, TrainingData(base, hifi.study_subset(n=4), feature_cache), tmp_path / "ft", [2], batch_size=2,
+          seed=0, names=lambda step: "ft-9136", tensorboard=False)
     tuned = load_generator(tmp_path / "ft" / "checkpoints" / "ft-9136")
     assert not same(before, weights(tuned))
     meta = json.loads((tmp_path / "ft" / "checkpoints" / "ft-9136" / "generator.json").read_text())
@@ -123,6 +136,29 @@ def test_official_formats(tmp_path):
     fresh.load_official(tmp_path / "matcha.ckpt", trust=True)
     assert same(weights(matcha), weights(fresh))
 
+    fastpitch = build_generator("fastpitch", "tiny", seed=1)
+    fastpitch.model.save_to(str(tmp_path / "tts_en_fastpitch_align.nemo"))  # NeMo's own archive format
+    fresh = build_generator("fastpitch", "tiny", seed=2)
+    fresh.load_official(tmp_path / "tts_en_fastpitch_align.nemo")
+    assert same(weights(fastpitch), weights(fresh))
+    ids = fresh.synthesis_ids("A silver coin.")
+    assert ids == fastpitch.synthesis_ids("A silver coin.")  # the archive's own G2P dictionary
+    with pytest.raises(GeneratorError, match="not a FastPitch .nemo archive"):
+        fresh.load_official(tmp_path / "broken.pt")
+
+    vits = build_generator("vits", "tiny", seed=1)
+    (tmp_path / "coqui").mkdir()
+    # Coqui's checkpoint layout: config as a plain dict, weights under "model"; config.json beside it.
+    torch.save({"config": vits.model.config.to_dict(), "model": vits.model.state_dict(), "step": 0, "epoch": 0},
+               tmp_path / "coqui" / "model_file.pth")
+    fresh = build_generator("vits", "tiny", seed=2)
+    with pytest.raises(GeneratorError, match="config.json"):
+        fresh.load_official(tmp_path / "coqui" / "model_file.pth")
+    vits.model.config.save_json(str(tmp_path / "coqui" / "config.json"))
+    fresh.load_official(tmp_path / "coqui" / "model_file.pth")
+    assert same(weights(vits), weights(fresh))
+    assert fresh.text_to_ids("A silver coin.") == vits.text_to_ids("A silver coin.")
+
     vocoder = HiFiGAN(load_hifigan_config("tiny"), seed=3)
     torch.save({"generator": vocoder.generator.state_dict()}, tmp_path / "generator_v1")
     loaded = HiFiGAN.from_official(tmp_path / "generator_v1", config="tiny")
@@ -132,29 +168,38 @@ def test_official_formats(tmp_path):
         HiFiGAN.from_official(tmp_path / "grad-tts.pt", config="tiny")
 
 
-def test_zero_init_models_synthesise_a_corpus_the_benchmark_accepts(tmp_path, capsys):
+def test_all_architectures_through_one_code_path_into_one_corpus(data, tmp_path, capsys):
+    """zero-init, scheduled training, checkpoint reload and synthesis, all four architectures through
+    the same CLI calls; the corpus is accepted by the benchmark."""
+    lj, _ = data
     prompts = [Prompt(f"p{i:02d}", text) for i, text in enumerate(
         __import__("sourcetrace.espeak", fromlist=["x"]).sentences(10, seed=3))]
     write_prompts(tmp_path / "prompts.tsv", prompts)
     for arch in ARCHS:
-        assert main(["train", arch, "--config", "tiny", "--zero-init", "--schedule", "mini",
-                     "--run-dir", str(tmp_path / arch)]) == 0
-        for seed in (1, 2):
-            ckpt = tmp_path / arch / "checkpoints" / f"zero-init-s{seed}"
-            assert main(["synth", str(ckpt), "--prompts", str(tmp_path / "prompts.tsv"), "--out",
-                         str(tmp_path / "corpus"), "--random-vocoder", "0", "--vocoder-config", "tiny"]) == 0
+        run = tmp_path / arch
+        assert main(["train", arch, "--config", "tiny", "--zero-init", "--schedule", "mini", "--run-dir", str(run)]) == 0
+        assert main(["train", arch, "--config", "tiny", "--data", str(lj.root), "--run-dir", str(run), "--steps", "1,2",
+                     "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
+        vocoder = [] if generator_class(arch).end_to_end else ["--random-vocoder", "0", "--vocoder-config", "tiny"]
+        for ckpt in ("zero-init-s1", "step-000002"):
+            assert main(["synth", str(run / "checkpoints" / ckpt), "--prompts", str(tmp_path / "prompts.tsv"),
+                         "--out", str(tmp_path / "corpus"), *vocoder]) == 0
     corpus = Corpus.read(tmp_path / "corpus")
-    assert len(corpus.rows) == 2 * 2 * 10
-    row = corpus.rows[0]
-    assert row["implementation"].startswith(("grad-tts", "matcha-tts")) and row["sample_rate"] == "22050"
-    assert {r["checkpoint"] for r in corpus.rows} == {f"{a}/zero-init-s{s}" for a in ARCHS for s in (1, 2)}
+    assert len(corpus.rows) == len(ARCHS) * 2 * 10
+    assert {r["checkpoint"] for r in corpus.rows} == {f"{a}/{c}" for a in ARCHS for c in ("zero-init-s1", "step-000002")}
+    by_arch = {r["architecture"]: r for r in corpus.rows}
+    assert by_arch["vits"]["vocoder"] == "" and by_arch["fastpitch"]["vocoder"] == "nemo-hifigan-tiny-random-s0"
+    assert by_arch["fastpitch"]["implementation"].startswith("nemo-toolkit")
+    for row in corpus.rows:
+        assert row["sample_rate"] == "22050" and row["vocoder_swapped"] == "0" and len(row["checkpoint_sha256"]) == 64
     # Resumable and deterministic: a deleted clip is remade with the same bytes, the rest skipped.
-    victim = tmp_path / "corpus" / corpus.rows[3]["path"]
+    victim_row = next(r for r in corpus.rows if r["architecture"] == "fastpitch")
+    victim = tmp_path / "corpus" / victim_row["path"]
     original = victim.read_bytes()
     victim.unlink()
-    ckpt = tmp_path / corpus.rows[3]["architecture"] / "checkpoints" / corpus.rows[3]["checkpoint"].split("/")[1]
     capsys.readouterr()
-    assert main(["synth", str(ckpt), "--prompts", str(tmp_path / "prompts.tsv"), "--out", str(tmp_path / "corpus"),
+    assert main(["synth", str(tmp_path / "fastpitch" / "checkpoints" / victim_row["checkpoint"].split("/")[1]),
+                 "--prompts", str(tmp_path / "prompts.tsv"), "--out", str(tmp_path / "corpus"),
                  "--random-vocoder", "0", "--vocoder-config", "tiny"]) == 0
     assert "1 clips made, 9 already there" in capsys.readouterr().out
     assert victim.read_bytes() == original
@@ -162,6 +207,15 @@ def test_zero_init_models_synthesise_a_corpus_the_benchmark_accepts(tmp_path, ca
                  "--attributor", "knn:k=1", "--seeds", "0", "--no-figures", "--out", str(tmp_path / "results"),
                  "--quiet"])
     assert code == 0 and len(list((tmp_path / "results").glob("indomain__*.json"))) == 1
+
+
+def test_an_end_to_end_model_has_no_vocoder_to_swap(tmp_path, capsys):
+    g = build_generator("vits", "tiny", seed=1)
+    g.save(tmp_path / "ckpt", 0, role="zero-init")
+    write_prompts(tmp_path / "p.tsv", [Prompt("a", "Hello.")])
+    assert main(["synth", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "p.tsv"), "--out", str(tmp_path / "c"),
+                 "--random-vocoder", "0"]) == 2
+    assert "end to end" in capsys.readouterr().err
 
 
 def test_synth_needs_a_vocoder_for_mel_models(tmp_path, capsys):
@@ -189,7 +243,8 @@ def test_tensorboard_gets_losses_mel_and_audio(data, tmp_path):
     lj, _ = data
     g = build_generator("gradtts", "tiny", seed=1)
     vocoder = HiFiGAN(load_hifigan_config("tiny"), seed=0)
-    train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 2], batch_size=2, seed=0, sample_vocoder=vocoder)
+    train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 2], batch_size=2, seed=0,
+          sample_vocoder=lambda mel: vocoder(mel, g.mel_config))
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
     tags = events.Tags()
     assert {"loss/total", "loss/diffusion"} <= set(tags["scalars"])
@@ -207,8 +262,8 @@ def test_cli_mini_schedule_leaves_exactly_the_scheduled_checkpoints(data, tmp_pa
                  "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == [f"step-{s:06d}" for s in load_schedule("mini").steps]
-    cached = sorted((tmp_path / "run" / "mels").rglob("*.npy"))
-    assert len(cached) == len(lj.items("train"))  # one mel per training clip, reused on resume
+    cached = sorted((tmp_path / "run" / "features").rglob("*.npz"))
+    assert len(cached) == len(lj.items("train"))  # one feature file per training clip, reused on resume
     assert main(["train", "gradtts", "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--config", "tiny",
                  "--schedule", "mini", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
     assert "0 steps from step 200" in capsys.readouterr().out  # a finished run does nothing

@@ -29,18 +29,28 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-# torch first and pinned on every call, so no dependency range can pull another (multi-GB) build.
-TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# torch first, and pinned on every call, so that no dependency range pulls another (multi-GB) build.
+# The TTS stacks need torchaudio (coqui-tts imports it), whose last PyPI release (2.11) pins
+# torch 2.11 exactly: with the stacks the default is that trio (CUDA builds that also run on a
+# CPU-only machine); the light core alone takes the CPU build of torch 2.13 on the project's machines.
+STACKS=${SOURCETRACE_STACKS:-all}
+if [ "$STACKS" = none ]; then
+  TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+else
+  TORCH_SPEC=${TORCH_SPEC:-torch==2.11.0 torchaudio==2.11.0 torchcodec==0.11.1}
+fi
 # shellcheck disable=SC2086
 pip install $TORCH_SPEC
-torch_version=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+pins=$(.venv/bin/python -m pip freeze 2>/dev/null | grep -E '^(torch|torchaudio|torchcodec)==' | tr '\n' ' ')
 # strict: a link tree under build/, the one editable mode that maps the namespace package
 # sourcetrace.datasets onto datasets/ (a new module needs this script rerun).
 # SOURCETRACE_STACKS=none installs the light core only (attribution + benchmark, no TTS stack).
-if [ "${SOURCETRACE_STACKS:-all}" = none ]; then
-  pip install -e ".[test]" "torch==${torch_version}" --config-settings editable_mode=strict
+if [ "$STACKS" = none ]; then
+  # shellcheck disable=SC2086
+  pip install -e ".[test]" $pins --config-settings editable_mode=strict
 else
-  pip install -e ".[test,tts]" "torch==${torch_version}" --no-binary grad-tts --config-settings editable_mode=strict
+  # shellcheck disable=SC2086
+  pip install -e ".[test,tts]" $pins --no-binary grad-tts --config-settings editable_mode=strict
   # matcha-tts: no declared dependencies (see pyproject's tts extra); its Cython extension is
   # built against the venv's numpy 2 (an isolated build pins numpy 1.24 and then fails).
   pip install --no-deps --no-build-isolation "matcha-tts==0.0.7.2"

@@ -2,7 +2,7 @@
 
 The study's Grad-TTS and Matcha-TTS vocoders are jik876 generators: `hifigan.pt` (weights under
 'generator') and `generator_v1` (same layout). Both load with torch.load(weights_only=True).
-The mel convention is the one in `sourcetrace.generators.mel` (22.05 kHz, hop 256, 80 mels).
+Its mel convention comes from its config.json (jik876's: reflect padding, log(max(mel, 1e-5))).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from sourcetrace.generators.mel import MelConfig
+
+from .base import Vocoder, VocoderError, file_identity, random_identity
+
 SHIPPED_CONFIGS = ("v1", "tiny")
-
-
-class VocoderError(ValueError):
-    pass
 
 
 def _build_generator(config: dict) -> torch.nn.Module:
@@ -49,10 +49,16 @@ def load_hifigan_config(name_or_path: str) -> dict:
     return json.loads(text)
 
 
-class HiFiGAN:
-    def __init__(self, config: dict, state_dict: dict | None = None, seed: int = 0, name: str = "hifigan"):
+class HiFiGAN(Vocoder):
+    """The jik876 generator (Grad-TTS's hifigan.pt, Matcha-TTS's generator_v1)."""
+
+    kind = "hifigan"
+
+    def __init__(self, config: dict, state_dict: dict | None = None, seed: int = 0, name: str = "hifigan",
+                 identity: str = ""):
         """A generator of `config`: with `state_dict`'s weights, or random ones drawn from `seed`."""
-        self.config, self.name, self.sample_rate = config, name, int(config["sampling_rate"])
+        super().__init__(name, mel_convention(config), identity or random_identity(self.kind, repr(config), seed))
+        self.config = config
         torch.manual_seed(seed)
         self.generator = _build_generator(config)
         if state_dict is not None:
@@ -60,17 +66,32 @@ class HiFiGAN:
         self.generator.eval()
 
     @classmethod
-    def from_official(cls, weights: str | Path, config: str = "v1", name: str | None = None) -> "HiFiGAN":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "HiFiGAN":
         """A jik876-format generator file (a dict whose 'generator' entry is the state dict)."""
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)["generator"]
-            return cls(load_hifigan_config(config), state, name=name or Path(weights).name)
+            state = torch.load(path, map_location="cpu", weights_only=True)["generator"]
+            return cls(load_hifigan_config(config or "v1"), state, name=name or Path(path).name,
+                       identity=file_identity(path))
         except (VocoderError, FileNotFoundError):
             raise
         except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-            raise VocoderError(f"{weights}: not a jik876 HiFi-GAN generator file ({type(exc).__name__}: {exc})") from None
+            raise VocoderError(f"{path}: not a jik876 HiFi-GAN generator file ({type(exc).__name__}: {exc})") from None
 
-    @torch.no_grad()
-    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
-        """(n_mels, frames) log mel -> (samples,) waveform in [-1, 1]."""
-        return self.generator(mel.unsqueeze(0)).squeeze().clamp(-1.0, 1.0)
+    @classmethod
+    def random(cls, config: str, seed: int, name: str | None = None) -> "HiFiGAN":
+        return cls(load_hifigan_config(config), seed=seed, name=name or f"hifigan-{config}-random-s{seed}")
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.generator
+
+    def generate(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.generator(mel.unsqueeze(0).to(next(self.generator.parameters()).device)).squeeze().cpu()
+
+
+def mel_convention(config: dict) -> MelConfig:
+    """jik876's meldataset.py: reflect-padded frames, log(max(mel, 1e-5))."""
+    return MelConfig(sample_rate=int(config["sampling_rate"]), n_fft=int(config["n_fft"]),
+                     hop_length=int(config["hop_size"]), win_length=int(config["win_size"]),
+                     n_mels=int(config["num_mels"]), f_min=float(config["fmin"]), f_max=float(config["fmax"]),
+                     framing="jik876", log_guard="clamp", log_floor=1e-5)

@@ -57,6 +57,11 @@ def cmd_corpus_verify(args) -> int:
 
     corpus = Corpus.read(args.corpus, require_files=False)
     problems = verify_corpus(corpus)
+    if args.recipe:
+        from sourcetrace.recipe import load_recipe
+        from sourcetrace.regenerate import check_against_recipe
+
+        problems += check_against_recipe(corpus, load_recipe(args.recipe))
     for problem in problems:
         print(f"{corpus.manifest_path}: {problem}", file=sys.stderr)
     print(f"{corpus.manifest_path}: {len(corpus.rows)} clips checked, {len(problems)} problem(s)")
@@ -250,12 +255,13 @@ def cmd_train(args) -> int:
     if not args.data:
         raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
     data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips),
-                        cache_dir=run_dir / "mels", progress=True)
+                        cache_dir=run_dir / "features", progress=True)
     sample_vocoder = None
-    if args.vocoder_weights:
-        from sourcetrace.vocoders.hifigan import HiFiGAN
+    if args.vocoder_weights and not generator.end_to_end:
+        from sourcetrace.vocoders import load_vocoder
 
-        sample_vocoder = HiFiGAN.from_official(args.vocoder_weights, config=args.vocoder_config)
+        vocoder = load_vocoder(args.vocoder_kind or generator.default_vocoder, args.vocoder_weights, args.vocoder_config)
+        sample_vocoder = lambda mel: vocoder(mel, generator.mel_config)  # noqa: E731
     report = train(generator, data, run_dir, steps, batch_size=args.batch_size or schedule.batch_size, seed=args.seed,
                    names=names, tensorboard=not args.no_tensorboard, sample_vocoder=sample_vocoder)
     print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
@@ -264,29 +270,49 @@ def cmd_train(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    if args.recipe:
+        return _synth_recipe(args)
+    if not args.checkpoint or not args.prompts:
+        raise ValueError("give a CHECKPOINT folder and --prompts, or --recipe FILE")
+    import sourcetrace
     from sourcetrace.datasets.prompts import read_prompts
+    from sourcetrace.fileio import sha256_file
     from sourcetrace.generators import load_generator
+    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
     from sourcetrace.generators.synthesis import synthesize_prompts
-    from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config
+    from sourcetrace.vocoders import load_vocoder
 
     generator = load_generator(args.checkpoint).to(args.device)
-    vocoder, vocoder_name = None, ""
+    vocoder = None
     if not generator.end_to_end:
-        if args.vocoder_weights:
-            vocoder = HiFiGAN.from_official(args.vocoder_weights, config=args.vocoder_config)
-            vocoder_name = args.vocoder_name or vocoder.name
-        elif args.random_vocoder is not None:
-            vocoder = HiFiGAN(load_hifigan_config(args.vocoder_config), seed=args.random_vocoder)
-            vocoder_name = args.vocoder_name or f"hifigan-{args.vocoder_config}-random-s{args.random_vocoder}"
-        else:
+        if not args.vocoder_weights and args.random_vocoder is None:
             raise ValueError(f"{generator.architecture} makes mel spectrograms: give --vocoder-weights FILE "
                              "(an official HiFi-GAN) or --random-vocoder SEED (untrained, for tests)")
+        vocoder = load_vocoder(args.vocoder_kind or generator.default_vocoder, args.vocoder_weights,
+                               args.vocoder_config, args.random_vocoder, name=args.vocoder_name)
+    elif args.vocoder_weights or args.random_vocoder is not None:
+        raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
     label = args.label or f"{generator.architecture}/{Path(args.checkpoint).name}"
+    provenance = {"checkpoint_sha256": sha256_file(Path(args.checkpoint) / CHECKPOINT_WEIGHTS),
+                  "implementation": generator.implementation(), "sourcetrace": sourcetrace.__version__}
     made, skipped = synthesize_prompts(generator, label, read_prompts(args.prompts), args.out, vocoder=vocoder,
-                                       vocoder_name=vocoder_name, seed=args.seed,
-                                       implementation=generator.implementation())
+                                       vocoder_swapped=args.vocoder_swapped, seed=args.seed, provenance=provenance)
     print(f"[synth] {label}: {made} clips made, {skipped} already there -> {Path(args.out) / 'manifest.csv'}")
     return 0
+
+
+def _synth_recipe(args) -> int:
+    from sourcetrace.recipe import load_recipe
+    from sourcetrace.regenerate import regenerate
+
+    index, _, count = (args.shard or "0/1").partition("/")
+    report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count or 1)), device=args.device)
+    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) skipped; "
+          + (f"manifest written: {Path(args.out) / 'manifest.csv'}" if report.manifest_written
+             else "manifest not written yet (clips missing: rerun, or wait for the other shards)"))
+    for failure in report.failed:
+        print(f"[synth] skipped: {failure}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
     p.add_argument("corpus")
     p.set_defaults(func=cmd_corpus_validate)
-    p = corpus.add_parser("verify", help="re-hash and re-read every clip against the manifest (sha256, duration)")
+    p = corpus.add_parser("verify", help="re-hash and re-read every clip against the manifest (sha256, duration), "
+                                         "and check the manifest against its recipe")
     p.add_argument("corpus")
+    p.add_argument("--recipe", help="the recipe the corpus was generated from: clip set, conditions, seeds, hashes")
     p.set_defaults(func=cmd_corpus_verify)
 
     data = sub.add_parser("datasets", help="training datasets and prompt sets").add_subparsers(dest="datasets_command", required=True)
@@ -346,21 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="fine-tune from this checkpoint folder")
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
-    p.add_argument("--vocoder-weights", help="a HiFi-GAN generator file: checkpoint samples go to TensorBoard as audio too")
-    p.add_argument("--vocoder-config", default="v1")
+    p.add_argument("--vocoder-weights", help="a vocoder weights file: checkpoint samples go to TensorBoard as audio too")
+    p.add_argument("--vocoder-kind", help="hifigan or nemo-hifigan (default: the architecture's)")
+    p.add_argument("--vocoder-config", help="the vocoder's config (hifigan: v1, tiny or a config.json)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint into a corpus (resumable)")
-    p.add_argument("checkpoint", help="a checkpoint folder written by `sourcetrace train`")
-    p.add_argument("--prompts", required=True, help="prompt TSV (prompt_id, text)")
+    p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "
+                                     "corpus (resumable)")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint folder written by `sourcetrace train`")
+    p.add_argument("--recipe", help="a recipe file: generate its whole [corpus] (every checkpoint and vocoder condition)")
+    p.add_argument("--shard", help="K/N: with --recipe, only every N-th job starting at K (job arrays)")
+    p.add_argument("--prompts", help="prompt TSV (prompt_id, text)")
     p.add_argument("--out", required=True, help="corpus folder (created, or appended to)")
     p.add_argument("--label", help="checkpoint name in the corpus (default: <architecture>/<folder name>)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
-    p.add_argument("--vocoder-weights", help="official jik876 HiFi-GAN generator file")
-    p.add_argument("--vocoder-config", default="v1", help="v1, tiny or a config.json")
-    p.add_argument("--vocoder-name")
-    p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained HiFi-GAN (tests only)")
+    p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
+    p.add_argument("--vocoder-kind", help="hifigan or nemo-hifigan (default: the architecture's own)")
+    p.add_argument("--vocoder-config", help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny")
+    p.add_argument("--vocoder-name", help="the name the manifest records (default: the weights file's name)")
+    p.add_argument("--vocoder-swapped", action="store_true", help="mark the clips as vocoded by another "
+                   "architecture's vocoder (the study's vocoder conditions)")
+    p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained vocoder (tests only)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
     p.set_defaults(func=cmd_synth)
 

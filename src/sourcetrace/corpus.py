@@ -44,10 +44,11 @@ class Corpus:
     root: Path
     rows: list[dict[str, str]]
     columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))
+    manifest_name: str = MANIFEST  # relative to root; a generator's partial manifests live elsewhere
 
     @property
     def manifest_path(self) -> Path:
-        return self.root / MANIFEST
+        return self.root / self.manifest_name
 
     def audio_path(self, row: dict[str, str]) -> Path:
         return self.root / row["path"]
@@ -56,11 +57,11 @@ class Corpus:
         return [row.get(name, "") for row in self.rows]
 
     @classmethod
-    def read(cls, root: str | Path, require_files: bool = True) -> "Corpus":
+    def read(cls, root: str | Path, require_files: bool = True, manifest_name: str = MANIFEST) -> "Corpus":
         """Read and validate manifest.csv. `require_files=False` tolerates listed files that are
         absent (a writer resuming its own interrupted corpus); every other check still applies."""
         root = Path(root)
-        manifest = root / MANIFEST
+        manifest = root / manifest_name
         if not manifest.is_file():
             raise ManifestError(manifest, ["no manifest.csv: is this a corpus folder? Build one with `sourcetrace corpus import`."])
         with open(manifest, newline="", encoding="utf-8") as fh:
@@ -70,7 +71,7 @@ class Corpus:
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise ManifestError(manifest, [f"header lacks required column(s): {', '.join(missing)}"])
-        corpus = cls(root=root, rows=rows, columns=columns)
+        corpus = cls(root=root, rows=rows, columns=columns, manifest_name=manifest_name)
         corpus.validate(source=manifest, first_line=2, require_files=require_files)
         return corpus
 

@@ -1,0 +1,231 @@
+"""Generate a recipe's corpus, resumably and in shards, and check a corpus against its recipe.
+
+Each job (one checkpoint with one vocoder) keeps a journal, `parts/<job>.jsonl`: one complete JSON
+row per finished clip, appended and fsynced after the clip's WAV was renamed into place. A killed
+run loses only the clip in flight (a torn last journal line is ignored); a rerun skips every clip
+in a journal whose audio is present. Shards (`shard=(k, n)`) take every n-th job, so a job array
+can split the work; whichever process finds every job complete writes `manifest.csv`, in recipe
+order, so the manifest does not depend on sharding, order of completion or interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .corpus import MANIFEST, Corpus, audio_facts
+from .fileio import sha256_file
+from .recipe import CorpusRecipe, Job, expand
+
+PARTS = "parts"
+
+
+@dataclass
+class RegenerateReport:
+    jobs: int
+    made: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    manifest_written: bool = False
+
+
+def job_stem(job: Job) -> str:
+    return f"{job.checkpoint}@{job.vocoder}" if job.swapped else job.checkpoint
+
+
+def _journal_path(out: Path, job: Job) -> Path:
+    return out / PARTS / (job_stem(job).replace("/", "__") + ".jsonl")
+
+
+def read_journal(path: Path) -> dict[str, dict]:
+    """clip_id -> row of every complete line (a torn last line from a kill is ignored)."""
+    rows = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        rows[row["clip_id"]] = row
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def condition_counts(jobs: list[Job], prompts: int) -> dict[str, int]:
+    counts = Counter(job.condition for job in jobs)
+    return {condition: n * prompts for condition, n in sorted(counts.items())}
+
+
+class _Sources:
+    """Loads each checkpoint and vocoder once and remembers their hashes."""
+
+    def __init__(self, recipe: CorpusRecipe, device: str):
+        self.recipe, self.device = recipe, device
+        self._generator = (None, None)
+        self._vocoders: dict[str, object] = {}
+        self._hashes: dict[Path, str] = {}
+
+    def checkpoint_hash(self, source: Path) -> str:
+        from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
+
+        if source not in self._hashes:
+            weights = source / CHECKPOINT_WEIGHTS if source.is_dir() else source
+            if not weights.is_file():
+                raise FileNotFoundError(f"{weights}: checkpoint not found")
+            self._hashes[source] = sha256_file(weights)
+        return self._hashes[source]
+
+    def generator(self, job: Job):
+        from sourcetrace.generators import GeneratorError, build_generator, load_generator
+
+        if self._generator[0] != job.source:
+            spec = self.recipe.architectures[job.architecture]
+            if (job.source / "generator.json").is_file():
+                generator = load_generator(job.source)
+                if generator.architecture != job.architecture:
+                    raise GeneratorError(f"{job.source}: a {generator.architecture} checkpoint, listed for {job.architecture}")
+            elif job.source.is_file():
+                generator = build_generator(job.architecture, spec.pretrained_config, seed=0)
+                generator.load_official(job.source, trust=spec.trust)
+            else:
+                raise FileNotFoundError(f"{job.source}: checkpoint not found")
+            self._generator = (job.source, generator.to(self.device))
+        return self._generator[1]
+
+    def vocoder(self, name: str | None):
+        from sourcetrace.vocoders import load_vocoder
+
+        if name is None:
+            return None
+        if name not in self._vocoders:
+            spec = self.recipe.vocoders[name]
+            self._vocoders[name] = load_vocoder(spec.kind, str(spec.weights) if spec.weights else None, spec.config,
+                                                spec.seed, name=name).to(self.device)
+        return self._vocoders[name]
+
+
+def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (0, 1), device: str = "cpu",
+               log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
+    """Generate (this shard's part of) the recipe's corpus into `out`; see the module docstring."""
+    import sourcetrace
+    from tqdm import tqdm
+
+    from sourcetrace.datasets.prompts import read_prompts
+    from sourcetrace.generators.synthesis import clip_location, make_clip, prompt_seed
+
+    out = Path(out)
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= index < count")
+    prompts = read_prompts(recipe.prompts)
+    jobs = expand(recipe)
+    mine = jobs[index::count]
+    for condition, clips in condition_counts(jobs, len(prompts)).items():
+        log(f"[synth] {condition}: {clips} clips")
+    log(f"[synth] {len(jobs)} jobs x {len(prompts)} prompts = {len(jobs) * len(prompts)} clips"
+        + (f"; shard {index}/{count}: {len(mine)} jobs" if count > 1 else ""))
+    report = RegenerateReport(jobs=len(mine))
+    journals = {job: read_journal(_journal_path(out, job)) for job in mine}
+    done = {job: {c for c, r in rows.items() if (out / r["path"]).is_file()} for job, rows in journals.items()}
+    bar = tqdm(total=len(mine) * len(prompts), initial=sum(len(d) for d in done.values()), unit="clip",
+               desc="synth", disable=not progress, smoothing=0.1)
+    sources = _Sources(recipe, device)
+    for job in mine:
+        todo = [p for p in prompts if clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0]
+                not in done[job]]
+        report.skipped += len(prompts) - len(todo)
+        if not todo:
+            continue
+        try:
+            generator, vocoder = sources.generator(job), sources.vocoder(job.vocoder)
+            provenance = {"checkpoint_sha256": sources.checkpoint_hash(job.source), "role": job.role,
+                          "implementation": generator.implementation(), "sourcetrace": sourcetrace.__version__,
+                          "speaker": job.speaker, "vocoder": job.vocoder or "",
+                          "vocoder_sha256": vocoder.identity if vocoder is not None else "",
+                          "vocoder_swapped": "1" if job.swapped else "0"}
+        except Exception as exc:  # noqa: BLE001 - a bad checkpoint is reported and skipped, the rest goes on
+            report.failed.append(f"{job.checkpoint} ({job.condition}): {type(exc).__name__}: {exc}")
+            log(f"[synth] skipped {job.checkpoint} ({job.condition}): {exc}")
+            bar.update(len(todo))
+            continue
+        for prompt in todo:
+            clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
+            clip_seed = prompt_seed(recipe.seed, prompt.prompt_id)
+            make_clip(generator, vocoder, prompt.text, clip_seed, out / rel)
+            _append(_journal_path(out, job), {
+                "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+                "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(clip_seed), **provenance,
+                **audio_facts(out / rel)})
+            report.made += 1
+            bar.update(1)
+    bar.close()
+    report.manifest_written = write_manifest(recipe, out, jobs, prompts)
+    return report
+
+
+def write_manifest(recipe: CorpusRecipe, out: Path, jobs: list[Job], prompts) -> bool:
+    """manifest.csv from the journals, in recipe order, once every clip of every job exists."""
+    from sourcetrace.generators.synthesis import clip_location
+
+    rows = []
+    for job in jobs:
+        journal = read_journal(_journal_path(out, job))
+        for prompt in prompts:
+            row = journal.get(clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)[0])
+            if row is None or not (out / row["path"]).is_file():
+                return False
+            rows.append(row)
+    Corpus(root=out, rows=rows).write()
+    return True
+
+
+def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
+    """Every way the manifest departs from what the recipe asks for (clip set, labels, vocoder
+    conditions, seeds, checkpoint hashes), one line each, naming the manifest line."""
+    from sourcetrace.datasets.prompts import read_prompts
+    from sourcetrace.generators.synthesis import clip_location, prompt_seed
+
+    sources = _Sources(recipe, "cpu")
+    expected = {}
+    for job in expand(recipe):
+        for prompt in read_prompts(recipe.prompts):
+            clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
+            expected[clip_id] = (job, prompt, rel)
+    problems = []
+    seen = set()
+    for line, row in enumerate(corpus.rows, start=2):
+        clip_id = row["clip_id"]
+        if clip_id not in expected:
+            problems.append(f"{MANIFEST} line {line}: clip {clip_id!r} is not in the recipe")
+            continue
+        seen.add(clip_id)
+        job, prompt, rel = expected[clip_id]
+        want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+                "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
+                "vocoder_swapped": "1" if job.swapped else "0", "speaker": job.speaker,
+                "seed": str(prompt_seed(recipe.seed, prompt.prompt_id))}
+        try:
+            want["checkpoint_sha256"] = sources.checkpoint_hash(job.source)
+        except FileNotFoundError:
+            pass  # the checkpoint is not on this machine: its hash cannot be checked here
+        for key, value in want.items():
+            if row.get(key, "") != value:
+                problems.append(f"{MANIFEST} line {line}: {key} is {row.get(key, '')!r}, the recipe says {value!r}")
+    missing = [c for c in expected if c not in seen]
+    if missing:
+        problems.append(f"{len(missing)} clip(s) of the recipe are not in the manifest, e.g. {missing[:3]}")
+    return problems

@@ -1,0 +1,188 @@
+"""Corpus recipes: expansion into the study's conditions, sharded and resumable generation (kill -9
+included), the manifest checked against the recipe. Tiny untrained models, CPU."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
+pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
+
+from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite  # noqa: E402
+from sourcetrace.checkpoints.registry import load_schedule  # noqa: E402
+from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.corpus import Corpus  # noqa: E402
+from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
+from sourcetrace.espeak import sentences  # noqa: E402
+from sourcetrace.generators import ARCHITECTURES, build_generator  # noqa: E402
+from sourcetrace.generators.training import checkpoint_name  # noqa: E402
+from sourcetrace.recipe import RecipeError, expand, load_recipe  # noqa: E402
+from sourcetrace.regenerate import condition_counts, regenerate  # noqa: E402
+
+N_PROMPTS = 10
+VOCODERS = {"fastpitch": ("nemo-hifigan", 0), "gradtts": ("hifigan", 1), "matcha": ("hifigan", 2)}
+
+
+def recipe_text(roles=None, extra_arch="") -> str:
+    lines = ['[corpus]', 'prompts = "prompts.tsv"', 'seed = 0', 'schedule = "mini"']
+    if roles is not None:
+        lines.append(f"roles = {roles!r}".replace("'", '"'))
+    for arch in sorted(ARCHITECTURES):
+        lines += [f"[corpus.architectures.{arch}]", f'runs = "runs/{arch}"', f'pretrained = "runs/{arch}/pretrained"',
+                  f'finetuned = "runs/{arch}/ft"']
+        if arch in VOCODERS:
+            lines.append(f'vocoder = "hifigan-{arch}"')
+    lines.append(extra_arch)
+    for arch, (kind, seed) in VOCODERS.items():
+        lines += [f"[corpus.vocoders.hifigan-{arch}]", f'kind = "{kind}"', 'config = "tiny"', f"seed = {seed}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A folder with every checkpoint the mini schedule names (one tiny model per architecture,
+    saved under each name: the corpus structure is what is tested), prompts and a recipe."""
+    root = tmp_path_factory.mktemp("study")
+    write_prompts(root / "prompts.tsv", [Prompt(f"LJ-{i:03d}", t) for i, t in enumerate(sentences(N_PROMPTS, seed=5))])
+    schedule = load_schedule("mini")
+    for arch in sorted(ARCHITECTURES):
+        generator = build_generator(arch, "tiny", seed=1)
+        runs = root / "runs" / arch
+        names = [checkpoint_name(s) for s in schedule.steps] + [f"zero-init-s{s}" for s in schedule.zero_init_seeds]
+        for name in names:
+            generator.save(runs / "checkpoints" / name, 0, role="scheduled")
+        generator.save(runs / "pretrained", 0, role="pretrained")
+        generator.save(runs / "ft", 0, role="finetuned")
+    (root / "recipe.toml").write_text(recipe_text())
+    return root
+
+
+def test_expansion_has_every_condition_of_the_study(study):
+    recipe = load_recipe(study / "recipe.toml", base=study)
+    jobs = expand(recipe)
+    # 14 checkpoints an architecture (pretrained, 9 scheduled, 3 zero-init, fine-tuned); the 10
+    # pretrained + scheduled checkpoints of each mel architecture again with the 2 other HiFi-GANs.
+    assert len(jobs) == 4 * 14 + 3 * 10 * 2
+    counts = condition_counts(jobs, N_PROMPTS)
+    assert counts == {"default": 56 * N_PROMPTS, "swapped to hifigan-fastpitch": 20 * N_PROMPTS,
+                      "swapped to hifigan-gradtts": 20 * N_PROMPTS, "swapped to hifigan-matcha": 20 * N_PROMPTS}
+    assert not any(j.swapped for j in jobs if j.architecture == "vits")
+    assert {j.checkpoint for j in jobs if j.role == "finetuned"} == {f"{a}/ft-9136" for a in ARCHITECTURES}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.tacotron]\nruns = "r"\n', "unknown architecture"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.vits]\nruns = "r"\nvocoder = "x"\n',
+     "end to end"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.gradtts]\nruns = "r"\nvocoder = "x"\n',
+     "must name one of"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\nspeakers = 2\n', "unknown key"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\nroles = ["best"]\n', "roles"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.vocoders.v]\nkind = "hifigan"\n', "either 'weights'"),
+])
+def test_bad_recipes_are_refused_with_the_file_and_key(tmp_path, text, message):
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(RecipeError, match=message) as info:
+        load_recipe(tmp_path / "bad.toml", base=tmp_path)
+    assert "bad.toml" in str(info.value)
+
+
+def _synth(study, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "recipe.toml", "--out",
+                             str(out), "--device", "cpu", *extra], cwd=study, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _journal_lines(out):
+    return sum(p.read_text().count("\n") for p in (out / "parts").glob("*.jsonl")) if (out / "parts").is_dir() else 0
+
+
+def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    first = _synth(study, whole)
+    output = first.communicate(timeout=900)[0]
+    assert first.returncode == 0, output
+    assert "default: 560 clips" in output and "swapped to hifigan-matcha: 200 clips" in output
+    corpus = Corpus.read(whole)
+    assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * N_PROMPTS
+    table = ClipTable.from_rows(corpus.rows)
+    for protocol in load_suite("table1"):
+        assert build_splits(protocol, table, [0]), protocol.name  # raises if the corpus lacks anything
+    row = next(r for r in corpus.rows if r["vocoder_swapped"] == "1")
+    assert row["vocoder"] != f"hifigan-{row['architecture']}" and len(row["vocoder_sha256"]) == 64
+    assert {r["speaker"] for r in corpus.rows if r["checkpoint"].endswith("ft-9136")} == {"9136"}
+
+    # kill -9 in the middle, twice, then resume: the same manifest and the same audio bytes.
+    cut = tmp_path / "cut"
+    for target in (150, 700):
+        run = _synth(study, cut)
+        while _journal_lines(cut) < target and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        assert not (cut / "manifest.csv").exists()
+    rest = _synth(study, cut)
+    output = rest.communicate(timeout=900)[0]
+    assert rest.returncode == 0, output
+    assert (cut / "manifest.csv").read_bytes() == (whole / "manifest.csv").read_bytes()
+    for r in corpus.rows:
+        assert (cut / r["path"]).read_bytes() == (whole / r["path"]).read_bytes()
+    assert not list(cut.rglob("*.tmp*"))  # nothing half-written left behind
+
+    # A rerun has nothing to do; verify checks audio and the recipe.
+    again = _synth(study, whole)
+    assert f"0 clips made, {len(corpus.rows)} already there" in again.communicate(timeout=300)[0]
+    monkeypatch.chdir(study)  # a recipe's relative paths resolve against the folder it is run from
+    assert main(["corpus", "verify", str(whole), "--recipe", "recipe.toml"]) == 0
+
+
+def test_shards_build_the_same_corpus(study, tmp_path):
+    (study / "small.toml").write_text(recipe_text(roles=["zero-init"]))
+    out = tmp_path / "sharded"
+    for k in range(3):
+        run = subprocess.run([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "small.toml", "--out",
+                              str(out), "--shard", f"{k}/3", "--device", "cpu"], cwd=study, capture_output=True,
+                             text=True)
+        assert run.returncode == 0, run.stderr
+        assert (out / "manifest.csv").exists() == (k == 2), run.stdout  # written by whoever completes it
+    report = regenerate(load_recipe(study / "small.toml", base=study), tmp_path / "single", progress=False,
+                        log=lambda m: None)
+    assert report.made == 4 * 3 * N_PROMPTS and report.manifest_written
+    assert (out / "manifest.csv").read_bytes() == (tmp_path / "single" / "manifest.csv").read_bytes()
+
+
+def test_verify_finds_corruption_and_departures_from_the_recipe(study, tmp_path, capsys, monkeypatch):
+    (study / "zero.toml").write_text(recipe_text(roles=["zero-init"]))
+    out = tmp_path / "c"
+    regenerate(load_recipe(study / "zero.toml", base=study), out, progress=False, log=lambda m: None)
+    recipe = str(study / "zero.toml")
+    monkeypatch.chdir(study)
+    assert main(["corpus", "verify", str(out), "--recipe", recipe]) == 0
+    corpus = Corpus.read(out)
+    victim = out / corpus.rows[5]["path"]
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])  # truncated
+    corpus.rows[7]["seed"] = "12345"                                          # provenance edited
+    del corpus.rows[9]                                                        # a clip dropped
+    corpus.write()
+    capsys.readouterr()
+    assert main(["corpus", "verify", str(out), "--recipe", recipe]) == 1
+    err = capsys.readouterr().err
+    assert corpus.rows[5]["path"] in err and "seed is '12345'" in err and "1 clip(s) of the recipe are not" in err
+
+
+def test_a_bad_checkpoint_is_reported_and_skipped_the_rest_kept(study, tmp_path, capsys, monkeypatch):
+    broken = tmp_path / "study"
+    shutil.copytree(study, broken, ignore=shutil.ignore_patterns("*.toml"))
+    (broken / "recipe.toml").write_text(recipe_text(roles=["zero-init"]))
+    (broken / "runs" / "matcha" / "checkpoints" / "zero-init-s2" / "model.safetensors").write_bytes(b"junk")
+    monkeypatch.chdir(broken)
+    assert main(["synth", "--recipe", "recipe.toml", "--out", str(tmp_path / "c"), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "matcha/zero-init-s2" in captured.err and "manifest not written yet" in captured.out
+    made = list((tmp_path / "c" / "audio").rglob("*.wav"))
+    assert len(made) == (4 * 3 - 1) * N_PROMPTS  # every good clip kept

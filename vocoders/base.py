@@ -1,0 +1,79 @@
+"""The vocoder interface: a log-mel spectrogram in the vocoder's own convention -> a waveform.
+
+Every vocoder states its mel convention (`MelConfig`: rate, STFT, filterbank, log guard). Called
+with the convention of the mel it is given, it converts first (`convert_mel`), so a FastPitch mel
+(NeMo's log(mel + 1e-5)) can drive a jik876 HiFi-GAN (log(max(mel, 1e-5))) and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from sourcetrace.generators.mel import MelConfig, convert_mel
+
+
+class VocoderError(ValueError):
+    pass
+
+
+class Vocoder(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, mel_config: MelConfig, identity: str):
+        self.name = name              # what the manifest's `vocoder` column records
+        self.mel_config = mel_config  # the convention of the mels it was trained on
+        self.identity = identity      # sha256 of the weights file, or of (config, seed) for random ones
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel_config.sample_rate
+
+    @property
+    @abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The torch module that holds the weights."""
+
+    def to(self, device: str | torch.device) -> "Vocoder":
+        self.module.to(device)
+        return self
+
+    @classmethod
+    @abstractmethod
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "Vocoder":
+        """The official weights file in its native format (never fully unpickled)."""
+
+    @classmethod
+    @abstractmethod
+    def random(cls, config: str, seed: int, name: str | None = None) -> "Vocoder":
+        """An untrained vocoder of a named config with weights drawn from `seed` (tests, miniature study)."""
+
+    @abstractmethod
+    def generate(self, mel: torch.Tensor) -> torch.Tensor:
+        """(n_mels, frames) log mel in this vocoder's convention -> (samples,) waveform in [-1, 1]."""
+
+    @torch.no_grad()
+    def __call__(self, mel: torch.Tensor, convention: MelConfig | None = None) -> torch.Tensor:
+        """Vocode a mel of `convention` (default: this vocoder's own)."""
+        if convention is not None:
+            if convention.sample_rate != self.sample_rate:
+                raise VocoderError(f"{self.name}: makes {self.sample_rate} Hz audio, the mel is of {convention.sample_rate} Hz")
+            try:
+                mel = convert_mel(mel, convention, self.mel_config)
+            except ValueError as exc:
+                raise VocoderError(f"{self.name}: {exc}") from None
+        return self.generate(mel).clamp(-1.0, 1.0)
+
+
+def file_identity(path: str | Path) -> str:
+    from sourcetrace.fileio import sha256_file
+
+    return sha256_file(Path(path))
+
+
+def random_identity(kind: str, config: str, seed: int) -> str:
+    return hashlib.sha256(f"{kind}:{config}:random:{seed}".encode()).hexdigest()

@@ -1,0 +1,104 @@
+"""NVIDIA NeMo's HiFi-GAN (`HifiGanModel`), FastPitch's vocoder in the study (tts_hifigan.nemo).
+
+Its mel convention is its preprocessor's (NeMo's hifigan.yaml: frames padded by (n_fft - hop) / 2
+without centring, log(max(mel, 1e-5))). The NeMo padding is zeros and the window symmetric where
+jik876's are reflection and periodic: the frames have the same centres, so the convention is
+recorded as "jik876" framing with a clamp guard.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from sourcetrace.generators.mel import MelConfig
+from sourcetrace.nemo_support import quiet_nemo
+
+from .base import Vocoder, VocoderError, file_identity, random_identity
+
+SHIPPED_CONFIGS = ("v1", "tiny")
+
+
+def load_nemo_hifigan_config(name_or_path: str) -> dict:
+    """A shipped config (`v1`: NeMo's hifigan.yaml with generator v1; `tiny`: for tests) or a TOML path."""
+    if name_or_path in SHIPPED_CONFIGS:
+        text = resources.files(__package__).joinpath("configs", f"nemo-hifigan-{name_or_path}.toml").read_text()
+    else:
+        text = Path(name_or_path).read_text(encoding="utf-8")
+    config = tomllib.loads(text)
+    for section in ("generator", "mel"):
+        if section not in config:
+            raise VocoderError(f"NeMo HiFi-GAN config {name_or_path!r}: missing [{section}]")
+    return config
+
+
+def _nemo_config(config: dict) -> dict:
+    mel = MelConfig(**config["mel"])
+    return {
+        "train_ds": {"dataset": {"_target_": "nemo.collections.tts.data.dataset.VocoderDataset"}, "defer_setup": True},
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.parts.preprocessing.features.FilterbankFeatures",
+            "nfilt": mel.n_mels, "lowfreq": mel.f_min, "highfreq": mel.f_max, "n_fft": mel.n_fft,
+            "n_window_size": mel.win_length, "n_window_stride": mel.hop_length, "pad_to": 0, "pad_value": -11.52,
+            "sample_rate": mel.sample_rate, "window": "hann", "normalize": None, "preemph": None, "dither": 0.0,
+            "frame_splicing": 1, "log": True, "log_zero_guard_type": mel.log_guard,
+            "log_zero_guard_value": mel.log_floor, "mag_power": 1.0, "use_grads": False, "exact_pad": True,
+        },
+        "generator": {"_target_": "nemo.collections.tts.modules.hifigan_modules.Generator", **config["generator"]},
+        "optim": {"_target_": "torch.optim.AdamW", "lr": 2e-4, "betas": [0.8, 0.99]},
+        "max_steps": 2500000, "l1_loss_factor": 45,
+    }
+
+
+def _convention(preprocessor) -> MelConfig:
+    """The mel convention of a NeMo HiFi-GAN's preprocessor config."""
+    return MelConfig(sample_rate=int(preprocessor["sample_rate"]), n_fft=int(preprocessor["n_fft"]),
+                     hop_length=int(preprocessor["n_window_stride"]), win_length=int(preprocessor["n_window_size"]),
+                     n_mels=int(preprocessor["nfilt"]), f_min=float(preprocessor["lowfreq"]),
+                     f_max=float(preprocessor["highfreq"]),
+                     framing="jik876" if preprocessor.get("exact_pad") else "centered",
+                     log_guard=str(preprocessor["log_zero_guard_type"]),
+                     log_floor=float(preprocessor["log_zero_guard_value"]))
+
+
+class NemoHiFiGAN(Vocoder):
+    kind = "nemo-hifigan"
+
+    def __init__(self, model, name: str, identity: str):
+        super().__init__(name, _convention(model.cfg.preprocessor), identity)
+        self.model = model.eval()
+
+    @classmethod
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
+        """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
+        from nemo.collections.tts.models import HifiGanModel
+
+        quiet_nemo()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            model = HifiGanModel.restore_from(str(path), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - NeMo raises many types for a bad archive
+            raise VocoderError(f"{path}: not a NeMo HiFi-GAN .nemo archive ({type(exc).__name__}: {exc})") from None
+        return cls(model, name or Path(path).name, file_identity(path))
+
+    @classmethod
+    def random(cls, config: str, seed: int, name: str | None = None) -> "NemoHiFiGAN":
+        from nemo.collections.tts.models import HifiGanModel
+        from omegaconf import OmegaConf
+
+        quiet_nemo()
+        torch.manual_seed(seed)
+        model = HifiGanModel(cfg=OmegaConf.create(_nemo_config(load_nemo_hifigan_config(config))))
+        return cls(model, name or f"nemo-hifigan-{config}-random-s{seed}", random_identity(cls.kind, config, seed))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def generate(self, mel: torch.Tensor) -> torch.Tensor:
+        spec = mel.unsqueeze(0).to(self.model.device)
+        return self.model.convert_spectrogram_to_audio(spec=spec)[0].cpu()
