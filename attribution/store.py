@@ -91,17 +91,22 @@ class FeatureStore:
                     index[key] = (shard, row)
         return index
 
-    def _write_shard(self, clip_ids: list[str], hashes: list[str], vectors: list[np.ndarray]) -> None:
-        existing = self._shards()
-        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 1
-        with atomic_path(self.dir / f"shard-{number:06d}.npz") as tmp:
+    def _write_shard(self, clip_ids: list[str], hashes: list[str], vectors: list[np.ndarray], prefix: str = "shard-") -> None:
+        existing = sorted(self.dir.glob(f"{prefix}[0-9]*.npz"))
+        number = int(existing[-1].stem.rsplit("-", 1)[1]) + 1 if existing else 1
+        with atomic_path(self.dir / f"{prefix}{number:06d}.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, clip_id=np.array(clip_ids), audio_sha256=np.array(hashes),
                          vectors=np.stack(vectors).astype(np.float32))
 
     # ---- compute ------------------------------------------------------------------------------
-    def compute(self, progress: bool = True) -> ExtractionReport:
-        """Compute every missing vector; reject (with reason) clips that cannot serve."""
+    def compute(self, progress: bool = True, part: tuple[int, int] = (0, 1)) -> ExtractionReport:
+        """Compute every missing vector; reject (with reason) clips that cannot serve.
+
+        `part=(k, n)`: only the clips at positions k, k + n, ... of the manifest (one task of a job
+        array); parts write their own shard files, so n processes can run at once."""
+        index_k, count = part
+        prefix = "shard-" if count == 1 else f"shard-p{index_k:04d}of{count:04d}-"
         from tqdm import tqdm
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +115,7 @@ class FeatureStore:
         index = self._index()
         report = ExtractionReport()
         todo = []
-        for row in self.corpus.rows:
+        for row in self.corpus.rows[index_k::count]:
             if (row["clip_id"], hashes[row["clip_id"]]) in index:
                 report.reused += 1
             else:
@@ -154,17 +159,17 @@ class FeatureStore:
                     report.computed += 1
             bar.update(len(batch))
             if pending[0] and (len(pending[0]) >= SHARD_MAX_CLIPS or time.monotonic() - last_flush > SHARD_MAX_SECONDS):
-                self._write_shard(*pending)
+                self._write_shard(*pending, prefix=prefix)
                 pending = ([], [], [])
                 last_flush = time.monotonic()
         if pending[0]:
-            self._write_shard(*pending)
+            self._write_shard(*pending, prefix=prefix)
         bar.close()
-        self._write_rejects(report.rejects)
+        self._write_rejects(report.rejects, "rejects.csv" if count == 1 else f"rejects-p{index_k:04d}of{count:04d}.csv")
         return report
 
-    def _write_rejects(self, rejects: list[tuple[str, str, str]]) -> None:
-        path = self.dir / "rejects.csv"
+    def _write_rejects(self, rejects: list[tuple[str, str, str]], name: str = "rejects.csv") -> None:
+        path = self.dir / name
         if not rejects:
             path.unlink(missing_ok=True)
             return

@@ -42,5 +42,21 @@ def load_generator(checkpoint: str | Path) -> Generator:
     return generator
 
 
+def load_checkpoint(architecture: str, source: str | Path, config: str = "default", trust: bool = False) -> Generator:
+    """A project checkpoint folder, or an official file loaded into the named config (Matcha's
+    needs `trust`: see each architecture's load_official)."""
+    source = Path(source)
+    if (source / "generator.json").is_file():
+        generator = load_generator(source)
+        if generator.architecture != architecture:
+            raise GeneratorError(f"{source}: a {generator.architecture} checkpoint, expected {architecture}")
+        return generator
+    if not source.is_file():
+        raise GeneratorError(f"{source}: no checkpoint folder or official checkpoint file there")
+    generator = build_generator(architecture, config, seed=0)
+    generator.load_official(source, trust=trust)
+    return generator
+
+
 __all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "build_generator", "generator_class",
-           "load_config", "load_generator"]
+           "load_checkpoint", "load_config", "load_generator"]

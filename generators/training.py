@@ -152,8 +152,9 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
         now = time.perf_counter()
         if now - last_log > log_every_s:
             rate = (done - start) / (now - t0)
+            eta = int((end - done) / rate)
             log(f"[train] step {done}/{end}, loss {total.item():.4f}, {rate:.2f} steps/s, "
-                f"ETA {(end - done) / rate / 3600:.1f} h")
+                f"ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
             last_log = now
     elapsed = time.perf_counter() - t0
     if writer is not None:

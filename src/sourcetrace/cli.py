@@ -315,6 +315,27 @@ def _synth_recipe(args) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_run(args) -> int:
+    from sourcetrace.backends import LocalBackend, SlurmBackend
+    from sourcetrace.study import STAGES, Study
+
+    study = Study(args.recipe, args.workdir)
+    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+    if args.backend == "slurm":
+        cfg = study.slurm
+        backend = SlurmBackend(study.path("slurm"), partition=cfg.get("partition"),
+                               timeout_min=int(cfg.get("timeout_min", 60)), cpus_per_task=int(cfg.get("cpus_per_task", 1)),
+                               mem_gb=cfg.get("mem_gb"))
+    else:
+        backend = LocalBackend()
+    study.run(backend, stages)
+    print(f"[run] {study.title}\n[run] leaderboard: {study.path('site/index.html')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-config", help="the vocoder's config (hifigan: v1, tiny or a config.json)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="a whole study from a recipe: datasets, training, corpus, features, benchmark, "
+                                   "leaderboard (resumable; a rerun with nothing changed does nothing)")
+    p.add_argument("recipe", help="e.g. recipes/mini.toml (the miniature study) or recipes/study.toml")
+    p.add_argument("--workdir", default=".", help="where everything is written (default: the current folder)")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="local: in this process; slurm: jobs and job arrays through submitit ([slurm] table)")
+    p.add_argument("--stages", help="comma-separated subset of data,train,synth,features,bench")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "
                                      "corpus (resumable)")
@@ -456,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetrace.corpus import ManifestError
     from sourcetrace.datasets.prompts import DatasetError
     from sourcetrace.generators.base import GeneratorError
+    from sourcetrace.study import StageFailed
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -466,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StageFailed as exc:
+        print(f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -101,7 +101,10 @@ class Corpus:
         for row in self.rows:
             writer.writerow({c: row.get(c, "") for c in columns})
         self.columns = columns
-        write_text_atomic(self.manifest_path, buf.getvalue())
+        text = buf.getvalue()
+        if self.manifest_path.is_file() and self.manifest_path.read_text(encoding="utf-8") == text:
+            return  # unchanged: keep the file (and its mtime) as it is
+        write_text_atomic(self.manifest_path, text)
 
 
 def _outside(root: Path, rel: str) -> str | None:

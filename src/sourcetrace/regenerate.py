@@ -74,6 +74,10 @@ class _Sources:
     """Loads each checkpoint and vocoder once and remembers their hashes."""
 
     def __init__(self, recipe: CorpusRecipe, device: str):
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.recipe, self.device = recipe, device
         self._generator = (None, None)
         self._vocoders: dict[str, object] = {}
@@ -90,19 +94,11 @@ class _Sources:
         return self._hashes[source]
 
     def generator(self, job: Job):
-        from sourcetrace.generators import GeneratorError, build_generator, load_generator
+        from sourcetrace.generators import load_checkpoint
 
         if self._generator[0] != job.source:
             spec = self.recipe.architectures[job.architecture]
-            if (job.source / "generator.json").is_file():
-                generator = load_generator(job.source)
-                if generator.architecture != job.architecture:
-                    raise GeneratorError(f"{job.source}: a {generator.architecture} checkpoint, listed for {job.architecture}")
-            elif job.source.is_file():
-                generator = build_generator(job.architecture, spec.pretrained_config, seed=0)
-                generator.load_official(job.source, trust=spec.trust)
-            else:
-                raise FileNotFoundError(f"{job.source}: checkpoint not found")
+            generator = load_checkpoint(job.architecture, job.source, spec.pretrained_config, spec.trust)
             self._generator = (job.source, generator.to(self.device))
         return self._generator[1]
 

@@ -1,0 +1,101 @@
+"""Where a study's units run: here (`local`), or as Slurm jobs through submitit (`slurm`).
+
+The Slurm backend submits one job per training run (with its GPU request) and one job array per
+sharded stage (synthesis, features), waits for them, and fails the stage if any unit failed.
+Preempted or timed-out jobs are requeued by submitit (`UnitTask.checkpoint`); since every unit
+is resumable, a requeued unit continues where it stopped. Job logs go to `<workdir>/slurm/`.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from pathlib import Path
+from typing import Callable
+
+from .study import StageFailed, Study, Unit
+
+
+class LocalBackend:
+    name = "local"
+    sharded = False
+
+    def run(self, study: Study, units: list[Unit], log: Callable[[str], None]) -> None:
+        for unit in sorted(units, key=lambda u: u.wave):
+            study.run_unit(unit, log)
+
+
+class UnitTask:
+    """What a Slurm job runs: one unit of a study, rebuilt from the recipe in the job's process.
+    A submitit checkpointable callable: on preemption or timeout it is requeued as is."""
+
+    def __init__(self, recipe: str, workdir: str, unit: Unit):
+        self.recipe, self.workdir, self.unit = recipe, workdir, unit
+
+    def __call__(self) -> str:
+        import os
+
+        lines: list[str] = []
+
+        def log(message: str) -> None:
+            print(message, flush=True)
+            lines.append(message)
+
+        # Unless the recipe fixes [study] threads: as many as CPUs Slurm granted. torch would start
+        # one per CPU of the node, and jobs sharing a node then oversubscribe it (seen: 30x slower).
+        Study(self.recipe, self.workdir).run_unit(self.unit, log, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        return "\n".join(lines)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(UnitTask(self.recipe, self.workdir, self.unit))
+
+
+class SlurmBackend:
+    name = "slurm"
+    sharded = True
+
+    def __init__(self, folder: str | Path, partition: str | None = None, timeout_min: int = 60,
+                 cpus_per_task: int = 1, mem_gb: float | None = None, extra: dict | None = None):
+        self.folder, self.partition, self.timeout_min = Path(folder), partition, timeout_min
+        self.cpus_per_task, self.mem_gb, self.extra = cpus_per_task, mem_gb, extra or {}
+
+    def _executor(self, gpus: int, name: str):
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="slurm")
+        params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_task, "name": name,
+                  "slurm_additional_parameters": {"requeue": True, **self.extra}}
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        executor.update_parameters(**params)
+        return executor
+
+    def run(self, study: Study, units: list[Unit], log: Callable[[str], None]) -> None:
+        failures = []
+        for wave, members in groupby(sorted(units, key=lambda u: u.wave), key=lambda u: u.wave):
+            jobs = []
+            for gpus, same in groupby(sorted(members, key=lambda u: u.gpus), key=lambda u: u.gpus):
+                same = list(same)
+                executor = self._executor(gpus, f"sourcetrace-{same[0].stage}")
+                tasks = [UnitTask(str(study.recipe_path), str(study.workdir), u) for u in same]
+                with executor.batch():  # one job array for the group
+                    submitted = [executor.submit(task) for task in tasks]
+                jobs.extend(zip(same, submitted))
+                log(f"[slurm] {same[0].stage} wave {wave}: submitted {len(same)} job(s) "
+                    f"({', '.join(j.job_id for j in submitted[:4])}{' ...' if len(submitted) > 4 else ''}), gpus={gpus}")
+            for unit, job in jobs:
+                try:
+                    output = job.result()
+                    log(f"[slurm] {unit.stage} {unit.name} (job {job.job_id}): done"
+                        + (f"\n  {output.splitlines()[-1]}" if output else ""))
+                except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's failure
+                    failures.append(f"{unit.stage} {unit.name} (job {job.job_id}): {exc}")
+            if failures:
+                break
+        if failures:
+            raise StageFailed("Slurm unit(s) failed:\n  " + "\n  ".join(failures))

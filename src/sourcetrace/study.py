@@ -1,0 +1,312 @@
+"""`sourcetrace run RECIPE`: a whole study, from an empty folder to a leaderboard, stage by stage.
+
+Stages: data (datasets and the prompt set) -> train (zero-init, scheduled, pretrained stand-in,
+fine-tune, per architecture) -> synth (the recipe's corpus) -> features (per extractor) -> bench
+(every protocol of the suite, figures, leaderboard site). Each stage is resumable on its own
+(training resume points, synthesis journals, feature shards, result identities) and, once finished,
+stamps `stages/<stage>.json` with an identity over its recipe sections, its upstream stamps and the
+sourcetrace version: a rerun whose identities match does nothing and says so.
+
+A stage is a list of units (one training run, one synthesis or feature shard); a backend runs the
+units: `local` in this process, `slurm` as Slurm jobs through submitit (see `backends.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .fileio import write_json_atomic
+from .recipe import CorpusRecipe, RecipeError, load_recipe
+
+STAGES = ("data", "train", "synth", "features", "bench")
+_TOP_KEYS = {"study", "data", "training", "corpus", "features", "benchmark", "slurm"}
+_SLURM_KEYS = {"partition", "gpus_per_training", "synth_shards", "gpus_per_synth", "features_shards",
+               "gpus_per_features", "cpus_per_task", "mem_gb", "timeout_min"}
+_SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
+    "data": ("data", "corpus"), "train": ("training", "corpus"), "synth": ("corpus",),
+    "features": ("features",), "bench": ("benchmark", "features", "study"),
+}
+
+
+class StageFailed(RuntimeError):
+    """A stage ran but some of its units failed; what finished is kept for the rerun."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    stage: str
+    name: str
+    wave: int = 0    # units of a later wave start after the earlier waves finished (fine-tunes)
+    gpus: int = 0    # what one unit asks of a cluster
+
+
+def _require(table: dict, key: str, kind: type, where: str):
+    if key not in table or not isinstance(table[key], kind):
+        raise RecipeError(f"{where}: '{key}' ({kind.__name__}) is required")
+    return table[key]
+
+
+class Study:
+    def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None):
+        self.recipe_path = Path(recipe_path).resolve()
+        self.workdir = Path(workdir or Path.cwd()).resolve()
+        try:
+            self.raw = tomllib.loads(self.recipe_path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RecipeError(f"{recipe_path}: cannot read the recipe ({exc})") from None
+        where = str(recipe_path)
+        extra = sorted(set(self.raw) - _TOP_KEYS)
+        if extra:
+            raise RecipeError(f"{where}: unknown table(s) {', '.join(extra)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        for table in ("study", "data", "training", "features", "benchmark"):
+            if not isinstance(self.raw.get(table), dict):
+                raise RecipeError(f"{where}: [{table}] table is required by `sourcetrace run`")
+        self.corpus: CorpusRecipe = load_recipe(self.recipe_path, base=self.workdir)
+        self.title = _require(self.raw["study"], "title", str, f"{where} [study]")
+        self.seed = int(self.raw["study"].get("seed", 0))
+        self.device = str(self.raw["study"].get("device", "auto"))
+        # CPU results (synthesised audio above all) depend on the number of threads: fixing it makes
+        # a stage give the same bytes on every backend. Unset: torch's default, or Slurm's grant.
+        self.threads = self.raw["study"].get("threads")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise RecipeError(f"{where} [study]: threads must be a positive integer")
+        data = self.raw["data"]
+        if ("make_mini" in data) == ("ljspeech" in data):
+            raise RecipeError(f"{where} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
+        training = self.raw["training"]
+        self.config = _require(training, "config", str, f"{where} [training]")
+        self.pretrained_mode = training.get("pretrained", "official")
+        if self.pretrained_mode not in ("train", "official"):
+            raise RecipeError(f"{where} [training]: pretrained must be 'train' (a stand-in) or 'official'")
+        for arch in self.corpus.architectures.values():
+            if self.pretrained_mode == "train" and arch.pretrained is not None and not arch.pretrained.name.startswith("step-"):
+                raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: with pretrained = 'train' the pretrained "
+                                  "path must be <run>/checkpoints/step-N (the stand-in's last step)")
+        self.extractors = _require(self.raw["features"], "extractors", list, f"{where} [features]")
+        for i, entry in enumerate(self.extractors):
+            if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str) or not isinstance(entry.get("attributor"), str):
+                raise RecipeError(f"{where} [features] extractors[{i}]: needs 'spec' and 'attributor' strings")
+        self.suite = _require(self.raw["benchmark"], "suite", str, f"{where} [benchmark]")
+        self.slurm = self.raw.get("slurm", {})
+        extra = sorted(set(self.slurm) - _SLURM_KEYS)
+        if extra:
+            raise RecipeError(f"{where} [slurm]: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_SLURM_KEYS))}")
+
+    # ---- paths --------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.workdir / rel
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.path("corpus")
+
+    def _stamp(self, stage: str) -> Path:
+        return self.path(f"stages/{stage}.json")
+
+    # ---- identities ---------------------------------------------------------------------------
+    def identity(self, stage: str) -> str:
+        import sourcetrace
+
+        upstream = STAGES[: STAGES.index(stage)]
+        stamps = {s: self._read_stamp(s) for s in upstream}
+        payload = {"stage": stage, "sections": {k: self.raw.get(k) for k in _SECTIONS[stage]},
+                   "upstream": stamps, "sourcetrace": sourcetrace.__version__}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _read_stamp(self, stage: str) -> str | None:
+        try:
+            return json.loads(self._stamp(stage).read_text())["identity"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def up_to_date(self, stage: str) -> bool:
+        return self._read_stamp(stage) == self.identity(stage)
+
+    # ---- units --------------------------------------------------------------------------------
+    def units(self, stage: str, sharded: bool = False) -> list[Unit]:
+        """The units of a stage; synthesis and features split into [slurm] *_shards when `sharded`."""
+        if stage == "train":
+            gpus = int(self.slurm.get("gpus_per_training", 1))
+            units = []
+            for name, arch in sorted(self.corpus.architectures.items()):
+                if "zero-init" in self.corpus.roles:
+                    units.append(Unit(stage, f"{name}/zero-init"))
+                if "scheduled" in self.corpus.roles:
+                    units.append(Unit(stage, f"{name}/scheduled", gpus=gpus))
+                if self.pretrained_mode == "train" and arch.pretrained is not None:
+                    units.append(Unit(stage, f"{name}/pretrained", gpus=gpus))
+                if "finetuned" in self.corpus.roles and arch.finetuned is not None:
+                    units.append(Unit(stage, f"{name}/finetuned", wave=1, gpus=gpus))
+            return units
+        if stage in ("synth", "features"):
+            shards = int(self.slurm.get(f"{stage}_shards", 1)) if sharded else 1
+            return [Unit(stage, f"{k}/{shards}", gpus=int(self.slurm.get(f"gpus_per_{stage}", 0)))
+                    for k in range(shards)]
+        return [Unit(stage, stage)]
+
+    def run_unit(self, unit: Unit, log: Callable[[str], None] = print, default_threads: int | None = None) -> None:
+        import torch
+
+        threads = self.threads or default_threads
+        if threads:
+            torch.set_num_threads(threads)
+        getattr(self, f"_run_{unit.stage}")(unit.name, log)
+
+    # ---- stages -------------------------------------------------------------------------------
+    def _run_data(self, _name: str, log) -> None:
+        from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
+        from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+        from sourcetrace.datasets.prompts import write_prompts
+
+        data = self.raw["data"]
+        if "make_mini" in data:
+            sizes = data["make_mini"]
+            lj = make_ljspeech_like(self.ljspeech_dir, int(sizes["train"]), int(sizes["val"]), int(sizes["test"]),
+                                    seed=self.seed)
+            make_hifitts_like(self.hifitts_dir, int(sizes["hifitts"]))
+        else:
+            split = data.get("split")
+            lj = LJSpeech(self.ljspeech_dir, split=standard_split(self.path(split)) if split else None,
+                          check_audio=False)
+        prompts = lj.prompts()
+        write_prompts(self.corpus.prompts, prompts)
+        log(f"[data] {len(lj.items('train'))} training clips, {len(prompts)} prompts -> {self.corpus.prompts}")
+
+    @property
+    def ljspeech_dir(self) -> Path:
+        data = self.raw["data"]
+        return self.path(data["ljspeech"]) if "ljspeech" in data else self.path("data/LJSpeech-mini")
+
+    @property
+    def hifitts_dir(self) -> Path:
+        data = self.raw["data"]
+        return self.path(data["hifitts"]) if "hifitts" in data else self.path("data/hifitts-mini")
+
+    def _training_data(self, generator, finetune: bool):
+        from sourcetrace.checkpoints.registry import load_schedule
+        from sourcetrace.datasets.hifitts import HiFiTTS
+        from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+        from sourcetrace.generators.data import TrainingData
+
+        schedule = load_schedule(self.corpus.schedule)
+        if finetune:
+            utterances = HiFiTTS(self.hifitts_dir).study_subset(schedule.finetune_speaker, n=schedule.finetune_clips)
+            cache = self.path("runs/features/hifitts")
+        else:
+            split_file = self.ljspeech_dir / "split.tsv"
+            lj = LJSpeech(self.ljspeech_dir, split=standard_split(split_file) if split_file.is_file() else None)
+            utterances, cache = lj.items("train"), self.path("runs/features/ljspeech")
+        return TrainingData(generator, utterances, cache_dir=cache, progress=True)
+
+    def _run_train(self, name: str, log) -> None:
+        from sourcetrace.checkpoints.registry import load_schedule
+        from sourcetrace.generators import build_generator, load_checkpoint
+        from sourcetrace.generators.training import checkpoint_name, save_zero_init, train
+
+        arch_name, _, kind = name.partition("/")
+        arch = self.corpus.architectures[arch_name]
+        schedule = load_schedule(self.corpus.schedule)
+        batch_size = int(self.raw["training"].get("batch_size", schedule.batch_size))
+        if kind == "zero-init":
+            for seed in schedule.zero_init_seeds:
+                folder = arch.runs / "checkpoints" / f"zero-init-s{seed}"
+                if not (folder / "generator.json").is_file():
+                    save_zero_init(build_generator(arch_name, self.config, seed), arch.runs, folder.name)
+            log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}")
+            return
+        if kind == "finetuned":
+            generator = load_checkpoint(arch_name, arch.pretrained, self.config, arch.trust).to(self.device)
+            final = arch.finetuned.name
+            run_dir, steps = arch.finetuned.parent.parent, [schedule.finetune_steps]
+            names = lambda step: final if step == steps[-1] else checkpoint_name(step)  # noqa: E731
+            seed = self.seed
+        elif kind == "pretrained":
+            seed = int(self.raw["training"].get("pretrained_seed", 1000))
+            generator = build_generator(arch_name, self.config, seed).to(self.device)
+            run_dir, steps, names = arch.pretrained.parent.parent, [int(arch.pretrained.name[5:])], checkpoint_name
+        else:
+            seed = self.seed
+            generator = build_generator(arch_name, self.config, seed).to(self.device)
+            run_dir, steps, names = arch.runs, list(schedule.steps), checkpoint_name
+        data = self._training_data(generator, finetune=kind == "finetuned")
+        report = train(generator, data, run_dir, steps, batch_size=batch_size, seed=seed, names=names,
+                       tensorboard=False, log=log)
+        log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}")
+
+    def _run_synth(self, name: str, log) -> None:
+        from .regenerate import regenerate
+
+        index, _, count = name.partition("/")
+        report = regenerate(self.corpus, self.corpus_dir, shard=(int(index), int(count)), device=self.device, log=log)
+        log(f"[synth] shard {name}: {report.made} clips made, {report.skipped} already there")
+        if report.failed:
+            raise StageFailed(f"{len(report.failed)} synthesis job(s) failed: " + "; ".join(report.failed[:3]))
+
+    def extractor_specs(self) -> list[tuple[str, str]]:
+        """(extractor spec, attributor spec) per [features] entry; a `random = true` SSL entry is a
+        model built from its named config with the study's seed (miniature studies)."""
+        from sourcetrace.attribution.extractors import named_model_spec
+        from sourcetrace.attribution.extractors.ssl import save_random_model
+
+        systems = []
+        for entry in self.extractors:
+            spec = entry["spec"]
+            if entry.get("random"):
+                model, _, layer = spec.partition("@")
+                named = named_model_spec(model)
+                folder = save_random_model(named["config"], named["preprocessor"], self.path(f"models/{model}"),
+                                           seed=self.seed)
+                spec = f"ssl:{folder}@{layer}"
+            systems.append((spec, entry["attributor"]))
+        return systems
+
+    def _run_features(self, name: str, log) -> None:
+        from sourcetrace.attribution.extractors import build_extractor
+        from sourcetrace.attribution.store import FeatureStore
+        from sourcetrace.corpus import Corpus
+
+        index, _, count = name.partition("/")
+        corpus = Corpus.read(self.corpus_dir)
+        for spec, _ in self.extractor_specs():
+            store = FeatureStore(corpus, build_extractor(spec, device=self.device))
+            report = store.compute(part=(int(index), int(count)))
+            log(f"[features] {store.extractor.name} part {name}: {report.computed} computed, {report.reused} reused, "
+                f"{len(report.rejects)} rejected")
+
+    def _run_bench(self, _name: str, log) -> None:
+        from sourcetrace.benchmark.bench import run_bench
+        from sourcetrace.benchmark.protocol import load_suite
+        from sourcetrace.benchmark.report import build_leaderboard
+
+        seeds = [int(s) for s in self.raw["benchmark"].get("seeds", [0, 1, 2])]
+        failures = run_bench(self.corpus_dir, load_suite(self.suite), self.extractor_specs(), self.path("results"),
+                             seeds=seeds, device=self.device, log=log, command=f"sourcetrace run {self.recipe_path.name}")
+        page = build_leaderboard(sorted(self.path("results").glob("*.json")), self.path("site"), title=self.title)
+        log(f"[bench] leaderboard: {page}; figures: {self.path('results/figures')}")
+        if failures:
+            raise StageFailed(f"{failures} benchmark failure(s); see the log above")
+
+    # ---- driving ------------------------------------------------------------------------------
+    def run(self, backend, stages: tuple[str, ...] = STAGES, log: Callable[[str], None] = print) -> list[str]:
+        """Run the stages that are not up to date; returns the stages that ran."""
+        ran = []
+        for stage in stages:
+            if self.up_to_date(stage):
+                log(f"[run] {stage}: up to date, nothing to do")
+                continue
+            t0 = time.perf_counter()
+            log(f"[run] {stage}: running ({backend.name})")
+            backend.run(self, self.units(stage, sharded=backend.sharded), log)
+            write_json_atomic(self._stamp(stage), {"identity": self.identity(stage), "seconds": time.perf_counter() - t0,
+                                                   "backend": backend.name})
+            log(f"[run] {stage}: done in {time.perf_counter() - t0:.0f} s")
+            ran.append(stage)
+        if not ran:
+            log("[run] everything is up to date: nothing to do")
+        return ran

@@ -1,0 +1,125 @@
+"""`sourcetrace run`: a micro version of recipes/mini.toml end to end, a rerun that does nothing,
+and a sharded stage through a real Slurm cluster giving the same outputs as the local backend."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
+pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
+
+from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.corpus import Corpus  # noqa: E402
+from sourcetrace.recipe import RecipeError  # noqa: E402
+from sourcetrace.study import STAGES, Study  # noqa: E402
+
+MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini.toml"
+
+
+def micro_recipe(folder: Path) -> Path:
+    """recipes/mini.toml with the `micro` schedule and a smaller dataset (the same stages and conditions)."""
+    text = MINI.read_text()
+    text = text.replace('make_mini = { train = 40, val = 4, test = 16, hifitts = 20 }',
+                        'make_mini = { train = 8, val = 2, test = 8, hifitts = 4 }')
+    text = text.replace('schedule = "mini"', 'schedule = "micro"').replace("step-000100", "step-000010")
+    text = text.replace("seeds = [0, 1, 2]", "seeds = [0]")
+    text = text.replace('device = "cpu"', 'device = "cpu"\nthreads = 1  # the same audio bytes on every backend')
+    assert text.count("step-000010") == 4 and 'schedule = "micro"' in text
+    path = folder / "micro.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("micro")
+    recipe = micro_recipe(work)
+    assert main(["run", str(recipe), "--workdir", str(work / "out")]) == 0
+    return recipe, work / "out"
+
+
+def test_micro_study_from_nothing_to_a_leaderboard(local_run):
+    recipe, out = local_run
+    corpus = Corpus.read(out / "corpus")
+    assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * 10  # every checkpoint and vocoder condition, 10 prompts
+    results = sorted(p.name for p in (out / "results").glob("table1-*.json"))
+    assert len(results) == 12 * 2  # 12 conditions x 2 extractors
+    page = (out / "site" / "index.html").read_text()
+    assert "sourcetrace miniature study (tiny models" in page  # the recipe's title
+    assert (out / "results" / "figures").is_dir()
+    for stage in STAGES:
+        assert (out / "stages" / f"{stage}.json").is_file()
+
+
+def test_a_rerun_with_nothing_changed_does_nothing(local_run, capsys):
+    recipe, out = local_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--workdir", str(out)]) == 0
+    assert "everything is up to date: nothing to do" in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_changed_section_reruns_its_stage_and_those_after(local_run, tmp_path):
+    recipe, out = local_run
+    study = Study(recipe, out)
+    assert all(study.up_to_date(s) for s in STAGES)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(recipe.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    study = Study(changed, out)
+    assert [s for s in STAGES if not study.up_to_date(s)] == ["bench"]
+
+
+def test_bad_run_recipes_name_the_problem(tmp_path):
+    text = MINI.read_text()
+    for bad, message in [(text.replace("[benchmark]", "[benchmarks]"), "unknown table"),
+                         (text.replace('config = "tiny"\n', ""), "'config'"),
+                         (text.replace("synth_shards = 4", "shards = 4"), "unknown key"),
+                         (text.replace("step-000100", "best"), "step-N")]:
+        (tmp_path / "bad.toml").write_text(bad)
+        with pytest.raises(RecipeError, match=message):
+            Study(tmp_path / "bad.toml", tmp_path)
+
+
+def _slurm_up() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _slurm_up() and os.environ.get("SOURCETRACE_REQUIRE_SLURM") != "1",
+                    reason="no Slurm cluster here (CI starts one: tools/slurm-localhost.sh)")
+def test_sharded_stages_through_slurm_match_the_local_backend(local_run, tmp_path):
+    pytest.importorskip("submitit")
+    assert _slurm_up(), "SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh"
+    recipe, local = local_run
+    work = tmp_path / "slurm"
+    work.mkdir()
+    # Datasets and training from the local run; synthesis (4 shards) and features (2 shards) on Slurm.
+    for part in ("data", "runs", "models"):
+        shutil.copytree(local / part, work / part)
+    shutil.copytree(local / "stages", work / "stages", ignore=shutil.ignore_patterns("synth.json", "features.json",
+                                                                                    "bench.json"))
+    assert main(["run", str(recipe), "--workdir", str(work), "--backend", "slurm", "--stages", "synth,features"]) == 0
+    assert (work / "corpus" / "manifest.csv").read_bytes() == (local / "corpus" / "manifest.csv").read_bytes()
+    for row in Corpus.read(local / "corpus").rows:
+        assert (work / "corpus" / row["path"]).read_bytes() == (local / "corpus" / row["path"]).read_bytes()
+    # The job array's feature parts hold exactly the vectors the local run computed.
+    from sourcetrace.attribution.extractors import build_extractor
+    from sourcetrace.attribution.store import FeatureStore
+
+    import numpy as np
+
+    study = Study(recipe, work)
+    for spec, _ in study.extractor_specs():
+        extractor = build_extractor(spec, device="cpu")
+        ours = FeatureStore(Corpus.read(work / "corpus"), extractor)
+        assert len(list(ours.dir.glob("shard-p*.npz"))) >= 2  # written by the array's tasks
+        theirs = FeatureStore(Corpus.read(local / "corpus"), extractor)
+        np.testing.assert_allclose(ours.load(), theirs.load(), rtol=1e-5, atol=1e-6)
+    assert len(list((work / "slurm").rglob("*_log.out"))) >= 6  # one log per job
