@@ -130,6 +130,21 @@ class Generator(ABC):
         """(n_mels, frames) log-mel spectrogram (or (samples,) waveform if end_to_end), using the
         global torch RNG for any noise: the caller seeds it per prompt."""
 
+    #: whether `synthesize_batch` runs the model on several utterances at once
+    batched_synthesis: ClassVar[bool] = False
+
+    def synthesize_batch(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        """One output per utterance, as `synthesize`. Architectures whose official inference takes
+        padded batches override this; the noise of a batch is drawn at once, so an output depends
+        on the batch it was made in (the default runs the utterances one at a time)."""
+        return [self.synthesize(one) for one in ids]
+
+    def padded_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.zeros(len(ids), max(len(i) for i in ids), dtype=torch.long)
+        for row, one in enumerate(ids):
+            x[row, : len(one)] = torch.tensor(one, dtype=torch.long)
+        return x.to(self.device), torch.tensor([len(i) for i in ids], device=self.device)
+
     @abstractmethod
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """Load the weights of the official pretrained checkpoint. Formats that need full

@@ -52,19 +52,28 @@ class GradTTSGenerator(Generator):
         torch.nn.utils.clip_grad_norm_(self.model.encoder.parameters(), max_norm=value)
         torch.nn.utils.clip_grad_norm_(self.model.decoder.parameters(), max_norm=value)
 
+    batched_synthesis = True
+
     def synthesize(self, ids: list[int]) -> torch.Tensor:
+        return self._synthesise(*self.ids_tensor(ids))[0]
+
+    def synthesize_batch(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        return self._synthesise(*self.padded_ids(ids))
+
+    def _synthesise(self, x: torch.Tensor, x_lengths: torch.Tensor) -> list[torch.Tensor]:
         synthesis = self.config["synthesis"]
-        x, x_lengths = self.ids_tensor(ids)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                _, decoded, _ = self.model(x, x_lengths, n_timesteps=int(synthesis["n_timesteps"]),
-                                           temperature=float(synthesis["temperature"]), stoc=False,
-                                           length_scale=float(synthesis["length_scale"]))
+                _, decoded, attn = self.model(x, x_lengths, n_timesteps=int(synthesis["n_timesteps"]),
+                                              temperature=float(synthesis["temperature"]), stoc=False,
+                                              length_scale=float(synthesis["length_scale"]))
         finally:
             self.model.train(was_training)
-        return decoded[0].cpu()
+        frames = attn.sum(dim=(1, 2, 3)).round().long().cpu()  # the monotonic path gives each frame one symbol
+        decoded = decoded.cpu()
+        return [decoded[i, :, : int(frames[i])] for i in range(len(decoded))]
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """grad-tts.pt is a plain state dict: it loads with weights_only=True, no trust needed."""

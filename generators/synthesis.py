@@ -33,14 +33,22 @@ def open_corpus(folder: Path) -> Corpus:
     return Corpus.read(folder, require_files=False) if (folder / MANIFEST).is_file() else Corpus(root=folder, rows=[])
 
 
+def make_clips(generator: Generator, vocoder: Vocoder | None, texts: list[str], seed: int,
+               paths: list[Path]) -> None:
+    """Synthesise clips in one batch (noise drawn from `seed`) and write each (16-bit WAV) atomically."""
+    torch.manual_seed(seed)
+    ids = [generator.synthesis_ids(text) for text in texts]
+    outputs = generator.synthesize_batch(ids) if len(ids) > 1 else [generator.synthesize(ids[0])]
+    waves = outputs if vocoder is None else vocoder.batch(outputs, generator.mel_config)
+    for wave, path in zip(waves, paths, strict=True):
+        with atomic_path(path) as tmp:
+            sf.write(tmp, wave.detach().cpu().numpy().astype(np.float32), generator.mel_config.sample_rate,
+                     subtype="PCM_16", format="WAV")
+
+
 def make_clip(generator: Generator, vocoder: Vocoder | None, text: str, clip_seed: int, path: Path) -> None:
-    """Synthesise one clip with its own noise seed and write it (16-bit WAV) atomically."""
-    torch.manual_seed(clip_seed)
-    output = generator.synthesize(generator.synthesis_ids(text))
-    wave = output if vocoder is None else vocoder(output, generator.mel_config)
-    with atomic_path(path) as tmp:
-        sf.write(tmp, wave.detach().cpu().numpy().astype(np.float32), generator.mel_config.sample_rate,
-                 subtype="PCM_16", format="WAV")
+    """One clip with its own noise seed."""
+    make_clips(generator, vocoder, [text], clip_seed, [path])
 
 
 def clip_location(checkpoint: str, prompt_id: str, vocoder: str = "", swapped: bool = False) -> tuple[str, str]:

@@ -180,6 +180,8 @@ def test_all_architectures_through_one_code_path_into_one_corpus(data, tmp_path,
         assert main(["train", arch, "--config", "tiny", "--zero-init", "--schedule", "mini", "--run-dir", str(run)]) == 0
         assert main(["train", arch, "--config", "tiny", "--data", str(lj.root), "--run-dir", str(run), "--steps", "1,2",
                      "--batch-size", "2", "--device", "cpu", "--no-tensorboard"]) == 0
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+            "step-000001", "step-000002", "zero-init-s1", "zero-init-s2", "zero-init-s3"]  # exactly the schedule's
         vocoder = [] if generator_class(arch).end_to_end else ["--random-vocoder", "0", "--vocoder-config", "tiny"]
         for ckpt in ("zero-init-s1", "step-000002"):
             assert main(["synth", str(run / "checkpoints" / ckpt), "--prompts", str(tmp_path / "prompts.tsv"),

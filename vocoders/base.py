@@ -59,6 +59,28 @@ class Vocoder(ABC):
     @torch.no_grad()
     def __call__(self, mel: torch.Tensor, convention: MelConfig | None = None) -> torch.Tensor:
         """Vocode a mel of `convention` (default: this vocoder's own)."""
+        return self.generate(self._own(mel, convention)).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def batch(self, mels: list[torch.Tensor], convention: MelConfig | None = None) -> list[torch.Tensor]:
+        """Vocode several mels in one pass: padded with the log floor (silence), each waveform cut
+        to its own frames x hop. The padding reaches a clip's last few frames through the
+        generator's receptive field, so a clip may differ slightly from its unbatched twin."""
+        own = [self._own(mel, convention) for mel in mels]
+        frames = max(m.shape[-1] for m in own)
+        floor = float(torch.log(torch.tensor(self.mel_config.log_floor)))
+        padded = torch.full((len(own), own[0].shape[0], frames), floor)
+        for i, mel in enumerate(own):
+            padded[i, :, : mel.shape[-1]] = mel
+        waves = self.generate_batch(padded)
+        hop = self.mel_config.hop_length
+        return [waves[i, : mel.shape[-1] * hop].clamp(-1.0, 1.0) for i, mel in enumerate(own)]
+
+    def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) -> (batch, samples); the default vocodes one at a time."""
+        return torch.stack([self.generate(mel) for mel in mels])
+
+    def _own(self, mel: torch.Tensor, convention: MelConfig | None) -> torch.Tensor:
         if convention is not None:
             if convention.sample_rate != self.sample_rate:
                 raise VocoderError(f"{self.name}: makes {self.sample_rate} Hz audio, the mel is of {convention.sample_rate} Hz")
@@ -66,7 +88,7 @@ class Vocoder(ABC):
                 mel = convert_mel(mel, convention, self.mel_config)
             except ValueError as exc:
                 raise VocoderError(f"{self.name}: {exc}") from None
-        return self.generate(mel).clamp(-1.0, 1.0)
+        return mel
 
 
 def file_identity(path: str | Path) -> str:

@@ -86,7 +86,10 @@ class HiFiGAN(Vocoder):
         return self.generator
 
     def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.generator(mel.unsqueeze(0).to(next(self.generator.parameters()).device)).squeeze().cpu()
+        return self.generate_batch(mel.unsqueeze(0))[0]
+
+    def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
+        return self.generator(mels.to(next(self.generator.parameters()).device))[:, 0].cpu()
 
 
 def mel_convention(config: dict) -> MelConfig:

@@ -100,5 +100,7 @@ class NemoHiFiGAN(Vocoder):
         return self.model
 
     def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        spec = mel.unsqueeze(0).to(self.model.device)
-        return self.model.convert_spectrogram_to_audio(spec=spec)[0].cpu()
+        return self.generate_batch(mel.unsqueeze(0))[0]
+
+    def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
+        return self.model.convert_spectrogram_to_audio(spec=mels.to(self.model.device)).cpu()

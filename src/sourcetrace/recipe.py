@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned")
-_CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "architectures", "vocoders"}
+_CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
+                "vocoders"}
 _ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust"}
 _VOCODER_KEYS = {"kind", "weights", "config", "seed"}
 
@@ -58,6 +59,7 @@ class CorpusRecipe:
     speaker: str
     architectures: dict[str, ArchitectureSpec]
     vocoders: dict[str, VocoderSpec]
+    batch_size: int = 1  # prompts synthesised at once where an architecture allows it
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,11 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
     owners = [a.vocoder for a in architectures.values() if a.vocoder]
     if len(owners) != len(set(owners)):
         raise RecipeError(f"{where}: two architectures name the same default vocoder; each mel architecture owns one")
+    batch_size = corpus.get("batch_size", 1)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise RecipeError(f"{where}: batch_size must be a positive integer")
     return CorpusRecipe(path, resolve(corpus["prompts"], "prompts"), int(corpus.get("seed", 0)), corpus["schedule"],
-                        roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders)
+                        roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size)
 
 
 def _checkpoints(recipe: CorpusRecipe, arch: ArchitectureSpec) -> list[tuple[str, str, Path, str]]:

@@ -121,7 +121,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
     from tqdm import tqdm
 
     from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.generators.synthesis import clip_location, make_clip, prompt_seed
+    from sourcetrace.generators.synthesis import clip_location, make_clips, prompt_seed
 
     out = Path(out)
     index, count = shard
@@ -158,16 +158,26 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
             log(f"[synth] skipped {job.checkpoint} ({job.condition}): {exc}")
             bar.update(len(todo))
             continue
-        for prompt in todo:
-            clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
-            clip_seed = prompt_seed(recipe.seed, prompt.prompt_id)
-            make_clip(generator, vocoder, prompt.text, clip_seed, out / rel)
-            _append(_journal_path(out, job), {
-                "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
-                "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(clip_seed), **provenance,
-                **audio_facts(out / rel)})
-            report.made += 1
-            bar.update(1)
+        # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
+        # the noise of a chunk is drawn from its first prompt's seed, so a clip is a function of
+        # (seed, batch size) whatever was interrupted; a chunk with any clip missing is redone.
+        size = recipe.batch_size if generator.batched_synthesis else 1
+        pending = {p.prompt_id for p in todo}
+        for start in range(0, len(prompts), size):
+            chunk = prompts[start:start + size]
+            if not pending.intersection(p.prompt_id for p in chunk):
+                continue
+            where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
+            chunk_seed = prompt_seed(recipe.seed, chunk[0].prompt_id)
+            make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
+            for prompt, (clip_id, rel) in zip(chunk, where):
+                _append(_journal_path(out, job), {
+                    "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+                    "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
+                    "batch_size": str(size), **provenance, **audio_facts(out / rel)})
+                if prompt.prompt_id in pending:
+                    report.made += 1
+                    bar.update(1)
     bar.close()
     report.manifest_written = write_manifest(recipe, out, jobs, prompts)
     return report
@@ -193,14 +203,17 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     """Every way the manifest departs from what the recipe asks for (clip set, labels, vocoder
     conditions, seeds, checkpoint hashes), one line each, naming the manifest line."""
     from sourcetrace.datasets.prompts import read_prompts
+    from sourcetrace.generators import generator_class
     from sourcetrace.generators.synthesis import clip_location, prompt_seed
 
     sources = _Sources(recipe, "cpu")
+    prompts = read_prompts(recipe.prompts)
     expected = {}
     for job in expand(recipe):
-        for prompt in read_prompts(recipe.prompts):
+        size = recipe.batch_size if generator_class(job.architecture).batched_synthesis else 1
+        for i, prompt in enumerate(prompts):
             clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
-            expected[clip_id] = (job, prompt, rel)
+            expected[clip_id] = (job, prompt, rel, prompts[i - i % size].prompt_id)
     problems = []
     seen = set()
     for line, row in enumerate(corpus.rows, start=2):
@@ -209,11 +222,11 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
             problems.append(f"{MANIFEST} line {line}: clip {clip_id!r} is not in the recipe")
             continue
         seen.add(clip_id)
-        job, prompt, rel = expected[clip_id]
+        job, prompt, rel, seed_prompt = expected[clip_id]
         want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
                 "vocoder_swapped": "1" if job.swapped else "0", "speaker": job.speaker,
-                "seed": str(prompt_seed(recipe.seed, prompt.prompt_id))}
+                "seed": str(prompt_seed(recipe.seed, seed_prompt))}
         try:
             want["checkpoint_sha256"] = sources.checkpoint_hash(job.source)
         except FileNotFoundError:
