@@ -79,7 +79,10 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
     for bad, message in [(text.replace("[benchmark]", "[benchmarks]"), "unknown table"),
                          (text.replace('config = "tiny"\n', ""), "'config'"),
                          (text.replace("synth_shards = 4", "shards = 4"), "unknown key"),
-                         (text.replace("step-000100", "best"), "step-N")]:
+                         (text.replace("step-000100", "best"), "step-N"),
+                         (text.replace("hifitts = 20 }", "hifitts = 0 }"), "positive integers"),
+                         (text.replace('pretrained = "runs/vits-pretrained/checkpoints/step-000100"\n', ""),
+                          "give 'pretrained' too")]:
         (tmp_path / "bad.toml").write_text(bad)
         with pytest.raises(RecipeError, match=message):
             Study(tmp_path / "bad.toml", tmp_path)

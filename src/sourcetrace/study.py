@@ -79,12 +79,19 @@ class Study:
         data = self.raw["data"]
         if ("make_mini" in data) == ("ljspeech" in data):
             raise RecipeError(f"{where} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
+        sizes = data.get("make_mini", {"train": 1, "val": 1, "test": 1, "hifitts": 1})
+        if not isinstance(sizes, dict) or any(not isinstance(sizes.get(k), int) or sizes[k] < 1
+                                              for k in ("train", "val", "test", "hifitts")):
+            raise RecipeError(f"{where} [data]: make_mini needs positive integers train, val, test and hifitts")
         training = self.raw["training"]
         self.config = _require(training, "config", str, f"{where} [training]")
         self.pretrained_mode = training.get("pretrained", "official")
         if self.pretrained_mode not in ("train", "official"):
             raise RecipeError(f"{where} [training]: pretrained must be 'train' (a stand-in) or 'official'")
         for arch in self.corpus.architectures.values():
+            if arch.finetuned is not None and arch.pretrained is None:
+                raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: a fine-tune starts from the "
+                                  "pretrained checkpoint: give 'pretrained' too")
             if self.pretrained_mode == "train" and arch.pretrained is not None and not arch.pretrained.name.startswith("step-"):
                 raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: with pretrained = 'train' the pretrained "
                                   "path must be <run>/checkpoints/step-N (the stand-in's last step)")
