@@ -37,7 +37,7 @@ def main() -> None:
     from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
     from sourcetrace.generators import build_generator
     from sourcetrace.generators.data import TrainingData
-    from sourcetrace.generators.training import _determinism
+    from sourcetrace.generators.training import determinism
     from sourcetrace.vocoders import load_vocoder
 
     torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def main() -> None:
             optimizers = generator.optimizers()
             generator.model.train()
             times = []
-            with _determinism(not args.nondeterministic):
+            with determinism(not args.nondeterministic):
                 for step in range(args.steps + 1):  # the first step warms up and is not counted
                     t0 = time.perf_counter()
                     generator.train_step(data.batch(step, args.batch_size, seed=0).to(generator.device), optimizers)

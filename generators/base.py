@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tomllib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -98,6 +99,17 @@ class Generator(ABC):
         self.model.to(self.device)
         return self
 
+    @contextmanager
+    def inference(self):
+        """Eval mode without gradients for synthesis, then the mode the model was in (training)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train(was_training)
+
     def ids_tensor(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One utterance as the (batch of 1) symbol and length tensors the models take."""
         return (torch.tensor([ids], dtype=torch.long, device=self.device),
@@ -135,8 +147,9 @@ class Generator(ABC):
 
     def synthesize_batch(self, ids: list[list[int]]) -> list[torch.Tensor]:
         """One output per utterance, as `synthesize`. Architectures whose official inference takes
-        padded batches override this; the noise of a batch is drawn at once, so an output depends
-        on the batch it was made in (the default runs the utterances one at a time)."""
+        padded batches override this (and set batched_synthesis; their `synthesize` is then a batch
+        of one); the noise of a batch is drawn at once, so an output depends on the batch it was
+        made in. The default runs the utterances one at a time."""
         return [self.synthesize(one) for one in ids]
 
     def padded_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

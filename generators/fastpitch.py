@@ -110,12 +110,8 @@ class FastPitchGenerator(Generator):
 
     def synthesis_ids(self, text: str) -> list[int]:
         """Synthesis tokenisation: every word that has a pronunciation is phonemised (NeMo's parse)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with self.inference():  # parse warns outside eval mode
             return self.model.parse(text, normalize=True)[0].tolist()
-        finally:
-            self.model.train(was_training)
 
     # ---- training -------------------------------------------------------------------------------
     def clip_features(self, wave: torch.Tensor, ids: list[int]) -> dict[str, torch.Tensor]:
@@ -179,14 +175,9 @@ class FastPitchGenerator(Generator):
 
     # ---- synthesis ------------------------------------------------------------------------------
     def synthesize(self, ids: list[int]) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                spect = self.model.generate_spectrogram(tokens=self.ids_tensor(ids)[0],
-                                                        pace=float(self.config["synthesis"]["pace"]))
-        finally:
-            self.model.train(was_training)
+        with self.inference():
+            spect = self.model.generate_spectrogram(tokens=self.ids_tensor(ids)[0],
+                                                    pace=float(self.config["synthesis"]["pace"]))
         return spect[0].cpu()
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:

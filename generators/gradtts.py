@@ -55,22 +55,14 @@ class GradTTSGenerator(Generator):
     batched_synthesis = True
 
     def synthesize(self, ids: list[int]) -> torch.Tensor:
-        return self._synthesise(*self.ids_tensor(ids))[0]
+        return self.synthesize_batch([ids])[0]
 
     def synthesize_batch(self, ids: list[list[int]]) -> list[torch.Tensor]:
-        return self._synthesise(*self.padded_ids(ids))
-
-    def _synthesise(self, x: torch.Tensor, x_lengths: torch.Tensor) -> list[torch.Tensor]:
         synthesis = self.config["synthesis"]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                _, decoded, attn = self.model(x, x_lengths, n_timesteps=int(synthesis["n_timesteps"]),
-                                              temperature=float(synthesis["temperature"]), stoc=False,
-                                              length_scale=float(synthesis["length_scale"]))
-        finally:
-            self.model.train(was_training)
+        with self.inference():
+            _, decoded, attn = self.model(*self.padded_ids(ids), n_timesteps=int(synthesis["n_timesteps"]),
+                                          temperature=float(synthesis["temperature"]), stoc=False,
+                                          length_scale=float(synthesis["length_scale"]))
         frames = attn.sum(dim=(1, 2, 3)).round().long().cpu()  # the monotonic path gives each frame one symbol
         decoded = decoded.cpu()
         return [decoded[i, :, : int(frames[i])] for i in range(len(decoded))]

@@ -49,21 +49,16 @@ class MatchaGenerator(Generator):
     batched_synthesis = True
 
     def synthesize(self, ids: list[int]) -> torch.Tensor:
-        return self._synthesise(*self.ids_tensor(ids))[0]
+        return self.synthesize_batch([ids])[0]
 
     def synthesize_batch(self, ids: list[list[int]]) -> list[torch.Tensor]:
-        return self._synthesise(*self.padded_ids(ids))
-
-    def _synthesise(self, x: torch.Tensor, x_lengths: torch.Tensor) -> list[torch.Tensor]:
         synthesis = self.config["synthesis"]
-        was_training = self.model.training
-        self.model.eval()
         try:
-            out = self.model.synthesise(x, x_lengths, n_timesteps=int(synthesis["n_timesteps"]),
-                                        temperature=float(synthesis["temperature"]),
-                                        length_scale=float(synthesis["length_scale"]))
+            with self.inference():
+                out = self.model.synthesise(*self.padded_ids(ids), n_timesteps=int(synthesis["n_timesteps"]),
+                                            temperature=float(synthesis["temperature"]),
+                                            length_scale=float(synthesis["length_scale"]))
         finally:
-            self.model.train(was_training)
             self._drop_rope_caches()
         mels, lengths = out["mel"].cpu(), out["mel_lengths"].cpu()  # denormalised by matcha
         return [mels[i, :, : int(lengths[i])] for i in range(len(mels))]

@@ -81,13 +81,14 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     steps), which costs up to 2x on full-size CPU models (benchmarks/bench_generators.py
     --nondeterministic); on CUDA it asks cuDNN for deterministic kernels.
     """
-    with _determinism(deterministic):
+    with determinism(deterministic):
         return _train(generator, data, Path(run_dir), steps, batch_size, seed, names, resume_every, stop_after, log,
                       tensorboard, sample_vocoder, log_every_s)
 
 
 @contextmanager
-def _determinism(enabled: bool):
+def determinism(enabled: bool):
+    """Bit-reproducible training kernels while inside (see `train`); nothing changes when disabled."""
     if not enabled:
         yield
         return

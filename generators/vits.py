@@ -110,14 +110,9 @@ class VitsGenerator(Generator):
     # ---- synthesis ------------------------------------------------------------------------------
     def synthesize(self, ids: list[int]) -> torch.Tensor:
         x, x_lengths = self.ids_tensor(ids)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model.inference(x, aux_input={"x_lengths": x_lengths, "d_vectors": None,
-                                                         "speaker_ids": None, "language_ids": None})
-        finally:
-            self.model.train(was_training)
+        with self.inference():
+            out = self.model.inference(x, aux_input={"x_lengths": x_lengths, "d_vectors": None,
+                                                     "speaker_ids": None, "language_ids": None})
         return out["model_outputs"][0, 0].cpu().clamp(-1.0, 1.0)
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:

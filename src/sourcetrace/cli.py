@@ -306,7 +306,9 @@ def _synth_recipe(args) -> int:
     from sourcetrace.regenerate import regenerate
 
     index, _, count = (args.shard or "0/1").partition("/")
-    report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count or 1)), device=args.device)
+    if not (index.isdigit() and count.isdigit()):
+        raise ValueError(f"--shard {args.shard!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
+    report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count)), device=args.device)
     print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) skipped; "
           + (f"manifest written: {Path(args.out) / 'manifest.csv'}" if report.manifest_written
              else "manifest not written yet (clips missing: rerun, or wait for the other shards)"))
