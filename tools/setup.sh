@@ -25,15 +25,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Disk: the venv with the stacks is ~6.7 GB (CUDA torch builds; nvidia and triton alone are 3.3 GB),
+# the tests write up to ~5 GB at a time. Fail now, with the numbers, rather than mid-install.
+STACKS=${SOURCETRACE_STACKS:-all}
+need_gb=$([ "$STACKS" = none ] && echo 3 || echo 12)
+if ! [ -d .venv/lib ]; then
+  free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "[setup] $(pwd): ${free_gb} GB free, the venv and the tests need ~${need_gb} GB; free some space and rerun" >&2
+    exit 1
+  fi
+fi
+
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# --no-cache-dir: the multi-GB torch and nvidia wheels would otherwise be kept twice on disk.
+pip() { .venv/bin/python -m pip --disable-pip-version-check --no-cache-dir -q "$@"; }
 pip install --upgrade pip
 # torch first, and pinned on every call, so that no dependency range pulls another (multi-GB) build.
 # The TTS stacks need torchaudio (coqui-tts imports it), whose last PyPI release (2.11) pins
 # torch 2.11 exactly: with the stacks the default is that trio (CUDA builds that also run on a
 # CPU-only machine); the light core alone takes the CPU build of torch 2.13 on the project's machines.
-STACKS=${SOURCETRACE_STACKS:-all}
 if [ "$STACKS" = none ]; then
   TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 else
