@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sourcetrace.nemo_support import quiet_nemo
+from sourcetrace.nemo_support import nemo_tts_models
 
 from .base import Batch, Generator, GeneratorError
 
@@ -92,10 +92,9 @@ class FastPitchGenerator(Generator):
         return config
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
-        from nemo.collections.tts.models import FastPitchModel
         from omegaconf import OmegaConf
 
-        quiet_nemo()
+        FastPitchModel = nemo_tts_models().FastPitchModel
         return FastPitchModel(cfg=OmegaConf.create(self._nemo_config(model_config)))
 
     # ---- text -----------------------------------------------------------------------------------
@@ -184,10 +183,9 @@ class FastPitchGenerator(Generator):
         """A `.nemo` archive (e.g. tts_en_fastpitch_align.nemo): NeMo restores it with weights-only
         loading and its allow-listed instantiation; its own G2P dictionary, heteronyms and whitelist
         come from the archive, and the normaliser's grammars are cached."""
-        from nemo.collections.tts.models import FastPitchModel
         from omegaconf import OmegaConf, open_dict
 
-        quiet_nemo()
+        FastPitchModel = nemo_tts_models().FastPitchModel
         try:
             config = FastPitchModel.restore_from(str(path), map_location="cpu", return_config=True)
             with open_dict(config):

@@ -231,6 +231,19 @@ def test_synth_needs_a_vocoder_for_mel_models(tmp_path, capsys):
         load_generator(tmp_path / "ckpt")
 
 
+def test_fastpitch_default_speaks_numbers_and_abbreviations_quietly(capfd):
+    """The shipped FastPitch config normalises text with NeMo's English normaliser (LJSpeech
+    whitelist), as the official model was trained, for training and synthesis alike, without a log
+    line per sentence; the tiny config has it off."""
+    written, spoken = "Dr. Smith paid $5 on May 3.", "doctor Smith paid five dollars on may third."
+    fastpitch = build_generator("fastpitch", "default", 0)
+    assert fastpitch.synthesis_ids(written) == fastpitch.synthesis_ids(spoken)
+    assert fastpitch.text_to_ids(written) == fastpitch.text_to_ids(spoken)
+    assert "NeMo-text-processing" not in capfd.readouterr().err
+    tiny = build_generator("fastpitch", "tiny", 0)
+    assert tiny.synthesis_ids(written) != tiny.synthesis_ids(spoken)
+
+
 def test_unknown_architecture_and_config():
     with pytest.raises(GeneratorError, match="unknown architecture"):
         build_generator("tacotron", "tiny", 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.generators.mel import MelConfig
-from sourcetrace.nemo_support import quiet_nemo
+from sourcetrace.nemo_support import nemo_tts_models
 
 from .base import Vocoder, VocoderError, file_identity, random_identity
 
@@ -74,9 +74,7 @@ class NemoHiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
         """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
-        from nemo.collections.tts.models import HifiGanModel
-
-        quiet_nemo()
+        HifiGanModel = nemo_tts_models().HifiGanModel
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
@@ -87,10 +85,9 @@ class NemoHiFiGAN(Vocoder):
 
     @classmethod
     def random(cls, config: str, seed: int, name: str | None = None) -> "NemoHiFiGAN":
-        from nemo.collections.tts.models import HifiGanModel
         from omegaconf import OmegaConf
 
-        quiet_nemo()
+        HifiGanModel = nemo_tts_models().HifiGanModel
         torch.manual_seed(seed)
         model = HifiGanModel(cfg=OmegaConf.create(_nemo_config(load_nemo_hifigan_config(config))))
         return cls(model, name or f"nemo-hifigan-{config}-random-s{seed}", random_identity(cls.kind, config, seed))
