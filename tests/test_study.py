@@ -1,9 +1,12 @@
 """`sourcetrace run`: a micro version of recipes/mini.toml end to end, a rerun that does nothing,
-and a sharded stage through a real Slurm cluster giving the same outputs as the local backend."""
+and, through a real Slurm cluster, sharded stages giving the same outputs as the local backend and
+a preempted training job that is requeued and resumes bit for bit."""
 
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -95,8 +98,11 @@ def _slurm_up() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _slurm_up() and os.environ.get("SOURCETRACE_REQUIRE_SLURM") != "1",
-                    reason="no Slurm cluster here (CI starts one: tools/slurm-localhost.sh)")
+needs_slurm = pytest.mark.skipif(not _slurm_up() and os.environ.get("SOURCETRACE_REQUIRE_SLURM") != "1",
+                                 reason="no Slurm cluster here (CI starts one: tools/slurm-localhost.sh)")
+
+
+@needs_slurm
 def test_sharded_stages_through_slurm_match_the_local_backend(local_run, tmp_path):
     pytest.importorskip("submitit")
     assert _slurm_up(), "SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh"
@@ -126,3 +132,50 @@ def test_sharded_stages_through_slurm_match_the_local_backend(local_run, tmp_pat
         theirs = FeatureStore(Corpus.read(local / "corpus"), extractor)
         np.testing.assert_allclose(ours.load(), theirs.load(), rtol=1e-5, atol=1e-6)
     assert len(list((work / "slurm").rglob("*_log.out"))) >= 6  # one log per job
+
+
+def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300) -> None:
+    """Once `ready` exists, preempt the running job as Slurm does (SIGTERM, then submitit's USR2):
+    what submitit's own `SlurmJob._interrupt` sends."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not ready.exists():
+        time.sleep(0.2)
+    job_ids = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-n", job_name, "-o", "%i"],
+                             capture_output=True, text=True).stdout.split()
+    for job_id in job_ids[:1]:
+        for signal in ("SIGTERM", "USR2"):
+            subprocess.run(["scancel", "--signal", signal, job_id], check=True)
+        sent.append(job_id)
+
+
+@needs_slurm
+def test_a_preempted_slurm_training_job_is_requeued_and_resumes_bit_for_bit(local_run, tmp_path):
+    pytest.importorskip("submitit")
+    assert _slurm_up(), "SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh"
+    from sourcetrace.backends import SlurmBackend
+
+    recipe, local = local_run
+    work = tmp_path / "preempted"
+    work.mkdir()
+    shutil.copytree(local / "data", work / "data")
+    study = Study(recipe, work)
+    unit = next(u for u in study.units("train") if u.name == "vits/scheduled")  # the slowest run: ~1 s a step
+    checkpoints = work / "runs" / "vits" / "checkpoints"
+    sent: list[str] = []
+    # Preempt mid-run (20 steps in all) once the step-3 checkpoint exists; its resume point may not,
+    # and then the requeued job redoes step 3 and rewrites that checkpoint, which must not change it.
+    watcher = threading.Thread(target=_preempt_when, args=(checkpoints / "step-000003", "sourcetrace-train", sent))
+    watcher.start()
+    lines: list[str] = []
+    SlurmBackend(work / "slurm", timeout_min=30).run(study, [unit], lines.append)
+    watcher.join()
+    assert sent, "the job finished before it could be preempted"
+    logs = {p.name: p.read_text() for p in (work / "slurm").rglob("*_log.*")}
+    assert any(f"Requeued job {sent[0]}" in text for text in logs.values()), logs.keys()
+    assert any("[train] resuming" in text for text in logs.values())  # the requeued job went on from its resume point
+    ours = sorted(p.relative_to(checkpoints) for p in checkpoints.rglob("*") if p.is_file())
+    reference = local / "runs" / "vits" / "checkpoints"
+    theirs = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file() and "zero-init" not in str(p))
+    assert ours == theirs
+    for rel in ours:
+        assert (checkpoints / rel).read_bytes() == (reference / rel).read_bytes(), rel
