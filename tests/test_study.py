@@ -98,14 +98,17 @@ def _slurm_up() -> bool:
         return False
 
 
-needs_slurm = pytest.mark.skipif(not _slurm_up() and os.environ.get("SOURCETRACE_REQUIRE_SLURM") != "1",
-                                 reason="no Slurm cluster here (CI starts one: tools/slurm-localhost.sh)")
-
-
-@needs_slurm
-def test_sharded_stages_through_slurm_match_the_local_backend(local_run, tmp_path):
+@pytest.fixture(scope="module")  # module scope: checked before the micro study is built
+def slurm_cluster():
+    """A reachable Slurm cluster and submitit; a skip without them, a failure where CI requires them."""
+    if not _slurm_up():
+        if os.environ.get("SOURCETRACE_REQUIRE_SLURM") == "1":
+            pytest.fail("SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh")
+        pytest.skip("no Slurm cluster here (CI starts one: tools/slurm-localhost.sh)")
     pytest.importorskip("submitit")
-    assert _slurm_up(), "SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh"
+
+
+def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, local_run, tmp_path):
     recipe, local = local_run
     work = tmp_path / "slurm"
     work.mkdir()
@@ -148,10 +151,7 @@ def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300
         sent.append(job_id)
 
 
-@needs_slurm
-def test_a_preempted_slurm_training_job_is_requeued_and_resumes_bit_for_bit(local_run, tmp_path):
-    pytest.importorskip("submitit")
-    assert _slurm_up(), "SOURCETRACE_REQUIRE_SLURM=1 but sinfo fails: start tools/slurm-localhost.sh"
+def test_a_preempted_slurm_training_job_is_requeued_and_resumes_bit_for_bit(slurm_cluster, local_run, tmp_path):
     from sourcetrace.backends import SlurmBackend
 
     recipe, local = local_run

@@ -74,9 +74,9 @@ class NemoHiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
         """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
-        HifiGanModel = nemo_tts_models().HifiGanModel
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such file")
+        HifiGanModel = nemo_tts_models().HifiGanModel
         try:
             model = HifiGanModel.restore_from(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - NeMo raises many types for a bad archive
