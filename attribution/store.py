@@ -4,35 +4,47 @@ Layout, under `<corpus>/features/` unless another root is given:
 
     <extractor-name>-<fingerprint[:16]>/
         extractor.json        full fingerprint (what produced these vectors)
-        shard-000001.npz ...  clip_id, audio_sha256, vectors; each written to a temp file and renamed
+        shard-000001.<sha256>.npz ...  clip_id, audio_sha256, vectors; named with the sha256 of the
+                              file's own bytes; each written to a temp file and renamed
         rejects.csv           clips that could not serve, with the reason (last run)
-    audio-sha256.json         hash cache, keyed by path, size and mtime
+    audio-sha256.json         hash cache, keyed by path and a stat signature (see hash_cache.py)
 
 A vector is reused only if both its clip id and the current sha256 of the clip's audio match, and
 it lives in the folder of the extractor's exact fingerprint: a changed file or extractor is
-recomputed, never served stale. Killing a run loses at most the clips since the last shard.
+recomputed, never served stale. Every read of a shard checks its bytes against the sha256 in its
+name: `compute` sets a truncated or corrupted shard aside (`<name>.corrupt`) and recomputes its
+clips; `load` refuses it. The hash in the name also means two runs writing the same shard number
+at once never overwrite each other. Killing a run loses at most the clips since the last shard.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
 
 from sourcetrace.audio import AudioRejected, load_audio
 from sourcetrace.corpus import Corpus
-from sourcetrace.fileio import atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from sourcetrace.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 from .extractors.base import FeatureExtractor
+from .hash_cache import HashCache
 
 SHARD_MAX_CLIPS = 1024
 SHARD_MAX_SECONDS = 30.0
+# shard-[p<k>of<n>-]<number>.<sha256 of the file>.npz; a name without the hash is an unchecked
+# shard of an older sourcetrace, treated as corrupt (recomputed).
+SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6})(?:\.(?P<sha256>[0-9a-f]{64}))?\.npz$")
 
 
 @dataclass
@@ -50,6 +62,46 @@ class MissingFeatures(KeyError):
     pass
 
 
+class CorruptShard(ValueError):
+    """A shard whose bytes do not match the sha256 in its name, or that cannot be decoded."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class Shard:
+    path: Path
+    clip_ids: list[str]
+    audio_sha256: list[str]
+    vectors: np.ndarray
+
+
+def read_shard(path: Path) -> Shard:
+    """Read and verify one shard; CorruptShard (naming the file and what is wrong) otherwise."""
+    match = SHARD_NAME.match(path.name)
+    if match is None or match["sha256"] is None:
+        raise CorruptShard(path, "feature shard without a checksum in its name (written by an older "
+                           "sourcetrace or renamed): not trusted")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CorruptShard(path, f"feature shard unreadable ({exc.strerror or exc})") from None
+    if hashlib.sha256(raw).hexdigest() != match["sha256"]:
+        raise CorruptShard(path, f"corrupt feature shard (sha256 of its {len(raw)} bytes differs from "
+                           "the one in its name: truncated or altered)")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            shard = Shard(path, data["clip_id"].tolist(), data["audio_sha256"].tolist(), data["vectors"])
+    except Exception as exc:  # checksum matched, so the writer itself wrote something undecodable
+        raise CorruptShard(path, f"undecodable feature shard ({type(exc).__name__}: {exc})") from None
+    if not len(shard.clip_ids) == len(shard.audio_sha256) == len(shard.vectors):
+        raise CorruptShard(path, f"inconsistent feature shard ({len(shard.clip_ids)} clip ids, "
+                           f"{len(shard.audio_sha256)} hashes, {len(shard.vectors)} vectors)")
+    return shard
+
+
 class FeatureStore:
     def __init__(self, corpus: Corpus, extractor: FeatureExtractor, root: str | Path | None = None):
         self.corpus = corpus
@@ -59,45 +111,55 @@ class FeatureStore:
 
     # ---- audio hashes -------------------------------------------------------------------------
     def audio_hashes(self) -> dict[str, str]:
-        """clip_id -> sha256 of its audio file, re-hashing only files whose size or mtime changed."""
-        cache_path = self.root / "audio-sha256.json"
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        out, changed = {}, False
-        for row in self.corpus.rows:
-            path = self.corpus.audio_path(row)
-            stat = path.stat()
-            entry = cache.get(row["path"])
-            if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
-                entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
-                cache[row["path"]] = entry
-                changed = True
-            out[row["clip_id"]] = entry["sha256"]
-        if changed:
-            write_json_atomic(cache_path, cache)
+        """clip_id -> sha256 of its audio file, re-hashing only files whose stat signature changed
+        (size, mtime, ctime, inode: see hash_cache.py)."""
+        cache = HashCache(self.root / "audio-sha256.json")
+        out = {row["clip_id"]: cache.sha256(self.corpus.audio_path(row), row["path"]) for row in self.corpus.rows}
+        cache.save()
         return out
 
     # ---- shards -------------------------------------------------------------------------------
     def _shards(self) -> list[Path]:
-        return sorted(self.dir.glob("shard-*.npz"))
+        return sorted(p for p in self.dir.glob("shard-*.npz") if SHARD_NAME.match(p.name))
 
-    def _index(self) -> dict[tuple[str, str], tuple[Path, int]]:
-        index = {}
-        for shard in self._shards():
-            with np.load(shard, allow_pickle=False) as data:
-                for row, key in enumerate(zip(data["clip_id"].tolist(), data["audio_sha256"].tolist())):
-                    index[key] = (shard, row)
-        return index
+    def _read_shards(self, on_corrupt: Callable[[CorruptShard], None]) -> Iterator[Shard]:
+        """Every verified shard, in name order; each corrupt one goes to `on_corrupt` instead."""
+        for path in self._shards():
+            try:
+                shard = read_shard(path)
+            except CorruptShard as exc:
+                on_corrupt(exc)
+                continue
+            yield shard
+
+    def _set_aside(self, exc: CorruptShard) -> None:
+        """compute's answer to a corrupt shard: one line naming it, then move it out of the way
+        (kept as <name>.corrupt for inspection) so that its clips are recomputed."""
+        print(f"{exc}; set aside as {exc.path.name}.corrupt, its clips will be recomputed", file=sys.stderr)
+        try:
+            exc.path.replace(exc.path.with_name(exc.path.name + ".corrupt"))
+        except FileNotFoundError:
+            pass  # a concurrent run set it aside first
+
+    def _refuse(self, exc: CorruptShard) -> None:
+        """load's answer to a corrupt shard: stop, and say how to repair the store."""
+        raise CorruptShard(exc.path, f"{exc.problem}; rerun `sourcetrace features {self.corpus.root} --extractor ...` "
+                           "to recompute it") from None
+
+    def _index(self, on_corrupt: Callable[[CorruptShard], None]) -> set[tuple[str, str]]:
+        """(clip_id, audio_sha256) of every stored vector."""
+        return {key for shard in self._read_shards(on_corrupt) for key in zip(shard.clip_ids, shard.audio_sha256)}
 
     def _write_shard(self, clip_ids: list[str], hashes: list[str], vectors: list[np.ndarray], prefix: str = "shard-") -> None:
-        existing = sorted(self.dir.glob(f"{prefix}[0-9]*.npz"))
-        number = int(existing[-1].stem.rsplit("-", 1)[1]) + 1 if existing else 1
-        with atomic_path(self.dir / f"{prefix}{number:06d}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, clip_id=np.array(clip_ids), audio_sha256=np.array(hashes),
-                         vectors=np.stack(vectors).astype(np.float32))
+        numbers = [int(m["number"]) for p in self.dir.glob(f"{prefix}[0-9]*.npz")
+                   if (m := SHARD_NAME.match(p.name)) and m["prefix"] == prefix]
+        buffer = io.BytesIO()
+        np.savez(buffer, clip_id=np.array(clip_ids), audio_sha256=np.array(hashes),
+                 vectors=np.stack(vectors).astype(np.float32))
+        raw = buffer.getvalue()
+        name = f"{prefix}{max(numbers, default=0) + 1:06d}.{hashlib.sha256(raw).hexdigest()}.npz"
+        with atomic_path(self.dir / name) as tmp:
+            tmp.write_bytes(raw)
 
     # ---- compute ------------------------------------------------------------------------------
     def compute(self, progress: bool = True, part: tuple[int, int] = (0, 1)) -> ExtractionReport:
@@ -112,7 +174,7 @@ class FeatureStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.dir / "extractor.json", self.extractor.fingerprint)
         hashes = self.audio_hashes()
-        index = self._index()
+        index = self._index(on_corrupt=self._set_aside)
         report = ExtractionReport()
         todo = []
         for row in self.corpus.rows[index_k::count]:
@@ -181,28 +243,29 @@ class FeatureStore:
 
     # ---- read ---------------------------------------------------------------------------------
     def load(self, clip_ids: list[str] | None = None) -> np.ndarray:
-        """Vectors for `clip_ids` (default: every clip of the corpus), in that order."""
+        """Vectors for `clip_ids` (default: every clip of the corpus), in that order.
+
+        Reads (and verifies) every shard once; a corrupt one raises CorruptShard, which says to
+        rerun `sourcetrace features`."""
         wanted = clip_ids if clip_ids is not None else self.corpus.column("clip_id")
         hashes = self.audio_hashes()
-        index = self._index()
-        missing = [c for c in wanted if (c, hashes.get(c)) not in index]
+        positions: dict[tuple[str, str | None], list[int]] = {}
+        for pos, clip_id in enumerate(wanted):
+            positions.setdefault((clip_id, hashes.get(clip_id)), []).append(pos)
+        out, found = None, set()
+        for shard in self._read_shards(self._refuse):
+            for row, key in enumerate(zip(shard.clip_ids, shard.audio_sha256)):
+                if key in positions:
+                    if out is None:
+                        out = np.empty((len(wanted), *shard.vectors.shape[1:]), dtype=np.float32)
+                    out[positions[key]] = shard.vectors[row]
+                    found.add(key)
+        missing = [key[0] for key in positions if key not in found]
         if missing:
             raise MissingFeatures(
                 f"{self.dir}: no current vector for {len(missing)} clip(s), e.g. {missing[:3]}; "
                 f"run `sourcetrace features {self.corpus.root} --extractor ...` (rejected clips are listed in rejects.csv)"
             )
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
-        for pos, clip_id in enumerate(wanted):
-            shard, row = index[(clip_id, hashes[clip_id])]
-            by_shard.setdefault(shard, []).append((pos, row))
-        out = None
-        for shard, pairs in by_shard.items():
-            with np.load(shard, allow_pickle=False) as data:
-                vectors = data["vectors"]
-                if out is None:
-                    out = np.empty((len(wanted), *vectors.shape[1:]), dtype=np.float32)
-                positions, rows = zip(*pairs)
-                out[list(positions)] = vectors[list(rows)]
         if out is None:
             raise MissingFeatures(f"{self.dir}: no clips requested")
         return out
@@ -210,8 +273,8 @@ class FeatureStore:
     def export_npz(self, path: str | Path) -> int:
         """Write `clip_id` and `vectors` arrays for the corpus's clips that have vectors."""
         hashes = self.audio_hashes()
-        index = self._index()
-        clip_ids = [c for c in self.corpus.column("clip_id") if (c, hashes[c]) in index]
+        stored = self._index(on_corrupt=self._refuse)
+        clip_ids = [c for c in self.corpus.column("clip_id") if (c, hashes[c]) in stored]
         vectors = self.load(clip_ids)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:

@@ -1,8 +1,14 @@
 """SSL extraction: the naive way versus sourcetrace's truncated, batched path, measured in one run.
 
-naive      the full model, one clip at a time, `output_hidden_states=True`, mean of hidden_states[L]
+naive      the study's code: the full model, one clip at a time, the processor's whole output
+           (`padding=True`, attention mask included) passed to it, `output_hidden_states=True`,
+           mean of hidden_states[L] over every frame: the reference vectors
 truncated  SSLExtractor: only the first L layers, clips batched by sorted length with masks (fp32)
 bf16       the same in bfloat16
+
+For w2v-bert models, a preprocessing breakdown follows: the processor, clip by clip (as the study
+and the naive path), against the fbank of whole batches in torch on the device (fbank.py, which
+SSLExtractor uses off the CPU), with their largest difference.
 
 Models have the real architectures of the study's models (shipped configs) with seeded random
 weights, so nothing is downloaded; speed and memory do not depend on the weights' values. They are
@@ -62,10 +68,9 @@ def worker(args) -> None:
         vectors = []
         with torch.inference_mode():
             for wave in clips:
-                inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
-                inputs.pop("attention_mask", None)
+                inputs = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
                 hidden = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
-                vectors.append(hidden[args.layer][0].float().mean(0).cpu().numpy())
+                vectors.append(hidden[args.layer].float().mean(1)[0].cpu().numpy())
         vectors = np.stack(vectors)
     else:
         from sourcetrace.attribution.extractors.ssl import SSLExtractor
@@ -85,6 +90,35 @@ def worker(args) -> None:
             else peak_rss_bytes())
     np.save(args.vectors_out, vectors)
     print(json.dumps({"load_s": load_s, "run_s": run_s, "peak_bytes": peak, "device": str(device)}))
+
+
+def preprocessing_breakdown(model_dir: Path, clips: list[np.ndarray], device: str, threads: int) -> dict:
+    """Clips/s of w2v-bert's per-clip processor versus the batched torch fbank, same clips and device."""
+    import torch
+
+    from sourcetrace.attribution.extractors.ssl import SSLExtractor, resolve_device
+
+    torch.set_num_threads(threads)
+    extractor = SSLExtractor(model_dir, [0], device=device, batch_fbank=True)
+    target = resolve_device(device)
+    sync = torch.cuda.synchronize if target.type == "cuda" else (lambda: None)
+    batches = extractor.plan_batches([len(c) for c in clips])
+    extractor.batch_fbank([clips[0]])  # warm-up (FFT plans, CUDA context)
+    t0 = time.perf_counter()
+    alone = [extractor.processor(c, sampling_rate=16000, return_tensors="pt", padding=True)["input_features"][0].to(target)
+             for c in clips]
+    sync()
+    processor_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    batched = {}
+    for batch in batches:
+        features, _, lengths = extractor.batch_fbank([clips[i] for i in batch])
+        batched.update({i: features[j, : lengths[j]] for j, i in enumerate(batch)})
+    sync()
+    torch_s = time.perf_counter() - t0
+    diff = max(float((batched[i] - alone[i]).abs().max()) for i in range(len(clips)))
+    return {"processor_clips_per_s": len(clips) / processor_s, "torch_fbank_clips_per_s": len(clips) / torch_s,
+            "max_abs_diff": diff, "device": str(target)}
 
 
 def main() -> None:
@@ -115,7 +149,11 @@ def main() -> None:
     t0 = time.perf_counter()
     model_dir = save_random_model(spec["config"], spec["preprocessor"], workdir / f"random-{args.model}", seed=0)
     print(f"model folder {model_dir} ready in {time.perf_counter() - t0:.1f} s")
-    total_audio = sum(len(c) for c in make_clips(args.clips, args.seed, args.min_seconds, args.max_seconds)) / 16000
+    lengths = [len(c) for c in make_clips(args.clips, args.seed, args.min_seconds, args.max_seconds)]
+    total_audio = sum(lengths) / 16000
+    if spec["config"]["model_type"] == "wav2vec2-bert":  # odd counts get the processor's masked padding frame
+        odd = sum((1 + (n - 400) // 160) % 2 for n in lengths)
+        print(f"fbank frame counts: {odd} odd, {len(lengths) - odd} even")
     results = {}
     for path in args.paths.split(","):
         out = workdir / f"vectors-{args.model}-{path}.npy"
@@ -147,6 +185,14 @@ def main() -> None:
                   f"{100 * entry['peak_memory_vs_naive']:.0f}%, max relative error {entry['max_relative_error']:.2e}, "
                   f"min cosine {entry['min_cosine']:.6f}")
         summary["paths"][path] = entry
+    if spec["config"]["model_type"] == "wav2vec2-bert":
+        clips = make_clips(args.clips, args.seed, args.min_seconds, args.max_seconds)
+        pre = preprocessing_breakdown(model_dir, clips, args.device, args.threads)
+        print(f"preprocessing on {pre['device']}: processor per clip {pre['processor_clips_per_s']:.1f} clips/s, "
+              f"torch fbank per batch {pre['torch_fbank_clips_per_s']:.1f} clips/s "
+              f"({pre['torch_fbank_clips_per_s'] / pre['processor_clips_per_s']:.2f}x), "
+              f"max abs difference {pre['max_abs_diff']:.1e}")
+        summary["preprocessing"] = pre
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

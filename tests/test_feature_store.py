@@ -117,3 +117,115 @@ def test_export_npz(corpus, tmp_path):
         assert data["clip_id"].tolist() == corpus.column("clip_id")
         assert data["vectors"].shape == (48, 120)
         assert json.loads(str(data["extractor"]))["kind"] == "lfcc"
+
+
+def test_same_size_edit_with_mtime_restored_is_recomputed(corpus, monkeypatch):
+    """`cp -p`, `rsync -t` and `touch -r` put the old mtime back on new content of the same size:
+    the hash cache must still see the change (ctime, inode)."""
+    import sourcetrace.attribution.hash_cache as hash_cache
+
+    monkeypatch.setattr(hash_cache, "RACY_WINDOW_NS", 0)  # trust every entry: only the signature decides
+    lfcc = build_extractor("lfcc")
+    store = FeatureStore(corpus, lfcc)
+    store.compute(progress=False)
+    before = store.load()
+    in_place, renamed = (corpus.audio_path(row) for row in corpus.rows[:2])
+    for path in (in_place, renamed):
+        stat = path.stat()
+        wave, rate = sf.read(path)
+        if path == in_place:  # cp -p / touch -r: same inode, new bytes
+            sf.write(path, wave[::-1], rate)
+        else:  # rsync -t: a new file renamed over the old one
+            sf.write(path.with_suffix(".new.wav"), wave[::-1], rate)
+            os.replace(path.with_suffix(".new.wav"), path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    report = FeatureStore(corpus, lfcc).compute(progress=False)
+    assert (report.computed, report.reused) == (2, 46)
+    after = store.load()
+    assert not np.allclose(after[:2], before[:2]) and np.array_equal(after[2:], before[2:])
+
+
+def test_hash_of_a_file_changed_just_before_hashing_is_checked_again(tmp_path, monkeypatch):
+    """A file hashed within the racy window of its last change could change again in the same
+    timestamp tick: hashed again next time, then trusted once the hash is older than the change."""
+    import sourcetrace.attribution.hash_cache as hash_cache
+
+    calls = []
+    monkeypatch.setattr(hash_cache, "sha256_file", lambda p: calls.append(p) or "digest")
+    path = tmp_path / "clip.wav"
+    path.write_bytes(b"new")
+    cache = hash_cache.HashCache(tmp_path / "cache.json")
+    assert cache.sha256(path, "clip") == "digest" and cache.sha256(path, "clip") == "digest"
+    assert len(calls) == 2
+    monkeypatch.setattr(hash_cache, "RACY_WINDOW_NS", 0)  # the hash is now older than the window
+    cache.sha256(path, "clip")
+    cache.save()
+    assert len(calls) == 2 and hash_cache.HashCache(tmp_path / "cache.json").sha256(path, "clip") == "digest"
+    assert len(calls) == 2
+
+
+def damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # one flipped byte inside the vectors
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped byte"])
+def test_damaged_shard_is_refused_by_load_and_recomputed_by_features(corpus, monkeypatch, capsys, how):
+    import sourcetrace.attribution.store as store_mod
+    from sourcetrace.attribution.store import CorruptShard
+    from sourcetrace.cli import main
+
+    lfcc = build_extractor("lfcc")
+    lfcc.batch_size = 8
+    monkeypatch.setattr(store_mod, "SHARD_MAX_CLIPS", 8)
+    store = FeatureStore(corpus, lfcc)
+    store.compute(progress=False)
+    before = store.load()
+    shards = sorted(store.dir.glob("shard-*.npz"))
+    assert len(shards) == 6 and all(len(s.name.split(".")[1]) == 64 for s in shards)
+    damage(shards[2], how)
+    with pytest.raises(CorruptShard, match=rf"{shards[2].name}.*rerun `sourcetrace features"):
+        store.load()
+    capsys.readouterr()
+    assert main(["features", str(corpus.root), "--extractor", "lfcc", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "8 computed, 40 reused" in out
+    assert [line for line in err.splitlines() if shards[2].name in line] == [err.strip()]
+    assert "Traceback" not in err and (store.dir / f"{shards[2].name}.corrupt").is_file()
+    np.testing.assert_array_equal(store.load(), before)
+    assert main(["features", str(corpus.root), "--extractor", "lfcc", "--quiet"]) == 0
+    assert "0 computed, 48 reused" in capsys.readouterr().out
+
+
+def test_bench_names_and_repairs_a_corrupt_shard_without_a_traceback(corpus, capsys):
+    """bench (which crashed with `Bad CRC-32`) first brings the store up to date: the damaged
+    shard is named, set aside and recomputed, and the benchmark runs."""
+    from sourcetrace.cli import main
+
+    lfcc = build_extractor("lfcc")
+    store = FeatureStore(corpus, lfcc)
+    store.compute(progress=False)
+    shard = next(store.dir.glob("shard-*.npz"))
+    damage(shard, "flipped byte")
+    capsys.readouterr()
+    code = main(["bench", str(corpus.root), "--protocol", "indomain", "--extractor", "lfcc", "--seeds", "0",
+                 "--attributor", "knn:k=3", "--no-figures", "--out", str(corpus.root / "results")])
+    out, err = capsys.readouterr()
+    print(out, err, file=__import__("sys").__stderr__)
+    assert code == 0 and "Traceback" not in err and shard.name in err and "recomputed" in err
+
+
+def test_shard_without_a_checksum_is_not_trusted(corpus):
+    """Shards named without their sha256 (older sourcetrace) are set aside and recomputed."""
+    lfcc = build_extractor("lfcc")
+    store = FeatureStore(corpus, lfcc)
+    store.compute(progress=False)
+    (shard,) = store.dir.glob("shard-*.npz")
+    shard.rename(store.dir / "shard-000001.npz")
+    report = store.compute(progress=False)
+    assert (report.computed, report.reused) == (48, 0)

@@ -18,19 +18,41 @@ def clips(seed=1):
     return waves
 
 
-def reference_vectors(model_dir, waves, layer):
-    """The naive path: full model, one clip at a time, output_hidden_states=True, plain mean."""
+def fbank_frames(num_samples):
+    """Fbank frames of w2v-bert's processor (25 ms windows every 10 ms, no centring)."""
+    return 1 + (num_samples - 400) // 160
+
+
+def reference_vectors(model_dir, waves, layer, pooling="mean"):
+    """The study's code: full model, one clip at a time, the processor's whole output (attention
+    mask included) passed to the model, mean over every frame of hidden_states[L].
+    pooling="masked-mean": mean over the frames the processor's attention mask keeps."""
     processor = AutoFeatureExtractor.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
     out = []
     for wave in waves:
-        inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
-        inputs.pop("attention_mask", None)
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
         with torch.no_grad():
             hidden = model(**inputs, output_hidden_states=True).hidden_states
         assert len(hidden) == model.config.num_hidden_layers + 1
-        out.append(hidden[layer][0].mean(0).numpy())
+        if pooling == "mean":
+            out.append(hidden[layer].mean(1)[0].numpy())
+        else:  # w2v-bert: one frame per mask entry
+            out.append(hidden[layer][0][inputs["attention_mask"][0].bool()].mean(0).numpy())
     return np.stack(out)
+
+
+def speech_and_edge_clips(speech_tree):
+    """Six espeak-ng sentences plus edge lengths: the shortest clip (2 fbank frames) and odd and
+    even fbank frame counts next to it."""
+    from sourcetrace.audio import load_audio
+
+    speech = [load_audio(p, 16000) for p in sorted(speech_tree.rglob("*.wav"))[:12:2]]
+    edges = [np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1 for n in (560, 720, 880, 1041)]
+    waves = speech + edges
+    parities = {fbank_frames(len(w)) % 2 for w in waves}
+    assert parities == {0, 1}, "the clips must include odd and even fbank frame counts"
+    return waves
 
 
 def rel_err(a, b):
@@ -41,6 +63,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("layer", [0, 2, 4])
 def test_truncated_batched_equals_full_model(tiny_models, name, layer):
     waves = clips()
+    assert {fbank_frames(len(w)) % 2 for w in waves} == {0, 1}
     expected = reference_vectors(tiny_models[name], waves, layer)
     extractor = SSLExtractor(tiny_models[name], [layer], device="cpu", batch_size=8)
     assert extractor.plan_batches([len(w) for w in waves]) == [[0, 4, 2, 3, 1]]  # one padded batch, by length
@@ -49,6 +72,80 @@ def test_truncated_batched_equals_full_model(tiny_models, name, layer):
     assert rel_err(got, expected).max() < 1e-6
     # Only the layers needed were built.
     assert len(extractor.model.encoder.layers) == max(layer, 1)
+
+
+@pytest.mark.parametrize("name", ["tiny-wav2vec2", "tiny-w2v-bert"])
+def test_speech_and_edge_lengths_match_the_study_batched_or_alone(tiny_models, speech_tree, name):
+    """espeak-ng speech and edge lengths, odd and even fbank frame counts: one padded batch and
+    each clip alone both give the study's vector."""
+    waves = speech_and_edge_clips(speech_tree)
+    expected = reference_vectors(tiny_models[name], waves, 3)
+    extractor = SSLExtractor(tiny_models[name], [3], device="cpu", batch_size=len(waves), max_batch_seconds=1e6)
+    assert len(extractor.plan_batches([len(w) for w in waves])) == 1
+    batched = extractor.extract(waves)
+    alone = np.concatenate([extractor.extract([w]) for w in waves])
+    assert rel_err(batched, expected).max() < 1e-6
+    assert rel_err(alone, expected).max() < 1e-6
+
+
+def test_w2v_bert_odd_fbank_clips_need_the_processor_mask(tiny_models, speech_tree):
+    """Why the mask matters: without it (sourcetrace before code version 2) odd clips differ."""
+    folder = tiny_models["tiny-w2v-bert"]
+    waves = [w for w in speech_and_edge_clips(speech_tree) if fbank_frames(len(w)) % 2 == 1 and len(w) > 16000]
+    assert waves
+    processor = AutoFeatureExtractor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, num_hidden_layers=3).eval()
+    unmasked = []
+    for wave in waves:
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
+        assert inputs["attention_mask"][0, -1] == 0 and inputs["attention_mask"][0, :-1].all()
+        with torch.no_grad():
+            unmasked.append(model(input_features=inputs["input_features"], output_hidden_states=True).hidden_states[3].mean(1)[0].numpy())
+    got = SSLExtractor(folder, [3], device="cpu").extract(waves)
+    assert rel_err(np.stack(unmasked), got).min() > 1e-3
+    assert rel_err(got, reference_vectors(folder, waves, 3)).max() < 1e-6
+
+
+def test_masked_mean_pooling_leaves_out_the_processor_padding_frame(tiny_models, speech_tree):
+    folder = tiny_models["tiny-w2v-bert"]
+    waves = speech_and_edge_clips(speech_tree)
+    masked = build_extractor(f"ssl:{folder}@2:masked-mean", device="cpu")
+    study = build_extractor(f"ssl:{folder}@2", device="cpu")
+    assert (masked.pooling, study.pooling) == ("masked-mean", "mean")
+    assert masked.name.endswith("-masked-mean") and masked.fingerprint_hash != study.fingerprint_hash
+    got, plain = masked.extract(waves), study.extract(waves)
+    assert rel_err(got, reference_vectors(folder, waves, 2, pooling="masked-mean")).max() < 1e-6
+    odd = np.array([fbank_frames(len(w)) % 2 == 1 for w in waves])
+    assert rel_err(got[~odd], plain[~odd]).max() < 1e-6  # no padding frame: the same vector
+    assert rel_err(got[odd], plain[odd]).min() > 1e-4
+    with pytest.raises(ValueError, match="unknown pooling"):
+        build_extractor(f"ssl:{folder}@2:median")
+
+
+def test_batch_fbank_equals_the_processor_for_each_clip_alone(tiny_models, speech_tree):
+    """w2v-bert's fbank for a padded batch in torch: the processor's features (within 1e-4), mask
+    and length for every clip, odd frame counts and digital silence included."""
+    from sourcetrace.attribution.extractors.fbank import BatchFbank
+
+    processor = AutoFeatureExtractor.from_pretrained(tiny_models["tiny-w2v-bert"])
+    waves = speech_and_edge_clips(speech_tree) + [np.zeros(9100, np.float32)]
+    features, mask, lengths = BatchFbank(processor, torch.device("cpu"))(waves)
+    assert features.shape[0] == mask.shape[0] == len(waves) and features.shape[1] == mask.shape[1]
+    for i, wave in enumerate(waves):
+        alone = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
+        frames = alone["input_features"].shape[1]
+        assert lengths[i] == frames
+        assert torch.equal(mask[i], torch.nn.functional.pad(alone["attention_mask"][0].long(), (0, mask.shape[1] - frames)))
+        assert (features[i, :frames] - alone["input_features"][0]).abs().max() <= 1e-4
+        assert (features[i, frames:] == processor.padding_value).all()
+
+
+def test_batch_fbank_extraction_stays_with_the_study(tiny_models, speech_tree):
+    folder = tiny_models["tiny-w2v-bert"]
+    waves = speech_and_edge_clips(speech_tree)
+    assert SSLExtractor(folder, [2], device="cpu").batch_fbank is None  # the processor itself on CPU
+    extractor = SSLExtractor(folder, [2], device="cpu", batch_size=len(waves), max_batch_seconds=1e6, batch_fbank=True)
+    assert rel_err(extractor.extract(waves), reference_vectors(folder, waves, 2)).max() < 1e-5
 
 
 def test_stable_layer_norm_is_bypassed_below_the_top(tiny_models):

@@ -6,6 +6,8 @@ Spec grammar (what `--extractor` takes):
   ssl:<model-folder>@<A>..<B>      every layer A..B from one pass (layer sweeps)
   <named-model>@<L>                a model the project ships the config of (see NAMED_MODELS),
                                    loaded from <models-dir>/<named-model>/
+  any SSL spec + :<pooling>        mean (default, the study's) or masked-mean (see ssl.POOLINGS),
+                                   e.g. w2v-bert-2.0@4:masked-mean
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from .base import FeatureExtractor
 from .spectral import CepstralExtractor
-from .ssl import ModelFolderError, SSLExtractor
+from .ssl import POOLINGS, ModelFolderError, SSLExtractor
 
 NAMED_MODELS = ("xls-r-2b", "w2v-bert-2.0")
 BASELINES = {"lfcc": "linear", "mfcc": "mel"}
@@ -61,9 +63,13 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
         raise ValueError(f"unknown extractor {spec!r}; use lfcc, mfcc, ssl:<folder>@<layer> or "
                          f"one of {', '.join(n + '@<layer>' for n in NAMED_MODELS)}")
     source, layer_text = spec.rsplit("@", 1)
+    layer_text, _, pooling = layer_text.partition(":")
+    pooling = pooling or "mean"
+    if pooling not in POOLINGS:
+        raise ValueError(f"extractor spec {spec!r}: unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
     layers = parse_layers(layer_text, spec)
     if source.startswith("ssl:"):
-        return SSLExtractor(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size)
+        return SSLExtractor(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
     if source not in NAMED_MODELS:
         raise ValueError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(NAMED_MODELS)}")
     named = named_model_spec(source)
@@ -82,8 +88,8 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
             if found.get(key) != expected[key]:
                 raise ModelFolderError(f"{config_file}: {key} is {found.get(key)!r}, but {named['hf_name']} "
                                        f"has {expected[key]!r}: wrong model in this folder?")
-    extractor = SSLExtractor(model_dir, layers, device=device, dtype=dtype, batch_size=batch_size, label=source)
-    return extractor
+    return SSLExtractor(model_dir, layers, device=device, dtype=dtype, batch_size=batch_size, label=source,
+                        pooling=pooling)
 
 
 __all__ = ["FeatureExtractor", "build_extractor", "named_model_spec", "NAMED_MODELS", "SSLExtractor",

@@ -5,6 +5,13 @@ transformer layer, index L the output of layer L (before any final encoder layer
 transformers applies only to `last_hidden_state`). Only the first L layers are loaded and run;
 the vector is read from the output of layer L by a forward hook, so it equals the full model's
 `hidden_states[L]` without computing the other layers.
+
+The reference vector of a clip is what the study's code computes for that clip alone:
+`model(**processor(clip, sampling_rate=16000, return_tensors="pt", padding=True),
+output_hidden_states=True).hidden_states[L].mean(1)`. For w2v-bert the processor (stride 2) pads a
+clip with an odd fbank frame count by one fbank frame, and its attention mask excludes the stacked
+frame that holds it; the model gets that mask, and the study's mean still counts that frame's
+output. Pooling "mean" reproduces this; "masked-mean" averages only the frames the mask keeps.
 """
 
 from __future__ import annotations
@@ -19,13 +26,25 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sourcetrace.fileio import sha256_file, write_json_atomic
+from sourcetrace.fileio import sha256_file
 
+from ..hash_cache import HashCache
 from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+from .fbank import BatchFbank
+from .fbank import supports as fbank_supports
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# What each pooling averages, per clip (recorded in the fingerprint).
+POOLINGS = {
+    "mean": "mean over every frame the model returns for the clip alone, given the processor's own "
+            "output and attention mask (the study's)",
+    "masked-mean": "mean over the frames the processor's attention mask keeps for the clip alone",
+}
+# Bumped whenever a change to SSL extraction can change a vector (part of the fingerprint).
+# 2: the processor's own attention mask reaches the model; pooling as the study's code.
+SSL_CODE_VERSION = "2"
 
 
 class ModelFolderError(FileNotFoundError):
@@ -68,21 +87,14 @@ def weight_files(model_dir: Path) -> list[Path]:
 
 
 def cached_sha256(path: Path) -> str:
-    """sha256 of a (possibly multi-GB) file, remembered per (path, size, mtime) in the user cache."""
-    cache_file = Path(os.environ.get("SOURCETRACE_CACHE", Path.home() / ".cache" / "sourcetrace")) / "sha256.json"
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    """sha256 of a (possibly multi-GB) file, remembered per path and stat signature in the user cache."""
+    cache = HashCache(Path(os.environ.get("SOURCETRACE_CACHE", Path.home() / ".cache" / "sourcetrace")) / "sha256.json")
+    digest = cache.sha256(path, str(path.resolve()))
     try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = sha256_file(path)
-        try:
-            write_json_atomic(cache_file, cache)
-        except OSError:
-            pass  # a read-only home only costs re-hashing next time
-    return cache[key]
+        cache.save()
+    except OSError:
+        pass  # a read-only home only costs re-hashing next time
+    return digest
 
 
 def check_model_folder(model_dir: Path) -> None:
@@ -99,15 +111,19 @@ def check_model_folder(model_dir: Path) -> None:
 
 
 class SSLExtractor(FeatureExtractor):
-    """Mean over unpadded frames of hidden_states[L] (or of every layer in `layers`)."""
+    """Pooled hidden_states[L] (or every layer in `layers`) of each clip, as computed for the clip
+    alone; batching pads only with frames that are masked and left out of the pooling."""
 
     def __init__(self, model_dir: str | os.PathLike, layers: Sequence[int], device: str = "auto",
                  dtype: str = "float32", batch_size: int | None = None, max_batch_seconds: float | None = None,
-                 label: str | None = None):
+                 label: str | None = None, pooling: str = "mean", batch_fbank: bool | None = None):
         from transformers import AutoConfig, AutoFeatureExtractor
 
         self.model_dir = Path(model_dir)
         check_model_folder(self.model_dir)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.pooling = pooling
         self.layers = sorted(set(int(x) for x in layers))
         self.dtype_name = resolve_dtype(dtype)
         self.device = resolve_device(device)
@@ -127,6 +143,12 @@ class SSLExtractor(FeatureExtractor):
         self.pads_exactly = getattr(config, "feat_extract_norm", "layer") != "group"
         self._weights = weight_files(self.model_dir)
         self._model = None
+        # w2v-bert's fbank for a whole batch on the device (fbank.py), within 1e-4 of the processor's:
+        # by default where the processor's per-clip numpy loop would feed an accelerator, while on
+        # CPU the processor is as fast and exact.
+        if batch_fbank is None:
+            batch_fbank = self.device.type != "cpu"
+        self.batch_fbank = BatchFbank(self.processor, self.device) if batch_fbank and fbank_supports(self.processor) else None
         self.batch_size = batch_size if self.pads_exactly else 1
         self.max_batch_seconds = max_batch_seconds if max_batch_seconds is not None else self._auto_batch_seconds()
 
@@ -134,7 +156,8 @@ class SSLExtractor(FeatureExtractor):
     @property
     def name(self) -> str:
         span = f"{self.layers[0]}..{self.layers[-1]}" if len(self.layers) > 1 else f"{self.layers[0]}"
-        return f"ssl-{self.label}-L{span}-{self.dtype_name}"
+        pooling = "" if self.pooling == "mean" else f"-{self.pooling}"
+        return f"ssl-{self.label}-L{span}-{self.dtype_name}{pooling}"
 
     @functools.cached_property
     def fingerprint(self) -> dict:  # hashing multi-GB weights once per process is enough
@@ -145,9 +168,9 @@ class SSLExtractor(FeatureExtractor):
             "preprocessor_sha256": sha256_file(self.model_dir / "preprocessor_config.json"),
             "weights": [{"file": p.name, "size": p.stat().st_size, "sha256": cached_sha256(p)} for p in self._weights],
             "layers": self.layers,
-            "pooling": "mean over unpadded frames",
+            "pooling": POOLINGS[self.pooling],
             "dtype": self.dtype_name,
-            "code_version": EXTRACTOR_CODE_VERSION,
+            "code_version": f"{EXTRACTOR_CODE_VERSION}/ssl-{SSL_CODE_VERSION}",
         }
 
     @property
@@ -173,14 +196,14 @@ class SSLExtractor(FeatureExtractor):
             model.config.apply_spec_augment = False
         return model
 
-    def _frame_mask(self, attention_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Boolean (batch, frames) mask of frames that come from real (unpadded) input."""
+    def _output_frames(self, input_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the model makes of inputs of these lengths (fbank frames for w2v-bert: one each)."""
         if self.config.model_type == "wav2vec2-bert":
-            return attention_mask[:, :num_frames].bool()  # the fbank front end keeps one frame per mask entry
-        lengths = attention_mask.sum(-1)
+            return input_lengths
+        lengths = input_lengths
         for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-        return torch.arange(num_frames, device=lengths.device)[None, :] < lengths[:, None]
+        return lengths
 
     def min_samples(self) -> int:
         if self.config.model_type == "wav2vec2-bert":
@@ -205,31 +228,46 @@ class SSLExtractor(FeatureExtractor):
         return float(max(4.0, min(1200.0, 0.3 * free / per_second)))
 
     # ---- extraction -----------------------------------------------------------------------------
-    def _pad(self, waves: Sequence[np.ndarray]) -> tuple[str, torch.Tensor, torch.Tensor]:
-        """Preprocess each clip alone, then pad: every clip gets exactly the input (and valid length)
-        it would get unbatched. (The w2v-bert processor's own batch mask drops a clip's last frame
-        when its fbank frame count is odd.)"""
-        items = [self.processor(np.asarray(w, dtype=np.float32), sampling_rate=self.sample_rate, return_tensors="pt")
-                 for w in waves]
+    def _pad(self, waves: Sequence[np.ndarray]) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """Preprocess each clip alone, exactly as the study's code does, then pad the batch.
+
+        Returns the input name, the padded inputs, the attention mask (each clip's own mask from
+        the processor, then zeros for the batch padding), each clip's input length (what the
+        processor returned for it alone, its own padding frame included) and whether the
+        processor returns a mask at all (the reference passes the model whatever it returns).
+        With `batch_fbank`, w2v-bert's features come from fbank.py: the same, for the whole batch."""
+        if self.batch_fbank is not None:
+            return ("input_features", *self.batch_fbank(waves), True)
+        items = [self.processor(np.asarray(w, dtype=np.float32), sampling_rate=self.sample_rate,
+                                return_tensors="pt", padding=True) for w in waves]
         input_name = "input_features" if "input_features" in items[0] else "input_values"
         tensors = [item[input_name][0] for item in items]
-        longest = max(t.shape[0] for t in tensors)
+        lengths = torch.tensor([t.shape[0] for t in tensors])
+        longest = int(lengths.max())
         pad_value = float(getattr(self.processor, "padding_value", 0.0))
         values = torch.full((len(tensors), longest, *tensors[0].shape[1:]), pad_value, dtype=tensors[0].dtype)
         attention_mask = torch.zeros(len(tensors), longest, dtype=torch.long)
-        for i, t in enumerate(tensors):
+        for i, (t, item) in enumerate(zip(tensors, items)):
             values[i, : t.shape[0]] = t
-            attention_mask[i, : t.shape[0]] = 1
-        return input_name, values, attention_mask
+            attention_mask[i, : t.shape[0]] = item["attention_mask"][0] if "attention_mask" in item else 1
+        return input_name, values, attention_mask, lengths, "attention_mask" in items[0]
+
+    def _pooling_mask(self, attention_mask: torch.Tensor, lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Boolean (batch, frames): the frames each clip's vector averages."""
+        frames = torch.arange(num_frames)[None, :]
+        if self.pooling == "mean":
+            return frames < self._output_frames(lengths)[:, None]
+        if self.config.model_type == "wav2vec2-bert":
+            return attention_mask[:, :num_frames].bool()  # one model frame per mask entry
+        return frames < self._output_frames(attention_mask.sum(-1))[:, None]
 
     @torch.inference_mode()
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         model = self.model
-        input_name, values, attention_mask = self._pad(waves)
+        input_name, values, attention_mask, lengths, processor_masks = self._pad(waves)
         model_inputs = {input_name: values.to(self.device, dtype=DTYPES[self.dtype_name])}
-        attention_mask = attention_mask.to(self.device)
-        if self.pads_exactly:
-            model_inputs["attention_mask"] = attention_mask
+        if self.pads_exactly or processor_masks:  # group-norm models run one clip a batch: the mask is its own
+            model_inputs["attention_mask"] = attention_mask.to(self.device)
         captured: dict[int, torch.Tensor] = {}
         hooks = []
         layers = model.encoder.layers
@@ -247,7 +285,7 @@ class SSLExtractor(FeatureExtractor):
             for hook in hooks:
                 hook.remove()
         num_frames = captured[self.layers[0]].shape[1]
-        mask = self._frame_mask(attention_mask, num_frames).unsqueeze(-1).float()
+        mask = self._pooling_mask(attention_mask, lengths, num_frames).to(self.device).unsqueeze(-1).float()
         pooled = [(captured[i].float() * mask).sum(1) / mask.sum(1).clamp(min=1.0) for i in self.layers]
         stacked = torch.stack(pooled, dim=1) if len(self.layers) > 1 else pooled[0]
         return stacked.cpu().numpy().astype(np.float32)
