@@ -1,7 +1,9 @@
 """Out-of-domain ("unknown") detection as in TADA: threshold an attributor's outlier score.
 
 The threshold sits at the equal-error point of validation clips from known and unknown
-generators; a query scoring above it is attributed to `unknown`.
+generators; a query scoring above it is attributed to `unknown`. Without validation clips of a
+real unknown generator, `calibrate_holding_out` makes them from the support set: each group (by
+default each architecture) in turn plays the unknown generator.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from .base import Attributor
 from .metrics import ood_metrics
 
 UNKNOWN = "unknown"
+
+
+def above_threshold(scores, threshold: float) -> np.ndarray:
+    """The decision rule: an outlier score above the threshold means unknown."""
+    return np.asarray(scores) > threshold
 
 
 class UnknownDetector:
@@ -26,10 +33,19 @@ class UnknownDetector:
         self.threshold = self.calibration_["threshold"]
         return self
 
-    def is_unknown(self, X) -> np.ndarray:
+    def calibrate_holding_out(self, make_attributor, X, labels, groups, prompts, **options) -> "UnknownDetector":
+        """Set the threshold from the support set alone (see `calibrate_holding_out`)."""
+        self.calibration_ = calibrate_holding_out(make_attributor, X, labels, groups, prompts, **options)
+        self.threshold = self.calibration_["threshold"]
+        return self
+
+    def is_unknown_score(self, scores) -> np.ndarray:
         if self.threshold is None:
             raise RuntimeError("UnknownDetector has no threshold: calibrate it or pass threshold=")
-        return self.attributor.outlier_score(X) > self.threshold
+        return above_threshold(scores, self.threshold)
+
+    def is_unknown(self, X) -> np.ndarray:
+        return self.is_unknown_score(self.attributor.outlier_score(X))
 
     def predict(self, X) -> np.ndarray:
         labels = self.attributor.predict(X).astype(object)
@@ -42,31 +58,83 @@ class UnknownDetector:
         unknown = self.attributor.outlier_score(X_unknown)
         out = ood_metrics(known, unknown)
         out["threshold"] = float(self.threshold)
-        out["false_unknown_rate"] = float(np.mean(known > self.threshold))
-        out["missed_unknown_rate"] = float(np.mean(unknown <= self.threshold))
+        out["false_unknown_rate"] = float(np.mean(self.is_unknown_score(known)))
+        out["missed_unknown_rate"] = float(np.mean(~self.is_unknown_score(unknown)))
         return out
 
 
-def calibrate_leave_one_class_out(make_attributor, X, y, validation_fraction: float = 0.1, seed: int = 0) -> dict:
-    """Calibrate an unknown-threshold from a support set alone.
+def prompt_folds(prompts, folds: int, seed: int = 0) -> np.ndarray:
+    """A fold number per clip, dealing the distinct prompt ids (sorted, then a seeded permutation)
+    into at most `folds` folds, so that every clip of one prompt lands in the same fold."""
+    prompts = np.asarray(prompts)
+    ids = np.unique(prompts)
+    if len(ids) < 2:
+        raise ValueError(f"unknown calibration needs clips of at least 2 distinct prompts, got {len(ids)}")
+    n_folds = min(int(folds), len(ids))
+    if n_folds < 2:
+        raise ValueError(f"unknown calibration needs at least 2 prompt folds, got folds={folds}")
+    fold_of_id = np.empty(len(ids), dtype=np.int64)
+    fold_of_id[np.random.default_rng(seed).permutation(len(ids))] = np.arange(len(ids)) % n_folds
+    return fold_of_id[np.searchsorted(ids, prompts)]
 
-    Each class in turn plays the unknown generator: the attributor is fitted on the other classes
-    (less a seeded validation share), which give the known scores; the held-out class gives the
-    unknown scores. Pooled over classes, the EER point is the threshold. Needs >= 3 classes.
+
+def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: int = 5, seed: int = 0,
+                          level: str = "group") -> dict:
+    """Calibrate the unknown threshold from a support set alone, holding out whole groups.
+
+    Each group (`level`, say architecture) in turn plays the unknown generator, and the prompts
+    are dealt into folds. For every (group, fold) an attributor from `make_attributor()` is fitted,
+    on `labels`, with the other groups' clips of the other folds; it scores the other groups'
+    clips of this fold (known) and the held-out group's clips of this fold (unknown). Both speak
+    prompts the fitted support never spoke, as a new query does. Pooled, their equal-error point
+    is the threshold (TADA's definition). Holding out less than the level the unknown decision is
+    about (a checkpoint whose sibling checkpoints stay in) sets the threshold inside the spread of
+    one generator's own clips, and known generators come out unknown.
+
+    Returns `ood_metrics` of the pooled scores plus the rates at the threshold under the decision
+    rule (`false_unknown_rate`: known clips called unknown; `detection_rate`: held-out clips
+    called unknown; `held_out`: the detection rate of each held-out value, whose spread says how
+    much the rate for a new generator can differ) and `level`, `folds`, `seed`.
     """
     X = np.asarray(X, dtype=np.float32)
-    y = np.asarray(y)
-    classes = np.unique(y)
-    if len(classes) < 3:
-        raise ValueError(f"leave-one-class-out calibration needs at least 3 classes, got {len(classes)}; "
-                         "pass an explicit threshold or disable unknown detection")
-    rng = np.random.default_rng(seed)
-    known_scores, unknown_scores = [], []
-    for c in classes:
-        rest = np.flatnonzero(y != c)
-        is_val = np.zeros(len(rest), dtype=bool)
-        is_val[rng.permutation(len(rest))[: max(1, int(round(validation_fraction * len(rest))))]] = True
-        attributor = make_attributor().fit(X[rest[~is_val]], y[rest[~is_val]])
-        known_scores.append(attributor.outlier_score(X[rest[is_val]]))
-        unknown_scores.append(attributor.outlier_score(X[y == c]))
-    return ood_metrics(np.concatenate(known_scores), np.concatenate(unknown_scores))
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if not len(X) == len(labels) == len(groups) == len(prompts):
+        raise ValueError(f"{len(X)} vectors, {len(labels)} labels, {len(groups)} {level} values and "
+                         f"{len(prompts)} prompt ids: they must match")
+    names = np.unique(groups)
+    if len(names) < 2:
+        raise ValueError(f"unknown calibration holds out one {level} at a time and needs at least 2, "
+                         f"got {len(names)} ({', '.join(map(str, names))}); name another level or give a threshold")
+    fold = prompt_folds(prompts, folds, seed)
+    n_folds = int(fold.max()) + 1
+    known_scores, unknown_scores, unknown_of = [], [], []
+    for name in names:
+        held = groups == name
+        for f in range(n_folds):
+            fit = ~held & (fold != f)
+            known, unknown = ~held & (fold == f), held & (fold == f)
+            if not known.any() or not unknown.any():
+                continue
+            try:
+                attributor = make_attributor().fit(X[fit], labels[fit])
+            except ValueError as exc:
+                raise ValueError(f"unknown calibration, {level} {str(name)!r} held out, prompt fold {f + 1}/{n_folds} "
+                                 f"({int(fit.sum())} support clips): {exc}") from None
+            known_scores.append(attributor.outlier_score(X[known]))
+            unknown_scores.append(attributor.outlier_score(X[unknown]))
+            unknown_of.extend([name] * int(unknown.sum()))
+    if not known_scores:
+        raise ValueError(f"unknown calibration found no prompt fold with clips of both a held-out {level} and "
+                         f"the others: the {level}s speak disjoint prompts")
+    known, unknown = np.concatenate(known_scores), np.concatenate(unknown_scores)
+    out = ood_metrics(known, unknown)
+    detected, unknown_of = above_threshold(unknown, out["threshold"]), np.array(unknown_of)
+    out.update({
+        "false_unknown_rate": float(np.mean(above_threshold(known, out["threshold"]))),
+        "detection_rate": float(np.mean(detected)),
+        "level": level,
+        "held_out": {str(n): float(np.mean(detected[unknown_of == n])) for n in np.unique(unknown_of)},
+        "folds": n_folds,
+        "seed": int(seed),
+    })
+    return out

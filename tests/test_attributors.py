@@ -6,7 +6,7 @@ from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.metrics import confusion, macro_f1, ood_metrics, per_class_report
 from sourcetrace.attribution.probe import LinearProbeAttributor
 from sourcetrace.attribution.registry import build_attributor
-from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector
+from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector, calibrate_holding_out, prompt_folds
 
 
 def blobs(n_classes=6, per_class=40, dim=16, spread=1.0, seed=0):
@@ -87,6 +87,54 @@ def test_unknown_detector_flags_an_unseen_class():
     Q, yq = blobs(n_classes=5, per_class=60, spread=0.5, seed=0)
     pred = det.predict(Q[-60:])
     assert (pred == UNKNOWN).mean() > 0.9
+
+
+def test_prompt_folds_keep_every_clip_of_a_prompt_together():
+    prompts = np.array(["p3", "p1", "p2", "p1", "p0", "p3", "p4"])
+    fold = prompt_folds(prompts, folds=3, seed=0)
+    assert all(len(set(fold[prompts == p])) == 1 for p in set(prompts))
+    assert sorted(set(fold.tolist())) == [0, 1, 2]
+    assert prompt_folds(prompts, folds=3, seed=0).tolist() == fold.tolist()
+    assert set(prompt_folds(prompts[:2], folds=5).tolist()) == {0, 1}  # no more folds than prompts
+    with pytest.raises(ValueError, match="2 distinct prompts"):
+        prompt_folds(["p0", "p0"], folds=5)
+
+
+def hierarchy(n_arch=4, n_ckpt=3, n_prompts=20, seed=0):
+    """Architectures far apart, checkpoints of one architecture close together, clips of one
+    checkpoint scattered by their prompt: the shape of a generator corpus."""
+    rng = np.random.default_rng(seed)
+    prompt_offset = rng.standard_normal((n_prompts, 8)) * 0.5
+    X, ckpt, arch, prompt = [], [], [], []
+    for a in range(n_arch):
+        centre = rng.standard_normal(8) * 6
+        for c in range(n_ckpt):
+            sub = centre + rng.standard_normal(8) * 0.3
+            for p in range(n_prompts):
+                X.append(sub + prompt_offset[p] + rng.standard_normal(8) * 0.1)
+                ckpt.append(f"a{a}/c{c}")
+                arch.append(f"a{a}")
+                prompt.append(f"p{p:02d}")
+    return np.array(X, np.float32), np.array(ckpt), np.array(arch), np.array(prompt)
+
+
+def test_calibration_holds_out_whole_architectures():
+    X, ckpt, arch, prompt = hierarchy()
+    make = lambda: KNNAttributor(k=5, metric="euclidean")  # noqa: E731
+    by_arch = calibrate_holding_out(make, X, ckpt, arch, prompt, level="architecture")
+    by_ckpt = calibrate_holding_out(make, X, ckpt, ckpt, prompt, level="checkpoint")
+    assert by_arch["level"] == "architecture" and sorted(by_arch["held_out"]) == ["a0", "a1", "a2", "a3"]
+    assert by_arch["folds"] == 5 and by_arch["eer"] < 0.05 and by_arch["detection_rate"] > 0.95
+    # A held-out checkpoint's siblings stay in: the threshold falls inside one architecture's spread.
+    assert by_ckpt["threshold"] < by_arch["threshold"]
+    # Known scores are counted once per other architecture held out; unknown ones once.
+    assert by_arch["n_unknown"] == len(X) and by_arch["n_known"] == 3 * len(X)
+    det = UnknownDetector(make().fit(X, ckpt)).calibrate_holding_out(make, X, ckpt, arch, prompt, level="architecture")
+    assert det.threshold == by_arch["threshold"] and det.calibration_ == by_arch
+    with pytest.raises(ValueError, match="needs at least 2, got 1"):
+        calibrate_holding_out(make, X, ckpt, np.full(len(X), "a"), prompt, level="architecture")
+    with pytest.raises(ValueError, match="a0' held out, prompt fold 1/5.*larger than the support set"):
+        calibrate_holding_out(lambda: KNNAttributor(k=200), X, ckpt, arch, prompt, level="architecture")
 
 
 def test_linear_probe_and_registry():
