@@ -35,7 +35,8 @@ def _slug(text: str) -> str:
 
 
 def result_file_name(protocol: str, attributor_id: str, extractor: str) -> str:
-    return f"{protocol}__{_slug(attributor_id)}__{_slug(extractor)}.json"
+    """Every part slugged: names come from files users write (protocols) or edit (results)."""
+    return f"{_slug(protocol)}__{_slug(attributor_id)}__{_slug(extractor)}.json"
 
 
 def _up_to_date(path: Path, identity: dict) -> dict | None:

@@ -25,18 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcetrace.schema import LEVELS, PROTOCOL, check
+
 from .splits import split_prompts
 
-ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
 _ROLE_PATTERNS = (
     ("pretrained", re.compile(r"(^|/)pretrained$")),
     ("scheduled", re.compile(r"(^|/)step-(\d+)$")),
     ("zero-init", re.compile(r"(^|/)zero-init(-s\d+)?$")),
     ("finetuned", re.compile(r"(^|/)ft-[^/]+$")),
 )
-PROMPT_MODES = ("disjoint", "mixed")
-VOCODER_MODES = ("default", "same", "mixed")
-LEVELS = ("checkpoint", "architecture")
 
 
 class ProtocolError(ValueError):
@@ -96,29 +94,13 @@ class Protocol:
         return self.query.holdout or self.support.exclude_holdout or self.support.holdout or self.query.exclude_holdout
 
 
-_TOP_KEYS = {"title", "version", "table1_row", "prompts", "vocoder", "levels", "support", "query", "checkpoints",
-             "balance", "balance_query"}
-_SELECTION_KEYS = {f for f in Selection.__dataclass_fields__}
-
-
-def _selection(raw, where: str) -> Selection:
-    if not isinstance(raw, dict):
-        raise ProtocolError(f"{where}: must be a table")
-    unknown = set(raw) - _SELECTION_KEYS
-    if unknown:
-        raise ProtocolError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SELECTION_KEYS)}")
-    roles = tuple(raw.get("roles", ()))
-    bad = [r for r in roles if r not in ROLES + ("all",)]
-    if bad:
-        raise ProtocolError(f"{where}.roles: unknown role(s) {bad}; roles are {', '.join(ROLES)} or all")
-    sel = Selection(roles=roles, scheduled_positions=tuple(int(p) for p in raw.get("scheduled_positions", ())),
-                    random_scheduled=int(raw.get("random_scheduled", 0)),
-                    exclude_support=bool(raw.get("exclude_support", False)),
-                    holdout=bool(raw.get("holdout", False)), exclude_holdout=bool(raw.get("exclude_holdout", False)))
+def _selection(raw: dict, where: str) -> Selection:
+    """A support or query table, already type-checked against sourcetrace.schema.PROTOCOL."""
+    sel = Selection(roles=tuple(raw.get("roles", ())), scheduled_positions=tuple(raw.get("scheduled_positions", ())),
+                    random_scheduled=raw.get("random_scheduled", 0), exclude_support=raw.get("exclude_support", False),
+                    holdout=raw.get("holdout", False), exclude_holdout=raw.get("exclude_holdout", False))
     if not (sel.roles or sel.scheduled_positions or sel.random_scheduled or sel.holdout):
         raise ProtocolError(f"{where}: selects nothing (give roles, scheduled_positions, random_scheduled or holdout)")
-    if any(p < 1 for p in sel.scheduled_positions):
-        raise ProtocolError(f"{where}.scheduled_positions: positions are 1-based")
     return sel
 
 
@@ -127,32 +109,16 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{source}: not valid TOML: {exc}") from None
-    unknown = set(raw) - _TOP_KEYS
-    if unknown:
-        raise ProtocolError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    for key in ("title", "version", "prompts", "vocoder", "levels", "support", "query"):
-        if key not in raw:
-            raise ProtocolError(f"{source}: missing required key {key!r}")
-    if raw["prompts"] not in PROMPT_MODES:
-        raise ProtocolError(f"{source}: prompts must be one of {PROMPT_MODES}, not {raw['prompts']!r}")
-    if raw["vocoder"] not in VOCODER_MODES:
-        raise ProtocolError(f"{source}: vocoder must be one of {VOCODER_MODES}, not {raw['vocoder']!r}")
+    check(raw, PROTOCOL, source, ProtocolError)
     levels = tuple(raw["levels"])
-    if not levels or any(lv not in LEVELS for lv in levels):
-        raise ProtocolError(f"{source}: levels must be a non-empty subset of {LEVELS}, got {list(levels)}")
-    if raw.get("checkpoints", "shared") not in ("shared", "disjoint"):
-        raise ProtocolError(f"{source}: checkpoints must be 'shared' or 'disjoint'")
     disjoint = raw.get("checkpoints") == "disjoint"
-    balance = tuple(raw.get("balance", LEVELS))
-    if any(lv not in LEVELS for lv in balance):
-        raise ProtocolError(f"{source}: balance must be a subset of {LEVELS}, got {list(balance)}")
     if disjoint and "checkpoint" in levels:
         raise ProtocolError(f"{source}: with disjoint checkpoints only the architecture level applies")
     return Protocol(
-        name=name, title=str(raw["title"]), version=int(raw["version"]), prompts=raw["prompts"],
+        name=name, title=raw["title"], version=raw["version"], prompts=raw["prompts"],
         vocoder=raw["vocoder"], levels=levels, support=_selection(raw["support"], f"{source}: support"),
-        query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint, balance=balance,
-        balance_query=bool(raw.get("balance_query", True)),
+        query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint,
+        balance=tuple(raw.get("balance", LEVELS)), balance_query=raw.get("balance_query", True),
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
         definition=raw,
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html
-import shutil
+import re
 import tomllib
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-from sourcetrace.fileio import write_json_atomic, write_text_atomic
+from sourcetrace.fileio import copy_file_atomic, write_json_atomic, write_text_atomic
 
 from .results import ResultError
 
@@ -103,6 +103,27 @@ def _columns(results: list[dict]) -> list[tuple[str, int | None, str, list[str]]
     return [(n, row, t, sorted(lv, key=("checkpoint", "architecture").index)) for n, row, t, lv in cols.values()]
 
 
+IMAGE_MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".pdf": (b"%PDF-",), ".svg": (b"<?xml", b"<svg")}
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def figure_file(results_dir: Path, rel: str) -> Path | None:
+    """The figure a results file links, if it is an image (PNG, SVG or PDF, by content) inside the
+    results folder with a plain file name; None otherwise. A hostile results file cannot make the
+    leaderboard copy /etc/hostname into the site."""
+    src = results_dir / rel
+    try:
+        inside = results_dir.resolve() in src.resolve().parents
+    except (RuntimeError, OSError):  # a symlink loop
+        return None
+    magic = IMAGE_MAGIC.get(src.suffix.lower())
+    if not (inside and magic and _FIGURE_NAME.fullmatch(src.name) and src.is_file()):
+        return None
+    with open(src, "rb") as fh:
+        head = fh.read(256).lstrip()
+    return src if head.startswith(magic) else None
+
+
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     from .results import load_result
 
@@ -121,10 +142,11 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
         for level, entry in r["levels"].items():
             system["cells"][(r["protocol"]["name"], level)] = entry
         for name, rel in sorted(r.get("figures", {}).items()):
-            src = Path(source).parent / rel
-            if src.is_file():
-                dest = out / "figures" / f"{r['features']['fingerprint_sha256'][:8]}-{Path(rel).name}"
-                shutil.copyfile(src, dest)
+            src = figure_file(Path(source).parent, rel)
+            if src is not None:
+                # fingerprint_sha256 is hex (schema.RESULT) and src a checked image name: dest stays in out.
+                dest = out / "figures" / f"{r['features']['fingerprint_sha256'][:8]}-{src.name}"
+                copy_file_atomic(src, dest)
                 system["figures"].append((name, f"figures/{dest.name}"))
     refs = []
     if any(row is not None for _, row, _, _ in columns):
@@ -139,15 +161,25 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
     return out / "index.html"
 
 
+def _escape(text) -> str:
+    """Every text field of both pages goes through here: markup is shown, never run."""
+    return html.escape(str(text), quote=True)
+
+
+def _md(text) -> str:
+    """A Markdown table cell: escaped as in the HTML page, and no `|` or newline to break the row."""
+    return _escape(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _markdown(title, corpus, columns, systems, refs) -> str:
-    head = ["attributor", "extractor"] + [f"{name} {LEVEL_SHORT[lv]}" for name, _, _, levels in columns for lv in levels]
-    lines = [f"# {title}", "", f"Corpus `{corpus.get('path', '')}` (sha256 {corpus['sha256'][:16]}), "
-             f"{corpus.get('n_clips', '?')} clips. Macro F1, mean ± std over seeds.", "",
+    head = ["attributor", "extractor"] + [f"{_md(name)} {LEVEL_SHORT[lv]}" for name, _, _, levels in columns for lv in levels]
+    lines = [f"# {_md(title)}", "", f"Corpus {_md(corpus.get('path', ''))} (sha256 {corpus['sha256'][:16]}), "
+             f"{_md(corpus.get('n_clips', '?'))} clips. Macro F1, mean ± std over seeds.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in [*systems, *refs]:
-        label = row["attributor"] + (" **[published reference, full-scale corpus]**" if "source" in row else "")
+        label = _md(row["attributor"]) + (" **[published reference, full-scale corpus]**" if "source" in row else "")
         cells = [cell(row["cells"].get((name, lv))) for name, _, _, levels in columns for lv in levels]
-        lines.append("| " + " | ".join([label.replace("|", "\\|"), row["extractor"].replace("|", "\\|"), *cells]) + " |")
+        lines.append("| " + " | ".join([label, _md(row["extractor"]), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +212,7 @@ _SORT_SCRIPT = """
 
 
 def _html(title, corpus, columns, systems, refs) -> str:
-    e = lambda s: html.escape(str(s), quote=True)  # noqa: E731  every text field goes through here
+    e = _escape
     top = ['<th rowspan="2" data-col="0">attributor</th>', '<th rowspan="2" data-col="1">extractor</th>']
     sub, col = [], 2
     for name, row, ptitle, levels in columns:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import soundfile as sf
 
 from .audio import AUDIO_SUFFIXES
-from .fileio import atomic_path, sha256_file, write_text_atomic
+from .fileio import copy_file_atomic, sha256_file, write_text_atomic
 
 MANIFEST = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
@@ -45,6 +46,7 @@ class Corpus:
     rows: list[dict[str, str]]
     columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))
     manifest_name: str = MANIFEST  # relative to root; a generator's partial manifests live elsewhere
+    lines: list[int] = field(default_factory=list)  # the physical line each row starts on (quoted newlines)
 
     @property
     def manifest_path(self) -> Path:
@@ -56,29 +58,35 @@ class Corpus:
     def column(self, name: str) -> list[str]:
         return [row.get(name, "") for row in self.rows]
 
+    def where(self, index: int) -> str:
+        """Where row `index` is: its line in the manifest, or its position for rows not yet written."""
+        return f"line {self.lines[index]}" if index < len(self.lines) else f"row {index + 1} (not yet written)"
+
     @classmethod
-    def read(cls, root: str | Path, require_files: bool = True, manifest_name: str = MANIFEST) -> "Corpus":
+    def read(cls, root: str | Path, require_files: bool = True, manifest_name: str = MANIFEST,
+             allow_empty: bool = False) -> "Corpus":
         """Read and validate manifest.csv. `require_files=False` tolerates listed files that are
-        absent (a writer resuming its own interrupted corpus); every other check still applies."""
+        absent, `allow_empty` a manifest without rows (a writer resuming its own interrupted
+        corpus); every other check still applies."""
         root = Path(root)
         manifest = root / manifest_name
         if not manifest.is_file():
             raise ManifestError(manifest, ["no manifest.csv: is this a corpus folder? Build one with `sourcetrace corpus import`."])
-        with open(manifest, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = list(reader.fieldnames or [])
-            rows = [dict(r) for r in reader]
+        columns, located = read_csv_rows(manifest)
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             raise ManifestError(manifest, [f"header lacks required column(s): {', '.join(missing)}"])
-        corpus = cls(root=root, rows=rows, columns=columns, manifest_name=manifest_name)
-        corpus.validate(source=manifest, first_line=2, require_files=require_files)
+        if not located and not allow_empty:
+            raise ManifestError(manifest, ["no clips: the manifest has a header but no rows"])
+        corpus = cls(root=root, rows=[row for _, row in located], columns=columns, manifest_name=manifest_name,
+                     lines=[line for line, _ in located])
+        corpus.validate(source=manifest, require_files=require_files)
         return corpus
 
-    def validate(self, source: str | Path | None = None, first_line: int = 2, require_files: bool = True) -> None:
+    def validate(self, source: str | Path | None = None, require_files: bool = True) -> None:
         """Check the contract; raise ManifestError listing every problem with its line number."""
         source = source or self.manifest_path
-        located = [(f"line {n}", row) for n, row in enumerate(self.rows, start=first_line)]
+        located = [(self.where(i), row) for i, row in enumerate(self.rows)]
         problems = _label_problems(located)
         root = self.root.resolve()
         for where, row in located:
@@ -98,9 +106,13 @@ class Corpus:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
+        lines, line = [], 2
         for row in self.rows:
-            writer.writerow({c: row.get(c, "") for c in columns})
-        self.columns = columns
+            values = {c: row.get(c, "") for c in columns}
+            writer.writerow(values)
+            lines.append(line)
+            line += 1 + sum(len(_LINE_BREAK.findall(str(v))) for v in values.values())
+        self.columns, self.lines = columns, lines
         text = buf.getvalue()
         if self.manifest_path.is_file() and self.manifest_path.read_text(encoding="utf-8") == text:
             return  # unchanged: keep the file (and its mtime) as it is
@@ -111,7 +123,10 @@ def _outside(root: Path, rel: str) -> str | None:
     """Why `rel` is not a relative path inside `root` (resolved, so links count), or None."""
     if os.path.isabs(rel) or PurePosixPath(rel).is_absolute():
         return "is absolute"
-    full = (root / rel).resolve()
+    try:
+        full = (root / rel).resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+        return "loops"
     if full != root and root.resolve() not in full.parents:
         return "escapes"
     return None
@@ -121,11 +136,46 @@ def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None
     outside = _outside(root, rel)
     if outside == "is absolute":
         return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
+    if outside == "loops":
+        return f"path {rel!r} is a symlink loop (or cannot be resolved)"
     if outside:
         return f"path {rel!r} escapes the corpus folder"
     if require_file and not (root / rel).is_file():
         return f"missing file {rel!r}"
     return None
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module counts as a new physical line
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and rows of a UTF-8 CSV (a BOM is fine), each row with the physical line it starts
+    on, so a quoted newline in `text` never shifts the line numbers of later messages."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader, None)
+                if not header:
+                    raise ManifestError(path, ["empty file: no header row"])
+                repeated = sorted({c for c in header if header.count(c) > 1})
+                if repeated:
+                    raise ManifestError(path, [f"header repeats column(s) {', '.join(map(repr, repeated))}: "
+                                               "each column must appear once"])
+                rows, problems, start = [], [], reader.line_num + 1
+                for fields in reader:
+                    if fields:  # blank lines are skipped, as csv.DictReader does
+                        if len(fields) > len(header):
+                            problems.append(f"line {start}: {len(fields)} fields, the header has {len(header)}")
+                        rows.append((start, dict(zip(header, fields + [""] * (len(header) - len(fields))))))
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                raise ManifestError(path, [f"line {reader.line_num}: not valid CSV ({exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    if problems:
+        raise ManifestError(path, problems)
+    return header, rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,23 +200,41 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
         raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
     problems: list[str] = []
     present = []
+    destinations: dict[str, str] = {}
+    audio_root = out.resolve() / "audio"
     for where, src_audio, row in entries:
         if not src_audio.is_file():
             problems.append(f"{where}: missing file {str(src_audio)!r}")
             continue
-        name = row["clip_id"].replace("/", "__") + src_audio.suffix.lower()
-        row["path"] = PurePosixPath("audio", row["checkpoint"], name).as_posix()
+        inside = PurePosixPath(row["checkpoint"], row["clip_id"].replace("/", "__") + src_audio.suffix.lower()).as_posix()
+        row["path"] = f"audio/{inside}"
+        if _outside(audio_root, inside):
+            problems.append(f"{where}: checkpoint {row['checkpoint']!r} or clip_id {row['clip_id']!r} would put the "
+                            f"audio at {row['path']!r}, outside {out / 'audio'}; use names without '..' or a leading '/'")
+        elif row["path"] in destinations:
+            problems.append(f"{where}: clip would be written to {row['path']!r}, as the clip at {destinations[row['path']]}")
+        destinations.setdefault(row["path"], where)
         present.append((where, src_audio, row))
-    # Validate labels before touching the disk, with the source's own line numbers.
+    # Validate labels and destinations before touching the disk, with the source's own line numbers:
+    # a refused input leaves nothing behind.
     problems += _label_problems([(where, row) for where, _, row in present])
     if problems:
         raise ManifestError(source, problems)
-    for _, src_audio, row in present:
-        _place(src_audio, out / row["path"], link)
-        row.update(audio_facts(out / row["path"]))
-    final_rows = [row for _, _, row in present]
-    corpus = Corpus(root=out, rows=final_rows, columns=list(REQUIRED_COLUMNS))
-    corpus.write()
+    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
+    placed: list[Path] = []
+    try:
+        for _, src_audio, row in present:
+            _place(src_audio, out / row["path"], link)
+            placed.append(out / row["path"])
+            row.update(audio_facts(out / row["path"]))
+        corpus = Corpus(root=out, rows=[row for _, _, row in present], columns=list(REQUIRED_COLUMNS))
+        corpus.write()
+    except BaseException:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
     return corpus
 
 
@@ -184,9 +252,9 @@ def audio_facts(path: Path) -> dict[str, str]:
 def verify_corpus(corpus: Corpus) -> list[str]:
     """Re-hash and re-read every clip: a changed, truncated or undecodable file is a problem."""
     problems = []
-    for n, row in enumerate(corpus.rows, start=2):
+    for i, row in enumerate(corpus.rows):
         path = corpus.audio_path(row)
-        where = f"line {n} ({row['path']})"
+        where = f"{corpus.where(i)} ({row['path']})"
         if not path.is_file():
             problems.append(f"{where}: missing file")
             continue
@@ -244,8 +312,7 @@ def _place(src: Path, dest: Path, link: str) -> None:
             return
         except OSError:
             pass  # another filesystem: fall back to a copy
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
+    copy_file_atomic(src, dest)
 
 
 def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
@@ -269,29 +336,27 @@ def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
 def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
     """A CSV with the manifest columns; paths relative to the CSV. `path`, `architecture` and
     `checkpoint` are required; clip_id defaults to `<checkpoint>/<stem>`, prompt_id to the stem."""
-    with open(src, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        missing = [c for c in ("path", "architecture", "checkpoint") if c not in columns]
-        if missing:
-            raise ManifestError(src, [f"header lacks required column(s): {', '.join(missing)}"])
-        entries = []
-        for n, raw in enumerate(reader, start=2):
-            row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
-            rel = row.get("path", "")
-            if not rel:
-                raise ManifestError(src, [f"line {n}: empty path"])
-            if _outside(src.parent, rel) == "escapes":
-                raise ManifestError(src, [f"line {n}: path {rel!r} escapes the folder of the CSV"])
-            audio = src.parent / rel
-            stem = PurePosixPath(rel).stem
-            row.setdefault("prompt_id", "")
-            row["prompt_id"] = row["prompt_id"] or stem
-            row["clip_id"] = row.get("clip_id") or f"{row['checkpoint']}/{stem}"
-            row.setdefault("text", "")
-            for col in OPTIONAL_COLUMNS:
-                row.setdefault(col, "")
-            entries.append((f"line {n}", audio, row))
+    columns, located = read_csv_rows(src)
+    missing = [c for c in ("path", "architecture", "checkpoint") if c not in columns]
+    if missing:
+        raise ManifestError(src, [f"header lacks required column(s): {', '.join(missing)}"])
+    entries = []
+    for n, raw in located:
+        row = {k: v.strip() for k, v in raw.items()}
+        rel = row["path"]
+        if not rel:
+            raise ManifestError(src, [f"line {n}: empty path"])
+        if _outside(src.parent, rel) == "escapes":
+            raise ManifestError(src, [f"line {n}: path {rel!r} escapes the folder of the CSV"])
+        audio = src.parent / rel
+        stem = PurePosixPath(rel).stem
+        row.setdefault("prompt_id", "")
+        row["prompt_id"] = row["prompt_id"] or stem
+        row["clip_id"] = row.get("clip_id") or f"{row['checkpoint']}/{stem}"
+        row.setdefault("text", "")
+        for col in OPTIONAL_COLUMNS:
+            row.setdefault(col, "")
+        entries.append((f"line {n}", audio, row))
     return entries
 
 
@@ -325,7 +390,7 @@ def label_values(corpus: Corpus, level: str) -> list[str]:
     if level not in corpus.columns and not any(level in r for r in corpus.rows):
         raise ManifestError(corpus.manifest_path, [f"no column {level!r} to use as label level"])
     values = corpus.column(level)
-    empty = [i + 2 for i, v in enumerate(values) if not v]
+    empty = [corpus.where(i) for i, v in enumerate(values) if not v]
     if empty:
-        raise ManifestError(corpus.manifest_path, [f"line {n}: empty {level}" for n in empty])
+        raise ManifestError(corpus.manifest_path, [f"{where}: empty {level}" for where in empty])
     return values

@@ -3,17 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it over `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it over `target` only if the block succeeds.
+
+    The file gets the mode a plain `open(target, "w")` would give (0666 minus the umask), not
+    mkstemp's 0600. A failed write names `target` (OSError.filename), and a writer that hides the
+    OS error (libsndfile's "System error.") on a full disk becomes OSError(ENOSPC) for `target`.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -21,9 +51,19 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp_path)):
+            exc.filename, exc.filename2 = str(target), None
+        raise
+    except Exception as exc:
+        if _nearly_full(target.parent):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({type(exc).__name__}: {exc})",
+                          str(target)) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -35,6 +75,18 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(target: str | os.PathLike, obj) -> None:
     write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def copy_file_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def outside_note(path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """" (outside FOLDER)" when `path` lies outside `folder`, else "": a recipe may write anywhere,
+    but the log says so where it happens."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return "" if path == folder or folder in path.parents else f" (outside the workdir {folder}: the recipe's path)"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

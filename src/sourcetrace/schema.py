@@ -1,0 +1,188 @@
+"""The types of every file a user hands to sourcetrace (protocols, results, recipes), in one place.
+
+A tiny declarative checker: a file is checked against its schema when it is loaded, and every
+problem names the file and the key (`protocol.table1_row must be an integer 1..99, not '../etc'`),
+instead of surfacing later as a TypeError, or as a name that writes outside an output folder.
+Schemas are plain values: a type (`str`, `bool`, `dict`, ...), `Int`, `Number`, `Text`, `OneOf`,
+`ListOf`, `MapOf`, `Record`, and `Optional` for a record field that may be absent (or null).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+HEX64 = r"[0-9a-f]{64}"
+
+
+@dataclass(frozen=True)
+class Int:
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class Number:
+    """An int or a float (never a bool)."""
+
+
+@dataclass(frozen=True)
+class Text:
+    pattern: str
+    what: str  # said in the message, e.g. "64 lowercase hex digits"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple
+    what: str = "value"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: object
+    non_empty: bool = False
+
+
+@dataclass(frozen=True)
+class MapOf:
+    value: object
+    key: object = str
+
+
+@dataclass(frozen=True)
+class Optional:
+    spec: object
+
+
+@dataclass(frozen=True)
+class Record:
+    fields: dict
+    extra: bool = True  # unknown keys allowed (a file may carry more than this version reads)
+
+
+def _kind(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _problems(value, spec, where: str, out: list[str]) -> None:
+    name = where or "the file"
+    if isinstance(spec, Optional):
+        if value is not None:
+            _problems(value, spec.spec, where, out)
+    elif isinstance(spec, type):
+        ok = isinstance(value, spec) and not (spec is int and isinstance(value, bool))
+        if not ok:
+            out.append(f"{name} must be {_kind(spec())}, not {value!r}")
+    elif isinstance(spec, Int):
+        bounds = f"{'' if spec.min is None else spec.min}..{'' if spec.max is None else spec.max}"
+        if (not isinstance(value, int) or isinstance(value, bool) or (spec.min is not None and value < spec.min)
+                or (spec.max is not None and value > spec.max)):
+            out.append(f"{name} must be an integer{'' if bounds == '..' else ' ' + bounds}, not {value!r}")
+    elif isinstance(spec, Number):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            out.append(f"{name} must be a number, not {value!r}")
+    elif isinstance(spec, Text):
+        if not isinstance(value, str) or not re.fullmatch(spec.pattern, value):
+            out.append(f"{name} must be {spec.what}, not {value!r}")
+    elif isinstance(spec, OneOf):
+        if value not in spec.choices or isinstance(value, (list, dict)):
+            out.append(f"{name} must be one of {', '.join(map(str, spec.choices))}, not {value!r} (unknown {spec.what})")
+    elif isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            out.append(f"{name} must be a list, not {value!r}")
+        elif spec.non_empty and not value:
+            out.append(f"{name} must not be empty")
+        else:
+            for i, item in enumerate(value):
+                _problems(item, spec.item, f"{where}[{i}]", out)
+    elif isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            out.append(f"{name} must be a table, not {value!r}")
+        else:
+            for key, item in value.items():
+                _problems(key, spec.key, f"{where} key {key!r}" if where else f"key {key!r}", out)
+                _problems(item, spec.value, f"{where}.{key}" if where else str(key), out)
+    elif isinstance(spec, Record):
+        if not isinstance(value, dict):
+            out.append(f"{name} must be a table, not {value!r}")
+            return
+        for key, sub in spec.fields.items():
+            path = f"{where}.{key}" if where else key
+            if key not in value:
+                if not isinstance(sub, Optional):
+                    out.append(f"missing required key {path!r}")
+                continue
+            _problems(value[key], sub, path, out)
+        unknown = sorted(set(value) - set(spec.fields))
+        if unknown and not spec.extra:
+            out.append(f"{name}: unknown key(s) {unknown}; allowed: {sorted(spec.fields)}")
+    else:
+        raise TypeError(f"not a schema: {spec!r}")
+
+
+def check(value, spec, source: str, error: type[Exception] = ValueError):
+    """Return `value` when it fits `spec`; else raise `error` naming `source` and every problem."""
+    out: list[str] = []
+    _problems(value, spec, "", out)
+    if out:
+        shown = "; ".join(out[:10]) + (f"; ... and {len(out) - 10} more" if len(out) > 10 else "")
+        raise error(f"{source}: {shown}")
+    return value
+
+
+# ---- the schemas -----------------------------------------------------------------------------
+
+LEVELS = ("checkpoint", "architecture")
+CHECKPOINT_ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")  # benchmark.protocol
+
+_SELECTION = Record({
+    "roles": Optional(ListOf(OneOf(CHECKPOINT_ROLES + ("all",), "role"))),
+    "scheduled_positions": Optional(ListOf(Int(min=1))),
+    "random_scheduled": Optional(Int(min=0)),
+    "exclude_support": Optional(bool), "holdout": Optional(bool), "exclude_holdout": Optional(bool),
+}, extra=False)
+
+PROTOCOL = Record({
+    "title": str,
+    "version": Int(min=0),
+    "table1_row": Optional(Int(1, 99)),
+    "prompts": OneOf(("disjoint", "mixed"), "prompt mode"),
+    "vocoder": OneOf(("default", "same", "mixed"), "vocoder mode"),
+    "levels": ListOf(OneOf(LEVELS, "level"), non_empty=True),
+    "support": _SELECTION,
+    "query": _SELECTION,
+    "checkpoints": Optional(OneOf(("shared", "disjoint"), "checkpoint mode")),
+    "balance": Optional(ListOf(OneOf(LEVELS, "level"))),
+    "balance_query": Optional(bool),
+}, extra=False)
+
+_LEVEL_RESULT = Record({"mean": Number(), "std": Number(), "per_seed": list, "confusion": dict})
+RESULT = Record({
+    "schema_version": int,  # results.py names the version it reads
+    "protocol": Record({"name": str, "version": Int(min=0), "sha256": Text(HEX64, "64 lowercase hex digits"), "title": str,
+                        "table1_row": Optional(Int(1, 99)), "definition": Optional(dict)}),
+    "corpus": Record({"sha256": Text(HEX64, "64 lowercase hex digits"), "path": Optional(str),
+                      "n_clips": Optional(Int(min=0))}),
+    "features": Record({"extractor": str, "fingerprint_sha256": Text(HEX64, "64 lowercase hex digits"),
+                        "fingerprint": Optional(dict)}),
+    "attributor": Record({"name": str, "id": str}),
+    "seeds": ListOf(int),
+    "levels": MapOf(_LEVEL_RESULT, key=OneOf(LEVELS, "level")),
+    "provenance": dict,
+    "figures": Optional(MapOf(str)),
+    "identity": Optional(dict),
+})
+
+# A recipe's [corpus] table: types only; recipe.py checks names, roles and combinations.
+_PATH = Text(r"[^\x00]+", "a path string")
+RECIPE_CORPUS = Record({
+    "prompts": _PATH, "schedule": str, "seed": Optional(int), "speaker": Optional(str),
+    "batch_size": Optional(int), "roles": Optional(ListOf(str)), "swap_roles": Optional(ListOf(str)),
+    "architectures": Optional(MapOf(Record({
+        "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
+        "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool)}))),
+    "vocoders": Optional(MapOf(Record({
+        "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)}))),
+})
