@@ -183,8 +183,13 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
 
 
 def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
-    """Build a corpus in `out` from a folder tree, a manifest-style CSV, or a pipe-separated protocol list."""
+    """Build a corpus in `out` from a folder tree, a manifest-style CSV, a pipe-separated protocol list,
+    or a release that `corpus pack` wrote."""
     src = Path(src)
+    from .release import import_release, is_release
+
+    if src.is_dir() and is_release(src):
+        return import_release(src, out, link)
     if src.is_dir():
         entries, source = _entries_from_tree(src), src
     elif src.suffix.lower() == ".csv":
