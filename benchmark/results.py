@@ -32,6 +32,18 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def seed_summary(per_seed: list[dict]) -> tuple[float, float]:
+    """Mean and population std (ddof=0) over seeds of the per-seed macro F1; the entries of one
+    seed (its vocoder variants) are averaged first, so std measures split-to-split spread."""
+    import numpy as np
+
+    by_seed: dict[int, list[float]] = {}
+    for entry in per_seed:
+        by_seed.setdefault(entry["seed"], []).append(entry["macro_f1"])
+    seed_means = np.array([np.mean(v) for _, v in sorted(by_seed.items())])
+    return float(seed_means.mean()), float(seed_means.std(ddof=0))
+
+
 def validate_result(obj, source: str = "<result>") -> dict:
     """Check a results object against its schema (sourcetrace.schema.RESULT); raise ResultError
     naming the file and the key."""

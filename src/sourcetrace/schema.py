@@ -186,3 +186,16 @@ RECIPE_CORPUS = Record({
     "vocoders": Optional(MapOf(Record({
         "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)}))),
 })
+
+# A leaderboard board (benchmark/board.py): board.json, and what a submitted result must add to RESULT.
+BOARD = Record({
+    "format": OneOf(("sourcetrace-board",), "format"),
+    "format_version": Int(1, 1),
+    "corpus_sha256": Text(HEX64, "64 lowercase hex digits"),
+    "protocols": MapOf(Record({"sha256": Text(HEX64, "64 lowercase hex digits"), "version": Int(min=0), "title": str,
+                               "table1_row": Optional(Int(1, 99)), "levels": ListOf(OneOf(LEVELS, "level"), non_empty=True),
+                               "definition": dict})),
+    "created": str,
+    "sourcetrace": str,
+}, extra=False)
+PER_SEED = ListOf(Record({"seed": int, "variant": Optional(str), "macro_f1": Number()}), non_empty=True)
