@@ -1,16 +1,17 @@
 """The registry of official checkpoints and the named training schedules, validated when loaded,
-and `verify`: check a user's folder of downloaded checkpoints without unpickling anything."""
+and `verify`: check a user's folder of downloaded checkpoints without unpickling anything (the
+reading itself is `official.py`'s, shared with every loader)."""
 
 from __future__ import annotations
 
-import tarfile
 import tomllib
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from sourcetrace.fileio import sha256_file
+
+from .official import MODELS, describe, inspect_file
 
 FORMATS = ("nemo", "torch")
 TRUST = ("weights_only", "full-unpickling", "unknown")
@@ -33,6 +34,14 @@ class OfficialCheckpoint:
     sha256: str
     trust: str
     companions: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()   # other names the same file is saved under (Matcha's tooling: hifigan_T2_v1)
+
+    @property
+    def model(self) -> str:
+        """What the file holds, as official.MODELS names it: the architecture, or the vocoder kind."""
+        if self.kind == "vocoder":
+            return "nemo-hifigan" if self.format == "nemo" else "hifigan"
+        return self.architecture
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,11 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         if entry["id"] in ids:
             raise RegistryError(f"{source}: duplicate id {entry['id']!r}")
         ids.add(entry["id"])
-        out.append(OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ()))}))
+        checkpoint = OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ())),
+                                           "aliases": tuple(entry.get("aliases", ()))})
+        if checkpoint.model not in MODELS:
+            raise RegistryError(f"{source}: {entry['id']}: architecture must be one of {', '.join(sorted(MODELS))}")
+        out.append(checkpoint)
     if not out:
         raise RegistryError(f"{source}: no [[checkpoint]] entries")
     return out
@@ -82,25 +95,19 @@ def load_schedule(name: str, path: str | Path | None = None) -> Schedule:
                     str(entry["finetune_speaker"]), int(entry["finetune_clips"]), int(entry["batch_size"]))
 
 
-def sniff_format(path: Path) -> str:
-    """'nemo' (a tar with model_config.yaml and model_weights.ckpt), 'torch' (torch.save's zip
-    format, or the legacy pickle format), or a description of what the file is instead."""
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            names = {Path(m.name).name for m in tar.getmembers()}
-        if {"model_config.yaml", "model_weights.ckpt"} <= names:
-            return "nemo"
-        return "tar archive without model_config.yaml and model_weights.ckpt"
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist()):
-                return "torch"
-        return "zip archive that is not a torch.save file"
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "torch"  # legacy (pre-1.6) torch.save: a pickle stream
-    return "not a checkpoint (neither a .nemo tar, a torch zip nor a pickle)"
+def official_path(path: str | Path) -> Path:
+    """`path`, or the file beside it saved under another name of the same registry entry
+    (Matcha's vocoder is `generator_v1` in the release and `hifigan_T2_v1` from its tooling)."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for entry in load_registry():
+        names = (entry.file, *entry.aliases)
+        if path.name in names:
+            for other in names:
+                if (path.parent / other).is_file():
+                    return path.parent / other
+    return path
 
 
 @dataclass
@@ -109,6 +116,7 @@ class VerifyRow:
     path: Path | None = None
     sha256: str | None = None
     problems: list[str] = field(default_factory=list)
+    note: str | None = None   # a sound file that loads only with --trust says so here
 
     @property
     def status(self) -> str:
@@ -118,7 +126,10 @@ class VerifyRow:
 
 
 def verify_folder(folder: str | Path, registry: list[OfficialCheckpoint] | None = None) -> list[VerifyRow]:
-    """Find each registry file under `folder` (any depth), check its format, companions and hash."""
+    """Find each registry file under `folder` (any depth, by its name or an alias) and prove it is
+    complete, of the registry's format, holds the expected model, calls no global its official
+    format does not need, has its companions and (where published) its sha256. Nothing is
+    unpickled; every failure is a problem line of its row, never an exception."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RegistryError(f"{folder}: no such folder")
@@ -126,20 +137,36 @@ def verify_folder(folder: str | Path, registry: list[OfficialCheckpoint] | None 
     rows = []
     for entry in registry:
         row = VerifyRow(entry)
-        found = sorted(folder.rglob(entry.file))
-        found = [p for p in found if p.is_file()]
-        if len(found) > 1:
-            row.problems.append(f"{len(found)} files named {entry.file}: {', '.join(map(str, found[:3]))}")
-        if found:
-            row.path = found[0]
-            kind = sniff_format(row.path)
-            if kind != entry.format:
-                row.problems.append(f"expected {entry.format} format, found: {kind}")
-            for companion in entry.companions:
-                if not (row.path.parent / companion).is_file():
-                    row.problems.append(f"missing companion {companion} beside it")
-            row.sha256 = sha256_file(row.path)
-            if entry.sha256 and row.sha256 != entry.sha256:
-                row.problems.append(f"sha256 {row.sha256[:16]}... differs from the published {entry.sha256[:16]}...")
+        try:
+            _verify_entry(folder, entry, row)
+        except Exception as exc:  # noqa: BLE001 - whatever a file does to the reader: a problem line, not a crash
+            row.problems.append(f"cannot be checked ({type(exc).__name__}: {exc})")
         rows.append(row)
     return rows
+
+
+def _verify_entry(folder: Path, entry: OfficialCheckpoint, row: VerifyRow) -> None:
+    found = sorted(p for name in (entry.file, *entry.aliases) for p in folder.rglob(name) if p.is_file())
+    if len(found) > 1:
+        row.problems.append(f"{len(found)} files named {' or '.join((entry.file, *entry.aliases))}: "
+                            f"{', '.join(map(str, found[:3]))}")
+    if not found:
+        return
+    row.path = found[0]
+    report = inspect_file(row.path, deep=True)
+    if report.format is not None and report.format != entry.format:
+        row.problems.append(f"expected {entry.format} format, found {describe(report)}")
+    else:
+        refusal = report.refusal(entry.model)
+        if refusal:
+            row.problems.append(refusal)
+        elif report.holds is None:
+            row.problems.append(f"{describe(report)}: its keys are not those of the official file")
+    for companion in entry.companions:
+        if not (row.path.parent / companion).is_file():
+            row.problems.append(f"missing companion {companion} beside it")
+    row.sha256 = sha256_file(row.path)
+    if entry.sha256 and row.sha256 != entry.sha256:
+        row.problems.append(f"sha256 {row.sha256[:16]}... differs from the published {entry.sha256[:16]}...")
+    if not row.problems:
+        row.note = report.trust_note(entry.model)

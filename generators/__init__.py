@@ -42,21 +42,50 @@ def load_generator(checkpoint: str | Path) -> Generator:
     return generator
 
 
-def load_checkpoint(architecture: str, source: str | Path, config: str = "default", trust: bool = False) -> Generator:
-    """A project checkpoint folder, or an official file loaded into the named config (Matcha's
-    needs `trust`: see each architecture's load_official)."""
+def checkpoint_architecture(source: str | Path, architecture: str | None = None) -> str:
+    """The architecture of a checkpoint folder or official file: what the file tells (its keys,
+    NeMo's model class), else `architecture`; a contradiction or a file that does not tell
+    (without `architecture`) raises, naming the file."""
+    from sourcetrace.checkpoints.official import MODELS, describe, inspect_file
+
     source = Path(source)
-    if (source / "generator.json").is_file():
-        generator = load_generator(source)
-        if generator.architecture != architecture:
-            raise GeneratorError(f"{source}: a {generator.architecture} checkpoint, expected {architecture}")
-        return generator
-    if not source.is_file():
+    if architecture is not None:
+        generator_class(architecture)  # a known architecture, its stack installed
+    if source.is_dir():
+        found = read_checkpoint_meta(source)["architecture"]
+    elif source.is_file():
+        report = inspect_file(source)
+        refusal = report.refusal(architecture or report.holds)
+        if refusal:
+            raise GeneratorError(f"{source}: {refusal}")
+        found = report.holds
+        if found is not None and found not in ARCHITECTURES and architecture is None:
+            raise GeneratorError(f"{source}: holds {MODELS[found]}, not a generator (give it as a vocoder)")
+        if found is None and architecture is None:
+            raise GeneratorError(f"{source}: {describe(report)} that does not tell its architecture: give "
+                                 f"--architecture ({', '.join(sorted(ARCHITECTURES))})")
+    else:
         raise GeneratorError(f"{source}: no checkpoint folder or official checkpoint file there")
+    if architecture is not None and found is not None and found != architecture:
+        raise GeneratorError(f"{source}: holds {MODELS[found]}, not {MODELS[architecture]}")
+    return found or architecture
+
+
+def load_checkpoint(architecture: str | None, source: str | Path, config: str = "default",
+                    trust: bool = False) -> Generator:
+    """A project checkpoint folder or an official file (the registry's formats, `architecture`
+    None: told by the file), official files loaded into the named config; full unpickling only
+    with `trust` (checkpoints/official.py)."""
+    from sourcetrace.checkpoints.registry import official_path
+
+    source = official_path(source)
+    architecture = checkpoint_architecture(source, architecture)
+    if source.is_dir():
+        return load_generator(source)
     generator = build_generator(architecture, config, seed=0)
     generator.load_official(source, trust=trust)
     return generator
 
 
-__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "build_generator", "generator_class",
-           "load_checkpoint", "load_config", "load_generator"]
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "build_generator", "checkpoint_architecture",
+           "generator_class", "load_checkpoint", "load_config", "load_generator"]

@@ -185,6 +185,9 @@ class FastPitchGenerator(Generator):
         come from the archive, and the normaliser's grammars are cached."""
         from omegaconf import OmegaConf, open_dict
 
+        from sourcetrace.checkpoints.official import check_file
+
+        check_file(path, self.architecture, error=GeneratorError)  # complete, and a FastPitch model
         FastPitchModel = nemo_tts_models().FastPitchModel
         try:
             config = FastPitchModel.restore_from(str(path), map_location="cpu", return_config=True)

@@ -68,11 +68,12 @@ class GradTTSGenerator(Generator):
         return [decoded[i, :, : int(frames[i])] for i in range(len(decoded))]
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
-        """grad-tts.pt is a plain state dict: it loads with weights_only=True, no trust needed."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-            raise GeneratorError(f"{path}: not a Grad-TTS state dict ({type(exc).__name__}: {exc})") from None
+        """grad-tts.pt is a plain state dict: it loads weights-only, no trust needed."""
+        from sourcetrace.checkpoints.official import load_torch_file
+
+        state = load_torch_file(path, self.architecture, trust, error=GeneratorError)
+        if not isinstance(state, dict):
+            raise GeneratorError(f"{path}: holds a {type(state).__name__}, not a Grad-TTS state dict")
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise GeneratorError(f"{path}: does not fit config {self.config['name']!r}: missing {missing[:3]}, "

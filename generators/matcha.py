@@ -72,14 +72,13 @@ class MatchaGenerator(Generator):
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """matcha_ljspeech.ckpt is a Lightning checkpoint holding omegaconf objects: it loads only
-        with full unpickling, so only with trust=True, for a file you trust."""
-        if not trust:
-            raise GeneratorError(f"{path}: Matcha-TTS's official checkpoint needs full unpickling (it holds "
-                                 "omegaconf objects); pass trust=True (--trust-checkpoint) only for a file you trust")
+        with full unpickling, so only with trust (see checkpoints/official.py), for a file you trust."""
         from matcha.models.matcha_tts import MatchaTTS
 
+        from sourcetrace.checkpoints.official import load_torch_file
+
+        checkpoint = load_torch_file(path, self.architecture, trust, error=GeneratorError)
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
             model = MatchaTTS(**checkpoint["hyper_parameters"])
             model.load_state_dict(checkpoint["state_dict"])
         except Exception as exc:  # noqa: BLE001

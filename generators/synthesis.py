@@ -30,7 +30,8 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
 
 
 def open_corpus(folder: Path) -> Corpus:
-    return Corpus.read(folder, require_files=False) if (folder / MANIFEST).is_file() else Corpus(root=folder, rows=[])
+    return (Corpus.read(folder, require_files=False, allow_empty=True) if (folder / MANIFEST).is_file()
+            else Corpus(root=folder, rows=[]))
 
 
 def make_clips(generator: Generator, vocoder: Vocoder | None, texts: list[str], seed: int,

@@ -117,21 +117,17 @@ class VitsGenerator(Generator):
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """Coqui's `model_file.pth` with the `config.json` beside it. The state dict is read with
-        weights_only=True; a file that needs full unpickling loads only with trust=True."""
+        weights-only; one that needs full unpickling loads only with trust (checkpoints/official.py)."""
         from TTS.config import load_config
         from TTS.tts.models.vits import Vits
+
+        from sourcetrace.checkpoints.official import load_torch_file
 
         path = Path(path)
         config_file = path.with_name("config.json")
         if not config_file.is_file():
             raise GeneratorError(f"{path}: Coqui VITS needs its config.json beside the checkpoint ({config_file} not found)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-            if not trust:
-                raise GeneratorError(f"{path}: cannot be read weights-only ({type(exc).__name__}: {exc}); if you "
-                                     "trust the file, pass trust=True (--trust-checkpoint)") from None
-            state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_file(path, self.architecture, trust, error=GeneratorError)
         try:
             model = Vits(load_config(str(config_file)))
             weights = {k: v for k, v in state["model"].items() if "speaker_encoder" not in k}

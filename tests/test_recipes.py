@@ -180,12 +180,17 @@ def test_a_bad_checkpoint_is_reported_and_skipped_the_rest_kept(study, tmp_path,
     shutil.copytree(study, broken, ignore=shutil.ignore_patterns("*.toml"))
     (broken / "recipe.toml").write_text(recipe_text(roles=["zero-init"]))
     (broken / "runs" / "matcha" / "checkpoints" / "zero-init-s2" / "model.safetensors").write_bytes(b"junk")
+    torn = tmp_path / "c" / "audio" / "gradtts" / "zero-init-s1" / ".LJ-000.wav.x1y2.tmp"  # a kill -9 mid-write
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b"RIFF")
     monkeypatch.chdir(broken)
     assert main(["synth", "--recipe", "recipe.toml", "--out", str(tmp_path / "c"), "--device", "cpu"]) == 1
     captured = capsys.readouterr()
-    assert "matcha/zero-init-s2" in captured.err and "manifest not written yet" in captured.out
+    assert "[synth] failed: matcha/zero-init-s2 (default; " in captured.err and "model.safetensors" in captured.err
+    assert "manifest not written: 1 job(s) failed" in captured.out
     made = list((tmp_path / "c" / "audio").rglob("*.wav"))
     assert len(made) == (4 * 3 - 1) * N_PROMPTS  # every good clip kept
+    assert not torn.exists()
 
 
 def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, tmp_path):

@@ -28,9 +28,11 @@ def vocoder_class(kind: str) -> type[Vocoder]:
 def load_vocoder(kind: str, weights: str | None = None, config: str | None = None, seed: int | None = None,
                  name: str | None = None) -> Vocoder:
     """The official `weights` of a vocoder kind, or (no weights) a random one of `config` drawn from `seed`."""
+    from sourcetrace.checkpoints.registry import official_path
+
     cls = vocoder_class(kind)
     if weights:
-        return cls.from_official(weights, config=config, name=name)
+        return cls.from_official(official_path(weights), config=config, name=name)
     if seed is None:
         raise VocoderError(f"vocoder {kind}: give its weights file, or a seed for an untrained one")
     return cls.random(config or "tiny", seed, name=name)

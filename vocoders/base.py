@@ -23,6 +23,8 @@ class VocoderError(ValueError):
 
 class Vocoder(ABC):
     kind: ClassVar[str]
+    #: config names shipped in vocoders/configs/; any other config is a path
+    shipped_configs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, mel_config: MelConfig, identity: str):
         self.name = name              # what the manifest's `vocoder` column records

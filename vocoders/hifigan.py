@@ -45,14 +45,22 @@ def load_hifigan_config(name_or_path: str) -> dict:
     if name_or_path in SHIPPED_CONFIGS:
         text = resources.files(__package__).joinpath("configs", f"hifigan-{name_or_path}.json").read_text()
     else:
-        text = Path(name_or_path).read_text(encoding="utf-8")
-    return json.loads(text)
+        try:
+            text = Path(name_or_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise VocoderError(f"{name_or_path}: cannot read the HiFi-GAN config ({exc.strerror or exc}); "
+                               f"give a config.json or one of {', '.join(SHIPPED_CONFIGS)}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise VocoderError(f"{name_or_path}: not a HiFi-GAN config.json ({exc})") from None
 
 
 class HiFiGAN(Vocoder):
     """The jik876 generator (Grad-TTS's hifigan.pt, Matcha-TTS's generator_v1)."""
 
     kind = "hifigan"
+    shipped_configs = SHIPPED_CONFIGS
 
     def __init__(self, config: dict, state_dict: dict | None = None, seed: int = 0, name: str = "hifigan",
                  identity: str = ""):
@@ -68,14 +76,16 @@ class HiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "HiFiGAN":
         """A jik876-format generator file (a dict whose 'generator' entry is the state dict)."""
+        from sourcetrace.checkpoints.official import load_torch_file
+
+        checkpoint = load_torch_file(path, cls.kind, error=VocoderError)
+        hifigan_config = load_hifigan_config(config or "v1")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["generator"]
-            return cls(load_hifigan_config(config or "v1"), state, name=name or Path(path).name,
+            return cls(hifigan_config, checkpoint["generator"], name=name or Path(path).name,
                        identity=file_identity(path))
-        except (VocoderError, FileNotFoundError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch raises several types for bad files
-            raise VocoderError(f"{path}: not a jik876 HiFi-GAN generator file ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # noqa: BLE001 - a dict of other keys or shapes
+            raise VocoderError(f"{path}: not a jik876 HiFi-GAN generator file for config {config or 'v1'!r} "
+                               f"({type(exc).__name__}: {exc})") from None
 
     @classmethod
     def random(cls, config: str, seed: int, name: str | None = None) -> "HiFiGAN":

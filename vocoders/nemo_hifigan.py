@@ -27,8 +27,15 @@ def load_nemo_hifigan_config(name_or_path: str) -> dict:
     if name_or_path in SHIPPED_CONFIGS:
         text = resources.files(__package__).joinpath("configs", f"nemo-hifigan-{name_or_path}.toml").read_text()
     else:
-        text = Path(name_or_path).read_text(encoding="utf-8")
-    config = tomllib.loads(text)
+        try:
+            text = Path(name_or_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise VocoderError(f"{name_or_path}: cannot read the NeMo HiFi-GAN config ({exc.strerror or exc}); "
+                               f"give a TOML file or one of {', '.join(SHIPPED_CONFIGS)}") from None
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VocoderError(f"{name_or_path}: not a NeMo HiFi-GAN config TOML ({exc})") from None
     for section in ("generator", "mel"):
         if section not in config:
             raise VocoderError(f"NeMo HiFi-GAN config {name_or_path!r}: missing [{section}]")
@@ -66,6 +73,7 @@ def _convention(preprocessor) -> MelConfig:
 
 class NemoHiFiGAN(Vocoder):
     kind = "nemo-hifigan"
+    shipped_configs = SHIPPED_CONFIGS
 
     def __init__(self, model, name: str, identity: str):
         super().__init__(name, _convention(model.cfg.preprocessor), identity)
@@ -74,8 +82,9 @@ class NemoHiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
         """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such file")
+        from sourcetrace.checkpoints.official import check_file
+
+        check_file(path, cls.kind, error=VocoderError)  # complete, and a NeMo HiFi-GAN
         HifiGanModel = nemo_tts_models().HifiGanModel
         try:
             model = HifiGanModel.restore_from(str(path), map_location="cpu")

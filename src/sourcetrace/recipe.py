@@ -7,8 +7,8 @@ list of clips: every checkpoint with its architecture's own vocoder ("default"),
 checkpoint of the `swap_roles` once more with each *other* mel architecture's vocoder ("swapped",
 the study's vocoder conditions). End-to-end architectures (VITS) have no vocoder and no swap.
 
-Relative paths resolve against the folder the recipe is run from (`base`), so one recipe serves
-a laptop and a cluster job alike.
+Every relative path (checkpoints, runs, vocoder weights and config files, prompts) resolves
+against one `base`: the recipe's own folder, or the work folder of `sourcetrace run`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from .schema import RECIPE_CORPUS, check
 
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned")
 _CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
@@ -101,19 +103,20 @@ def _roles(value, where: str) -> tuple[str, ...]:
 def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
     """Read and validate a recipe's [corpus] table; every problem names the file and the key."""
     from sourcetrace.generators import ARCHITECTURES, generator_class
-    from sourcetrace.vocoders import VOCODERS
+    from sourcetrace.vocoders import VOCODERS, vocoder_class
 
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
-    base = Path(base) if base is not None else Path.cwd()
+    base = Path(base) if base is not None else path.parent
     if "corpus" not in raw:
         raise RecipeError(f"{path}: no [corpus] table")
     corpus = raw["corpus"]
     where = f"{path} [corpus]"
     _unknown(corpus, _CORPUS_KEYS, where)
+    check(corpus, RECIPE_CORPUS, where, RecipeError)  # types of every key, before any is used
     for key in ("prompts", "schedule"):
         if not isinstance(corpus.get(key), str):
             raise RecipeError(f"{where}: '{key}' (a string) is required")
@@ -135,8 +138,11 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
             raise RecipeError(f"{vwhere}: kind must be one of {', '.join(sorted(VOCODERS))}, got {entry.get('kind')!r}")
         if ("weights" in entry) == ("seed" in entry):
             raise RecipeError(f"{vwhere}: give either 'weights' (an official file) or 'seed' (an untrained vocoder)")
+        config = entry.get("config")
+        if config is not None and config not in vocoder_class(entry["kind"]).shipped_configs:
+            config = str(resolve(config, f"vocoders.{name}.config"))  # a file, not a shipped config name
         vocoders[name] = VocoderSpec(name, entry["kind"], resolve(entry.get("weights"), f"vocoders.{name}.weights"),
-                                     entry.get("config"), entry.get("seed"))
+                                     config, entry.get("seed"))
     architectures = {}
     for name, entry in _table(corpus, "architectures", where).items():
         awhere = f"{path} [corpus.architectures.{name}]"

@@ -65,6 +65,23 @@ def _append(path: Path, row: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _drop_torn_writes(clip: Path) -> None:
+    """A kill during a clip's atomic write leaves its temporary file (fileio.atomic_path) in the
+    job's folder, which no other job or shard writes: leftovers go when the job resumes."""
+    for tmp in clip.parent.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _fail(report: RegenerateReport, job: Job, stage: str, exc: Exception, log, bar, clips: int) -> None:
+    """Record a job that cannot finish (the run goes on) and take its clips off the bar's total."""
+    label = f"{job.checkpoint} ({job.condition}; {job.source}" + (f", vocoder {job.vocoder})" if job.vocoder else ")")
+    reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+    report.failed.append(f"{label} {stage}: {reason}")
+    log(f"[synth] skipped {label}: {stage}: {reason}")
+    bar.total -= clips
+    bar.refresh()
+
+
 def condition_counts(jobs: list[Job], prompts: int) -> dict[str, int]:
     counts = Counter(job.condition for job in jobs)
     return {condition: n * prompts for condition, n in sorted(counts.items())}
@@ -146,6 +163,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
         report.skipped += len(prompts) - len(todo)
         if not todo:
             continue
+        _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
         try:
             generator, vocoder = sources.generator(job), sources.vocoder(job.vocoder)
             provenance = {"checkpoint_sha256": sources.checkpoint_hash(job.source), "role": job.role,
@@ -154,9 +172,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
                           "vocoder_sha256": vocoder.identity if vocoder is not None else "",
                           "vocoder_swapped": "1" if job.swapped else "0"}
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint is reported and skipped, the rest goes on
-            report.failed.append(f"{job.checkpoint} ({job.condition}): {type(exc).__name__}: {exc}")
-            log(f"[synth] skipped {job.checkpoint} ({job.condition}): {exc}")
-            bar.update(len(todo))
+            _fail(report, job, "cannot be loaded", exc, log, bar, len(todo))
             continue
         # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
         # the noise of a chunk is drawn from its first prompt's seed, so a clip is a function of
@@ -169,13 +185,18 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
                 continue
             where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
             chunk_seed = prompt_seed(recipe.seed, chunk[0].prompt_id)
-            make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
+            try:
+                make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
+            except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
+                _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
+                break
             for prompt, (clip_id, rel) in zip(chunk, where):
                 _append(_journal_path(out, job), {
                     "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                     "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
                     "batch_size": str(size), **provenance, **audio_facts(out / rel)})
                 if prompt.prompt_id in pending:
+                    pending.discard(prompt.prompt_id)
                     report.made += 1
                     bar.update(1)
     bar.close()

@@ -1,0 +1,268 @@
+"""Official checkpoint files, written by the official packages (tiny models, random weights), through
+every place that takes a checkpoint: `synth CHECKPOINT`, `train --init-from`, recipes and
+`checkpoints verify`; the one trust rule; files that are truncated, of another model or that would
+run code (never run: a marker file proves it)."""
+
+import os
+import pickle
+import shutil
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
+pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
+
+from sourcetrace.checkpoints.official import inspect_file  # noqa: E402
+from sourcetrace.checkpoints.registry import verify_folder  # noqa: E402
+from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.corpus import Corpus  # noqa: E402
+from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
+from sourcetrace.generators import GeneratorError, build_generator, checkpoint_architecture, load_checkpoint  # noqa: E402
+from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
+
+MARKER_NAME = "pwned"
+
+
+class RunsCode:
+    """What a hostile checkpoint holds: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    """The registry's seven files in their published formats, each written by its own package."""
+    import lightning.pytorch as pl
+    from trainer.io import save_model
+
+    root = tmp_path_factory.mktemp("official")
+    fastpitch = build_generator("fastpitch", "tiny", seed=1)
+    fastpitch.model.save_to(str(root / "tts_en_fastpitch_align.nemo"))             # NeMo's ModelPT.save_to
+    load_vocoder("nemo-hifigan", config="tiny", seed=1).model.save_to(str(root / "tts_hifigan.nemo"))
+    vits = build_generator("vits", "tiny", seed=1)
+    save_model(vits.model.config, vits.model, root / "model_file.pth", current_step=0, epoch=0)  # Coqui's trainer
+    vits.model.config.save_json(str(root / "config.json"))
+    grad = build_generator("gradtts", "tiny", seed=1)
+    torch.save(grad.model.state_dict(), root / "grad-tts.pt")                        # Grad-TTS's train.py
+    hifigan = load_vocoder("hifigan", config="tiny", seed=1)
+    # jik876's save_checkpoint, as in 2020 (torch < 1.6): the legacy pickle format
+    torch.save({"generator": hifigan.generator.state_dict()}, root / "hifigan.pt", _use_new_zipfile_serialization=False)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "..", "vocoders", "configs", "hifigan-tiny.json"),
+                root / "hifigan-config.json")
+    torch.save({"generator": load_vocoder("hifigan", config="tiny", seed=2).generator.state_dict()},
+               root / "hifigan_T2_v1")                                             # the name matcha.cli saves it under
+    matcha = build_generator("matcha", "tiny", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.strategy.connect(matcha.model)
+        trainer.save_checkpoint(root / "matcha_ljspeech.ckpt")                     # Lightning's own writer
+    write_prompts(root / "prompts.tsv", [Prompt("p0", "A silver coin."), Prompt("p1", "The cat sat.")])
+    return root
+
+
+def _copy(official, tmp_path):
+    folder = tmp_path / "official"
+    shutil.copytree(official, folder)
+    return folder
+
+
+def _truncate(path, keep=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_verify_passes_every_official_file_and_names_what_needs_trust(official, capsys):
+    rows = {r.entry.id: r for r in verify_folder(official)}
+    assert {k: r.status for k, r in rows.items()} == dict.fromkeys(rows, "ok")
+    assert rows["vocoder/hifigan-matcha"].path.name == "hifigan_T2_v1"  # the alias is accepted
+    assert "--trust" in rows["matcha/pretrained"].note and "omegaconf" in rows["matcha/pretrained"].note
+    assert [k for k, r in rows.items() if r.note] == ["matcha/pretrained"]
+    assert main(["checkpoints", "verify", str(official)]) == 0
+    assert "7 ok, 0 bad, 0 missing" in capsys.readouterr().out
+
+
+def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, tmp_path, capsys):
+    folder = _copy(official, tmp_path)
+    _truncate(folder / "hifigan.pt")                                   # legacy pickle, cut in its storages
+    _truncate(folder / "tts_hifigan.nemo")                             # tarfile.ReadError before
+    _truncate(folder / "tts_en_fastpitch_align.nemo", keep=0.95)       # a member's bytes cut
+    shutil.copy(folder / "hifigan_T2_v1", folder / "grad-tts.pt")      # another model's file, renamed
+    marker = tmp_path / MARKER_NAME
+    (folder / "matcha_ljspeech.ckpt").write_bytes(pickle.dumps(RunsCode(marker), protocol=2))  # ~100 bytes
+    torch.save({"model": RunsCode(marker)}, folder / "model_file.pth")  # a torch zip that would run code
+    assert main(["checkpoints", "verify", str(folder)]) == 1
+    out = capsys.readouterr().out
+    rows = {r.entry.id: r for r in verify_folder(folder)}
+    assert not marker.exists()
+    assert [k for k, r in rows.items() if r.status != "bad"] == ["vocoder/hifigan-matcha"], out  # left intact
+    assert "truncated" in rows["vocoder/hifigan-gradtts"].problems[0]
+    assert "truncated" in rows["vocoder/hifigan-nemo"].problems[0]
+    assert "truncated" in rows["fastpitch/pretrained"].problems[0]
+    assert "holds a jik876 HiFi-GAN generator, not a Grad-TTS model" in rows["gradtts/pretrained"].problems[0]
+    assert "posix.system" in rows["matcha/pretrained"].problems[0] and "plain pickle" in rows["matcha/pretrained"].problems[0]
+    assert "posix.system" in rows["vits/pretrained"].problems[0]
+    assert "--trust" not in out and "Traceback" not in out
+    assert "1 ok, 6 bad, 0 missing" in out
+
+
+def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_path, capsys):
+    out = tmp_path / "corpus"
+    assert main(["synth", str(official / "grad-tts.pt"), "--config", "tiny", "--prompts", str(official / "prompts.tsv"),
+                 "--out", str(out), "--random-vocoder", "0", "--device", "cpu"]) == 0
+    assert main(["synth", str(official / "model_file.pth"), "--prompts", str(official / "prompts.tsv"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["synth", str(official / "tts_en_fastpitch_align.nemo"), "--prompts", str(official / "prompts.tsv"),
+                 "--out", str(out), "--vocoder-weights", str(official / "tts_hifigan.nemo"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    matcha = ["synth", str(official / "matcha_ljspeech.ckpt"), "--prompts", str(official / "prompts.tsv"), "--out",
+              str(out), "--vocoder-weights", str(official / "hifigan_T2_v1"), "--vocoder-config", "tiny", "--device", "cpu"]
+    assert main(matcha) == 2
+    err = capsys.readouterr().err
+    assert "matcha_ljspeech.ckpt: needs full unpickling" in err and "--trust (recipe: trust = true)" in err
+    assert "--trust-checkpoint" not in err
+    assert main([*matcha, "--trust"]) == 0
+    rows = Corpus.read(out).rows
+    assert {r["checkpoint"] for r in rows} == {"gradtts/pretrained", "vits/pretrained", "fastpitch/pretrained",
+                                               "matcha/pretrained"}
+    assert {r["checkpoint_sha256"] for r in rows if r["architecture"] == "gradtts"} == {inspect_sha(official / "grad-tts.pt")}
+    # The generic vocoder name works too: generator_v1 when only hifigan_T2_v1 is there.
+    assert load_vocoder("hifigan", str(official / "generator_v1"), "tiny").name == "hifigan_T2_v1"
+
+
+def inspect_sha(path):
+    from sourcetrace.fileio import sha256_file
+
+    return sha256_file(path)
+
+
+def test_a_file_that_does_not_tell_its_architecture_needs_architecture(tmp_path, capsys):
+    grad = build_generator("gradtts", "tiny", seed=1)
+    state = {k.replace("encoder.", "enc."): v for k, v in grad.model.state_dict().items()}  # keys of no known layout
+    torch.save(state, tmp_path / "renamed.pt")
+    with pytest.raises(GeneratorError, match="does not tell its architecture: give --architecture"):
+        checkpoint_architecture(tmp_path / "renamed.pt")
+    assert checkpoint_architecture(tmp_path / "renamed.pt", "gradtts") == "gradtts"
+    assert main(["synth", str(tmp_path / "renamed.pt"), "--prompts", "p.tsv", "--out", str(tmp_path / "c"),
+                 "--architecture", "gradtts", "--config", "tiny", "--random-vocoder", "0"]) == 2
+    assert "renamed.pt: does not fit config 'tiny'" in capsys.readouterr().err  # read as Grad-TTS, as asked
+    with pytest.raises(GeneratorError, match="holds a jik876 HiFi-GAN generator, not a generator"):
+        checkpoint_architecture(_vocoder_file(tmp_path))
+
+
+def _vocoder_file(tmp_path):
+    path = tmp_path / "generator_v1"
+    torch.save({"generator": load_vocoder("hifigan", config="tiny", seed=0).generator.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_pickle_that_would_run_code_never_runs(official, tmp_path, trust, capsys):
+    marker = tmp_path / MARKER_NAME
+    hostile = tmp_path / "matcha_ljspeech.ckpt"
+    hostile.write_bytes(pickle.dumps(RunsCode(marker), protocol=2))
+    zipped = tmp_path / "grad-tts.pt"
+    torch.save({"encoder.proj_w.x": RunsCode(marker)}, zipped)
+    for path, arch in ((hostile, "matcha"), (zipped, "gradtts"), (zipped, "matcha")):
+        with pytest.raises(GeneratorError, match="posix.system") as info:
+            load_checkpoint(arch, path, "tiny", trust=trust)
+        assert "--trust" not in str(info.value) and str(path) in str(info.value)
+    with pytest.raises(VocoderError, match="posix.system"):
+        load_vocoder("hifigan", str(zipped), "tiny")
+    command = ["synth", str(hostile), "--architecture", "matcha", "--prompts", str(official / "prompts.tsv"),
+               "--out", str(tmp_path / "c"), "--random-vocoder", "0"]
+    assert main(command + (["--trust"] if trust else [])) == 2
+    assert main(["checkpoints", "verify", str(tmp_path)]) == 1
+    assert "posix.system" in capsys.readouterr().out
+    assert not marker.exists()
+
+
+def test_trust_is_never_suggested_for_a_broken_or_foreign_file(official, tmp_path):
+    folder = _copy(official, tmp_path)
+    _truncate(folder / "matcha_ljspeech.ckpt")
+    with pytest.raises(GeneratorError) as info:
+        load_checkpoint("matcha", folder / "matcha_ljspeech.ckpt", "tiny")
+    assert "truncated" in str(info.value) and "--trust" not in str(info.value)
+    for path, arch, holds in ((official / "grad-tts.pt", "matcha", "a Grad-TTS model"),
+                              (official / "tts_hifigan.nemo", "fastpitch", "a NeMo HiFi-GAN vocoder"),
+                              (official / "matcha_ljspeech.ckpt", "vits", "a Matcha-TTS model")):
+        with pytest.raises(GeneratorError, match=f"holds {holds}, not") as info:
+            load_checkpoint(arch, path, "tiny", trust=True)
+        assert "--trust" not in str(info.value)
+    with pytest.raises(VocoderError, match="tts_en_fastpitch_align.nemo: holds a NeMo FastPitch model, not a NeMo HiFi-GAN"):
+        load_vocoder("nemo-hifigan", str(official / "tts_en_fastpitch_align.nemo"))
+    _truncate(folder / "model_file.pth")
+    with pytest.raises(GeneratorError, match="model_file.pth: truncated"):
+        load_checkpoint("vits", folder / "model_file.pth", trust=True)
+
+
+def test_train_init_from_an_official_file(official, tmp_path, capsys):
+    from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
+
+    lj = make_ljspeech_like(tmp_path / "lj", 4, 1, 1)
+    command = ["train", "matcha", "--data", str(lj.root), "--init-from", str(official / "matcha_ljspeech.ckpt"),
+               "--run-dir", str(tmp_path / "ft"), "--config", "tiny", "--schedule", "mini", "--steps", "1",
+               "--no-tensorboard", "--device", "cpu"]
+    assert main(command) == 2
+    assert "--trust (recipe: trust = true)" in capsys.readouterr().err
+    assert main([*command, "--trust"]) == 0
+    assert (tmp_path / "ft" / "checkpoints" / "ft-9136" / "model.safetensors").is_file()
+    assert main(["train", "gradtts", "--data", str(lj.root), "--init-from", str(official / "matcha_ljspeech.ckpt"),
+                 "--run-dir", str(tmp_path / "x"), "--config", "tiny", "--steps", "1", "--trust"]) == 2
+    assert "holds a Matcha-TTS model, not a Grad-TTS model" in capsys.readouterr().err
+
+
+RECIPE = """[corpus]
+prompts = "official/prompts.tsv"
+schedule = "mini"
+roles = ["pretrained"]
+swap_roles = []
+[corpus.architectures.fastpitch]
+pretrained = "official/{fastpitch}"
+vocoder = "nemo"
+[corpus.architectures.gradtts]
+pretrained = "official/grad-tts.pt"
+pretrained_config = "tiny"
+vocoder = "jik"
+[corpus.architectures.vits]
+pretrained = "official/model_file.pth"
+[corpus.vocoders.nemo]
+kind = "nemo-hifigan"
+weights = "official/tts_hifigan.nemo"
+[corpus.vocoders.jik]
+kind = "hifigan"
+weights = "official/hifigan.pt"
+config = "{config}"
+"""
+
+
+def test_recipe_paths_resolve_against_the_recipe_folder_and_bad_jobs_are_listed(official, tmp_path, monkeypatch, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(official, study / "official")
+    (study / "recipe.toml").write_text(RECIPE.format(fastpitch="tts_en_fastpitch_align.nemo",
+                                                     config="official/hifigan-config.json"))
+    monkeypatch.chdir(tmp_path)  # run from elsewhere: every path is the recipe folder's
+    assert main(["synth", "--recipe", str(study / "recipe.toml"), "--out", str(tmp_path / "good"), "--device", "cpu"]) == 0
+    assert len(Corpus.read(tmp_path / "good").rows) == 3 * 2
+
+    # The vocoder's file given as FastPitch, and a vocoder that fails at its first synthesis
+    # (a 16 kHz config for 22 kHz mels): each job is reported and skipped, VITS's clips are kept.
+    config = (study / "official" / "hifigan-config.json").read_text().replace('"sampling_rate": 22050', '"sampling_rate": 16000')
+    (study / "official" / "hifigan-16k.json").write_text(config)
+    (study / "bad.toml").write_text(RECIPE.format(fastpitch="tts_hifigan.nemo", config="official/hifigan-16k.json"))
+    capsys.readouterr()
+    assert main(["synth", "--recipe", str(study / "bad.toml"), "--out", str(tmp_path / "bad"), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "0 clips made" not in captured.out and "2 job(s) failed" in captured.out and "rerun, or wait" not in captured.out
+    failures = [line for line in captured.err.splitlines() if line.startswith("[synth] failed:")]
+    assert len(failures) == 2
+    assert "fastpitch/pretrained" in failures[0] and "holds a NeMo HiFi-GAN vocoder, not a NeMo FastPitch model" in failures[0]
+    assert "gradtts/pretrained" in failures[1] and "failed at synthesis" in failures[1] and "16000 Hz" in failures[1]
+    assert len(list((tmp_path / "bad" / "audio").rglob("*.wav"))) == 2  # VITS's clips
