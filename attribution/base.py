@@ -1,12 +1,14 @@
 """The attributor interface, scikit-learn style: fit on support vectors and labels, predict queries.
 
 A new attributor is one file: subclass `Attributor`, set `name`, implement `fit`, `predict_scores`
-and (for unknown detection) `outlier_score`, and add it to `ATTRIBUTORS` in `registry.py`.
+and (for unknown detection) `outlier_score`, and add it to the built-ins of
+`sourcetrace.plugins.ATTRIBUTORS`, or ship it as a plug-in (entry point group `sourcetrace.attributors`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,6 +41,11 @@ def check_query(X, dim: int) -> np.ndarray:
 class Attributor(ABC):
     name: str = ""
     classes_: np.ndarray
+    #: A capability the benchmark asks for, never a name: the attributor votes among the k nearest
+    #: support vectors of a label-independent search (kNN's interface: k, metric, standardize,
+    #: chunk_size, label_support, kneighbors, relabel, scores_from_neighbors), so one search can
+    #: serve many splits and levels, and validation F1 can be drawn against k.
+    votes_among_neighbours: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, X, y) -> "Attributor":

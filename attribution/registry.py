@@ -1,18 +1,11 @@
-"""Attributors by name: what `--attributor` accepts."""
+"""Attributors by name: what `--attributor` accepts (built-ins and `sourcetrace.attributors` plug-ins)."""
 
 from __future__ import annotations
 
-from .base import Attributor
-from .knn import KNNAttributor
-from .probe import LinearProbeAttributor
+from sourcetrace.plugins import ATTRIBUTORS
 
-ATTRIBUTORS: dict[str, type[Attributor]] = {
-    KNNAttributor.name: KNNAttributor,
-    LinearProbeAttributor.name: LinearProbeAttributor,
-}
+from .base import Attributor
 
 
 def build_attributor(name: str, **params) -> Attributor:
-    if name not in ATTRIBUTORS:
-        raise ValueError(f"unknown attributor {name!r}; choose one of {', '.join(sorted(ATTRIBUTORS))}")
     return ATTRIBUTORS[name](**params)

@@ -1,32 +1,23 @@
 """TTS generators behind one interface (`base.Generator`); one file per architecture.
 
-Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to
-`ARCHITECTURES`. The classes import their TTS stacks lazily, so the light core never needs them.
+Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to the
+built-ins of `sourcetrace.plugins.GENERATORS`, or ship it outside the project as a plug-in (entry
+point group `sourcetrace.generators`, README "Write a plug-in"). The classes import their TTS
+stacks lazily, so the light core never needs them.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
+
+from sourcetrace.plugins import GENERATORS as ARCHITECTURES
 
 from .base import Generator, GeneratorError, load_config, read_checkpoint_meta
 
-ARCHITECTURES = {
-    "fastpitch": "sourcetrace.generators.fastpitch:FastPitchGenerator",
-    "vits": "sourcetrace.generators.vits:VitsGenerator",
-    "gradtts": "sourcetrace.generators.gradtts:GradTTSGenerator",
-    "matcha": "sourcetrace.generators.matcha:MatchaGenerator",
-}
-
 
 def generator_class(architecture: str) -> type[Generator]:
-    if architecture not in ARCHITECTURES:
-        raise GeneratorError(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    module, _, name = ARCHITECTURES[architecture].partition(":")
-    try:
-        return getattr(import_module(module), name)
-    except ImportError as exc:
-        raise GeneratorError(f"{architecture}: its TTS stack is not installed ({exc}); run tools/setup.sh") from None
+    """The class of a built-in or plug-in architecture (raises GeneratorError naming what is wrong)."""
+    return ARCHITECTURES[architecture]
 
 
 def build_generator(architecture: str, config: str, seed: int) -> Generator:
@@ -63,7 +54,7 @@ def checkpoint_architecture(source: str | Path, architecture: str | None = None)
             raise GeneratorError(f"{source}: holds {MODELS[found]}, not a generator (give it as a vocoder)")
         if found is None and architecture is None:
             raise GeneratorError(f"{source}: {describe(report)} that does not tell its architecture: give "
-                                 f"--architecture ({', '.join(sorted(ARCHITECTURES))})")
+                                 f"--architecture ({ARCHITECTURES.describe()})")
     else:
         raise GeneratorError(f"{source}: no checkpoint folder or official checkpoint file there")
     if architecture is not None and found is not None and found != architecture:

@@ -1,28 +1,19 @@
 """Vocoders (mel -> waveform) behind one interface (`base.Vocoder`); one file per kind.
 
-Adding a kind: write `<name>.py` with a `Vocoder` subclass and add one line to `VOCODERS`.
+Adding a kind: write `<name>.py` with a `Vocoder` subclass and add one line to the built-ins of
+`sourcetrace.plugins.VOCODERS`, or ship it as a plug-in (entry point group `sourcetrace.vocoders`).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from sourcetrace.plugins import VOCODERS
 
 from .base import Vocoder, VocoderError
 
-VOCODERS = {
-    "hifigan": "sourcetrace.vocoders.hifigan:HiFiGAN",             # jik876 (Grad-TTS, Matcha-TTS)
-    "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN",  # NVIDIA NeMo (FastPitch)
-}
-
 
 def vocoder_class(kind: str) -> type[Vocoder]:
-    if kind not in VOCODERS:
-        raise VocoderError(f"unknown vocoder kind {kind!r}; known: {', '.join(sorted(VOCODERS))}")
-    module, _, name = VOCODERS[kind].partition(":")
-    try:
-        return getattr(import_module(module), name)
-    except ImportError as exc:
-        raise VocoderError(f"vocoder {kind}: its stack is not installed ({exc}); run tools/setup.sh") from None
+    """The class of a built-in or plug-in vocoder kind (raises VocoderError naming what is wrong)."""
+    return VOCODERS[kind]
 
 
 def load_vocoder(kind: str, weights: str | None = None, config: str | None = None, seed: int | None = None,

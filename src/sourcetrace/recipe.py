@@ -135,7 +135,7 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
         vwhere = f"{path} [corpus.vocoders.{name}]"
         _unknown(entry, _VOCODER_KEYS, vwhere)
         if entry.get("kind") not in VOCODERS:
-            raise RecipeError(f"{vwhere}: kind must be one of {', '.join(sorted(VOCODERS))}, got {entry.get('kind')!r}")
+            raise RecipeError(f"{vwhere}: kind must be one of {VOCODERS.describe()}, got {entry.get('kind')!r}")
         if ("weights" in entry) == ("seed" in entry):
             raise RecipeError(f"{vwhere}: give either 'weights' (an official file) or 'seed' (an untrained vocoder)")
         config = entry.get("config")
@@ -148,7 +148,7 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
         awhere = f"{path} [corpus.architectures.{name}]"
         _unknown(entry, _ARCH_KEYS, awhere)
         if name not in ARCHITECTURES:
-            raise RecipeError(f"{awhere}: unknown architecture; known: {', '.join(sorted(ARCHITECTURES))}")
+            raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
         end_to_end = generator_class(name).end_to_end
         vocoder = entry.get("vocoder")
         if end_to_end and vocoder is not None:

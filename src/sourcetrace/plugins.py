@@ -1,0 +1,181 @@
+"""Plug-in registries: the generators, vocoders, feature extractors and attributors sourcetrace knows.
+
+Each kind is one `Registry`: the project's built-in classes plus whatever installed distributions
+declare in the kind's entry-point group, e.g. in a plug-in's pyproject.toml
+
+    [project.entry-points."sourcetrace.generators"]
+    toyarch = "toyplug.model:ToyGenerator"
+
+Classes are imported only when asked for (a TTS stack is imported only by whoever uses it), and
+every loaded class is checked against the kind's base class, so a broken plug-in fails with its
+distribution and entry point named. Names are read without importing anything: CLI help texts,
+recipe validation and the leaderboard list them cheaply. A built-in name always means the built-in;
+a plug-in reusing it is reported, never silently preferred.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import import_module, metadata
+
+
+def resolve(reference: str):
+    """The object a "package.module:attribute" reference names."""
+    module, _, attribute = reference.partition(":")
+    return getattr(import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point of a kind's group: where a plug-in class comes from."""
+
+    name: str
+    reference: str      # "module:Class"
+    distribution: str   # "name version", or "?" when the entry point has no distribution
+
+    def origin(self, group: str) -> str:
+        return f"distribution {self.distribution}, entry point {self.name} = {self.reference} (group {group})"
+
+
+class Registry(Mapping):
+    """name -> class of one kind, loaded lazily: built-ins ("module:Class" references) first, then
+    the entry points of `group`. `error` is the exception type the kind raises (its module's
+    GeneratorError, VocoderError ...); `name_attribute`, when set, is the class attribute that must
+    equal the registered name (what checkpoints and results record, then look up again)."""
+
+    def __init__(self, kind: str, group: str, base: str, builtins: dict[str, str], error: str = "builtins:ValueError",
+                 name_attribute: str | None = None, missing_stack: str = ""):
+        self.kind, self.group, self.builtins = kind, group, dict(builtins)
+        self._base, self._error, self.name_attribute = base, error, name_attribute
+        self._missing_stack = missing_stack  # advice when a built-in's import fails
+        self._loaded: dict[str, type] = {}
+        self._scanned: tuple[tuple[str, ...], dict[str, list[Plugin]]] | None = None
+
+    # ---- what is installed ----------------------------------------------------------------------
+    def plugins(self) -> dict[str, list[Plugin]]:
+        """The group's entry points by name (a name may come from several distributions), rescanned
+        whenever sys.path changes."""
+        key = tuple(sys.path)
+        if self._scanned is None or self._scanned[0] != key:
+            found: dict[str, list[Plugin]] = {}
+            for point in metadata.entry_points(group=self.group):
+                dist = point.dist
+                label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?"
+                plugin = Plugin(point.name, point.value, label)
+                if plugin not in found.get(point.name, []):
+                    found.setdefault(point.name, []).append(plugin)
+            self._scanned = (key, found)
+        return self._scanned[1]
+
+    def names(self) -> list[str]:
+        return sorted(set(self.builtins) | set(self.plugins()))
+
+    def is_plugin(self, name: str) -> bool:
+        return name not in self.builtins and name in self.plugins()
+
+    def plugin_names(self) -> list[str]:
+        return [name for name in self.names() if self.is_plugin(name)]
+
+    def origin(self, name: str) -> str:
+        if name in self.builtins:
+            return f"built-in {self.builtins[name]}"
+        return "; ".join(p.origin(self.group) for p in self.plugins()[name])
+
+    def describe(self) -> str:
+        """The names for help texts and errors: "a, b, c"."""
+        return ", ".join(self.names())
+
+    # ---- loading --------------------------------------------------------------------------------
+    @property
+    def base(self) -> type:
+        return resolve(self._base)
+
+    @property
+    def error(self) -> type[Exception]:
+        return resolve(self._error)
+
+    def unknown(self, name: str) -> Exception:
+        return self.error(f"unknown {self.kind} {name!r}; known: {self.describe()}")
+
+    def __getitem__(self, name: str) -> type:
+        if name not in self:
+            raise self.unknown(name)
+        if name not in self._loaded:
+            self._loaded[name] = self._load(name)
+        return self._loaded[name]
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def _load(self, name: str) -> type:
+        if name in self.builtins:
+            try:
+                found = resolve(self.builtins[name])
+            except ImportError as exc:
+                raise self.error(f"{self.kind} {name}: its stack is not installed ({exc}){self._missing_stack}") from None
+            where = f"built-in {self.kind} {name}"
+        else:
+            candidates = self.plugins()[name]
+            if len(candidates) > 1:
+                raise self.error(f"{self.kind} {name!r} is declared by several plug-ins: "
+                                 + "; ".join(p.origin(self.group) for p in candidates) + ". Uninstall all but one.")
+            plugin = candidates[0]
+            where = plugin.origin(self.group)
+            try:
+                found = resolve(plugin.reference)
+            except Exception as exc:  # a plug-in's import can fail in any way: name it
+                raise self.error(f"{where}: cannot import {plugin.reference}: {type(exc).__name__}: {exc}") from exc
+        base = self.base
+        if not (isinstance(found, type) and issubclass(found, base)):
+            raise self.error(f"{where}: {found!r} is not a subclass of {base.__module__}.{base.__qualname__}")
+        if self.name_attribute and getattr(found, self.name_attribute, None) != name:
+            raise self.error(f"{where}: {found.__qualname__}.{self.name_attribute} is "
+                             f"{getattr(found, self.name_attribute, None)!r}, not the registered name {name!r}")
+        return found
+
+    def __contains__(self, name) -> bool:
+        return name in self.builtins or name in self.plugins()
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind}: {self.describe()})"
+
+
+_SETUP = "; run tools/setup.sh"
+
+GENERATORS = Registry(
+    "architecture", "sourcetrace.generators", "sourcetrace.generators.base:Generator",
+    {"fastpitch": "sourcetrace.generators.fastpitch:FastPitchGenerator",
+     "vits": "sourcetrace.generators.vits:VitsGenerator",
+     "gradtts": "sourcetrace.generators.gradtts:GradTTSGenerator",
+     "matcha": "sourcetrace.generators.matcha:MatchaGenerator"},
+    error="sourcetrace.generators.base:GeneratorError", name_attribute="architecture", missing_stack=_SETUP)
+
+VOCODERS = Registry(
+    "vocoder kind", "sourcetrace.vocoders", "sourcetrace.vocoders.base:Vocoder",
+    {"hifigan": "sourcetrace.vocoders.hifigan:HiFiGAN",               # jik876 (Grad-TTS, Matcha-TTS)
+     "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN"},  # NVIDIA NeMo (FastPitch)
+    error="sourcetrace.vocoders.base:VocoderError", name_attribute="kind", missing_stack=_SETUP)
+
+#: Built-in extractor kinds; a plug-in extractor class is called with the spec's argument
+#: (`name:argument`) or with none (`name`), see attribution/extractors/__init__.py.
+EXTRACTORS = Registry(
+    "extractor", "sourcetrace.extractors", "sourcetrace.attribution.extractors.base:FeatureExtractor",
+    {"lfcc": "sourcetrace.attribution.extractors.spectral:CepstralExtractor",
+     "mfcc": "sourcetrace.attribution.extractors.spectral:CepstralExtractor",
+     "ssl": "sourcetrace.attribution.extractors.ssl:SSLExtractor"})
+
+ATTRIBUTORS = Registry(
+    "attributor", "sourcetrace.attributors", "sourcetrace.attribution.base:Attributor",
+    {"knn": "sourcetrace.attribution.knn:KNNAttributor",
+     "probe": "sourcetrace.attribution.probe:LinearProbeAttributor"},
+    name_attribute="name")
+
+REGISTRIES = {"generators": GENERATORS, "vocoders": VOCODERS, "extractors": EXTRACTORS, "attributors": ATTRIBUTORS}

@@ -1,0 +1,1 @@
+"""A toy sourcetrace plug-in: see model.py."""
