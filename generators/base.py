@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sourcetrace.fileio import atomic_path, write_json_atomic
@@ -59,18 +60,19 @@ class Batch:
                      {k: v.to(device) for k, v in self.lengths.items()}, self.epoch)
 
 
-def load_config(architecture: str, name: str) -> dict:
-    """A named config shipped in generators/configs/<architecture>-<name>.toml."""
-    folder = resources.files(__package__).joinpath("configs")
+def load_config(architecture: str, name: str, package: str = __package__) -> dict:
+    """A named config shipped in <package>/configs/<architecture>-<name>.toml (the project's
+    generators/configs/, or a plug-in's own: `Generator.config_package`)."""
+    folder = resources.files(package).joinpath("configs")
     entry = folder.joinpath(f"{architecture}-{name}.toml")
     if not entry.is_file():
         names = sorted(p.name[len(architecture) + 1:-5] for p in folder.iterdir()
-                       if p.name.startswith(architecture + "-") and p.name.endswith(".toml"))
-        raise GeneratorError(f"no config {name!r} for {architecture}; configs: {', '.join(names)}")
+                       if p.name.startswith(architecture + "-") and p.name.endswith(".toml")) if folder.is_dir() else []
+        raise GeneratorError(f"no config {name!r} for {architecture} in {package}/configs; configs: {', '.join(names)}")
     config = tomllib.loads(entry.read_text(encoding="utf-8"))
     for section in ("model", "training", "synthesis", "mel"):
         if section not in config:
-            raise GeneratorError(f"generators/configs/{architecture}-{name}.toml: missing [{section}]")
+            raise GeneratorError(f"{entry}: missing [{section}]")
     config["name"] = name
     return config
 
@@ -81,6 +83,9 @@ class Generator(ABC):
     end_to_end: ClassVar[bool] = False
     #: the vocoder kind (sourcetrace.vocoders) the study pairs with the architecture; None if end to end
     default_vocoder: ClassVar[str | None] = None
+    #: the package whose configs/ folder holds the named configs (<architecture>-<name>.toml): a
+    #: plug-in names its own
+    config_package: ClassVar[str] = __package__
 
     def __init__(self, config: dict, seed: int):
         """Build the official model class from `config` with weights drawn from `seed` ("zero-init")."""
@@ -117,7 +122,7 @@ class Generator(ABC):
 
     @classmethod
     def from_config_name(cls, name: str, seed: int) -> "Generator":
-        return cls(load_config(cls.architecture, name), seed)
+        return cls(load_config(cls.architecture, name, cls.config_package), seed)
 
     # ---- what each architecture provides ------------------------------------------------------
     @abstractmethod
@@ -210,14 +215,20 @@ class Generator(ABC):
     def meta(self, step: int, role: str) -> dict:
         return {"architecture": self.architecture, "config": self.config, "seed": self.seed, "step": step, "role": role}
 
-    def save(self, folder: str | Path, step: int, role: str) -> Path:
-        """Weights (safetensors) and identity (JSON) in `folder`, each written atomically."""
+    def save(self, folder: str | Path, step: int, role: str,
+             on_written: Callable[[str], None] | None = None) -> Path:
+        """Weights (safetensors) and identity (JSON) in `folder`, each written atomically;
+        `on_written(file name)` is called once each file is in place (training's test hook)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state, _ = self._state_without_aliases()
         with atomic_path(folder / CHECKPOINT_WEIGHTS) as tmp:
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
+        if on_written is not None:
+            on_written(CHECKPOINT_WEIGHTS)
         write_json_atomic(folder / CHECKPOINT_META, self.meta(step, role))
+        if on_written is not None:
+            on_written(CHECKPOINT_META)
         return folder
 
     def _state_without_aliases(self) -> tuple[dict[str, torch.Tensor], set[str]]:
@@ -239,7 +250,7 @@ class Generator(ABC):
         folder = Path(folder)
         try:
             state = load_file(str(folder / CHECKPOINT_WEIGHTS))
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # e.g. a pickle named .safetensors
             raise GeneratorError(f"{folder / CHECKPOINT_WEIGHTS}: cannot read ({exc})") from None
         missing, unexpected = self.model.load_state_dict(state, strict=False)  # copies onto the model's device
         missing = [k for k in missing if k not in self._state_without_aliases()[1]]

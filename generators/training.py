@@ -1,16 +1,23 @@
 """Training with a checkpoint schedule, for any generator.
 
 A run folder holds `checkpoints/<name>/` (weights as safetensors + generator.json) at exactly the
-scheduled optimizer steps, and `resume/` (weights, optimizer and RNG states) rewritten at every
-checkpoint and every `resume_every` steps. Killing a run and starting it again continues from the
-last resume point and yields the same checkpoints, bit for bit, as an uninterrupted run: the batch
-order is a function of (seed, step) and every RNG state is restored. Nothing the toolkits' own
-trainers do (deleting old checkpoints, counting steps differently) applies here.
+scheduled optimizer steps, and `resume/step-N/` (weights, optimizer and RNG states, step) written at
+every checkpoint and every `resume_every` steps. A resume point is published whole (written into a
+hidden folder, its manifest of hashes last, then renamed into place; the previous one is removed
+only after) and checked when loaded, so killing a run at any moment and starting it again continues
+from the last complete resume point and yields the same checkpoints, bit for bit, as an
+uninterrupted run: the batch order is a function of (seed, step) and every RNG state is restored.
+Nothing the toolkits' own trainers do (deleting old checkpoints, counting steps differently)
+applies here.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +27,26 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sourcetrace.fileio import atomic_path
+from sourcetrace.fileio import atomic_path, sha256_file, write_json_atomic
 
-from .base import Generator, GeneratorError, read_checkpoint_meta
+from .base import CHECKPOINT_META, CHECKPOINT_WEIGHTS, Generator, GeneratorError, read_checkpoint_meta
 from .data import TrainingData
 
 RESUME = "resume"
+TRAINER_STATE = "trainer.pt"        # step, optimizer and RNG states: plain tensors and lists (weights-only)
+RESUME_MANIFEST = "manifest.json"   # written last: the step and every other file's sha256
+RESUME_FILES = (CHECKPOINT_WEIGHTS, CHECKPOINT_META, TRAINER_STATE)
+
+#: Test hook: `after_write(what, step)` runs after each optimizer step ("trained") and after each
+#: file or folder put in place ("checkpoint/model.safetensors", "checkpoint/generator.json",
+#: "resume/<each of RESUME_FILES and RESUME_MANIFEST>", "resume/published", "resume/pruned"): the
+#: interruption tests kill the process there. None otherwise.
+after_write: Callable[[str, int], None] | None = None
+
+
+def _reached(what: str, step: int) -> None:
+    if after_write is not None:
+        after_write(what, step)
 
 
 @dataclass
@@ -57,11 +78,89 @@ def _set_rng_state(state: dict) -> None:
 
 def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.optim.Optimizer], step: int,
                  run: dict) -> None:
-    folder = run_dir / RESUME
-    generator.save(folder, step, role="resume")
-    with atomic_path(folder / "trainer.pt") as tmp:
+    """Publish the resume point of `step` whole: its files go into a hidden folder, then its manifest
+    (step and hashes), then the folder is renamed to resume/step-N; older ones are removed after that,
+    so an interruption at any moment leaves at least one complete resume point."""
+    root = run_dir / RESUME
+    final = root / checkpoint_name(step)
+    partial = root / f".partial-{final.name}"
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted write
+    generator.save(partial, step, role="resume", on_written=lambda name: _reached(f"resume/{name}", step))
+    with atomic_path(partial / TRAINER_STATE) as tmp:
         torch.save({"step": step, "optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state(),
                     "run": run}, tmp)
+    _reached(f"resume/{TRAINER_STATE}", step)
+    write_json_atomic(partial / RESUME_MANIFEST,
+                      {"step": step, "sha256": {name: sha256_file(partial / name) for name in RESUME_FILES}})
+    _reached(f"resume/{RESUME_MANIFEST}", step)
+    if final.exists():
+        shutil.rmtree(final)  # a refused resume point of this step (an intact one would have been resumed)
+    os.replace(partial, final)
+    _fsync_dir(root)
+    _reached("resume/published", step)
+    for entry in root.iterdir():
+        if entry != final:  # older resume points, and files of the layout before resume points were folders
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    _reached("resume/pruned", step)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _resume_step(folder: Path) -> int | None:
+    name = folder.name
+    return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
+
+
+def _checked_resume_point(folder: Path) -> dict:
+    """The trainer state of a complete resume point; raises GeneratorError saying what is wrong when
+    its files do not all belong to the step its manifest names."""
+    manifest_file = folder / RESUME_MANIFEST
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        step, hashes = int(manifest["step"]), dict(manifest["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GeneratorError(f"{manifest_file}: unreadable or incomplete ({type(exc).__name__}: {exc})") from None
+    if _resume_step(folder) != step or sorted(hashes) != sorted(RESUME_FILES):
+        raise GeneratorError(f"{manifest_file}: names step {step} and files {sorted(hashes)}, expected "
+                             f"{folder.name} and {sorted(RESUME_FILES)}")
+    for name, digest in hashes.items():
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest:
+            raise GeneratorError(f"{folder / name}: missing or changed since the manifest was written")
+    try:
+        state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a file it cannot read weights-only
+        raise GeneratorError(f"{folder / TRAINER_STATE}: cannot be read weights-only "
+                             f"({type(exc).__name__}: {exc})") from None
+    weights_step = read_checkpoint_meta(folder)["step"]
+    if state["step"] != step or weights_step != step:
+        raise GeneratorError(f"{folder}: weights of step {weights_step}, trainer state of step {state['step']}, "
+                             f"manifest of step {step}")
+    return state
+
+
+def _latest_resume_point(run_dir: Path, log: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The newest complete resume point and its trainer state; each one refused is reported."""
+    root = run_dir / RESUME
+    folders = sorted((f for f in root.glob("step-*") if _resume_step(f) is not None), key=_resume_step, reverse=True)
+    if (root / TRAINER_STATE).is_file():
+        log(f"[train] {root}: resume files without a manifest refused (written by an older sourcetrace, which did "
+            f"not check that weights and trainer state are of one step); {_fallback(folders, 0)}")
+    for i, folder in enumerate(folders):
+        try:
+            return folder, _checked_resume_point(folder)
+        except GeneratorError as exc:
+            log(f"[train] resume point refused: {exc}; {_fallback(folders, i + 1)}")
+    return None
+
+
+def _fallback(folders: list[Path], i: int) -> str:
+    return f"using {folders[i].name}" if i < len(folders) else "starting from step 0"
 
 
 def checkpoint_name(step: int) -> str:
@@ -81,9 +180,23 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     steps), which costs up to 2x on full-size CPU models (benchmarks/bench_generators.py
     --nondeterministic); on CUDA it asks cuDNN for deterministic kernels.
     """
+    _launch_numba_threads()
     with determinism(deterministic):
         return _train(generator, data, Path(run_dir), steps, batch_size, seed, names, resume_every, stop_after, log,
                       tensorboard, sample_vocoder, log_every_s)
+
+
+def _launch_numba_threads() -> None:
+    """Keep the CPU thread count the caller set for the whole run. numba's OpenMP pool, launched by
+    the first parallel call in a process (NeMo's FastPitch alignment search), resets the OpenMP
+    thread count that torch shares to numba's (all CPUs): a run's steps then used one count or
+    another depending on whether an earlier run in the process had launched it. Launching it here
+    (a no-op once launched) and setting the count back makes every run compute with one count."""
+    numba = sys.modules.get("numba")  # imported with the model's stack if that stack uses it
+    if numba is not None:
+        threads = torch.get_num_threads()
+        numba.get_num_threads()
+        torch.set_num_threads(threads)
 
 
 @contextmanager
@@ -107,14 +220,15 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
     start = 0
     # What decides the batches and the checkpoints: a resumed run must use the same.
     run = {"seed": int(seed), "batch_size": int(batch_size), "steps": steps, "clips": len(data)}
-    if (run_dir / RESUME / "trainer.pt").is_file():
-        meta = read_checkpoint_meta(run_dir / RESUME)
+    resume = _latest_resume_point(run_dir, log)
+    if resume is not None:
+        folder, state = resume
+        meta = read_checkpoint_meta(folder)
         if meta["architecture"] != generator.architecture or meta["config"]["model"] != generator.config["model"]:
             raise GeneratorError(f"{run_dir}: holds a run of another model ({meta['architecture']}, "
                                  f"config {meta['config']['name']!r}); use a new --run-dir")
-        generator.load_weights(run_dir / RESUME)
+        generator.load_weights(folder)
         optimizers = generator.optimizers()
-        state = torch.load(run_dir / RESUME / "trainer.pt", map_location="cpu", weights_only=True)
         if state["run"] != run:
             raise GeneratorError(f"{run_dir}: was started with {state['run']}, now asked for {run}; resuming would "
                                  "not reproduce the run. Use the same options or a new --run-dir")
@@ -137,12 +251,14 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
         losses = generator.train_step(batch, optimizers)
         total = sum(losses.values())
         done = step + 1
+        _reached("trained", done)
         if writer is not None:
             for name, value in losses.items():
                 writer.add_scalar(f"loss/{name}", value.item(), done)
             writer.add_scalar("loss/total", total.item(), done)
         if done in steps:
-            folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled")
+            folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled",
+                                    on_written=lambda name: _reached(f"checkpoint/{name}", done))
             saved.append(folder)
             _save_resume(run_dir, generator, optimizers, done, run)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")

@@ -5,6 +5,7 @@ a preempted training job that is requeued and resumes bit for bit."""
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -75,6 +76,32 @@ def test_a_changed_section_reruns_its_stage_and_those_after(local_run, tmp_path)
     changed.write_text(recipe.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
     study = Study(changed, out)
     assert [s for s in STAGES if not study.up_to_date(s)] == ["bench"]
+
+
+FINE_TUNES = ("fastpitch/finetuned", "gradtts/finetuned", "matcha/finetuned", "vits/finetuned")
+
+
+def test_a_unit_gives_the_same_bytes_alone_in_a_fresh_process(local_run, tmp_path):
+    """The local run's fine-tunes ran after every other training unit of the study, in one process.
+    Here they run in a fresh process, FastPitch's first (alone: its first alignment search used to
+    reset the thread count mid-unit when no earlier unit had), the others after it: whatever ran
+    before a unit in its process must not change a byte of what it writes."""
+    recipe, local = local_run
+    work = tmp_path / "fresh"
+    shutil.copytree(local / "data", work / "data")
+    shutil.copytree(local / "runs", work / "runs", ignore=lambda folder, names: [
+        n for n in names if n.endswith("-ft") or (Path(folder).name == "features" and n == "hifitts")])
+    script = ("import sys; from sourcetrace.study import Study; study = Study(sys.argv[1], sys.argv[2]); "
+              "units = {u.name: u for u in study.units('train')}; [study.run_unit(units[n]) for n in sys.argv[3:]]")
+    done = subprocess.run([sys.executable, "-c", script, str(recipe), str(work), *FINE_TUNES], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for unit in FINE_TUNES:
+        run = f"runs/{unit.split('/')[0]}-ft/checkpoints"
+        ours = sorted(p.relative_to(work / run) for p in (work / run).rglob("*") if p.is_file())
+        assert ours and ours == sorted(p.relative_to(local / run) for p in (local / run).rglob("*") if p.is_file())
+        for rel in ours:
+            assert (work / run / rel).read_bytes() == (local / run / rel).read_bytes(), f"{unit}: {rel} differs"
 
 
 def test_bad_run_recipes_name_the_problem(tmp_path):

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .fileio import write_json_atomic
+from .fileio import outside_note, write_json_atomic
 from .recipe import CorpusRecipe, RecipeError, load_recipe
 
 STAGES = ("data", "train", "synth", "features", "bench")
@@ -44,6 +45,14 @@ class Unit:
     name: str
     wave: int = 0    # units of a later wave start after the earlier waves finished (fine-tunes)
     gpus: int = 0    # what one unit asks of a cluster
+
+
+def _default_threads() -> int:
+    """torch's default CPU thread count: OMP_NUM_THREADS, else the CPUs this process may use."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0))
 
 
 def _require(table: dict, key: str, kind: type, where: str):
@@ -158,11 +167,12 @@ class Study:
         return [Unit(stage, stage)]
 
     def run_unit(self, unit: Unit, log: Callable[[str], None] = print, default_threads: int | None = None) -> None:
+        """Run one unit from its own inputs, whatever ran before it in this process: the CPU thread
+        count is set here ([study] threads, else the backend's grant, else torch's default for this
+        machine, never one left by an earlier unit); training sets seeds, RNG states and kernel flags."""
         import torch
 
-        threads = self.threads or default_threads
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(self.threads or default_threads or _default_threads())
         getattr(self, f"_run_{unit.stage}")(unit.name, log)
 
     # ---- stages -------------------------------------------------------------------------------
@@ -183,7 +193,8 @@ class Study:
                           check_audio=False)
         prompts = lj.prompts()
         write_prompts(self.corpus.prompts, prompts)
-        log(f"[data] {len(lj.items('train'))} training clips, {len(prompts)} prompts -> {self.corpus.prompts}")
+        log(f"[data] {len(lj.items('train'))} training clips, {len(prompts)} prompts -> {self.corpus.prompts}"
+            + outside_note(self.corpus.prompts, self.workdir))
 
     @property
     def ljspeech_dir(self) -> Path:
@@ -225,7 +236,8 @@ class Study:
                 folder = arch.runs / "checkpoints" / f"zero-init-s{seed}"
                 if not (folder / "generator.json").is_file():
                     save_zero_init(build_generator(arch_name, self.config, seed), arch.runs, folder.name)
-            log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}")
+            log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}"
+                + outside_note(arch.runs, self.workdir))
             return
         if kind == "finetuned":
             generator = load_checkpoint(arch_name, arch.pretrained, self.config, arch.trust).to(self.device)
@@ -244,7 +256,8 @@ class Study:
         data = self._training_data(generator, finetune=kind == "finetuned")
         report = train(generator, data, run_dir, steps, batch_size=batch_size, seed=seed, names=names,
                        tensorboard=False, log=log)
-        log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}")
+        log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}"
+            + outside_note(run_dir, self.workdir))
 
     def _run_synth(self, name: str, log) -> None:
         from .regenerate import regenerate
