@@ -1,9 +1,10 @@
 """k-nearest-neighbour attribution: the study's training-free attributor.
 
-Exact brute-force search in torch, chunked over queries so memory stays bounded. Neighbours are
-ordered by (distance, support index), so ties never depend on the hardware or the chunking; the
-vote breaks ties towards the first class in sorted order, as scikit-learn's KNeighborsClassifier
-does, so both give the same predictions.
+Exact brute-force search in torch on any device (`device="cuda"`: the products and the top-k on
+the GPU), chunked over queries so memory stays bounded. Neighbours are ordered by (distance,
+support index), so ties never depend on the hardware or the chunking; the vote breaks ties towards
+the first class in sorted order, as scikit-learn's KNeighborsClassifier does, so both give the
+same predictions.
 """
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ from .base import Attributor, check_query, check_support
 METRICS = ("cosine", "euclidean")
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto": the GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class KNNAttributor(Attributor):
     name = "knn"
+    votes_among_neighbours = True
 
     def __init__(self, k: int = 56, metric: str = "cosine", weights: str = "uniform", standardize: bool = False,
-                 chunk_size: int = 2048):
+                 chunk_size: int = 2048, device: str = "cpu"):
         """`standardize`: scale every dimension to zero mean, unit variance over the support set
-        first (the study's SSL setting is off; cepstral statistics need it, c0 dwarfs the rest)."""
+        first (the study's SSL setting is off; cepstral statistics need it, c0 dwarfs the rest).
+        `device`: where the products and the top-k run ("cpu", "cuda", "auto"); not in params():
+        it changes distances by float rounding only."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
         if weights not in ("uniform", "distance"):
@@ -33,6 +44,7 @@ class KNNAttributor(Attributor):
             raise ValueError(f"k must be a positive integer, not {k!r}")
         self.k, self.metric, self.weights, self.chunk_size = int(k), metric, weights, int(chunk_size)
         self.standardize = bool(standardize)
+        self.device = resolve_device(device)
 
     def params(self) -> dict:
         return {"k": self.k, "metric": self.metric, "weights": self.weights, "standardize": self.standardize}
@@ -45,7 +57,7 @@ class KNNAttributor(Attributor):
         if self.standardize:
             self._mean, self._scale = X.mean(0), X.std(0) + 1e-8
             X = (X - self._mean) / self._scale
-        support = torch.from_numpy(X)
+        support = torch.from_numpy(X).to(self.device)
         if self.metric == "cosine":
             support = torch.nn.functional.normalize(support, dim=1)
         else:
@@ -65,7 +77,7 @@ class KNNAttributor(Attributor):
         return other
 
     def _prepare_queries(self, X: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy((X - self._mean) / self._scale if self.standardize else X)
+        return torch.from_numpy((X - self._mean) / self._scale if self.standardize else X).to(self.device)
 
     def _nearness(self, queries: torch.Tensor) -> torch.Tensor:
         """A score per (query, support) pair that orders like -distance, in one matrix product:
@@ -100,8 +112,8 @@ class KNNAttributor(Attributor):
                     order = torch.sort(-near[row], stable=True).indices[: k + 1]
                     values[row], index[row] = near[row, order], order
                 values, index = values[:, :k], index[:, :k]
-            dist = self._to_distance(values, chunk).numpy()
-            index = index.numpy()
+            dist = self._to_distance(values, chunk).cpu().numpy()
+            index = index.cpu().numpy()
             order = np.lexsort((index, dist), axis=1)  # distance first, then index
             dist_out[start: start + len(chunk)] = np.take_along_axis(dist, order, 1)
             idx_out[start: start + len(chunk)] = np.take_along_axis(index, order, 1)

@@ -26,6 +26,8 @@ import json
 import re
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -42,6 +44,7 @@ from .hash_cache import HashCache
 
 SHARD_MAX_CLIPS = 1024
 SHARD_MAX_SECONDS = 30.0
+DECODE_AHEAD = 2  # batches decoded and resampled in the background while the extractor runs
 # shard-[p<k>of<n>-]<number>.<sha256 of the file>.npz; a name without the hash is an unchecked
 # shard of an older sourcetrace, treated as corrupt (recomputed).
 SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6})(?:\.(?P<sha256>[0-9a-f]{64}))?\.npz$")
@@ -194,41 +197,70 @@ class FeatureStore:
         pending: tuple[list[str], list[str], list[np.ndarray]] = ([], [], [])
         last_flush = time.monotonic()
         bar = tqdm(total=len(todo), unit="clip", desc=self.extractor.name, disable=not progress or not todo)
-        for batch in batches:
-            waves, kept = [], []
-            for i in batch:
-                row = todo[i]
-                try:
-                    wave = load_audio(self.corpus.audio_path(row), self.extractor.sample_rate)
-                    if len(wave) < self.extractor.min_samples():
-                        raise AudioRejected(row["path"], f"shorter than the extractor's receptive field "
-                                            f"({len(wave)} < {self.extractor.min_samples()} samples at "
-                                            f"{self.extractor.sample_rate} Hz)")
-                except AudioRejected as exc:
-                    report.rejects.append((row["clip_id"], row["path"], exc.reason))
-                    continue
-                waves.append(wave)
-                kept.append(row)
-            if waves:
-                vectors = self.extractor.extract(waves)
-                for row, vector in zip(kept, vectors):
-                    if not np.isfinite(vector).all():
-                        report.rejects.append((row["clip_id"], row["path"], "extractor produced non-finite values"))
-                        continue
-                    pending[0].append(row["clip_id"])
-                    pending[1].append(hashes[row["clip_id"]])
-                    pending[2].append(vector)
-                    report.computed += 1
-            bar.update(len(batch))
-            if pending[0] and (len(pending[0]) >= SHARD_MAX_CLIPS or time.monotonic() - last_flush > SHARD_MAX_SECONDS):
-                self._write_shard(*pending, prefix=prefix)
-                pending = ([], [], [])
-                last_flush = time.monotonic()
+        # A pipeline, in order: a worker decodes the next batches while the extractor runs; another
+        # writes the previous shard. Vectors are those of the serial loop: the same waves, batches, order.
+        with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, \
+                ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer:
+            ahead: deque[tuple[list[int], Future]] = deque()
+            upcoming = iter(batches)
+            writing: Future | None = None
+
+            def decode_next() -> None:
+                batch = next(upcoming, None)
+                if batch is not None:
+                    ahead.append((batch, decoder.submit(self._decode, [todo[i] for i in batch])))
+
+            for _ in range(DECODE_AHEAD):
+                decode_next()
+            while ahead:
+                batch, decoded = ahead.popleft()
+                decode_next()
+                waves, kept = [], []
+                for row, wave in decoded.result():
+                    if isinstance(wave, AudioRejected):
+                        report.rejects.append((row["clip_id"], row["path"], wave.reason))
+                    else:
+                        waves.append(wave)
+                        kept.append(row)
+                if waves:
+                    vectors = self.extractor.extract(waves)
+                    for row, vector in zip(kept, vectors):
+                        if not np.isfinite(vector).all():
+                            report.rejects.append((row["clip_id"], row["path"], "extractor produced non-finite values"))
+                            continue
+                        pending[0].append(row["clip_id"])
+                        pending[1].append(hashes[row["clip_id"]])
+                        pending[2].append(vector)
+                        report.computed += 1
+                bar.update(len(batch))
+                if pending[0] and (len(pending[0]) >= SHARD_MAX_CLIPS or time.monotonic() - last_flush > SHARD_MAX_SECONDS):
+                    if writing is not None:
+                        writing.result()  # one shard at a time, in order; its error surfaces here
+                    writing = writer.submit(self._write_shard, *pending, prefix=prefix)
+                    pending = ([], [], [])
+                    last_flush = time.monotonic()
+            if writing is not None:
+                writing.result()
         if pending[0]:
             self._write_shard(*pending, prefix=prefix)
         bar.close()
         self._write_rejects(report.rejects, "rejects.csv" if count == 1 else f"rejects-p{index_k:04d}of{count:04d}.csv")
         return report
+
+    def _decode(self, rows: list[dict[str, str]]) -> list[tuple[dict[str, str], np.ndarray | AudioRejected]]:
+        """Each row's mono wave at the extractor's rate, or why it cannot serve."""
+        out = []
+        for row in rows:
+            try:
+                wave = load_audio(self.corpus.audio_path(row), self.extractor.sample_rate)
+                if len(wave) < self.extractor.min_samples():
+                    raise AudioRejected(row["path"], f"shorter than the extractor's receptive field "
+                                        f"({len(wave)} < {self.extractor.min_samples()} samples at "
+                                        f"{self.extractor.sample_rate} Hz)")
+            except AudioRejected as exc:
+                wave = exc
+            out.append((row, wave))
+        return out
 
     def _write_rejects(self, rejects: list[tuple[str, str, str]], name: str = "rejects.csv") -> None:
         path = self.dir / name

@@ -13,7 +13,7 @@ from sourcetrace.attribution.metrics import confusion, macro_f1, per_class_repor
 from sourcetrace.attribution.registry import ATTRIBUTORS
 
 from .protocol import ClipTable, Protocol, build_splits
-from .results import SCHEMA_VERSION, now_utc, package_versions
+from .results import SCHEMA_VERSION, now_utc, package_versions, seed_summary
 
 DEFAULT_SEEDS = (0, 1, 2)
 MAX_K_CURVE = 150
@@ -47,8 +47,9 @@ class AttributorSpec:
                 params[key] = value
         return cls(name, tuple(sorted(params.items())))
 
-    def build(self) -> Attributor:
-        return ATTRIBUTORS[self.name](**dict(self.params))
+    def build(self, **settings) -> Attributor:
+        """`settings`: constructor arguments outside the identity (say, kNN's device)."""
+        return ATTRIBUTORS[self.name](**{**dict(self.params), **settings})
 
     @property
     def id(self) -> str:
@@ -61,12 +62,16 @@ def _levels_of(table: ClipTable, level: str) -> np.ndarray:
     return (table.checkpoint if level == "checkpoint" else table.architecture).astype(str)
 
 
-def _predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels) -> dict[str, np.ndarray]:
-    """Predictions per level. kNN searches neighbours once: they do not depend on the labels."""
+def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels,
+                   device: str = "cpu") -> dict[str, np.ndarray]:
+    """Predictions per level. kNN searches neighbours once: they do not depend on the labels.
+    `device`: where a neighbour search runs, for attributors that take one (kNN)."""
     Xs, Xq = X[split.support], X[split.query]
     out = {}
-    if spec.name == KNNAttributor.name:
-        searcher = spec.build().fit(Xs, _levels_of(table, "checkpoint")[split.support])
+    if ATTRIBUTORS[spec.name].votes_among_neighbours:
+        takes_device = "device" in inspect.signature(ATTRIBUTORS[spec.name].__init__).parameters
+        searcher = spec.build(**({"device": device} if takes_device else {})).fit(
+            Xs, _levels_of(table, "checkpoint")[split.support])
         dist, idx = searcher.kneighbors(Xq)
         for level in levels:
             voter = searcher.relabel(_levels_of(table, level)[split.support])
@@ -77,11 +82,12 @@ def _predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split
     return out
 
 
-def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str, max_k: int = MAX_K_CURVE) -> dict[int, float]:
+def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str, max_k: int = MAX_K_CURVE,
+                device: str = "cpu") -> dict[int, float]:
     """Validation macro F1 of kNN for every k from 1 to max_k, from one neighbour search."""
     ys, yv = _levels_of(table, level)[split.support], _levels_of(table, level)[split.validation]
     max_k = min(max_k, len(split.support))
-    knn = KNNAttributor(k=max_k, metric=metric).fit(X[split.support], ys)
+    knn = KNNAttributor(k=max_k, metric=metric, device=device).fit(X[split.support], ys)
     _, idx = knn.kneighbors(X[split.validation])
     onehot = np.eye(len(knn.classes_), dtype=np.int32)[knn.support_labels_[idx]]  # (n, k, classes)
     votes = np.cumsum(onehot, axis=1)
@@ -94,13 +100,15 @@ def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str,
 
 def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec,
                  seeds=DEFAULT_SEEDS, usable: np.ndarray | None = None, holdout: list[str] | None = None,
-                 curves: bool = False) -> dict:
-    """Every seed (and vocoder variant) of one protocol -> the `levels` part of a results file."""
+                 curves: bool = False, device: str = "cpu") -> dict:
+    """Every seed (and vocoder variant) of one protocol -> the `levels` part of a results file.
+
+    `device`: where kNN searches ("cpu", "cuda", "auto")."""
     splits = build_splits(protocol, table, list(seeds), usable=usable, holdout=holdout)
     per_level: dict[str, dict] = {lv: {"per_seed": [], "true": [], "pred": [], "labels": set()} for lv in protocol.levels}
     split_info = []
     for split in splits:
-        preds = _predict_levels(spec, X, table, split, protocol.levels)
+        preds = predict_levels(spec, X, table, split, protocol.levels, device=device)
         for level in protocol.levels:
             y_true = _levels_of(table, level)[split.query]
             # Classes in the query's truth or predicted: a true class never predicted scores 0, a
@@ -120,23 +128,19 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
                            "n_validation": int(len(split.validation)), "n_query": int(len(split.query))})
     levels = {}
     for level, acc in per_level.items():
-        # Vocoder variants are averaged within a seed first: std measures split-to-split spread.
-        by_seed: dict[int, list[float]] = {}
-        for entry in acc["per_seed"]:
-            by_seed.setdefault(entry["seed"], []).append(entry["macro_f1"])
-        seed_means = np.array([np.mean(v) for _, v in sorted(by_seed.items())])
+        mean, std = seed_summary(acc["per_seed"])  # vocoder variants averaged within a seed first
         labels = sorted(acc["labels"])
         y_true, y_pred = np.concatenate(acc["true"]), np.concatenate(acc["pred"])
         names, matrix = confusion(y_true, y_pred, labels=labels)
         levels[level] = {
-            "mean": float(seed_means.mean()), "std": float(seed_means.std(ddof=0)),
+            "mean": mean, "std": std,
             "per_seed": acc["per_seed"],
             "confusion": {"labels": names, "matrix": matrix.tolist(), "pooled_over": "seeds and variants"},
             "per_class": per_class_report(y_true, y_pred, labels=labels),
         }
-        if curves and spec.name == KNNAttributor.name and not protocol.disjoint_checkpoints:
+        if curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints:
             metric = dict(spec.params).get("metric", "cosine")
-            per_k = [f1_versus_k(X, table, s, level, metric) for s in splits]
+            per_k = [f1_versus_k(X, table, s, level, metric, device=device) for s in splits]
             ks = sorted(set.intersection(*(set(c) for c in per_k)))
             levels[level]["validation_f1_vs_k"] = {str(k): float(np.mean([c[k] for c in per_k])) for k in ks}
     return {"levels": levels, "splits": split_info}

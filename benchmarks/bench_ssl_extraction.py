@@ -51,6 +51,26 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def load_naive(model_dir, device):
+    """The study's processor and full model."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    return AutoFeatureExtractor.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval().to(device)
+
+
+def naive_vectors(processor, model, clips: list[np.ndarray], layer: int, device) -> np.ndarray:
+    """The study's code: the full model, one clip at a time, hidden_states[layer] averaged."""
+    import torch
+
+    vectors = []
+    with torch.inference_mode():
+        for wave in clips:
+            inputs = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
+            hidden = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
+            vectors.append(hidden[layer].float().mean(1)[0].cpu().numpy())
+    return np.stack(vectors)
+
+
 def worker(args) -> None:
     import torch
 
@@ -59,19 +79,10 @@ def worker(args) -> None:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.perf_counter()
     if args.worker == "naive":
-        from transformers import AutoFeatureExtractor, AutoModel
-
-        processor = AutoFeatureExtractor.from_pretrained(args.model_dir)
-        model = AutoModel.from_pretrained(args.model_dir).eval().to(device)
+        processor, model = load_naive(args.model_dir, device)
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        vectors = []
-        with torch.inference_mode():
-            for wave in clips:
-                inputs = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
-                hidden = model(**{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True).hidden_states
-                vectors.append(hidden[args.layer].float().mean(1)[0].cpu().numpy())
-        vectors = np.stack(vectors)
+        vectors = naive_vectors(processor, model, clips, args.layer, device)
     else:
         from sourcetrace.attribution.extractors.ssl import SSLExtractor
 

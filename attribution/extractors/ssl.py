@@ -20,12 +20,14 @@ import contextlib
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import sha256_file
 
 from ..hash_cache import HashCache
@@ -47,7 +49,7 @@ POOLINGS = {
 SSL_CODE_VERSION = "2"
 
 
-class ModelFolderError(FileNotFoundError):
+class ModelFolderError(SourcetraceError, FileNotFoundError):
     pass
 
 
@@ -151,6 +153,9 @@ class SSLExtractor(FeatureExtractor):
         self.batch_fbank = BatchFbank(self.processor, self.device) if batch_fbank and fbank_supports(self.processor) else None
         self.batch_size = batch_size if self.pads_exactly else 1
         self.max_batch_seconds = max_batch_seconds if max_batch_seconds is not None else self._auto_batch_seconds()
+        #: set to {} to add each phase's seconds (preprocess, copy, forward, pool) to it; each phase
+        #: then synchronises the device, so leave it None except to measure
+        self.phase_seconds: dict[str, float] | None = None
 
     # ---- identity -------------------------------------------------------------------------------
     @property
@@ -261,13 +266,35 @@ class SSLExtractor(FeatureExtractor):
             return attention_mask[:, :num_frames].bool()  # one model frame per mask entry
         return frames < self._output_frames(attention_mask.sum(-1))[:, None]
 
+    @contextlib.contextmanager
+    def _phase(self, name: str):
+        """Time one phase of `extract` into `phase_seconds` when it is set (a benchmark's breakdown)."""
+        if self.phase_seconds is None:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def _to_device(self, tensor: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Host tensors reach a GPU from pinned memory without blocking the host; elsewhere a plain `.to`."""
+        if self.device.type == "cuda" and tensor.device.type == "cpu":
+            return tensor.pin_memory().to(self.device, non_blocking=True, **kwargs)
+        return tensor.to(self.device, **kwargs)
+
     @torch.inference_mode()
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         model = self.model
-        input_name, values, attention_mask, lengths, processor_masks = self._pad(waves)
-        model_inputs = {input_name: values.to(self.device, dtype=DTYPES[self.dtype_name])}
-        if self.pads_exactly or processor_masks:  # group-norm models run one clip a batch: the mask is its own
-            model_inputs["attention_mask"] = attention_mask.to(self.device)
+        with self._phase("preprocess"):
+            input_name, values, attention_mask, lengths, processor_masks = self._pad(waves)
+        with self._phase("copy"):
+            model_inputs = {input_name: self._to_device(values, dtype=DTYPES[self.dtype_name])}
+            if self.pads_exactly or processor_masks:  # group-norm models run one clip a batch: the mask is its own
+                model_inputs["attention_mask"] = self._to_device(attention_mask)
         captured: dict[int, torch.Tensor] = {}
         hooks = []
         layers = model.encoder.layers
@@ -280,15 +307,17 @@ class SSLExtractor(FeatureExtractor):
                 hooks.append(layers[index - 1].register_forward_hook(
                     lambda _m, _a, out, index=index: captured.__setitem__(index, out[0] if isinstance(out, tuple) else out)))
         try:
-            model(**model_inputs)
+            with self._phase("forward"):
+                model(**model_inputs)
         finally:
             for hook in hooks:
                 hook.remove()
-        num_frames = captured[self.layers[0]].shape[1]
-        mask = self._pooling_mask(attention_mask, lengths, num_frames).to(self.device).unsqueeze(-1).float()
-        pooled = [(captured[i].float() * mask).sum(1) / mask.sum(1).clamp(min=1.0) for i in self.layers]
-        stacked = torch.stack(pooled, dim=1) if len(self.layers) > 1 else pooled[0]
-        return stacked.cpu().numpy().astype(np.float32)
+        with self._phase("pool"):  # the one synchronisation per batch: fetching the vectors
+            num_frames = captured[self.layers[0]].shape[1]
+            mask = self._to_device(self._pooling_mask(attention_mask, lengths, num_frames)).unsqueeze(-1).float()
+            pooled = [(captured[i].float() * mask).sum(1) / mask.sum(1).clamp(min=1.0) for i in self.layers]
+            stacked = torch.stack(pooled, dim=1) if len(self.layers) > 1 else pooled[0]
+            return stacked.cpu().numpy().astype(np.float32)
 
 
 def save_random_model(config: dict, preprocessor: dict, out_dir: str | os.PathLike, seed: int = 0) -> Path:
