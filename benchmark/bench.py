@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -12,31 +10,14 @@ import numpy as np
 
 from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
-from sourcetrace.corpus import Corpus
+from sourcetrace.corpus import Corpus, corpus_identity
 from sourcetrace.fileio import write_json_atomic, write_text_atomic
 
 from .figures import plot_checkpoint_confusions, plot_f1_versus_k
 from .protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
 from .report import table1_summary
-from .results import ResultError, load_result
+from .results import ResultError, file_slug, load_result, result_file_name
 from .runner import AttributorSpec, make_result, run_protocol
-
-
-def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
-    """The manifest's bytes and every clip's audio hash: a different corpus never shares this sha256."""
-    digest = hashlib.sha256(corpus.manifest_path.read_bytes())
-    for clip_id in sorted(audio_hashes):
-        digest.update(f"{clip_id}\t{audio_hashes[clip_id]}\n".encode())
-    return {"path": str(corpus.root), "sha256": digest.hexdigest(), "n_clips": len(corpus.rows)}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
-def result_file_name(protocol: str, attributor_id: str, extractor: str) -> str:
-    """Every part slugged: names come from files users write (protocols) or edit (results)."""
-    return f"{_slug(protocol)}__{_slug(attributor_id)}__{_slug(extractor)}.json"
 
 
 def _up_to_date(path: Path, identity: dict) -> dict | None:
@@ -97,7 +78,8 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
                 log(f"[bench] {protocol.name} ({extractor.name}): up to date, nothing to do ({name})")
                 continue
             try:
-                run = run_protocol(protocol, table, X, spec, seeds=seeds, usable=usable, holdout=holdout, curves=figures)
+                run = run_protocol(protocol, table, X, spec, seeds=seeds, usable=usable, holdout=holdout, curves=figures,
+                                   device=device)
             except (UnsatisfiableProtocol, ProtocolError, ValueError) as exc:
                 failures += 1
                 log(f"[bench] {protocol.name} with {extractor.name}: FAILED: {exc}")
@@ -145,6 +127,6 @@ def _figures(results: list[dict], table: ClipTable, out: Path) -> None:
             done.add(extractor)
             conf = r["levels"]["checkpoint"]["confusion"]
             path = plot_checkpoint_confusions(conf["labels"], conf["matrix"], architecture_of,
-                                              out / "figures" / f"confusion-{_slug(extractor)}.png",
+                                              out / "figures" / f"confusion-{file_slug(extractor)}.png",
                                               f"Checkpoint confusion per architecture: {r['protocol']['name']}, {extractor}")
             r["figures"]["confusion"] = str(path.relative_to(out))

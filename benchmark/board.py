@@ -22,11 +22,18 @@ import re
 from pathlib import Path, PurePosixPath
 
 from sourcetrace import __version__
-from sourcetrace.fileio import atomic_path, copy_file_atomic, sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from sourcetrace.fileio import (
+    atomic_path,
+    copy_file_atomic,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from sourcetrace.schema import BOARD, PER_SEED, check
 
 from .protocol import Protocol, load_protocol, load_suite
-from .results import ResultError, now_utc, seed_summary, validate_result
+from .results import ResultError, now_utc, result_file_name, seed_summary, validate_result
 
 BOARD_FILE, LEDGER, RESULTS = "board.json", "ledger.jsonl", "results"
 TOLERANCE = 1e-9  # |stored - recomputed| allowed for mean and std (float rounding only)
@@ -53,9 +60,7 @@ def protocols_from(spec: str) -> list[Protocol]:
 
 def corpus_sha256(corpus_dir: str | Path) -> str:
     """The corpus sha256 `sourcetrace bench` writes into results (manifest bytes + every clip's audio hash)."""
-    from sourcetrace.corpus import Corpus
-
-    from .bench import corpus_identity
+    from sourcetrace.corpus import Corpus, corpus_identity
 
     corpus = Corpus.read(corpus_dir)
     return corpus_identity(corpus, {row["clip_id"]: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
@@ -152,8 +157,6 @@ def check_against_board(result: dict, meta: dict, source: str) -> dict:
 
 
 def _entry_name(result: dict) -> str:
-    from .bench import result_file_name
-
     return result_file_name(result["protocol"]["name"], result["attributor"]["id"], result["features"]["extractor"])[:-5]
 
 

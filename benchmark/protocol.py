@@ -1,7 +1,7 @@
 """Protocols: which checkpoints go to support and query, how prompts split, which vocoders.
 
 A protocol is a TOML file (see `protocols/`), validated when loaded. Checkpoint roles come from
-the checkpoint names of the corpus contract:
+the checkpoint names of the corpus contract (sourcetrace.naming):
 
     <arch>/pretrained           pretrained      the official pretrained model
     <arch>/step-<N>             scheduled       a from-scratch checkpoint at step N (ordered by N)
@@ -17,7 +17,6 @@ or 0 otherwise). Architectures with swapped clips are the mel-spectrogram ones.
 from __future__ import annotations
 
 import hashlib
-import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,40 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcetrace.errors import SourcetraceError
+from sourcetrace.naming import checkpoint_role, step_of
 from sourcetrace.schema import LEVELS, PROTOCOL, check
 
 from .splits import split_prompts
 
-_ROLE_PATTERNS = (
-    ("pretrained", re.compile(r"(^|/)pretrained$")),
-    ("scheduled", re.compile(r"(^|/)step-(\d+)$")),
-    ("zero-init", re.compile(r"(^|/)zero-init(-s\d+)?$")),
-    ("finetuned", re.compile(r"(^|/)ft-[^/]+$")),
-)
 
-
-class ProtocolError(ValueError):
+class ProtocolError(SourcetraceError, ValueError):
     pass
 
 
-class UnsatisfiableProtocol(ValueError):
+class UnsatisfiableProtocol(SourcetraceError, ValueError):
     """The corpus lacks what the protocol needs; `missing` lists every gap."""
 
     def __init__(self, protocol: str, missing: list[str]):
         self.missing = missing
         shown = "\n  ".join(missing[:40]) + (f"\n  ... and {len(missing) - 40} more" if len(missing) > 40 else "")
         super().__init__(f"protocol {protocol!r} cannot run on this corpus; missing:\n  {shown}")
-
-
-def checkpoint_role(checkpoint: str) -> str:
-    for role, pattern in _ROLE_PATTERNS:
-        if pattern.search(checkpoint):
-            return role
-    return "other"
-
-
-def scheduled_step(checkpoint: str) -> int:
-    return int(_ROLE_PATTERNS[1][1].search(checkpoint).group(2))
 
 
 @dataclass(frozen=True)
@@ -211,7 +194,7 @@ def _select(sel: Selection, by_arch: dict[str, list[str]], seed: int, holdout: s
     chosen: set[str] = set()
     for arch, ckpts in by_arch.items():
         roles = {c: checkpoint_role(c) for c in ckpts}
-        schedule = sorted((c for c in ckpts if roles[c] == "scheduled"), key=scheduled_step)
+        schedule = sorted((c for c in ckpts if roles[c] == "scheduled"), key=step_of)
         for role in sel.roles:
             found = ckpts if role == "all" else [c for c in ckpts if roles[c] == role]
             if not found:

@@ -173,8 +173,7 @@ def _short_protocol(name: str) -> str:
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
     results/*.json and figures/: relative links only, absolute paths cut (public_copy)."""
-    from .bench import result_file_name
-    from .results import load_result
+    from .results import load_result, result_file_name
 
     loaded = [(str(f), load_result(f)) for f in result_files]
     if not loaded:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.schema import RESULT, check
 
 SCHEMA_VERSION = 1
 PACKAGES = ("sourcetrace", "torch", "numpy", "scikit-learn", "transformers", "scipy")
 
 
-class ResultError(ValueError):
+class ResultError(SourcetraceError, ValueError):
     pass
+
+
+def file_slug(text: str) -> str:
+    """A file-name-safe form of a name users write."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def result_file_name(protocol: str, attributor_id: str, extractor: str) -> str:
+    """Every part slugged: names come from files users write (protocols) or edit (results)."""
+    return f"{file_slug(protocol)}__{file_slug(attributor_id)}__{file_slug(extractor)}.json"
 
 
 def package_versions() -> dict[str, str]:

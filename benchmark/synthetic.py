@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from sourcetrace.naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
+
 STUDY_ARCHITECTURES = ("fastpitch", "gradtts", "matcha", "vits")
 END_TO_END = ("vits",)  # no mel spectrogram: its vocoder cannot be swapped
 STUDY_STEPS = (50_000, 75_000, 100_000, 250_000, 275_000, 300_000, 450_000, 475_000, 500_000)
 
 
 def study_checkpoints(arch: str, steps=STUDY_STEPS, zero_init_seeds=(1, 2, 3)) -> list[str]:
-    return ([f"{arch}/pretrained"] + [f"{arch}/step-{s:06d}" for s in steps]
-            + [f"{arch}/zero-init-s{s}" for s in zero_init_seeds] + [f"{arch}/ft-9136"])
+    names = [PRETRAINED, *map(step_name, steps), *map(zero_init_name, zero_init_seeds), finetune_name("9136")]
+    return [checkpoint_label(arch, name) for name in names]
 
 
 def study_rows(n_prompts: int = 600, architectures=STUDY_ARCHITECTURES, vocoder_variants: bool = True) -> list[dict]:

@@ -26,6 +26,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sourcetrace.errors import SourcetraceError
+
 #: what a file can hold, by the name the rest of the code uses (architectures and vocoder kinds)
 MODELS = {
     "fastpitch": "a NeMo FastPitch model", "nemo-hifigan": "a NeMo HiFi-GAN vocoder",
@@ -62,7 +64,7 @@ _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, EOFError, RuntimeEr
 _NEMO_TARGETS = {"FastPitchModel": "fastpitch", "HifiGanModel": "nemo-hifigan"}
 
 
-class OfficialFileError(ValueError):
+class OfficialFileError(SourcetraceError, ValueError):
     """A checkpoint file that cannot be (or must not be) loaded; the message names the file."""
 
 

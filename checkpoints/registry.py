@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import sha256_file
 
 from .official import MODELS, describe, inspect_file
@@ -18,7 +19,7 @@ TRUST = ("weights_only", "full-unpickling", "unknown")
 _REQUIRED = ("id", "architecture", "kind", "file", "format", "source", "url", "sha256", "trust")
 
 
-class RegistryError(ValueError):
+class RegistryError(SourcetraceError, ValueError):
     pass
 
 

@@ -10,12 +10,13 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import write_text_atomic
 
 HEADER = ("prompt_id", "text")
 
 
-class DatasetError(ValueError):
+class DatasetError(SourcetraceError, ValueError):
     """A malformed dataset or prompt file; the message names the file and line."""
 
 

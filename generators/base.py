@@ -22,15 +22,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import atomic_path, write_json_atomic
-
-from .mel import MelConfig, mel_spectrogram
+from sourcetrace.mel import MelConfig, mel_spectrogram
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_META = "generator.json"
 
 
-class GeneratorError(ValueError):
+class GeneratorError(SourcetraceError, ValueError):
     pass
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from sourcetrace.fileio import atomic_path, sha256_file, write_json_atomic
+from sourcetrace.naming import step_name, step_of
 
 from .base import CHECKPOINT_META, CHECKPOINT_WEIGHTS, Generator, GeneratorError, read_checkpoint_meta
 from .data import TrainingData
@@ -82,7 +83,7 @@ def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.opt
     (step and hashes), then the folder is renamed to resume/step-N; older ones are removed after that,
     so an interruption at any moment leaves at least one complete resume point."""
     root = run_dir / RESUME
-    final = root / checkpoint_name(step)
+    final = root / step_name(step)
     partial = root / f".partial-{final.name}"
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted write
     generator.save(partial, step, role="resume", on_written=lambda name: _reached(f"resume/{name}", step))
@@ -113,8 +114,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _resume_step(folder: Path) -> int | None:
-    name = folder.name
-    return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
+    return step_of(folder.name)
 
 
 def _checked_resume_point(folder: Path) -> dict:
@@ -163,12 +163,8 @@ def _fallback(folders: list[Path], i: int) -> str:
     return f"using {folders[i].name}" if i < len(folders) else "starting from step 0"
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
 def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: list[int], batch_size: int,
-          seed: int, names: Callable[[int], str] = checkpoint_name, resume_every: int = 100,
+          seed: int, names: Callable[[int], str] = step_name, resume_every: int = 100,
           stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True,
           sample_vocoder=None, log_every_s: float = 60.0, deterministic: bool = True) -> TrainReport:
     """Train until the last scheduled step, saving `checkpoints/<names(step)>` at each scheduled step.

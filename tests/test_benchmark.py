@@ -6,8 +6,16 @@ from sklearn.metrics import f1_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from sourcetrace.benchmark.protocol import (
-    ClipTable, ProtocolError, UnsatisfiableProtocol, build_splits, builtin_protocols, checkpoint_role,
-    load_protocol, load_suite, parse_protocol)
+    ClipTable,
+    ProtocolError,
+    UnsatisfiableProtocol,
+    build_splits,
+    builtin_protocols,
+    checkpoint_role,
+    load_protocol,
+    load_suite,
+    parse_protocol,
+)
 from sourcetrace.benchmark.runner import AttributorSpec, run_protocol
 from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from test_bench_and_leaderboard import render
 
 from sourcetrace import __version__
 from sourcetrace.benchmark.board import BoardError, add_results, build_board, init_board, protocols_from
@@ -21,7 +22,6 @@ from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protoc
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main
 from sourcetrace.fileio import sha256_json
-from test_bench_and_leaderboard import render
 
 CORPUS_SHA = "a" * 64
 

@@ -18,11 +18,10 @@ from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like  # noqa: E402
 from sourcetrace.datasets.hifitts import HiFiTTS  # noqa: E402
 from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.generators import (  # noqa: E402
-    ARCHITECTURES, GeneratorError, build_generator, generator_class, load_generator)
+from sourcetrace.generators import ARCHITECTURES, GeneratorError, build_generator, generator_class, load_generator  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
-from sourcetrace.generators.mel import MelConfig, mel_filterbank  # noqa: E402
 from sourcetrace.generators.training import train  # noqa: E402
+from sourcetrace.mel import MelConfig, mel_filterbank  # noqa: E402
 from sourcetrace.vocoders import VocoderError  # noqa: E402
 from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config  # noqa: E402
 

@@ -14,7 +14,6 @@ import torch
 pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
 
-from sourcetrace.checkpoints.official import inspect_file  # noqa: E402
 from sourcetrace.checkpoints.registry import verify_folder  # noqa: E402
 from sourcetrace.cli import main  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402

@@ -18,8 +18,7 @@ from sourcetrace.attribution.probe import LinearProbeAttributor
 from sourcetrace.benchmark.runner import AttributorSpec
 from sourcetrace.generators import GeneratorError, generator_class
 from sourcetrace.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
-from sourcetrace.testing import (ConformanceError, check_attributor, check_extractor, check_generator,
-                                 check_vocoder)
+from sourcetrace.testing import ConformanceError, check_attributor, check_extractor, check_generator, check_vocoder
 from sourcetrace.vocoders import VocoderError, vocoder_class
 
 TOY_PLUGIN = Path(__file__).parent / "toy_plugin"

@@ -20,7 +20,7 @@ from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
 from sourcetrace.espeak import sentences  # noqa: E402
 from sourcetrace.generators import ARCHITECTURES, build_generator  # noqa: E402
-from sourcetrace.generators.training import checkpoint_name  # noqa: E402
+from sourcetrace.naming import step_name, zero_init_name  # noqa: E402
 from sourcetrace.recipe import RecipeError, expand, load_recipe  # noqa: E402
 from sourcetrace.regenerate import condition_counts, regenerate  # noqa: E402
 
@@ -53,7 +53,7 @@ def study(tmp_path_factory):
     for arch in sorted(ARCHITECTURES):
         generator = build_generator(arch, "tiny", seed=1)
         runs = root / "runs" / arch
-        names = [checkpoint_name(s) for s in schedule.steps] + [f"zero-init-s{s}" for s in schedule.zero_init_seeds]
+        names = [step_name(s) for s in schedule.steps] + [zero_init_name(s) for s in schedule.zero_init_seeds]
         for name in names:
             generator.save(runs / "checkpoints" / name, 0, role="scheduled")
         generator.save(runs / "pretrained", 0, role="pretrained")

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from sourcetrace.benchmark.bench import corpus_identity
 from sourcetrace.cli import main
-from sourcetrace.corpus import Corpus, ManifestError, import_corpus
+from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, import_corpus
 from sourcetrace.fileio import sha256_file
 from sourcetrace.release import pack_corpus
 
@@ -54,8 +53,9 @@ def corpus_and_release(speech_tree, tmp_path_factory):
 
 def test_datasets_loads_the_release_with_every_column(corpus_and_release, tmp_path):
     _require_datasets_audio()
-    import datasets
     import yaml
+
+    import datasets
 
     corpus_dir, release = corpus_and_release
     corpus = Corpus.read(corpus_dir)

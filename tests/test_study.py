@@ -56,6 +56,8 @@ def test_micro_study_from_nothing_to_a_leaderboard(local_run):
     assert (out / "results" / "figures").is_dir()
     for stage in STAGES:
         assert (out / "stages" / f"{stage}.json").is_file()
+    for arch in ("fastpitch", "gradtts", "matcha", "vits"):  # loss curves: TensorBoard is on unless the recipe says not
+        assert list((out / "runs" / arch / "tensorboard").glob("events.out.tfevents.*")), arch
 
 
 def test_a_rerun_with_nothing_changed_does_nothing(local_run, capsys):
@@ -111,6 +113,7 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
                          (text.replace("synth_shards = 4", "shards = 4"), "unknown key"),
                          (text.replace("step-000100", "best"), "step-N"),
                          (text.replace("hifitts = 20 }", "hifitts = 0 }"), "positive integers"),
+                         (text.replace("pretrained_seed = 1000\n", 'pretrained_seed = 1000\ntensorboard = "yes"\n'), "tensorboard must be"),
                          (text.replace('pretrained = "runs/vits-pretrained/checkpoints/step-000100"\n', ""),
                           "give 'pretrained' too")]:
         (tmp_path / "bad.toml").write_text(bad)
@@ -149,10 +152,10 @@ def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, loc
     for row in Corpus.read(local / "corpus").rows:
         assert (work / "corpus" / row["path"]).read_bytes() == (local / "corpus" / row["path"]).read_bytes()
     # The job array's feature parts hold exactly the vectors the local run computed.
+    import numpy as np
+
     from sourcetrace.attribution.extractors import build_extractor
     from sourcetrace.attribution.store import FeatureStore
-
-    import numpy as np
 
     study = Study(recipe, work)
     for spec, _ in study.extractor_specs():

@@ -22,8 +22,7 @@ pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/set
 from sourcetrace.datasets.espeak_datasets import make_ljspeech_like  # noqa: E402
 from sourcetrace.datasets.ljspeech import LJSpeech  # noqa: E402
 from sourcetrace.fileio import sha256_file  # noqa: E402
-from sourcetrace.generators import ARCHITECTURES, build_generator  # noqa: E402
-from sourcetrace.generators import training  # noqa: E402
+from sourcetrace.generators import ARCHITECTURES, build_generator, training  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
 
 ARCHS = sorted(ARCHITECTURES)

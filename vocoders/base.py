@@ -14,10 +14,11 @@ from typing import ClassVar
 
 import torch
 
-from sourcetrace.generators.mel import MelConfig, convert_mel
+from sourcetrace.errors import SourcetraceError
+from sourcetrace.mel import MelConfig, convert_mel
 
 
-class VocoderError(ValueError):
+class VocoderError(SourcetraceError, ValueError):
     pass
 
 

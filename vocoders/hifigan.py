@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.mel import MelConfig
+from sourcetrace.mel import MelConfig
 
 from .base import Vocoder, VocoderError, file_identity, random_identity
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.mel import MelConfig
+from sourcetrace.mel import MelConfig
 from sourcetrace.nemo_support import nemo_tts_models
 
 from .base import Vocoder, VocoderError, file_identity, random_identity

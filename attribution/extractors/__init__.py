@@ -8,6 +8,8 @@ Spec grammar (what `--extractor` takes):
                                    loaded from <models-dir>/<named-model>/
   any SSL spec + :<pooling>        mean (default, the study's) or masked-mean (see ssl.POOLINGS),
                                    e.g. w2v-bert-2.0@4:masked-mean
+  <plug-in> | <plug-in>:<argument> an extractor of the entry point group `sourcetrace.extractors`
+                                   (sourcetrace.plugins.EXTRACTORS), called with the argument if any
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+
+from sourcetrace.plugins import EXTRACTORS
 
 from .base import FeatureExtractor
 from .spectral import CepstralExtractor
@@ -59,8 +63,12 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
                     dtype: str = "float32", batch_size: int | None = None) -> FeatureExtractor:
     if spec in BASELINES:
         return CepstralExtractor(BASELINES[spec])
+    kind, _, argument = spec.partition(":")
+    if EXTRACTORS.is_plugin(kind):
+        return EXTRACTORS[kind](argument) if argument else EXTRACTORS[kind]()
     if "@" not in spec:
-        raise ValueError(f"unknown extractor {spec!r}; use lfcc, mfcc, ssl:<folder>@<layer> or "
+        plugins = "".join(f", {name}" for name in EXTRACTORS.plugin_names())
+        raise ValueError(f"unknown extractor {spec!r}; use lfcc, mfcc, ssl:<folder>@<layer>{plugins} or "
                          f"one of {', '.join(n + '@<layer>' for n in NAMED_MODELS)}")
     source, layer_text = spec.rsplit("@", 1)
     layer_text, _, pooling = layer_text.partition(":")
@@ -70,14 +78,14 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
     layers = parse_layers(layer_text, spec)
     if source.startswith("ssl:"):
         return SSLExtractor(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
-    if source not in NAMED_MODELS:
-        raise ValueError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(NAMED_MODELS)}")
+    if source not in shipped_models():  # the study's models and the tiny test ones: one grammar for CLI and recipes
+        raise ValueError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(shipped_models())}")
     named = named_model_spec(source)
     folder = Path(models_dir) if models_dir else default_models_dir()
     model_dir = folder / source
     if not model_dir.is_dir():
         raise ModelFolderError(
-            f"{model_dir}: no such folder. Download the published {named['hf_name']} "
+            f"{model_dir}: no such folder. Download the published {named['hf_name'] or source + ' (a test model)'} "
             f"(config.json, preprocessor_config.json, model weights) into it, or point "
             f"--models-dir / SOURCETRACE_MODELS at the folder that holds {source}/."
         )

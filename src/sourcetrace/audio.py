@@ -8,10 +8,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import SourcetraceError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class AudioRejected(ValueError):
+class AudioRejected(SourcetraceError, ValueError):
     """A clip that cannot serve as input; `reason` is short and stable enough to group by."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -12,7 +12,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
-from .study import StageFailed, Study, Unit
+from .errors import StageFailed
+from .study import Study, Unit
 
 
 class LocalBackend:

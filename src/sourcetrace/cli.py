@@ -8,16 +8,23 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def _extractor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--extractor", required=True,
-                   help="lfcc | mfcc | ssl:<model-folder>@<layer> | xls-r-2b@8 | w2v-bert-2.0@4 (A..B for all layers A to B)")
+    p.add_argument("--extractor", required=True, help=_extractor_help())
     p.add_argument("--models-dir", help="folder holding named models (default: $SOURCETRACE_MODELS or ~/.cache/sourcetrace/models)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, help="most clips a batch (default: chosen from clip lengths and memory)")
+
+
+def _extractor_help() -> str:
+    """The --extractor grammar, with the installed extractor plug-ins (sourcetrace.plugins)."""
+    from sourcetrace.plugins import EXTRACTORS
+
+    plugins = "".join(f" | {name}[:<argument>]" for name in EXTRACTORS.plugin_names())
+    return ("lfcc | mfcc | ssl:<model-folder>@<layer> | <shipped-model>@<layer>, e.g. xls-r-2b@8, w2v-bert-2.0@4, "
+            "tiny-wav2vec2@2, loaded from --models-dir/<shipped-model>/ (A..B for all layers A to B)"
+            + plugins)
 
 
 def _build_extractor(args):
@@ -68,6 +75,21 @@ def cmd_corpus_verify(args) -> int:
     return 1 if problems else 0
 
 
+def cmd_corpus_pack(args) -> int:
+    from sourcetrace.release import IncompleteRelease, pack_corpus
+
+    try:
+        report = pack_corpus(args.corpus, args.out, license=args.license, recipe=args.recipe, link=args.link,
+                             name=args.name)
+    except IncompleteRelease as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 1
+    print(f"packed {report.clips} clips ({report.bytes / 1e6:.1f} MB of audio), corpus sha256 "
+          f"{report.corpus_sha256[:16]} -> {report.out} (load it with datasets.load_dataset)")
+    return 0
+
+
 def cmd_features(args) -> int:
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.corpus import Corpus
@@ -87,58 +109,54 @@ def cmd_features(args) -> int:
 
 
 def cmd_attribute(args) -> int:
-    from sourcetrace.attribution.knn import KNNAttributor
-    from sourcetrace.attribution.store import FeatureStore
-    from sourcetrace.attribution.unknown import UNKNOWN, calibrate_leave_one_class_out
-    from sourcetrace.audio import AudioRejected, load_audio
-    from sourcetrace.corpus import Corpus, label_values
+    from sourcetrace.attribution.attribute import Support, SupportAttributor
+    from sourcetrace.corpus import Corpus
 
-    corpus = Corpus.read(args.support)
     extractor = _build_extractor(args)
-    store = FeatureStore(corpus, extractor, root=args.store)
-    report = store.compute(progress=not args.quiet)
-    rejected = {r[0] for r in report.rejects}
-    keep = [i for i, c in enumerate(corpus.column("clip_id")) if c not in rejected]
-    X = store.load([corpus.rows[i]["clip_id"] for i in keep])
-    y = np.array(label_values(corpus, args.level))[keep]
-    make = lambda: KNNAttributor(k=args.k, metric=args.metric, standardize=args.standardize)  # noqa: E731
-    knn = make().fit(X, y)
-    threshold, calibration = args.threshold, None
-    if threshold is None and not args.no_unknown:
-        calibration = calibrate_leave_one_class_out(make, X, y)
-        threshold = calibration["threshold"]
-
-    waves, clips, failed = [], [], []
-    for clip in args.clips:
-        try:
-            wave = load_audio(clip, extractor.sample_rate)
-            if len(wave) < extractor.min_samples():
-                raise AudioRejected(clip, f"shorter than the extractor's receptive field ({extractor.min_samples()} samples)")
-            waves.append(wave)
-            clips.append(clip)
-        except AudioRejected as exc:
-            failed.append({"clip": str(clip), "error": exc.reason})
-            print(f"error: {exc}", file=sys.stderr)
-    answers = []
-    if waves:
-        Q = np.empty((len(waves), X.shape[1]), np.float32)
-        for batch in extractor.plan_batches([len(w) for w in waves]):
-            Q[batch] = extractor.extract([waves[i] for i in batch])
-        scores = knn.outlier_score(Q)
-        for clip, ranked, score in zip(clips, knn.rank(Q), scores):
-            unknown = threshold is not None and score > threshold
-            answers.append({"clip": str(clip), "verdict": UNKNOWN if unknown else ranked[0]["label"],
-                            "outlier_score": float(score), "threshold": threshold, "candidates": ranked})
+    support = Support.load(Corpus.read(args.support), extractor, store_root=args.store, progress=not args.quiet)
+    if support.report.rejects:
+        print(f"{len(support.report.rejects)} support clip(s) rejected by {extractor.name} and left out, "
+              f"listed in {support.store.dir / 'rejects.csv'}", file=sys.stderr)
+    attributor = SupportAttributor(support, level=args.level, unknown_level=args.unknown_level, k=args.k,
+                                   metric=args.metric, standardize=args.standardize, threshold=args.threshold,
+                                   detect_unknown=not args.no_unknown)
+    answers, failed = attributor.attribute(args.clips)
+    for f in failed:
+        print(f"error: {f['clip']}: {f['error']}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"level": args.level, "k": args.k, "extractor": extractor.fingerprint,
-                          "calibration": calibration, "results": answers, "errors": failed}, indent=2))
+        print(json.dumps({"level": args.level, "unknown_level": attributor.unknown_level, "k": args.k,
+                          "extractor": extractor.fingerprint, "calibration": attributor.calibration,
+                          "results": answers, "errors": failed}, indent=2))
     else:
-        for a in answers:
-            note = f" (outlier score {a['outlier_score']:.4f} > threshold {a['threshold']:.4f})" if a["verdict"] == UNKNOWN else ""
-            print(f"{a['clip']}: {a['verdict']}{note}")
-            for rank, c in enumerate(a["candidates"][: args.top], start=1):
-                print(f"  {rank}. {c['label']:<40} votes {c['votes']:.3f}  mean distance {c['mean_distance']:.4f}")
-    return 1 if failed or report.rejects else 0
+        _print_attribution(answers, attributor.calibration, args)
+    return 1 if failed or support.report.rejects else 0
+
+
+def _print_attribution(answers: list[dict], calibration: dict | None, args) -> None:
+    from sourcetrace.attribution.unknown import UNKNOWN
+
+    for a in answers:
+        note = ""
+        if a["verdict"] == UNKNOWN:
+            note = f" (outlier score {a['outlier_score']:.4f} > threshold {a['threshold']:.4f})"
+        elif a["support_clips"]:
+            same = ", ".join(f"{s['clip_id']} [{s['label']}]" for s in a["support_clips"])
+            note = f" (identical to support clip {same})"
+        print(f"{a['clip']}: {a['verdict']}{note}")
+        for rank, c in enumerate(a["candidates"][: args.top], start=1):
+            print(f"  {rank}. {c['label']:<40} votes {c['votes']:.3f}  mean distance {c['mean_distance']:.4f}")
+    if calibration is None:
+        print("unknown detection: off (--no-unknown)")
+    elif calibration["source"] == "given":
+        print(f"unknown detection: outlier score > {calibration['threshold']:.4f} (threshold given)")
+    else:
+        c = calibration
+        print(f"unknown detection: outlier score (mean {args.metric} distance to the {args.k} nearest support clips) "
+              f"> {c['threshold']:.4f}, the equal-error point with each {c['level']} held out in turn "
+              f"({len(c['held_out'])} {c['level']}s, {c['folds']} prompt folds): EER {c['eer']:.3f}, AUROC "
+              f"{c['auroc']:.3f}; in calibration {100 * c['false_unknown_rate']:.1f} % of clips of known "
+              f"{c['level']}s were called unknown and {100 * c['detection_rate']:.1f} % of clips of a held-out one "
+              f"({100 * min(c['held_out'].values()):.0f} to {100 * max(c['held_out'].values()):.0f} % by {c['level']})")
 
 
 def cmd_bench(args) -> int:
@@ -158,15 +176,58 @@ def cmd_bench(args) -> int:
     return 1 if failures else 0
 
 
-def cmd_leaderboard(args) -> int:
-    from sourcetrace.benchmark.report import build_leaderboard
+LEADERBOARD_ACTIONS = {"init": ({"corpus", "corpus_sha256", "protocols"}, "BOARD"),
+                       "add": ({"board", "submitter"}, "RESULTS..."),
+                       "build": ({"out", "title"}, "BOARD"),
+                       None: ({"out", "title"}, "RESULTS...")}
 
+
+def _result_files(items: list[str]) -> list[Path]:
     files = []
-    for item in args.results:
+    for item in items:
         path = Path(item)
         files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
-    page = build_leaderboard(files, args.out, title=args.title)
-    print(f"leaderboard of {len(files)} result file(s): {page} (+ leaderboard.md, leaderboard.json)")
+    return files
+
+
+def cmd_leaderboard(args) -> int:
+    """`leaderboard init|add|build ...`, or the bare `leaderboard RESULTS... --out SITE` of one machine's results."""
+    from sourcetrace.benchmark import board
+    from sourcetrace.benchmark.report import build_leaderboard
+
+    action, rest = args.results[0], args.results[1:]
+    if action not in LEADERBOARD_ACTIONS:  # a results folder named like an action is given as ./build
+        action, rest = None, args.results
+    allowed, operands = LEADERBOARD_ACTIONS[action]
+    given = {key for key in ("out", "board", "submitter", "corpus", "corpus_sha256", "protocols", "title")
+             if getattr(args, key) is not None}
+    usage = f"sourcetrace leaderboard {action + ' ' if action else ''}{operands}"
+    if given - allowed:
+        raise ValueError(f"{usage}: {', '.join('--' + k.replace('_', '-') for k in sorted(given - allowed))} does not apply here")
+    if not rest or (operands == "BOARD" and len(rest) != 1):
+        raise ValueError(f"{usage}: give {'one board folder' if operands == 'BOARD' else 'results files or folders'}")
+    title = args.title or "sourcetrace leaderboard"
+    if action == "init":
+        if (args.corpus is None) == (args.corpus_sha256 is None):
+            raise ValueError(f"{usage}: give --corpus CORPUS or --corpus-sha256 HEX")
+        corpus_hash = args.corpus_sha256 or board.corpus_sha256(args.corpus)
+        path = board.init_board(rest[0], corpus_hash, board.protocols_from(args.protocols or "table1"))
+        print(f"board {rest[0]}: corpus sha256 {corpus_hash[:16]}...; {path}")
+        return 0
+    if action == "add":
+        if not (args.board and args.submitter):
+            raise ValueError(f"{usage}: give --board BOARD and --submitter NAME")
+        added = board.add_results(args.board, _result_files(rest), args.submitter)
+        print(f"board {args.board}: {added} result(s) added")
+        return 0
+    if not args.out:
+        raise ValueError(f"{usage}: give --out SITE")
+    if action == "build":
+        page = board.build_board(rest[0], args.out, title=title)
+    else:
+        files = _result_files(rest)
+        page = build_leaderboard(files, args.out, title=title)
+    print(f"leaderboard: {page} (+ leaderboard.md, leaderboard.csv, leaderboard.json, results/)")
     return 0
 
 
@@ -201,8 +262,8 @@ def cmd_checkpoints_verify(args) -> int:
         print(f"{row.status:<8} {row.entry.id:<26} {row.entry.file:<30} {where}")
         if row.sha256:
             print(f"{'':<8} sha256 {row.sha256}" + ("" if row.entry.sha256 else "  (no published hash in the registry)"))
-        if row.entry.trust == "full-unpickling" and row.path:
-            print(f"{'':<8} this official format needs full unpickling: load it only with an explicit trust option")
+        if row.note:
+            print(f"{'':<8} {row.note}")
         for problem in row.problems:
             print(f"{'':<8} problem: {problem}")
         if row.path is None:
@@ -228,42 +289,33 @@ def _training_utterances(data: str, speaker: str, clips: int):
 
 def cmd_train(args) -> int:
     from sourcetrace.checkpoints.registry import load_schedule
-    from sourcetrace.generators import build_generator, load_generator
+    from sourcetrace.generators import generator_class
     from sourcetrace.generators.data import TrainingData
-    from sourcetrace.generators.training import checkpoint_name, save_zero_init, train
+    from sourcetrace.naming import finetune_name
+    from sourcetrace.training_runs import save_zero_inits, train_run
 
     schedule = load_schedule(args.schedule)
     run_dir = Path(args.run_dir)
     if args.zero_init:
-        for seed in schedule.zero_init_seeds:
-            folder = save_zero_init(build_generator(args.architecture, args.config, seed), run_dir, f"zero-init-s{seed}")
+        for folder in save_zero_inits(args.architecture, args.config, schedule.zero_init_seeds, run_dir):
             print(f"[train] {folder}")
         return 0
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    if args.init_from:
-        generator = load_generator(args.init_from)
-        if generator.architecture != args.architecture:
-            raise ValueError(f"{args.init_from} is a {generator.architecture} checkpoint, not {args.architecture}")
-        steps = steps or [schedule.finetune_steps]
-        final = f"ft-{schedule.finetune_speaker}"
-        names = lambda step: final if step == steps[-1] else checkpoint_name(step)  # noqa: E731
-    else:
-        generator = build_generator(args.architecture, args.config, args.seed)
-        steps = steps or list(schedule.steps)
-        names = checkpoint_name
-    generator.to(args.device)
     if not args.data:
         raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
-    data = TrainingData(generator, _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips),
-                        cache_dir=run_dir / "features", progress=True)
-    sample_vocoder = None
-    if args.vocoder_weights and not generator.end_to_end:
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    steps = steps or ([schedule.finetune_steps] if args.init_from else list(schedule.steps))
+    utterances = _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips)
+    vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
+    if args.vocoder_weights and not generator_class(args.architecture).end_to_end:
         from sourcetrace.vocoders import load_vocoder
 
-        vocoder = load_vocoder(args.vocoder_kind or generator.default_vocoder, args.vocoder_weights, args.vocoder_config)
-        sample_vocoder = lambda mel: vocoder(mel, generator.mel_config)  # noqa: E731
-    report = train(generator, data, run_dir, steps, batch_size=args.batch_size or schedule.batch_size, seed=args.seed,
-                   names=names, tensorboard=not args.no_tensorboard, sample_vocoder=sample_vocoder)
+        vocoder = load_vocoder(args.vocoder_kind or generator_class(args.architecture).default_vocoder,
+                               args.vocoder_weights, args.vocoder_config)
+    report = train_run(args.architecture, args.config, run_dir,
+                       lambda generator: TrainingData(generator, utterances, cache_dir=run_dir / "features", progress=True),
+                       steps=steps, seed=args.seed, batch_size=args.batch_size or schedule.batch_size, device=args.device,
+                       init_from=args.init_from, trust=args.trust, final_name=finetune_name(schedule.finetune_speaker),
+                       tensorboard=not args.no_tensorboard, vocoder=vocoder)
     print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
           f"checkpoints in {run_dir / 'checkpoints'}")
     return 0
@@ -273,32 +325,37 @@ def cmd_synth(args) -> int:
     if args.recipe:
         return _synth_recipe(args)
     if not args.checkpoint or not args.prompts:
-        raise ValueError("give a CHECKPOINT folder and --prompts, or --recipe FILE")
-    import sourcetrace
+        raise ValueError("give a CHECKPOINT (folder or official file) and --prompts, or --recipe FILE")
     from sourcetrace.datasets.prompts import read_prompts
     from sourcetrace.fileio import sha256_file
-    from sourcetrace.generators import load_generator
+    from sourcetrace.generators import load_checkpoint
     from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
-    from sourcetrace.generators.synthesis import synthesize_prompts
+    from sourcetrace.naming import PRETRAINED, checkpoint_label, checkpoint_role
+    from sourcetrace.recipe import Job
+    from sourcetrace.regenerate import synthesize_checkpoint
     from sourcetrace.vocoders import load_vocoder
 
-    generator = load_generator(args.checkpoint).to(args.device)
+    checkpoint = Path(args.checkpoint)
+    generator = load_checkpoint(args.architecture, checkpoint, args.config, args.trust).to(args.device)
     vocoder = None
     if not generator.end_to_end:
         if not args.vocoder_weights and args.random_vocoder is None:
             raise ValueError(f"{generator.architecture} makes mel spectrograms: give --vocoder-weights FILE "
                              "(an official HiFi-GAN) or --random-vocoder SEED (untrained, for tests)")
         vocoder = load_vocoder(args.vocoder_kind or generator.default_vocoder, args.vocoder_weights,
-                               args.vocoder_config, args.random_vocoder, name=args.vocoder_name)
+                               args.vocoder_config, args.random_vocoder, name=args.vocoder_name).to(generator.device)
     elif args.vocoder_weights or args.random_vocoder is not None:
         raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
-    label = args.label or f"{generator.architecture}/{Path(args.checkpoint).name}"
-    provenance = {"checkpoint_sha256": sha256_file(Path(args.checkpoint) / CHECKPOINT_WEIGHTS),
-                  "implementation": generator.implementation(), "sourcetrace": sourcetrace.__version__}
-    made, skipped = synthesize_prompts(generator, label, read_prompts(args.prompts), args.out, vocoder=vocoder,
-                                       vocoder_swapped=args.vocoder_swapped, seed=args.seed, provenance=provenance)
-    print(f"[synth] {label}: {made} clips made, {skipped} already there -> {Path(args.out) / 'manifest.csv'}")
-    return 0
+    label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
+    job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
+              args.vocoder_swapped, speaker="")
+    weights = checkpoint / CHECKPOINT_WEIGHTS if checkpoint.is_dir() else checkpoint
+    report = synthesize_checkpoint(job, generator, vocoder, sha256_file(weights), read_prompts(args.prompts), args.out,
+                                   seed=args.seed)
+    for failure in report.failed:
+        print(f"[synth] failed: {failure}", file=sys.stderr)
+    print(f"[synth] {label}: {report.made} clips made, {report.skipped} already there -> {Path(args.out) / 'manifest.csv'}")
+    return 1 if report.failed else 0
 
 
 def _synth_recipe(args) -> int:
@@ -309,11 +366,17 @@ def _synth_recipe(args) -> int:
     if not (index.isdigit() and count.isdigit()):
         raise ValueError(f"--shard {args.shard!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
     report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count)), device=args.device)
-    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) skipped; "
-          + (f"manifest written: {Path(args.out) / 'manifest.csv'}" if report.manifest_written
-             else "manifest not written yet (clips missing: rerun, or wait for the other shards)"))
+    if report.manifest_written:
+        outcome = f"manifest written: {Path(args.out) / 'manifest.csv'}"
+    elif report.failed:
+        outcome = (f"manifest not written: {len(report.failed)} job(s) failed (below); fix or remove them in the "
+                   "recipe, then rerun (finished clips are kept)")
+    else:
+        outcome = "manifest not written yet: other shards' clips are missing (it is written by the last shard to finish)"
+    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) failed; "
+          + outcome)
     for failure in report.failed:
-        print(f"[synth] skipped: {failure}", file=sys.stderr)
+        print(f"[synth] failed: {failure}", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -338,8 +401,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust", action="store_true", help="allow full unpickling of an official checkpoint whose format "
+                   "needs it (Matcha-TTS's .ckpt), only for the globals that format uses; only for files you trust "
+                   "(the recipe key: trust = true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sourcetrace.plugins import ATTRIBUTORS, GENERATORS, VOCODERS
+
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the built-in default job: attribute a small espeak-ng corpus end to end")
@@ -363,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus")
     p.add_argument("--recipe", help="the recipe the corpus was generated from: clip set, conditions, seeds, hashes")
     p.set_defaults(func=cmd_corpus_verify)
+    p = corpus.add_parser("pack", help="write the corpus as a Hugging Face datasets audio folder with a dataset card "
+                                       "(`corpus import` reads it back)")
+    p.add_argument("corpus")
+    p.add_argument("--out", required=True, help="the release folder (new, or empty)")
+    p.add_argument("--license", default="cc-by-4.0", help="license id for the dataset card (default: cc-by-4.0)")
+    p.add_argument("--recipe", help="the recipe the corpus was generated from: shipped in provenance/, hashed in the card")
+    p.add_argument("--name", help="the dataset's pretty name (default: the corpus folder's name)")
+    p.add_argument("--link", choices=["copy", "hardlink"], default="copy",
+                   help="hardlink: the release shares the corpus's audio files (same filesystem; edit neither)")
+    p.set_defaults(func=cmd_corpus_pack)
 
     data = sub.add_parser("datasets", help="training datasets and prompt sets").add_subparsers(dest="datasets_command", required=True)
     p = data.add_parser("make-mini", help="small LJSpeech- and HiFi-TTS-format datasets spoken by espeak-ng")
@@ -386,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_checkpoints_verify)
 
     p = sub.add_parser("train", help="train a generator on a checkpoint schedule (resumable), or make zero-init models")
-    p.add_argument("architecture")
+    p.add_argument("architecture", help=f"one of {GENERATORS.describe()}")
     p.add_argument("--data", help="an LJSpeech-format folder, or a HiFi-TTS folder for fine-tuning")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--config", default="default", help="named model config: default (the study's) or tiny")
@@ -394,11 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="study", help="study or mini (checkpoints/schedules.toml)")
     p.add_argument("--steps", help="comma-separated steps overriding the schedule's")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--init-from", help="fine-tune from this checkpoint folder")
+    p.add_argument("--init-from", help="fine-tune from this checkpoint: a folder, or an official file of the registry")
+    _trust_arg(p)
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--vocoder-weights", help="a vocoder weights file: checkpoint samples go to TensorBoard as audio too")
-    p.add_argument("--vocoder-kind", help="hifigan or nemo-hifigan (default: the architecture's)")
+    p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's)")
     p.add_argument("--vocoder-config", help="the vocoder's config (hifigan: v1, tiny or a config.json)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.set_defaults(func=cmd_train)
@@ -414,7 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "
                                      "corpus (resumable)")
-    p.add_argument("checkpoint", nargs="?", help="a checkpoint folder written by `sourcetrace train`")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint folder written by `sourcetrace train`, or an official "
+                   "file of the registry (.nemo, Coqui model_file.pth, grad-tts.pt, Lightning .ckpt)")
+    p.add_argument("--architecture", help=f"the architecture of an official file that does not tell it "
+                   f"({GENERATORS.describe()})")
+    p.add_argument("--config", default="default", help="named config an official file without its own is loaded "
+                   "into (Grad-TTS): default (the study's) or tiny")
+    _trust_arg(p)
     p.add_argument("--recipe", help="a recipe file: generate its whole [corpus] (every checkpoint and vocoder condition)")
     p.add_argument("--shard", help="K/N: with --recipe, only every N-th job starting at K (job arrays)")
     p.add_argument("--prompts", help="prompt TSV (prompt_id, text)")
@@ -422,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="checkpoint name in the corpus (default: <architecture>/<folder name>)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
     p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
-    p.add_argument("--vocoder-kind", help="hifigan or nemo-hifigan (default: the architecture's own)")
+    p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")
     p.add_argument("--vocoder-config", help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny")
     p.add_argument("--vocoder-name", help="the name the manifest records (default: the weights file's name)")
     p.add_argument("--vocoder-swapped", action="store_true", help="mark the clips as vocoded by another "
@@ -449,8 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--standardize", action="store_true", help="z-score every dimension over the support set "
                    "first (recommended for lfcc/mfcc; the study's SSL setting is off)")
-    p.add_argument("--threshold", type=float, help="outlier-score threshold for 'unknown' (default: calibrated "
-                   "on the support set, each class held out in turn)")
+    p.add_argument("--unknown-level", default="architecture", help="manifest column the unknown decision is about: "
+                   "the threshold is calibrated on the support set holding out each of its values in turn "
+                   "(default architecture: unknown = from no known architecture)")
+    p.add_argument("--threshold", type=float, help="outlier-score threshold for 'unknown' (default: calibrated, "
+                   "see --unknown-level)")
     p.add_argument("--no-unknown", action="store_true", help="always name a known class")
     p.add_argument("--top", type=int, default=5, help="candidates shown per clip")
     p.add_argument("--json", action="store_true")
@@ -462,49 +554,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="table1 (the study's 12 conditions) or generic")
     p.add_argument("--protocol", action="append", help="a built-in protocol name or a protocol .toml file (repeatable)")
     p.add_argument("--extractor", action="append", required=True, help="feature extractor spec (repeatable)")
-    p.add_argument("--attributor", default="knn", help="name[:key=value,...], e.g. knn:k=56 or probe:C=0.5")
+    p.add_argument("--attributor", default="knn", help=f"name[:key=value,...] with name one of "
+                   f"{ATTRIBUTORS.describe()}, e.g. knn:k=56 or probe:C=0.5")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--holdout", help="checkpoints for the holdout protocol, comma-separated")
     p.add_argument("--out", required=True, help="folder for results JSON, summary.md and figures/")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--models-dir")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="where extractors and the kNN search run (cpu, cuda, auto)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench, batch_size=None)
 
-    p = sub.add_parser("leaderboard", help="aggregate results files into a Markdown + HTML + JSON leaderboard")
-    p.add_argument("results", nargs="+", help="results JSON files or folders of them")
-    p.add_argument("--out", required=True, help="site folder")
-    p.add_argument("--title", default="sourcetrace leaderboard")
+    p = sub.add_parser("leaderboard", help="results -> a static leaderboard site; or a board that takes checked "
+                       "submissions from many machines (init, add, build)", usage=(
+                           "sourcetrace leaderboard RESULTS... --out SITE\n"
+                           "       sourcetrace leaderboard init BOARD (--corpus CORPUS | --corpus-sha256 HEX) [--protocols P]\n"
+                           "       sourcetrace leaderboard add RESULTS... --board BOARD --submitter NAME\n"
+                           "       sourcetrace leaderboard build BOARD --out SITE"))
+    p.add_argument("results", nargs="+", metavar="[init|add|build] ARG",
+                   help="results JSON files or folders of them (a folder named init, add or build: ./build); "
+                        "after init or build, the board folder")
+    p.add_argument("--out", help="site folder (bare form and build)")
+    p.add_argument("--title", help="page title (default: sourcetrace leaderboard)")
+    p.add_argument("--board", help="add: the board folder")
+    p.add_argument("--submitter", help="add: who submits, written to the board's ledger")
+    p.add_argument("--corpus", help="init: the corpus folder (its sha256 is computed as bench does)")
+    p.add_argument("--corpus-sha256", help="init: the corpus sha256 (from a result's corpus.sha256)")
+    p.add_argument("--protocols", help="init: a suite (table1, generic) or protocol names / .toml files, "
+                                       "comma-separated (default table1)")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed file operation: the path, what went wrong, and what to do."""
+    import errno
+
+    from sourcetrace.fileio import NO_SPACE
+
+    path = exc.filename if exc.filename is not None else "(unnamed file)"
+    if exc.errno in NO_SPACE:
+        folder = Path(str(path)).parent
+        return (f"{path}: no space left on the device (disk full or quota reached): free space on the "
+                f"filesystem of {folder} (`df -h {folder}`), then rerun the same command: finished work is kept")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{path}: permission denied: make it (or its folder) writable, or choose another path"
+    if exc.errno == errno.EROFS:
+        return f"{path}: the filesystem is read-only: choose a writable output folder"
+    also = f" -> {exc.filename2}" if exc.filename2 else ""
+    return f"{path}{also}: {exc.strerror or exc}"
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code of a failed command: what went wrong and what to do, in one line.
+    Only `sourcetrace.errors` is imported: an error must not load the generator stack."""
+    from sourcetrace.errors import SourcetraceError, StageFailed
+
+    if isinstance(exc, StageFailed):
+        return f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", 1
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted: finished work is kept; rerun the same command to resume", 130
+    if isinstance(exc, (SourcetraceError, ValueError)):
+        return f"error: {exc}", 2
+    if isinstance(exc, OSError):
+        return f"error: {os_error_message(exc)}", 2
+    return (f"error: {type(exc).__name__}: {exc} (unexpected: rerun with --debug for the traceback, "
+            "and report it)"), 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    from sourcetrace.attribution.extractors import ModelFolderError
-    from sourcetrace.benchmark.results import ResultError
-    from sourcetrace.checkpoints.registry import RegistryError
-    from sourcetrace.corpus import ManifestError
-    from sourcetrace.datasets.prompts import DatasetError
-    from sourcetrace.generators.base import GeneratorError
-    from sourcetrace.study import StageFailed
+    """Run one command; anything a user can cause ends in one `error:` line (exit 2), the
+    traceback only with --debug."""
+    import traceback
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
-    except (ManifestError, ModelFolderError, ResultError, DatasetError, RegistryError, GeneratorError, ValueError,
-            FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except StageFailed as exc:
-        print(f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - no traceback without --debug
+        if args.debug:
+            traceback.print_exc()
+        message, code = error_line(exc)
+        print(message, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and a checkpoint name that belongs to exactly one architecture.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -18,7 +19,9 @@ from pathlib import Path, PurePosixPath
 import soundfile as sf
 
 from .audio import AUDIO_SUFFIXES
+from .errors import SourcetraceError
 from .fileio import copy_file_atomic, sha256_file, write_text_atomic
+from .naming import checkpoint_label, clip_location
 
 MANIFEST = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
@@ -29,7 +32,7 @@ OPTIONAL_COLUMNS = (
 NON_EMPTY_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id")
 
 
-class ManifestError(ValueError):
+class ManifestError(SourcetraceError, ValueError):
     """Raised with every problem found, each naming the file and row."""
 
     def __init__(self, source: str | Path, problems: list[str]):
@@ -243,6 +246,14 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     return corpus
 
 
+def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
+    """The manifest's bytes and every clip's audio hash: a different corpus never shares this sha256."""
+    digest = hashlib.sha256(corpus.manifest_path.read_bytes())
+    for clip_id in sorted(audio_hashes):
+        digest.update(f"{clip_id}\t{audio_hashes[clip_id]}\n".encode())
+    return {"path": str(corpus.root), "sha256": digest.hexdigest(), "n_clips": len(corpus.rows)}
+
+
 def audio_facts(path: Path) -> dict[str, str]:
     """The manifest's provenance columns for one audio file: sha256, sample rate, duration."""
     facts = {"sha256": sha256_file(path)}
@@ -330,9 +341,9 @@ def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
         arch, ckpt_dir, _ = rel.parts
         transcript = audio.with_suffix(".txt")
         text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
-        checkpoint = f"{arch}/{ckpt_dir}"
+        checkpoint = checkpoint_label(arch, ckpt_dir)
         entries.append((rel.as_posix(), audio, {
-            "clip_id": f"{checkpoint}/{audio.stem}", "architecture": arch, "checkpoint": checkpoint,
+            "clip_id": clip_location(checkpoint, audio.stem)[0], "architecture": arch, "checkpoint": checkpoint,
             "prompt_id": audio.stem, "text": text,
         }))
     return entries

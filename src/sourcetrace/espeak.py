@@ -6,10 +6,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .errors import SourcetraceError
 from .fileio import atomic_path
 
 
-class EspeakMissing(RuntimeError):
+class EspeakMissing(SourcetraceError, RuntimeError):
     pass
 
 

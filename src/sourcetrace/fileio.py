@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 

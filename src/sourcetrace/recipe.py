@@ -17,16 +17,19 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import naming
+from .errors import SourcetraceError
+from .naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
 from .schema import RECIPE_CORPUS, check
 
-ROLES = ("pretrained", "scheduled", "zero-init", "finetuned")
+ROLES = tuple(role for role in naming.ROLES if role != "other")  # what a recipe can ask for
 _CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
                 "vocoders"}
 _ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust"}
 _VOCODER_KEYS = {"kind", "weights", "config", "seed"}
 
 
-class RecipeError(ValueError):
+class RecipeError(SourcetraceError, ValueError):
     pass
 
 
@@ -100,16 +103,25 @@ def _roles(value, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def read_recipe_file(path: str | Path) -> dict:
+    """The recipe's TOML tables, read once (`synth --recipe` and `run` both start here)."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
+
+
 def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
-    """Read and validate a recipe's [corpus] table; every problem names the file and the key."""
+    """Read a recipe file and validate its [corpus] table."""
+    return corpus_recipe(read_recipe_file(path), path, base)
+
+
+def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
+    """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key."""
     from sourcetrace.generators import ARCHITECTURES, generator_class
     from sourcetrace.vocoders import VOCODERS, vocoder_class
 
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
     base = Path(base) if base is not None else path.parent
     if "corpus" not in raw:
         raise RecipeError(f"{path}: no [corpus] table")
@@ -175,24 +187,22 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
 def _checkpoints(recipe: CorpusRecipe, arch: ArchitectureSpec) -> list[tuple[str, str, Path, str]]:
     """(label, role, source, speaker) of every checkpoint of one architecture the recipe asks for."""
     from sourcetrace.checkpoints.registry import load_schedule
-    from sourcetrace.generators.training import checkpoint_name
-
     schedule = load_schedule(recipe.schedule)
     out = []
     where = f"{recipe.source} [corpus.architectures.{arch.name}]"
     if "pretrained" in recipe.roles and arch.pretrained is not None:
-        out.append((f"{arch.name}/pretrained", "pretrained", arch.pretrained, recipe.speaker))
+        out.append((checkpoint_label(arch.name, PRETRAINED), "pretrained", arch.pretrained, recipe.speaker))
     for role in ("scheduled", "zero-init"):
         if role not in recipe.roles:
             continue
         if arch.runs is None:
             raise RecipeError(f"{where}: role {role!r} needs 'runs' (a `sourcetrace train` run folder)")
-        names = ([checkpoint_name(s) for s in schedule.steps] if role == "scheduled"
-                 else [f"zero-init-s{s}" for s in schedule.zero_init_seeds])
-        out.extend((f"{arch.name}/{n}", role, arch.runs / "checkpoints" / n, recipe.speaker) for n in names)
+        names = ([step_name(s) for s in schedule.steps] if role == "scheduled"
+                 else [zero_init_name(s) for s in schedule.zero_init_seeds])
+        out.extend((checkpoint_label(arch.name, n), role, arch.runs / "checkpoints" / n, recipe.speaker) for n in names)
     if "finetuned" in recipe.roles and arch.finetuned is not None:
         speaker = schedule.finetune_speaker
-        out.append((f"{arch.name}/ft-{speaker}", "finetuned", arch.finetuned, speaker))
+        out.append((checkpoint_label(arch.name, finetune_name(speaker)), "finetuned", arch.finetuned, speaker))
     return out
 
 

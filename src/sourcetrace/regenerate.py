@@ -19,6 +19,7 @@ from typing import Callable
 
 from .corpus import MANIFEST, Corpus, audio_facts
 from .fileio import sha256_file
+from .naming import clip_location, journal_name
 from .recipe import CorpusRecipe, Job, expand
 
 PARTS = "parts"
@@ -33,12 +34,8 @@ class RegenerateReport:
     manifest_written: bool = False
 
 
-def job_stem(job: Job) -> str:
-    return f"{job.checkpoint}@{job.vocoder}" if job.swapped else job.checkpoint
-
-
 def _journal_path(out: Path, job: Job) -> Path:
-    return out / PARTS / (job_stem(job).replace("/", "__") + ".jsonl")
+    return out / PARTS / journal_name(job.checkpoint, job.vocoder or "", job.swapped)
 
 
 def read_journal(path: Path) -> dict[str, dict]:
@@ -131,14 +128,84 @@ class _Sources:
         return self._vocoders[name]
 
 
+def job_provenance(job: Job, generator, vocoder, checkpoint_sha256: str) -> dict[str, str]:
+    """The columns every clip of a job records: checkpoint hash, role, code and vocoder identities."""
+    import sourcetrace
+
+    return {"checkpoint_sha256": checkpoint_sha256, "role": job.role, "implementation": generator.implementation(),
+            "sourcetrace": sourcetrace.__version__, "speaker": job.speaker, "vocoder": job.vocoder or "",
+            "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": "1" if job.swapped else "0"}
+
+
+def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, todo, out: Path, seed: int,
+             batch_size: int, report: RegenerateReport, log, bar) -> None:
+    """Make the `todo` clips of one job, journalling each clip once its audio is in place."""
+    from sourcetrace.generators.synthesis import make_clips, prompt_seed
+
+    _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
+    # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
+    # the noise of a chunk is drawn from its first prompt's seed, so a clip is a function of
+    # (seed, batch size) whatever was interrupted; a chunk with any clip missing is redone.
+    size = batch_size if generator.batched_synthesis else 1
+    pending = {p.prompt_id for p in todo}
+    for start in range(0, len(prompts), size):
+        chunk = prompts[start:start + size]
+        if not pending.intersection(p.prompt_id for p in chunk):
+            continue
+        where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
+        chunk_seed = prompt_seed(seed, chunk[0].prompt_id)
+        try:
+            make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
+        except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
+            _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
+            return
+        for prompt, (clip_id, rel) in zip(chunk, where):
+            _append(_journal_path(out, job), {
+                "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+                "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
+                "batch_size": str(size), **provenance, **audio_facts(out / rel)})
+            if prompt.prompt_id in pending:
+                pending.discard(prompt.prompt_id)
+                report.made += 1
+                bar.update(1)
+
+
+def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, prompts, out: str | Path,
+                          seed: int = 0, log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
+    """`synth CHECKPOINT`: the recipe path with one job (batch size 1), with the same crash guarantee
+    (the journal); the manifest keeps the corpus's other checkpoints and gets this job's clips."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    corpus = Corpus.read(out, require_files=False, allow_empty=True) if (out / MANIFEST).is_file() else Corpus(out, [])
+    if any(r["checkpoint"] == job.checkpoint and r["architecture"] != job.architecture for r in corpus.rows):
+        raise ValueError(f"{out / MANIFEST}: checkpoint {job.checkpoint!r} already belongs to another architecture")
+    ids = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0] for p in prompts]
+    mine = set(ids)
+    listed = {r["clip_id"]: r for r in corpus.rows if r["clip_id"] in mine and (out / r["path"]).is_file()}
+    journal = read_journal(_journal_path(out, job))
+    done = listed.keys() | {c for c, r in journal.items() if (out / r["path"]).is_file()}
+    todo = [p for p, clip_id in zip(prompts, ids) if clip_id not in done]
+    report = RegenerateReport(jobs=1, skipped=len(prompts) - len(todo))
+    if todo:
+        with tqdm(total=len(prompts), initial=report.skipped, unit="clip", desc="synth", disable=not progress) as bar:
+            _run_job(job, generator, vocoder, job_provenance(job, generator, vocoder, checkpoint_sha256), prompts, todo,
+                     out, seed, 1, report, log, bar)
+    journal = read_journal(_journal_path(out, job))
+    rows = [journal.get(c) or listed.get(c) for c in ids]
+    corpus.rows = [r for r in corpus.rows if r["clip_id"] not in mine] + [
+        r for r in rows if r is not None and (out / r["path"]).is_file()]
+    corpus.write()
+    report.manifest_written = True
+    return report
+
+
 def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (0, 1), device: str = "cpu",
                log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
     """Generate (this shard's part of) the recipe's corpus into `out`; see the module docstring."""
-    import sourcetrace
     from tqdm import tqdm
 
     from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.generators.synthesis import clip_location, make_clips, prompt_seed
 
     out = Path(out)
     index, count = shard
@@ -163,42 +230,14 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
         report.skipped += len(prompts) - len(todo)
         if not todo:
             continue
-        _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
         try:
             generator, vocoder = sources.generator(job), sources.vocoder(job.vocoder)
-            provenance = {"checkpoint_sha256": sources.checkpoint_hash(job.source), "role": job.role,
-                          "implementation": generator.implementation(), "sourcetrace": sourcetrace.__version__,
-                          "speaker": job.speaker, "vocoder": job.vocoder or "",
-                          "vocoder_sha256": vocoder.identity if vocoder is not None else "",
-                          "vocoder_swapped": "1" if job.swapped else "0"}
+            provenance = job_provenance(job, generator, vocoder, sources.checkpoint_hash(job.source))
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint is reported and skipped, the rest goes on
             _fail(report, job, "cannot be loaded", exc, log, bar, len(todo))
             continue
-        # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
-        # the noise of a chunk is drawn from its first prompt's seed, so a clip is a function of
-        # (seed, batch size) whatever was interrupted; a chunk with any clip missing is redone.
-        size = recipe.batch_size if generator.batched_synthesis else 1
-        pending = {p.prompt_id for p in todo}
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start:start + size]
-            if not pending.intersection(p.prompt_id for p in chunk):
-                continue
-            where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
-            chunk_seed = prompt_seed(recipe.seed, chunk[0].prompt_id)
-            try:
-                make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
-            except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
-                _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
-                break
-            for prompt, (clip_id, rel) in zip(chunk, where):
-                _append(_journal_path(out, job), {
-                    "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
-                    "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
-                    "batch_size": str(size), **provenance, **audio_facts(out / rel)})
-                if prompt.prompt_id in pending:
-                    pending.discard(prompt.prompt_id)
-                    report.made += 1
-                    bar.update(1)
+        _run_job(job, generator, vocoder, provenance, prompts, todo, out, recipe.seed, recipe.batch_size, report,
+                 log, bar)
     bar.close()
     report.manifest_written = write_manifest(recipe, out, jobs, prompts)
     return report
@@ -206,8 +245,6 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
 
 def write_manifest(recipe: CorpusRecipe, out: Path, jobs: list[Job], prompts) -> bool:
     """manifest.csv from the journals, in recipe order, once every clip of every job exists."""
-    from sourcetrace.generators.synthesis import clip_location
-
     rows = []
     for job in jobs:
         journal = read_journal(_journal_path(out, job))
@@ -225,7 +262,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     conditions, seeds, checkpoint hashes), one line each, naming the manifest line."""
     from sourcetrace.datasets.prompts import read_prompts
     from sourcetrace.generators import generator_class
-    from sourcetrace.generators.synthesis import clip_location, prompt_seed
+    from sourcetrace.generators.synthesis import prompt_seed
 
     sources = _Sources(recipe, "cpu")
     prompts = read_prompts(recipe.prompts)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import __version__
-from .corpus import MANIFEST, Corpus, ManifestError, _place
+from .corpus import MANIFEST, Corpus, ManifestError, _place, corpus_identity
 from .fileio import copy_file_atomic, sha256_file, write_text_atomic
 
 CARD = "README.md"
@@ -128,9 +128,7 @@ def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_
         for rel in sorted(set(texts)):
             sums[rel] = sha256_file(staging / rel)
         write_text_atomic(staging / CHECKSUMS, "".join(f"{h}  {rel}\n" for rel, h in sums.items()))
-        from sourcetrace.benchmark.bench import corpus_identity  # the identity results files record
-
-        identity = corpus_identity(corpus, audio_hashes)["sha256"]
+        identity = corpus_identity(corpus, audio_hashes)["sha256"]  # the identity results files record
         card = dataset_card(corpus, name=name or corpus.root.resolve().name, license=license,
                             corpus_sha256=identity, manifest_sha256=sums[MANIFEST],
                             checksums_sha256=sha256_file(staging / CHECKSUMS), size=size,

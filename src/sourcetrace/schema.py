@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .naming import ROLES
+
 HEX64 = r"[0-9a-f]{64}"
 
 
@@ -135,7 +137,7 @@ def check(value, spec, source: str, error: type[Exception] = ValueError):
 # ---- the schemas -----------------------------------------------------------------------------
 
 LEVELS = ("checkpoint", "architecture")
-CHECKPOINT_ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")  # benchmark.protocol
+CHECKPOINT_ROLES = ROLES
 
 _SELECTION = Record({
     "roles": Optional(ListOf(OneOf(CHECKPOINT_ROLES + ("all",), "role"))),

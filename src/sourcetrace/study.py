@@ -17,13 +17,14 @@ import hashlib
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import StageFailed
 from .fileio import outside_note, write_json_atomic
-from .recipe import CorpusRecipe, RecipeError, load_recipe
+from .naming import step_of
+from .recipe import CorpusRecipe, RecipeError, corpus_recipe, read_recipe_file
 
 STAGES = ("data", "train", "synth", "features", "bench")
 _TOP_KEYS = {"study", "data", "training", "corpus", "features", "benchmark", "slurm"}
@@ -33,10 +34,6 @@ _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upst
     "data": ("data", "corpus"), "train": ("training", "corpus"), "synth": ("corpus",),
     "features": ("features",), "bench": ("benchmark", "features", "study"),
 }
-
-
-class StageFailed(RuntimeError):
-    """A stage ran but some of its units failed; what finished is kept for the rerun."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +62,7 @@ class Study:
     def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None):
         self.recipe_path = Path(recipe_path).resolve()
         self.workdir = Path(workdir or Path.cwd()).resolve()
-        try:
-            self.raw = tomllib.loads(self.recipe_path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise RecipeError(f"{recipe_path}: cannot read the recipe ({exc})") from None
+        self.raw = read_recipe_file(self.recipe_path)
         where = str(recipe_path)
         extra = sorted(set(self.raw) - _TOP_KEYS)
         if extra:
@@ -76,7 +70,7 @@ class Study:
         for table in ("study", "data", "training", "features", "benchmark"):
             if not isinstance(self.raw.get(table), dict):
                 raise RecipeError(f"{where}: [{table}] table is required by `sourcetrace run`")
-        self.corpus: CorpusRecipe = load_recipe(self.recipe_path, base=self.workdir)
+        self.corpus: CorpusRecipe = corpus_recipe(self.raw, self.recipe_path, base=self.workdir)
         self.title = _require(self.raw["study"], "title", str, f"{where} [study]")
         self.seed = int(self.raw["study"].get("seed", 0))
         self.device = str(self.raw["study"].get("device", "auto"))
@@ -95,13 +89,16 @@ class Study:
         training = self.raw["training"]
         self.config = _require(training, "config", str, f"{where} [training]")
         self.pretrained_mode = training.get("pretrained", "official")
+        self.tensorboard = training.get("tensorboard", True)  # loss curves in <run>/tensorboard
+        if not isinstance(self.tensorboard, bool):
+            raise RecipeError(f"{where} [training]: tensorboard must be true or false")
         if self.pretrained_mode not in ("train", "official"):
             raise RecipeError(f"{where} [training]: pretrained must be 'train' (a stand-in) or 'official'")
         for arch in self.corpus.architectures.values():
             if arch.finetuned is not None and arch.pretrained is None:
                 raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: a fine-tune starts from the "
                                   "pretrained checkpoint: give 'pretrained' too")
-            if self.pretrained_mode == "train" and arch.pretrained is not None and not arch.pretrained.name.startswith("step-"):
+            if self.pretrained_mode == "train" and arch.pretrained is not None and step_of(arch.pretrained.name) is None:
                 raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: with pretrained = 'train' the pretrained "
                                   "path must be <run>/checkpoints/step-N (the stand-in's last step)")
         self.extractors = _require(self.raw["features"], "extractors", list, f"{where} [features]")
@@ -173,7 +170,9 @@ class Study:
         import torch
 
         torch.set_num_threads(self.threads or default_threads or _default_threads())
-        getattr(self, f"_run_{unit.stage}")(unit.name, log)
+        runners = {"data": self._run_data, "train": self._run_train, "synth": self._run_synth,
+                   "features": self._run_features, "bench": self._run_bench}
+        runners[unit.stage](unit.name, log)
 
     # ---- stages -------------------------------------------------------------------------------
     def _run_data(self, _name: str, log) -> None:
@@ -224,38 +223,31 @@ class Study:
 
     def _run_train(self, name: str, log) -> None:
         from sourcetrace.checkpoints.registry import load_schedule
-        from sourcetrace.generators import build_generator, load_checkpoint
-        from sourcetrace.generators.training import checkpoint_name, save_zero_init, train
+
+        from .training_runs import save_zero_inits, train_run
 
         arch_name, _, kind = name.partition("/")
         arch = self.corpus.architectures[arch_name]
         schedule = load_schedule(self.corpus.schedule)
-        batch_size = int(self.raw["training"].get("batch_size", schedule.batch_size))
         if kind == "zero-init":
-            for seed in schedule.zero_init_seeds:
-                folder = arch.runs / "checkpoints" / f"zero-init-s{seed}"
-                if not (folder / "generator.json").is_file():
-                    save_zero_init(build_generator(arch_name, self.config, seed), arch.runs, folder.name)
+            save_zero_inits(arch_name, self.config, schedule.zero_init_seeds, arch.runs)
             log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}"
                 + outside_note(arch.runs, self.workdir))
             return
+        seed, init_from, final_name = self.seed, None, None
         if kind == "finetuned":
-            generator = load_checkpoint(arch_name, arch.pretrained, self.config, arch.trust).to(self.device)
-            final = arch.finetuned.name
+            init_from, final_name = arch.pretrained, arch.finetuned.name
             run_dir, steps = arch.finetuned.parent.parent, [schedule.finetune_steps]
-            names = lambda step: final if step == steps[-1] else checkpoint_name(step)  # noqa: E731
-            seed = self.seed
         elif kind == "pretrained":
             seed = int(self.raw["training"].get("pretrained_seed", 1000))
-            generator = build_generator(arch_name, self.config, seed).to(self.device)
-            run_dir, steps, names = arch.pretrained.parent.parent, [int(arch.pretrained.name[5:])], checkpoint_name
+            run_dir, steps = arch.pretrained.parent.parent, [step_of(arch.pretrained.name)]
         else:
-            seed = self.seed
-            generator = build_generator(arch_name, self.config, seed).to(self.device)
-            run_dir, steps, names = arch.runs, list(schedule.steps), checkpoint_name
-        data = self._training_data(generator, finetune=kind == "finetuned")
-        report = train(generator, data, run_dir, steps, batch_size=batch_size, seed=seed, names=names,
-                       tensorboard=False, log=log)
+            run_dir, steps = arch.runs, list(schedule.steps)
+        report = train_run(arch_name, self.config, run_dir,
+                           lambda generator: self._training_data(generator, finetune=kind == "finetuned"),
+                           steps=steps, seed=seed, batch_size=int(self.raw["training"].get("batch_size", schedule.batch_size)),
+                           device=self.device, init_from=init_from, trust=arch.trust, final_name=final_name,
+                           tensorboard=self.tensorboard, log=log)
         log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}"
             + outside_note(run_dir, self.workdir))
 

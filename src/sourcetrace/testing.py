@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .naming import step_name
+
 
 class ConformanceError(AssertionError):
     pass
@@ -66,8 +68,8 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     `trust`: for formats that need full unpickling)."""
     from sourcetrace.generators.base import Generator, GeneratorError, read_checkpoint_meta
     from sourcetrace.generators.data import TrainingData
-    from sourcetrace.generators.mel import MelConfig
     from sourcetrace.generators.training import train
+    from sourcetrace.mel import MelConfig
 
     workdir = Path(workdir)
     _require(isinstance(cls, type) and issubclass(cls, Generator), cls, "is not a sourcetrace Generator subclass")
@@ -105,16 +107,16 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
 
     report = run(1, "whole")
     kept = sorted(p.name for p in (workdir / "whole" / "checkpoints").iterdir())
-    _require(kept == [f"step-{s:06d}" for s in RESUME_STEPS] and report.steps_run == RESUME_STEPS[-1], cls,
+    _require(kept == [step_name(s) for s in RESUME_STEPS] and report.steps_run == RESUME_STEPS[-1], cls,
              f"training on steps {RESUME_STEPS} kept {kept} after {report.steps_run} steps")
     run(1, "cut", stop_after=4)
     resumed = run(99, "cut")  # the weights come from the resume point, not from this seed
     _require(resumed.resumed_from == 3, cls, f"resumed from step {resumed.resumed_from}, not 3")
-    for name in ("step-000003", "step-000005"):
+    for name in (step_name(3), step_name(5)):
         whole, cut = (workdir / r / "checkpoints" / name / "model.safetensors" for r in ("whole", "cut"))
         _require(whole.read_bytes() == cut.read_bytes(), cls, f"{name} of a resumed run differs from an uninterrupted one")
 
-    folder = workdir / "whole" / "checkpoints" / "step-000005"
+    folder = workdir / "whole" / "checkpoints" / step_name(5)
     meta = read_checkpoint_meta(folder)
     _require(meta["architecture"] == cls.architecture and meta["step"] == 5, cls, f"checkpoint identity {meta}")
     reloaded = cls(meta["config"], meta["seed"])
@@ -143,7 +145,7 @@ def check_vocoder(cls, workdir: str | Path, config: str = "tiny",
     seed; a mel of its own convention becomes frames x hop samples in [-1, 1]; a mel given with its
     own convention is vocoded unchanged and a foreign sample rate is refused; batches keep each
     clip's length. `write_official` (vocoder, folder) -> file: the official format loads back exactly."""
-    from sourcetrace.generators.mel import MelConfig
+    from sourcetrace.mel import MelConfig
     from sourcetrace.vocoders.base import Vocoder, VocoderError
 
     workdir = Path(workdir)

@@ -1,0 +1,74 @@
+"""Checkpoint names and roles, clip ids and paths: built and parsed here and nowhere else.
+
+A checkpoint's name says its role (the corpus contract; protocols select checkpoints by role):
+
+    pretrained           pretrained      the official pretrained model
+    step-<N>             scheduled       a from-scratch checkpoint at step N (N zero-padded to 6)
+    zero-init-s<seed>    zero-init       an untrained, seeded model
+    ft-<speaker>         finetuned       a fine-tune on one speaker (e.g. ft-9136)
+    anything else        other
+
+A corpus label is `<architecture>/<name>`. A clip of a checkpoint lives under the checkpoint's
+stem, `<label>` or `<label>@<vocoder>` for a clip vocoded by a swapped HiFi-GAN.
+"""
+
+from __future__ import annotations
+
+import re
+
+PRETRAINED = "pretrained"
+ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
+
+_STEP = re.compile(r"(?:^|/)step-(\d+)$")
+_ROLE_PATTERNS = (
+    ("pretrained", re.compile(r"(?:^|/)pretrained$")),
+    ("scheduled", _STEP),
+    ("zero-init", re.compile(r"(?:^|/)zero-init(?:-s\d+)?$")),
+    ("finetuned", re.compile(r"(?:^|/)ft-[^/]+$")),
+)
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def zero_init_name(seed: int) -> str:
+    return f"zero-init-s{seed}"
+
+
+def finetune_name(speaker: str) -> str:
+    return f"ft-{speaker}"
+
+
+def step_of(checkpoint: str) -> int | None:
+    """N of a `step-N` name or `<arch>/step-N` label; None for any other checkpoint."""
+    match = _STEP.search(checkpoint)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_role(checkpoint: str) -> str:
+    """The role of a checkpoint name or label (one of ROLES)."""
+    for role, pattern in _ROLE_PATTERNS:
+        if pattern.search(checkpoint):
+            return role
+    return "other"
+
+
+def checkpoint_label(architecture: str, name: str) -> str:
+    return f"{architecture}/{name}"
+
+
+def clip_stem(checkpoint: str, vocoder: str = "", swapped: bool = False) -> str:
+    """Where a checkpoint's clips live: a swapped-vocoder clip lives beside the default one."""
+    return f"{checkpoint}@{vocoder}" if swapped else checkpoint
+
+
+def clip_location(checkpoint: str, prompt_id: str, vocoder: str = "", swapped: bool = False) -> tuple[str, str]:
+    """(clip_id, relative audio path) of one clip."""
+    stem = clip_stem(checkpoint, vocoder, swapped)
+    return f"{stem}/{prompt_id}", f"audio/{stem}/{prompt_id}.wav"
+
+
+def journal_name(checkpoint: str, vocoder: str = "", swapped: bool = False) -> str:
+    """The file name of one synthesis job's journal (one flat folder: '/' becomes '__')."""
+    return clip_stem(checkpoint, vocoder, swapped).replace("/", "__") + ".jsonl"
