@@ -14,16 +14,11 @@ import copy
 import numpy as np
 import torch
 
+from sourcetrace.device import resolve_device
+
 from .base import Attributor, check_query, check_support
 
 METRICS = ("cosine", "euclidean")
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto": the GPU when there is one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class KNNAttributor(Attributor):

@@ -107,7 +107,8 @@ def preprocessing_breakdown(model_dir: Path, clips: list[np.ndarray], device: st
     """Clips/s of w2v-bert's per-clip processor versus the batched torch fbank, same clips and device."""
     import torch
 
-    from sourcetrace.attribution.extractors.ssl import SSLExtractor, resolve_device
+    from sourcetrace.attribution.extractors.ssl import SSLExtractor
+    from sourcetrace.device import resolve_device
 
     torch.set_num_threads(threads)
     extractor = SSLExtractor(model_dir, [0], device=device, batch_fbank=True)

@@ -120,8 +120,9 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
     from bench_ssl_extraction import load_naive, naive_vectors
 
-    from sourcetrace.attribution.extractors.ssl import SSLExtractor, resolve_device
+    from sourcetrace.attribution.extractors.ssl import SSLExtractor
     from sourcetrace.audio import load_audio
+    from sourcetrace.device import resolve_device
 
     device = resolve_device(device_name)
     paths = write_clips(workdir / "ssl-clips", size["fast_clips"], size["seconds"], seed=1)
@@ -188,8 +189,8 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
 
 
 def check_features(size: dict, device_name: str, workdir: Path, log) -> dict:
-    from sourcetrace.attribution.extractors.ssl import resolve_device
     from sourcetrace.corpus import Corpus
+    from sourcetrace.device import resolve_device
 
     name, layer = size["corpus_model"]
     model_dir = random_model(name, workdir)
@@ -227,8 +228,8 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
     from bench_generators import measure_generator
 
-    from sourcetrace.attribution.extractors.ssl import resolve_device
     from sourcetrace.datasets.ljspeech import LJSpeech
+    from sourcetrace.device import resolve_device
     from sourcetrace.espeak import sentences
     from sourcetrace.fileio import write_text_atomic
 
@@ -267,7 +268,7 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
 def check_knn(size: dict, device_name: str, workdir: Path, log) -> dict:
     from bench_table1 import table1_timings
 
-    from sourcetrace.attribution.knn import resolve_device
+    from sourcetrace.device import resolve_device
 
     device = str(resolve_device(device_name))
     return table1_timings(size["knn_prompts"], device=device, compare_device="cpu",
@@ -280,7 +281,7 @@ CHECKS = {"ssl": check_ssl, "features": check_features, "generators": check_gene
 def environment(device_name: str) -> dict:
     import torch
 
-    from sourcetrace.attribution.knn import resolve_device
+    from sourcetrace.device import resolve_device
 
     device = resolve_device(device_name)
     env = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),

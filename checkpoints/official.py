@@ -36,6 +36,11 @@ MODELS = {
 }
 TRUST_HINT = "--trust (recipe: trust = true)"
 
+
+def model_name(model: str) -> str:
+    """How messages name `model`; a plug-in's architecture or vocoder kind is named by itself."""
+    return MODELS.get(model, f"a {model} model")
+
 # Globals torch's weights-only unpickler accepts in a plain state dict.
 _TORCH = re.compile(r"^(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.(device|Size|dtype|b?float\d*|"
                     r"float8_\w+|q?u?int\d+|bool|long|half|double|short|cfloat|cdouble|complex\d*)|"
@@ -53,7 +58,9 @@ _OFFICIAL_EXTRAS = {
                          r"base\.ContainerMetadata|base\.Metadata|nodes\.\w+Node)|"
                          r"(lightning\.fabric|lightning_fabric|lightning\.pytorch|pytorch_lightning)\.utilities\."
                          r"(data|parsing)\.AttributeDict)$"),
-    "vits": re.compile(rf"^({_PLAIN}|TTS(\.\w+)*\.\w+(Config|Args)|coqpit\.coqpit\.\w+)$"),
+    # classes only: a module-wide pattern would admit its functions and the modules it imports
+    # (coqpit.coqpit._rgetattr, coqpit.coqpit.argparse), i.e. code a pickle could call
+    "vits": re.compile(rf"^({_PLAIN}|TTS(\.\w+)*\.[A-Z]\w*(Config|Args)|coqpit\.coqpit\.Coqpit)$"),
 }
 _ELEMENT_SIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1, "QInt8": 1,
@@ -91,13 +98,13 @@ class FileReport:
         """Why this file must not be loaded as `model` (with or without trust), or None; with no
         model, only what is wrong whatever it was meant to be."""
         foreign = self.foreign_globals(model)
-        official = f"the official file of {MODELS[model]}" if model else "an official checkpoint"
+        official = f"the official file of {model_name(model)}" if model else "an official checkpoint"
         calls = (f"its pickle calls {', '.join(foreign)}, which {official} never needs: refused without "
                  "unpickling (it could run code), trust or not") if foreign else None
         if self.problem:
             return f"{self.problem}; {calls}" if calls else self.problem
         if model is not None and self.holds is not None and self.holds != model:
-            return f"holds {MODELS[self.holds]}, not {MODELS[model]}"
+            return f"holds {model_name(self.holds)}, not {model_name(model)}"
         return calls
 
     def trust_note(self, model: str) -> str | None:
@@ -229,9 +236,10 @@ def _holds(strings: set[str]) -> str | None:
 
 def _scan_zip(archive: zipfile.ZipFile, deep: bool, where: str) -> tuple[_Scan, str | None]:
     names = archive.namelist()
-    pickles = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
-    if len(pickles) != 1:
-        return _Scan(), f"{where}zip archive that is not a torch.save file (no single data.pkl)"
+    pickles = [n for n in names if n.endswith(".pkl")]
+    if len(pickles) != 1 or not (pickles[0] == "data.pkl" or pickles[0].endswith("/data.pkl")):
+        # TorchScript archives hold constants.pkl too, which torch.load would hand to torch.jit.load unscanned
+        return _Scan(), f"{where}zip archive that is not a torch.save file (not exactly one pickle, data.pkl)"
     prefix = pickles[0][: -len("data.pkl")]
     scan = _Scan()
     try:
@@ -388,6 +396,8 @@ def load_torch_file(path: str | Path, model: str, trust: bool = False, error: ty
     import torch
 
     report = check_file(path, model, error)
+    if report.format != "torch":  # torch.load also takes tar and TorchScript files, whose pickles are not scanned
+        raise error(f"{path}: {describe(report)}, not a torch.save file")
     full = bool(report.beyond_weights_only())
     if full and not trust:
         raise error(f"{path}: {report.trust_note(model)}")
@@ -395,7 +405,7 @@ def load_torch_file(path: str | Path, model: str, trust: bool = False, error: ty
         return torch.load(path, map_location="cpu", weights_only=not full)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise error(f"{path}: {report.container} that cannot be read as {MODELS[model]} "
+        raise error(f"{path}: {report.container} that cannot be read as {model_name(model)} "
                     f"({type(exc).__name__}: {first})") from None
 
 
@@ -404,5 +414,5 @@ def describe(report: FileReport) -> str:
     if report.problem:
         return report.problem
     if report.holds:
-        return f"{report.container} holding {MODELS[report.holds]}"
+        return f"{report.container} holding {model_name(report.holds)}"
     return f"{report.container} of an unrecognised model"

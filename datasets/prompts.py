@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import write_text_atomic
+from sourcetrace.naming import UnsafeName, plain_name
 
 HEADER = ("prompt_id", "text")
 
@@ -43,6 +44,8 @@ def read_prompts(path: str | Path) -> list[Prompt]:
         prompt_id, text = fields[0].strip(), fields[1].strip()
         if not prompt_id or not text:
             problems.append(f"line {n}: empty {'prompt_id' if not prompt_id else 'text'}")
+        elif not _is_plain(prompt_id):
+            problems.append(f"line {n}: prompt_id {prompt_id!r} cannot name a clip file (no '/', '\\', '.' or '..')")
         elif prompt_id in seen:
             problems.append(f"line {n}: duplicate prompt_id {prompt_id!r} (first on line {seen[prompt_id]})")
         else:
@@ -51,6 +54,14 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     if problems:
         raise DatasetError(f"{path}: " + "; ".join(problems[:20]))
     return prompts
+
+
+def _is_plain(prompt_id: str) -> bool:
+    try:
+        plain_name(prompt_id, "prompt_id")
+    except UnsafeName:
+        return False
+    return True
 
 
 def write_prompts(path: str | Path, prompts: list[Prompt]) -> None:

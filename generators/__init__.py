@@ -37,7 +37,7 @@ def checkpoint_architecture(source: str | Path, architecture: str | None = None)
     """The architecture of a checkpoint folder or official file: what the file tells (its keys,
     NeMo's model class), else `architecture`; a contradiction or a file that does not tell
     (without `architecture`) raises, naming the file."""
-    from sourcetrace.checkpoints.official import MODELS, describe, inspect_file
+    from sourcetrace.checkpoints.official import describe, inspect_file, model_name
 
     source = Path(source)
     if architecture is not None:
@@ -51,14 +51,14 @@ def checkpoint_architecture(source: str | Path, architecture: str | None = None)
             raise GeneratorError(f"{source}: {refusal}")
         found = report.holds
         if found is not None and found not in ARCHITECTURES and architecture is None:
-            raise GeneratorError(f"{source}: holds {MODELS[found]}, not a generator (give it as a vocoder)")
+            raise GeneratorError(f"{source}: holds {model_name(found)}, not a generator (give it as a vocoder)")
         if found is None and architecture is None:
             raise GeneratorError(f"{source}: {describe(report)} that does not tell its architecture: give "
                                  f"--architecture ({ARCHITECTURES.describe()})")
     else:
         raise GeneratorError(f"{source}: no checkpoint folder or official checkpoint file there")
     if architecture is not None and found is not None and found != architecture:
-        raise GeneratorError(f"{source}: holds {MODELS[found]}, not {MODELS[architecture]}")
+        raise GeneratorError(f"{source}: holds {model_name(found)}, not {model_name(architecture)}")
     return found or architecture
 
 

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sourcetrace.device import resolve_device
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import atomic_path, write_json_atomic
 from sourcetrace.mel import MelConfig, mel_spectrogram
@@ -98,9 +99,7 @@ class Generator(ABC):
 
     def to(self, device: str | torch.device) -> "Generator":
         """Move the model; batches and synthesis inputs follow. ("auto": CUDA when available.)"""
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model.to(self.device)
         return self
 

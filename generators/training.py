@@ -80,8 +80,8 @@ def _set_rng_state(state: dict) -> None:
 def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.optim.Optimizer], step: int,
                  run: dict) -> None:
     """Publish the resume point of `step` whole: its files go into a hidden folder, then its manifest
-    (step and hashes), then the folder is renamed to resume/step-N; older ones are removed after that,
-    so an interruption at any moment leaves at least one complete resume point."""
+    (step and hashes), then the folder is renamed to resume/step-N; all but it and the one before are
+    removed after that, so an interruption at any moment leaves at least one complete resume point."""
     root = run_dir / RESUME
     final = root / step_name(step)
     partial = root / f".partial-{final.name}"
@@ -99,8 +99,12 @@ def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.opt
     os.replace(partial, final)
     _fsync_dir(root)
     _reached("resume/published", step)
+    # Keep the previous resume point too: it is what a damaged newest one falls back to. Remove
+    # older ones, partial folders and files of the layout before resume points were folders.
+    earlier = sorted((e for e in root.iterdir() if e.is_dir() and (_resume_step(e) or step) < step), key=_resume_step)
+    keep = {final, *earlier[-1:]}
     for entry in root.iterdir():
-        if entry != final:  # older resume points, and files of the layout before resume points were folders
+        if entry not in keep:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     _reached("resume/pruned", step)
 

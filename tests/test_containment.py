@@ -371,3 +371,29 @@ def test_leaderboard_markdown_escapes_markup(result, tmp_path):
     assert md.startswith("# &lt;i&gt;board&lt;/i&gt;\n") and "Corpus &lt;b&gt;corpus&lt;/b&gt;" in md
     html = (tmp_path / "site" / "index.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the same escaping on both pages
+
+
+def test_prompt_ids_and_labels_cannot_place_clips_outside_the_corpus(tmp_path, capsys):
+    """A prompt id or checkpoint label becomes part of a clip's path: `../` in either is refused."""
+    pytest.importorskip("grad_tts", reason="the TTS stacks are installed by tools/setup.sh")
+    from sourcetrace.datasets.prompts import DatasetError, read_prompts
+    from sourcetrace.naming import UnsafeName, clip_location
+
+    prompts = tmp_path / "prompts.tsv"
+    prompts.write_text("prompt_id\ttext\n../../escaped\tHello there.\n")
+    with pytest.raises(DatasetError, match=r"line 2: prompt_id '../../escaped' cannot name a clip file"):
+        read_prompts(prompts)
+    for label, prompt_id in (("gradtts/..", "p1"), ("gradtts/../../x", "p1"), ("gradtts/ok", "..")):
+        with pytest.raises(UnsafeName):
+            clip_location(label, prompt_id)
+    prompts.write_text("prompt_id\ttext\np1\tHello there.\n")
+    run = tmp_path / "run"
+    assert main(["train", "gradtts", "--run-dir", str(run), "--config", "tiny", "--schedule", "micro",
+                 "--zero-init", "--device", "cpu"]) == 0
+    checkpoint = next((run / "checkpoints").iterdir())
+    before = files_under(tmp_path)
+    code = main(["synth", str(checkpoint), "--prompts", str(prompts), "--out", str(tmp_path / "corpus" / "c"),
+                 "--label", "gradtts/../../../escaped", "--random-vocoder", "0", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code != 0 and "cannot name a file" in err, err
+    assert not any(p.suffix == ".wav" for p in files_under(tmp_path) - before)

@@ -183,6 +183,45 @@ def test_a_pickle_that_would_run_code_never_runs(official, tmp_path, trust, caps
     assert not marker.exists()
 
 
+class CallsAllowListedModuleFunction:
+    """A pickle whose callable lives in a module the VITS format's classes come from, but is not one
+    of those classes (coqpit.coqpit._rgetattr follows dotted names: a way to reach os.system)."""
+
+    def __reduce__(self):
+        import coqpit.coqpit
+
+        return coqpit.coqpit._rgetattr, ("x", "y")
+
+
+def test_trust_admits_classes_of_the_official_format_never_other_callables(tmp_path):
+    path = tmp_path / "model_file.pth"
+    torch.save({"model": {}, "config": CallsAllowListedModuleFunction()}, path)
+    with pytest.raises(GeneratorError, match="coqpit.coqpit._rgetattr") as info:
+        load_checkpoint("vits", path, "tiny", trust=True)
+    assert "--trust" not in str(info.value)
+
+
+def test_torch_load_is_never_handed_a_file_whose_pickles_were_not_read(tmp_path):
+    """torch.load also reads legacy tar archives and TorchScript zips (constants.pkl, code): both are
+    refused before torch.load, with or without trust."""
+    import tarfile
+
+    from sourcetrace.checkpoints.official import OfficialFileError, load_torch_file
+
+    inner = tmp_path / "model_weights.ckpt"
+    torch.save({"w": torch.zeros(2)}, inner)
+    (tmp_path / "model_config.yaml").write_text("target: x\n")
+    archive = tmp_path / "grad-tts.pt"
+    with tarfile.open(archive, "w") as tar:
+        for member in (inner, tmp_path / "model_config.yaml"):
+            tar.add(member, arcname=member.name)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    for path in (archive, scripted):
+        with pytest.raises(OfficialFileError, match="not a torch.save file"):
+            load_torch_file(path, "gradtts", trust=True)
+
+
 def test_trust_is_never_suggested_for_a_broken_or_foreign_file(official, tmp_path):
     folder = _copy(official, tmp_path)
     _truncate(folder / "matcha_ljspeech.ckpt")

@@ -162,4 +162,20 @@ def test_a_resume_point_whose_files_disagree_is_refused_and_the_previous_one_use
     report = _run("gradtts", root, run_dir, log=log.append)
     assert report.resumed_from == 0 and any("without a manifest refused" in line for line in log), log
     assert _files(run_dir / "checkpoints") == _files(whole / "checkpoints")
-    assert [p.name for p in resume.iterdir()] == ["step-000005"]
+    assert sorted(p.name for p in resume.iterdir())[-1] == "step-000005" and len(list(resume.iterdir())) == 2
+
+
+def test_a_damaged_resume_point_falls_back_to_the_one_before_after_pruning(reference, tmp_path):
+    """Pruning keeps the previous resume point, so damage to the newest costs one step, not the run."""
+    root = reference("gradtts")
+    run_dir = tmp_path / "run"
+    shutil.copytree(root / "gradtts" / "at-2", run_dir)
+    _run("gradtts", root, run_dir, stop_after=3)  # publishes step 3 and prunes
+    resume = run_dir / "resume"
+    assert sorted(p.name for p in resume.iterdir()) == ["step-000002", "step-000003"]
+    weights = resume / "step-000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])  # truncated after it was published
+    log: list[str] = []
+    report = _run("gradtts", root, run_dir, log=log.append)
+    assert report.resumed_from == 2 and any("resume point refused" in line for line in log), log
+    assert _files(run_dir / "checkpoints") == _files(root / "gradtts" / "whole" / "checkpoints")

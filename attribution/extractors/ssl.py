@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sourcetrace.device import resolve_device
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import sha256_file
 
@@ -74,12 +75,6 @@ def resolve_dtype(name: str) -> str:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose one of fp32, bf16, fp16")
     return name
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def weight_files(model_dir: Path) -> list[Path]:

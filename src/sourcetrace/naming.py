@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from sourcetrace.errors import SourcetraceError
+
 PRETRAINED = "pretrained"
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
 
@@ -63,8 +65,26 @@ def clip_stem(checkpoint: str, vocoder: str = "", swapped: bool = False) -> str:
     return f"{checkpoint}@{vocoder}" if swapped else checkpoint
 
 
+class UnsafeName(SourcetraceError, ValueError):
+    """A name that would place a file outside its folder once it becomes part of a path."""
+
+
+def plain_name(value: str, what: str) -> str:
+    """`value`, when it can be one component of a path; else UnsafeName."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\x00"):
+        raise UnsafeName(f"{what} {value!r} cannot name a file: no '/', '\\', '.', '..' or empty names")
+    return value
+
+
 def clip_location(checkpoint: str, prompt_id: str, vocoder: str = "", swapped: bool = False) -> tuple[str, str]:
-    """(clip_id, relative audio path) of one clip."""
+    """(clip_id, relative audio path) of one clip; every part must be a plain file name, so a
+    hostile prompt id, label or vocoder name cannot write outside the corpus folder."""
+    architecture, slash, name = checkpoint.partition("/")
+    if not slash:
+        raise UnsafeName(f"checkpoint label {checkpoint!r} must be <architecture>/<name>")
+    parts = [(architecture, "architecture"), (name, "checkpoint name"), (prompt_id, "prompt_id")]
+    for value, what in parts + ([(vocoder, "vocoder name")] if swapped else []):
+        plain_name(value, what)
     stem = clip_stem(checkpoint, vocoder, swapped)
     return f"{stem}/{prompt_id}", f"audio/{stem}/{prompt_id}.wav"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .corpus import MANIFEST, Corpus, audio_facts
+from .device import resolve_device
 from .fileio import sha256_file
 from .naming import clip_location, journal_name
 from .recipe import CorpusRecipe, Job, expand
@@ -88,11 +89,7 @@ class _Sources:
     """Loads each checkpoint and vocoder once and remembers their hashes."""
 
     def __init__(self, recipe: CorpusRecipe, device: str):
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.recipe, self.device = recipe, device
+        self.recipe, self.device = recipe, str(resolve_device(device))
         self._generator = (None, None)
         self._vocoders: dict[str, object] = {}
         self._hashes: dict[Path, str] = {}
