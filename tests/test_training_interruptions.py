@@ -117,7 +117,7 @@ def test_training_killed_after_any_write_resumes_bit_for_bit(arch, how, write, s
     assert report.resumed_from == (step if published else step - 1), log
     assert not any("refused" in line for line in log), log  # an interruption never leaves a bad resume point
     assert _files(run_dir / "checkpoints") == _files(root / arch / "whole" / "checkpoints")
-    assert [p.name for p in (run_dir / "resume").iterdir()] == ["step-000005"]
+    assert sorted(p.name for p in (run_dir / "resume").iterdir()) == ["step-000004", "step-000005"]  # newest two
     shutil.rmtree(run_dir)  # VITS runs are large
 
 
