@@ -12,6 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _seeded(tmp_path, monkeypatch):
     """Every test: fixed seeds, one torch thread, and a private cache folder."""
+    torch.set_num_threads(1)  # again per test: numba's pool (NeMo's aligner) resets it process-wide
     torch.manual_seed(0)
     np.random.seed(0)
     monkeypatch.setenv("SOURCETRACE_CACHE", str(tmp_path / "cache"))

@@ -41,7 +41,9 @@ CASES += [(arch, "SIGINT", write, step) for arch in ARCHS for write, step in SIG
 
 
 def _run(arch: str, root: Path, run_dir: Path, **options):
-    """The training of every case (a fresh generator each time), in this process or a child."""
+    """The training of every case (a fresh generator each time), in this process or a child: one
+    thread in both (a forkserver child would otherwise take every CPU, whatever OMP_NUM_THREADS)."""
+    torch.set_num_threads(1)
     generator = build_generator(arch, "tiny", seed=1)
     data = TrainingData(generator, LJSpeech(root / "lj").items("train"), root / "features")
     return training.train(generator, data, run_dir, STEPS, batch_size=2, seed=0, resume_every=RESUME_EVERY,
