@@ -1,5 +1,5 @@
-"""Small datasets in the LJSpeech and HiFi-TTS formats, spoken by espeak-ng: two different voices
-stand in for the two speakers, so the fine-tuning experiment has a real change of speaker."""
+"""Small datasets in the LJSpeech and HiFi-TTS formats, spoken by espeak-ng: a different voice
+stands in for each speaker, so fine-tuning experiments have real changes of speaker."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ from .ljspeech import LJSpeech
 from .prompts import DatasetError
 
 LJ_VOICE = ("en-us+f3", 165, 55)       # voice, words per minute, pitch: the "LJ" speaker
-HIFITTS_VOICE = ("en-gb+m3", 150, 40)  # the new speaker of the fine-tune
+HIFITTS_VOICE = ("en-gb+m3", 150, 40)  # the new speaker of the study's fine-tune (9136)
+# One espeak-ng voice per HiFi-TTS speaker id (its ten speakers), all distinct from LJ_VOICE.
+HIFITTS_VOICES = {
+    "9136": HIFITTS_VOICE,
+    "92": ("en-us+f2", 170, 70), "6097": ("en-gb-scotland+m1", 155, 35), "6670": ("en-us+m5", 145, 45),
+    "6671": ("en-gb-x-rp+f4", 160, 65), "8051": ("en-029+m2", 150, 50), "9017": ("en-gb-x-gbclan+f1", 165, 60),
+    "11614": ("en-us+m7", 140, 30), "11697": ("en-gb+f5", 175, 75), "12787": ("en-gb-x-gbcwmd+m4", 150, 42),
+}
 
 
 def make_ljspeech_like(out: str | Path, n_train: int, n_val: int, n_test: int, seed: int = 0) -> LJSpeech:
@@ -40,10 +47,15 @@ def make_ljspeech_like(out: str | Path, n_train: int, n_val: int, n_test: int, s
     return LJSpeech(out, split=split)
 
 
-def make_hifitts_like(out: str | Path, n_train: int, speaker: str = "9136", seed: int = 1) -> Path:
-    """`<speaker>_manifest_other_train.json` and 44.1 kHz FLAC clips under audio/."""
+def make_hifitts_like(out: str | Path, n_train: int, speaker: str = "9136") -> Path:
+    """`<speaker>_manifest_other_train.json` and 44.1 kHz FLAC clips under audio/, spoken by the
+    speaker's own voice (HIFITTS_VOICES) over its own sentences."""
     out = Path(out)
-    voice, speed, pitch = HIFITTS_VOICE
+    if speaker not in HIFITTS_VOICES:
+        raise DatasetError(f"no espeak-ng voice stands in for HiFi-TTS speaker {speaker!r}; "
+                           f"known: {', '.join(HIFITTS_VOICES)}")
+    voice, speed, pitch = HIFITTS_VOICES[speaker]
+    seed = 1 if speaker == "9136" else int(speaker)  # 9136 keeps the sentences it always had
     lines = []
     for i, text in enumerate(sentences(n_train, seed=seed)):
         rel = f"audio/{speaker}_other/book/{speaker}_{i:05d}.flac"

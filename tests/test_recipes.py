@@ -19,8 +19,9 @@ from sourcetrace.cli import main  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
 from sourcetrace.espeak import sentences  # noqa: E402
-from sourcetrace.generators import ARCHITECTURES, build_generator  # noqa: E402
+from sourcetrace.generators import build_generator  # noqa: E402
 from sourcetrace.naming import step_name, zero_init_name  # noqa: E402
+from sourcetrace.plugins import STUDY_ARCHITECTURES as ARCHITECTURES  # noqa: E402  (the study's corpus)
 from sourcetrace.recipe import RecipeError, expand, load_recipe  # noqa: E402
 from sourcetrace.regenerate import condition_counts, regenerate  # noqa: E402
 
@@ -73,6 +74,25 @@ def test_expansion_has_every_condition_of_the_study(study):
                       "swapped to hifigan-gradtts": 20 * N_PROMPTS, "swapped to hifigan-matcha": 20 * N_PROMPTS}
     assert not any(j.swapped for j in jobs if j.architecture == "vits")
     assert {j.checkpoint for j in jobs if j.role == "finetuned"} == {f"{a}/ft-9136" for a in ARCHITECTURES}
+
+
+def test_fine_tunes_on_several_speakers_expand_to_one_checkpoint_each(study):
+    text = recipe_text().replace('schedule = "mini"', 'schedule = "mini"\nfinetune_speakers = ["9136", "92", "6097"]')
+    text = text.replace('finetuned = "runs/', 'finetuned = "ft-{speaker}/').replace('/ft"', '/checkpoints/ft-{speaker}"')
+    (study / "speakers.toml").write_text(text)
+    jobs = [j for j in expand(load_recipe(study / "speakers.toml", base=study)) if j.role == "finetuned"]
+    assert {(j.checkpoint, j.speaker) for j in jobs} == {(f"{a}/ft-{s}", s) for a in ARCHITECTURES
+                                                          for s in ("9136", "92", "6097")}
+    assert all(j.source == study / f"ft-{j.speaker}" / j.architecture / "checkpoints" / f"ft-{j.speaker}" for j in jobs)
+    assert not any(j.swapped for j in jobs)  # fine-tunes keep their own vocoder, as the study's
+
+
+def test_an_architecture_can_ask_for_fewer_roles_than_the_corpus(study):
+    text = recipe_text().replace('[corpus.architectures.vits]\n', '[corpus.architectures.vits]\nroles = ["zero-init"]\n')
+    (study / "roles.toml").write_text(text)
+    jobs = expand(load_recipe(study / "roles.toml", base=study))
+    assert {j.role for j in jobs if j.architecture == "vits"} == {"zero-init"}
+    assert {j.role for j in jobs if j.architecture == "gradtts"} == {"pretrained", "scheduled", "zero-init", "finetuned"}
 
 
 @pytest.mark.parametrize("text, message", [

@@ -17,7 +17,7 @@ pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.s
 
 from sourcetrace.cli import main  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402
-from sourcetrace.recipe import RecipeError  # noqa: E402
+from sourcetrace.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
 from sourcetrace.study import STAGES, Study  # noqa: E402
 
 MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini.toml"
@@ -80,7 +80,7 @@ def test_a_changed_section_reruns_its_stage_and_those_after(local_run, tmp_path)
     assert [s for s in STAGES if not study.up_to_date(s)] == ["bench"]
 
 
-FINE_TUNES = ("fastpitch/finetuned", "gradtts/finetuned", "matcha/finetuned", "vits/finetuned")
+FINE_TUNES = ("fastpitch/finetuned/9136", "gradtts/finetuned/9136", "matcha/finetuned/9136", "vits/finetuned/9136")
 
 
 def test_a_unit_gives_the_same_bytes_alone_in_a_fresh_process(local_run, tmp_path):
@@ -112,13 +112,34 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
                          (text.replace('config = "tiny"\n', ""), "'config'"),
                          (text.replace("synth_shards = 4", "shards = 4"), "unknown key"),
                          (text.replace("step-000100", "best"), "step-N"),
-                         (text.replace("hifitts = 20 }", "hifitts = 0 }"), "positive integers"),
-                         (text.replace("pretrained_seed = 1000\n", 'pretrained_seed = 1000\ntensorboard = "yes"\n'), "tensorboard must be"),
+                         (text.replace("hifitts = 20 }", "hifitts = 0 }"), r"make_mini.hifitts must be an integer 1\.\."),
+                         (text.replace("pretrained_seed = 1000\n", 'pretrained_seed = 1000\ntensorboard = "yes"\n'),
+                          "tensorboard must be a boolean"),
+                         (text.replace("timeout_min = 30", "timeout_min = 0"), r"\[slurm\]: timeout_min must be an integer 1"),
+                         (text.replace('seed = 0\n\n[corpus.architectures.fastpitch]',
+                                       'seed = 0\nfinetune_speakers = ["9136", "92"]\n\n[corpus.architectures.fastpitch]'),
+                          r"finetuned' path must hold \{speaker\}"),
+                         (text.replace('seed = 0\n\n[corpus.architectures.fastpitch]',
+                                       'seed = 0\nfinetune_speakers = ["../x"]\n\n[corpus.architectures.fastpitch]'),
+                          "finetune_speakers must be distinct speaker ids"),
+                         (text.replace('{ spec = "lfcc",', '{ spek = "lfcc",'), r"unknown key\(s\) \['spek'\]"),
                          (text.replace('pretrained = "runs/vits-pretrained/checkpoints/step-000100"\n', ""),
                           "give 'pretrained' too")]:
         (tmp_path / "bad.toml").write_text(bad)
         with pytest.raises(RecipeError, match=message):
             Study(tmp_path / "bad.toml", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MINI.parent.glob("*.toml")))
+def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
+    recipe = load_study_recipe(MINI.parent / name, base=tmp_path)
+    assert recipe.study.title and recipe.features and recipe.benchmark.suite
+    assert all(arch.runs is None or arch.runs.is_relative_to(tmp_path) for arch in recipe.corpus.architectures.values())
+    jobs = expand(recipe.corpus)
+    assert jobs and len({(j.checkpoint, j.vocoder, j.swapped) for j in jobs}) == len(jobs)
+    if name == "speakers.toml":  # every HiFi-TTS speaker, fine-tuned from each official checkpoint
+        tuned = {j.checkpoint for j in jobs if j.role == "finetuned"}
+        assert len(recipe.corpus.finetune_speakers) == 10 and len(tuned) == 10 * len(recipe.corpus.architectures)
 
 
 def _slurm_up() -> bool:

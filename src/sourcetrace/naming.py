@@ -14,6 +14,7 @@ stem, `<label>` or `<label>@<vocoder>` for a clip vocoded by a swapped HiFi-GAN.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from sourcetrace.errors import SourcetraceError
@@ -22,11 +23,12 @@ PRETRAINED = "pretrained"
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
 
 _STEP = re.compile(r"(?:^|/)step-(\d+)$")
+_FINETUNE = re.compile(r"(?:^|/)ft-([^/]+)$")
 _ROLE_PATTERNS = (
     ("pretrained", re.compile(r"(?:^|/)pretrained$")),
     ("scheduled", _STEP),
     ("zero-init", re.compile(r"(?:^|/)zero-init(?:-s\d+)?$")),
-    ("finetuned", re.compile(r"(?:^|/)ft-[^/]+$")),
+    ("finetuned", _FINETUNE),
 )
 
 
@@ -38,8 +40,22 @@ def zero_init_name(seed: int) -> str:
     return f"zero-init-s{seed}"
 
 
+_SPEAKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def is_speaker_id(value) -> bool:
+    """A speaker id that can be part of a checkpoint name and a path (HiFi-TTS ids are digits)."""
+    return isinstance(value, str) and bool(_SPEAKER_ID.fullmatch(value))
+
+
 def finetune_name(speaker: str) -> str:
     return f"ft-{speaker}"
+
+
+def finetune_speaker(checkpoint: str) -> str | None:
+    """The speaker of an `ft-<speaker>` name or `<arch>/ft-<speaker>` label; None for other checkpoints."""
+    match = _FINETUNE.search(checkpoint)
+    return match.group(1) if match else None
 
 
 def step_of(checkpoint: str) -> int | None:
@@ -92,3 +108,8 @@ def clip_location(checkpoint: str, prompt_id: str, vocoder: str = "", swapped: b
 def journal_name(checkpoint: str, vocoder: str = "", swapped: bool = False) -> str:
     """The file name of one synthesis job's journal (one flat folder: '/' becomes '__')."""
     return clip_stem(checkpoint, vocoder, swapped).replace("/", "__") + ".jsonl"
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """The noise seed of one prompt's clip (of a batch starting at that prompt): a corpus row's `seed`."""
+    return int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[:8], 16)

@@ -9,6 +9,10 @@ the study's vocoder conditions). End-to-end architectures (VITS) have no vocoder
 
 Every relative path (checkpoints, runs, vocoder weights and config files, prompts) resolves
 against one `base`: the recipe's own folder, or the work folder of `sourcetrace run`.
+
+`sourcetrace run` reads the whole file once into a `StudyRecipe`: one typed, validated object per
+table ([study], [data], [training], [corpus], [features], [benchmark], [slurm]); the stages read
+those objects, never the raw TOML (which is kept only to fingerprint a stage's inputs).
 """
 
 from __future__ import annotations
@@ -20,12 +24,21 @@ from pathlib import Path
 from . import naming
 from .errors import SourcetraceError
 from .naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
-from .schema import RECIPE_CORPUS, check
+from .schema import (
+    RECIPE_BENCHMARK,
+    RECIPE_CORPUS,
+    RECIPE_DATA,
+    RECIPE_FEATURES,
+    RECIPE_SLURM,
+    RECIPE_STUDY,
+    RECIPE_TRAINING,
+    check,
+)
 
 ROLES = tuple(role for role in naming.ROLES if role != "other")  # what a recipe can ask for
 _CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
-                "vocoders"}
-_ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust"}
+                "vocoders", "finetune_speakers"}
+_ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust", "roles"}
 _VOCODER_KEYS = {"kind", "weights", "config", "seed"}
 
 
@@ -42,15 +55,23 @@ class VocoderSpec:
     seed: int | None
 
 
+SPEAKER_FIELD = "{speaker}"  # in a `finetuned` path: the fine-tune speaker's id
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     name: str
     runs: Path | None
     pretrained: Path | None
     pretrained_config: str
-    finetuned: Path | None
+    finetuned: Path | None   # the fine-tuned checkpoint; may hold {speaker} (one per fine-tune speaker)
     vocoder: str | None
     trust: bool
+    roles: tuple[str, ...]   # the checkpoint roles wanted of it: its own `roles`, else [corpus] roles
+
+    def finetuned_for(self, speaker: str) -> Path:
+        """The fine-tuned checkpoint of one speaker: `finetuned` with {speaker} filled in."""
+        return Path(str(self.finetuned).replace(SPEAKER_FIELD, speaker))
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class CorpusRecipe:
     architectures: dict[str, ArchitectureSpec]
     vocoders: dict[str, VocoderSpec]
     batch_size: int = 1  # prompts synthesised at once where an architecture allows it
+    finetune_speakers: tuple[str, ...] = ()  # HiFi-TTS speakers fine-tuned on (default: the schedule's)
 
 
 @dataclass(frozen=True)
@@ -171,7 +193,8 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         architectures[name] = ArchitectureSpec(
             name, resolve(entry.get("runs"), f"{name}.runs"), resolve(entry.get("pretrained"), f"{name}.pretrained"),
             str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned"), f"{name}.finetuned"),
-            vocoder, bool(entry.get("trust", False)))
+            vocoder, bool(entry.get("trust", False)),
+            _roles(entry["roles"], f"{awhere} roles") if "roles" in entry else roles)
     if not architectures:
         raise RecipeError(f"{where}: no [corpus.architectures.*] table")
     owners = [a.vocoder for a in architectures.values() if a.vocoder]
@@ -180,8 +203,28 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     batch_size = corpus.get("batch_size", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise RecipeError(f"{where}: batch_size must be a positive integer")
+    speakers = _finetune_speakers(corpus, where)
+    for arch in architectures.values():
+        if arch.finetuned is not None and len(speakers) > 1 and SPEAKER_FIELD not in str(arch.finetuned):
+            raise RecipeError(f"{path} [corpus.architectures.{arch.name}]: with {len(speakers)} finetune_speakers the "
+                              f"'finetuned' path must hold {SPEAKER_FIELD} (one checkpoint per speaker), "
+                              f"e.g. \"runs/{arch.name}-ft-{SPEAKER_FIELD}/checkpoints/ft-{SPEAKER_FIELD}\"")
     return CorpusRecipe(path, resolve(corpus["prompts"], "prompts"), int(corpus.get("seed", 0)), corpus["schedule"],
-                        roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size)
+                        roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size,
+                        speakers)
+
+
+def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
+    """[corpus] finetune_speakers, else the schedule's one speaker (the study's 9136)."""
+    from sourcetrace.checkpoints.registry import load_schedule
+
+    if "finetune_speakers" not in corpus:
+        return (load_schedule(corpus["schedule"]).finetune_speaker,)
+    speakers = corpus["finetune_speakers"]
+    if not speakers or len(set(speakers)) != len(speakers) or not all(naming.is_speaker_id(s) for s in speakers):
+        raise RecipeError(f"{where}: finetune_speakers must be distinct speaker ids (letters, digits, '-', '_'), "
+                          f"got {speakers!r}")
+    return tuple(speakers)
 
 
 def _checkpoints(recipe: CorpusRecipe, arch: ArchitectureSpec) -> list[tuple[str, str, Path, str]]:
@@ -190,19 +233,19 @@ def _checkpoints(recipe: CorpusRecipe, arch: ArchitectureSpec) -> list[tuple[str
     schedule = load_schedule(recipe.schedule)
     out = []
     where = f"{recipe.source} [corpus.architectures.{arch.name}]"
-    if "pretrained" in recipe.roles and arch.pretrained is not None:
+    if "pretrained" in arch.roles and arch.pretrained is not None:
         out.append((checkpoint_label(arch.name, PRETRAINED), "pretrained", arch.pretrained, recipe.speaker))
     for role in ("scheduled", "zero-init"):
-        if role not in recipe.roles:
+        if role not in arch.roles:
             continue
         if arch.runs is None:
             raise RecipeError(f"{where}: role {role!r} needs 'runs' (a `sourcetrace train` run folder)")
         names = ([step_name(s) for s in schedule.steps] if role == "scheduled"
                  else [zero_init_name(s) for s in schedule.zero_init_seeds])
         out.extend((checkpoint_label(arch.name, n), role, arch.runs / "checkpoints" / n, recipe.speaker) for n in names)
-    if "finetuned" in recipe.roles and arch.finetuned is not None:
-        speaker = schedule.finetune_speaker
-        out.append((checkpoint_label(arch.name, finetune_name(speaker)), "finetuned", arch.finetuned, speaker))
+    if "finetuned" in arch.roles and arch.finetuned is not None:
+        out.extend((checkpoint_label(arch.name, finetune_name(speaker)), "finetuned", arch.finetuned_for(speaker), speaker)
+                   for speaker in recipe.finetune_speakers)
     return out
 
 
@@ -221,3 +264,119 @@ def expand(recipe: CorpusRecipe) -> list[Job]:
                 if other != name:
                     jobs.append(Job(name, label, role, source, mel_vocoders[other], True, speaker))
     return jobs
+
+
+# ---- the whole study recipe (`sourcetrace run`) ------------------------------------------------
+@dataclass(frozen=True)
+class StudySettings:
+    title: str
+    seed: int
+    device: str
+    threads: int | None  # fixes the CPU thread count (the same audio bytes on every backend); None: the default
+
+
+@dataclass(frozen=True)
+class MiniSizes:
+    """Clip counts of the espeak-ng stand-in datasets (per fine-tune speaker for HiFi-TTS)."""
+
+    train: int
+    val: int
+    test: int
+    hifitts: int
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    make_mini: MiniSizes | None  # build espeak-ng stand-ins; else the real datasets below
+    ljspeech: str | None
+    hifitts: str | None
+    split: str | None            # a standard split file for LJSpeech
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    config: str
+    pretrained: str              # "official" checkpoints, or "train" a stand-in
+    pretrained_seed: int
+    batch_size: int | None       # None: the schedule's
+    tensorboard: bool
+
+
+@dataclass(frozen=True)
+class ExtractorEntry:
+    spec: str
+    attributor: str
+    random: bool                 # an SSL model built from its named config with the study's seed
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    suite: str
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    gpus_per_training: int = 1
+    synth_shards: int = 1
+    gpus_per_synth: int = 0
+    features_shards: int = 1
+    gpus_per_features: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    timeout_min: int = 60
+
+
+@dataclass(frozen=True)
+class StudyRecipe:
+    source: Path
+    tables: dict                 # the TOML as read: fingerprints a stage's inputs, nothing else
+    study: StudySettings
+    data: DataSettings
+    training: TrainingSettings
+    corpus: CorpusRecipe
+    features: tuple[ExtractorEntry, ...]
+    benchmark: BenchmarkSettings
+    slurm: SlurmSettings
+
+
+STUDY_TABLES = ("study", "data", "training", "corpus", "features", "benchmark", "slurm")
+
+
+def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
+    """Read and validate every table of a study recipe; relative paths resolve against `base` (the work folder)."""
+    raw = read_recipe_file(path)
+    extra = sorted(set(raw) - set(STUDY_TABLES))
+    if extra:
+        raise RecipeError(f"{path}: unknown table(s) {', '.join(extra)}; allowed: {', '.join(STUDY_TABLES)}")
+    for table in ("study", "data", "training", "features", "benchmark"):
+        if not isinstance(raw.get(table), dict):
+            raise RecipeError(f"{path}: [{table}] table is required by `sourcetrace run`")
+    tables = {name: check(raw.get(name, {}), schema, f"{path} [{name}]", RecipeError) for name, schema in
+              (("study", RECIPE_STUDY), ("data", RECIPE_DATA), ("training", RECIPE_TRAINING),
+               ("features", RECIPE_FEATURES), ("benchmark", RECIPE_BENCHMARK), ("slurm", RECIPE_SLURM))}
+    study, data, training = tables["study"], tables["data"], tables["training"]
+    if ("make_mini" in data) == ("ljspeech" in data):
+        raise RecipeError(f"{path} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
+    corpus = corpus_recipe(raw, path, base=base)
+    settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
+                                training.get("pretrained_seed", 1000), training.get("batch_size"),
+                                training.get("tensorboard", True))
+    for arch in corpus.architectures.values():
+        where = f"{path} [corpus.architectures.{arch.name}]"
+        if arch.finetuned is not None and arch.pretrained is None:
+            raise RecipeError(f"{where}: a fine-tune starts from the pretrained checkpoint: give 'pretrained' too")
+        if settings.pretrained == "train" and arch.pretrained is not None and naming.step_of(arch.pretrained.name) is None:
+            raise RecipeError(f"{where}: with pretrained = 'train' the pretrained path must be <run>/checkpoints/step-N "
+                              "(the stand-in's last step)")
+    return StudyRecipe(
+        source=Path(path), tables=raw,
+        study=StudySettings(study["title"], study.get("seed", 0), study.get("device", "auto"), study.get("threads")),
+        data=DataSettings(MiniSizes(**data["make_mini"]) if "make_mini" in data else None, data.get("ljspeech"),
+                          data.get("hifitts"), data.get("split")),
+        training=settings, corpus=corpus,
+        features=tuple(ExtractorEntry(e["spec"], e["attributor"], e.get("random", False))
+                       for e in tables["features"]["extractors"]),
+        benchmark=BenchmarkSettings(tables["benchmark"]["suite"], tuple(tables["benchmark"].get("seeds", (0, 1, 2)))),
+        slurm=SlurmSettings(**tables["slurm"]))

@@ -136,7 +136,10 @@ def check(value, spec, source: str, error: type[Exception] = ValueError):
 
 # ---- the schemas -----------------------------------------------------------------------------
 
-LEVELS = ("checkpoint", "architecture")
+# The label levels a protocol can score (benchmark/protocol.py LEVEL_COLUMNS says where each label comes from);
+# the study's two are what a protocol balances unless it says otherwise.
+STUDY_LEVELS = ("checkpoint", "architecture")
+LEVELS = STUDY_LEVELS + ("implementation", "vocoder-family", "finetune-speaker")
 CHECKPOINT_ROLES = ROLES
 
 _SELECTION = Record({
@@ -151,7 +154,8 @@ PROTOCOL = Record({
     "version": Int(min=0),
     "table1_row": Optional(Int(1, 99)),
     "prompts": OneOf(("disjoint", "mixed"), "prompt mode"),
-    "vocoder": OneOf(("default", "same", "mixed"), "vocoder mode"),
+    "vocoder": OneOf(("default", "same", "mixed", "all"), "vocoder mode"),
+    "architectures": Optional(ListOf(str, non_empty=True)),
     "levels": ListOf(OneOf(LEVELS, "level"), non_empty=True),
     "support": _SELECTION,
     "query": _SELECTION,
@@ -182,12 +186,32 @@ _PATH = Text(r"[^\x00]+", "a path string")
 RECIPE_CORPUS = Record({
     "prompts": _PATH, "schedule": str, "seed": Optional(int), "speaker": Optional(str),
     "batch_size": Optional(int), "roles": Optional(ListOf(str)), "swap_roles": Optional(ListOf(str)),
+    "finetune_speakers": Optional(ListOf(str)),
     "architectures": Optional(MapOf(Record({
         "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
-        "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool)}))),
+        "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool),
+        "roles": Optional(ListOf(str))}))),
     "vocoders": Optional(MapOf(Record({
         "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)}))),
 })
+
+# The other tables of a study recipe (`sourcetrace run`): types and bounds; recipe.py checks combinations.
+RECIPE_STUDY = Record({"title": str, "seed": Optional(int), "device": Optional(str),
+                       "threads": Optional(Int(min=1))}, extra=False)
+_MINI_SIZES = Record({"train": Int(min=1), "val": Int(min=1), "test": Int(min=1), "hifitts": Int(min=1)}, extra=False)
+RECIPE_DATA = Record({"make_mini": Optional(_MINI_SIZES), "ljspeech": Optional(_PATH), "hifitts": Optional(_PATH),
+                      "split": Optional(_PATH)}, extra=False)
+RECIPE_TRAINING = Record({"config": str, "pretrained": Optional(OneOf(("train", "official"), "pretrained mode")),
+                          "pretrained_seed": Optional(int), "batch_size": Optional(Int(min=1)),
+                          "tensorboard": Optional(bool)}, extra=False)
+RECIPE_FEATURES = Record({"extractors": ListOf(Record({"spec": str, "attributor": str, "random": Optional(bool)},
+                                                      extra=False), non_empty=True)}, extra=False)
+RECIPE_BENCHMARK = Record({"suite": str, "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)
+RECIPE_SLURM = Record({"partition": Optional(str), "gpus_per_training": Optional(Int(min=0)),
+                       "synth_shards": Optional(Int(min=1)), "gpus_per_synth": Optional(Int(min=0)),
+                       "features_shards": Optional(Int(min=1)), "gpus_per_features": Optional(Int(min=0)),
+                       "cpus_per_task": Optional(Int(min=1)), "mem_gb": Optional(Number()),
+                       "timeout_min": Optional(Int(min=1))}, extra=False)
 
 # A leaderboard board (benchmark/board.py): board.json, and what a submitted result must add to RESULT.
 BOARD = Record({

@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .device import pin_threads
 from .errors import StageFailed
 from .fileio import outside_note, write_json_atomic
 from .naming import step_of
-from .recipe import CorpusRecipe, RecipeError, corpus_recipe, read_recipe_file
+from .recipe import CorpusRecipe, StudyRecipe, load_study_recipe
 
 STAGES = ("data", "train", "synth", "features", "bench")
-_TOP_KEYS = {"study", "data", "training", "corpus", "features", "benchmark", "slurm"}
-_SLURM_KEYS = {"partition", "gpus_per_training", "synth_shards", "gpus_per_synth", "features_shards",
-               "gpus_per_features", "cpus_per_task", "mem_gb", "timeout_min"}
 _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
     "data": ("data", "corpus"), "train": ("training", "corpus"), "synth": ("corpus",),
     "features": ("features",), "bench": ("benchmark", "features", "study"),
@@ -44,72 +41,13 @@ class Unit:
     gpus: int = 0    # what one unit asks of a cluster
 
 
-def _default_threads() -> int:
-    """torch's default CPU thread count: OMP_NUM_THREADS, else the CPUs this process may use."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0))
-
-
-def _require(table: dict, key: str, kind: type, where: str):
-    if key not in table or not isinstance(table[key], kind):
-        raise RecipeError(f"{where}: '{key}' ({kind.__name__}) is required")
-    return table[key]
-
-
 class Study:
     def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None):
         self.recipe_path = Path(recipe_path).resolve()
         self.workdir = Path(workdir or Path.cwd()).resolve()
-        self.raw = read_recipe_file(self.recipe_path)
-        where = str(recipe_path)
-        extra = sorted(set(self.raw) - _TOP_KEYS)
-        if extra:
-            raise RecipeError(f"{where}: unknown table(s) {', '.join(extra)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
-        for table in ("study", "data", "training", "features", "benchmark"):
-            if not isinstance(self.raw.get(table), dict):
-                raise RecipeError(f"{where}: [{table}] table is required by `sourcetrace run`")
-        self.corpus: CorpusRecipe = corpus_recipe(self.raw, self.recipe_path, base=self.workdir)
-        self.title = _require(self.raw["study"], "title", str, f"{where} [study]")
-        self.seed = int(self.raw["study"].get("seed", 0))
-        self.device = str(self.raw["study"].get("device", "auto"))
-        # CPU results (synthesised audio above all) depend on the number of threads: fixing it makes
-        # a stage give the same bytes on every backend. Unset: torch's default, or Slurm's grant.
-        self.threads = self.raw["study"].get("threads")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise RecipeError(f"{where} [study]: threads must be a positive integer")
-        data = self.raw["data"]
-        if ("make_mini" in data) == ("ljspeech" in data):
-            raise RecipeError(f"{where} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
-        sizes = data.get("make_mini", {"train": 1, "val": 1, "test": 1, "hifitts": 1})
-        if not isinstance(sizes, dict) or any(not isinstance(sizes.get(k), int) or sizes[k] < 1
-                                              for k in ("train", "val", "test", "hifitts")):
-            raise RecipeError(f"{where} [data]: make_mini needs positive integers train, val, test and hifitts")
-        training = self.raw["training"]
-        self.config = _require(training, "config", str, f"{where} [training]")
-        self.pretrained_mode = training.get("pretrained", "official")
-        self.tensorboard = training.get("tensorboard", True)  # loss curves in <run>/tensorboard
-        if not isinstance(self.tensorboard, bool):
-            raise RecipeError(f"{where} [training]: tensorboard must be true or false")
-        if self.pretrained_mode not in ("train", "official"):
-            raise RecipeError(f"{where} [training]: pretrained must be 'train' (a stand-in) or 'official'")
-        for arch in self.corpus.architectures.values():
-            if arch.finetuned is not None and arch.pretrained is None:
-                raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: a fine-tune starts from the "
-                                  "pretrained checkpoint: give 'pretrained' too")
-            if self.pretrained_mode == "train" and arch.pretrained is not None and step_of(arch.pretrained.name) is None:
-                raise RecipeError(f"{where} [corpus.architectures.{arch.name}]: with pretrained = 'train' the pretrained "
-                                  "path must be <run>/checkpoints/step-N (the stand-in's last step)")
-        self.extractors = _require(self.raw["features"], "extractors", list, f"{where} [features]")
-        for i, entry in enumerate(self.extractors):
-            if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str) or not isinstance(entry.get("attributor"), str):
-                raise RecipeError(f"{where} [features] extractors[{i}]: needs 'spec' and 'attributor' strings")
-        self.suite = _require(self.raw["benchmark"], "suite", str, f"{where} [benchmark]")
-        self.slurm = self.raw.get("slurm", {})
-        extra = sorted(set(self.slurm) - _SLURM_KEYS)
-        if extra:
-            raise RecipeError(f"{where} [slurm]: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_SLURM_KEYS))}")
+        self.recipe: StudyRecipe = load_study_recipe(self.recipe_path, base=self.workdir)
+        self.corpus: CorpusRecipe = self.recipe.corpus
+        self.title = self.recipe.study.title
 
     # ---- paths --------------------------------------------------------------------------------
     def path(self, rel: str) -> Path:
@@ -128,7 +66,7 @@ class Study:
 
         upstream = STAGES[: STAGES.index(stage)]
         stamps = {s: self._read_stamp(s) for s in upstream}
-        payload = {"stage": stage, "sections": {k: self.raw.get(k) for k in _SECTIONS[stage]},
+        payload = {"stage": stage, "sections": {k: self.recipe.tables.get(k) for k in _SECTIONS[stage]},
                    "upstream": stamps, "sourcetrace": sourcetrace.__version__}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -144,32 +82,31 @@ class Study:
     # ---- units --------------------------------------------------------------------------------
     def units(self, stage: str, sharded: bool = False) -> list[Unit]:
         """The units of a stage; synthesis and features split into [slurm] *_shards when `sharded`."""
+        slurm = self.recipe.slurm
         if stage == "train":
-            gpus = int(self.slurm.get("gpus_per_training", 1))
+            gpus = slurm.gpus_per_training
             units = []
             for name, arch in sorted(self.corpus.architectures.items()):
-                if "zero-init" in self.corpus.roles:
+                if "zero-init" in arch.roles:
                     units.append(Unit(stage, f"{name}/zero-init"))
-                if "scheduled" in self.corpus.roles:
+                if "scheduled" in arch.roles:
                     units.append(Unit(stage, f"{name}/scheduled", gpus=gpus))
-                if self.pretrained_mode == "train" and arch.pretrained is not None:
+                if self.recipe.training.pretrained == "train" and arch.pretrained is not None:
                     units.append(Unit(stage, f"{name}/pretrained", gpus=gpus))
-                if "finetuned" in self.corpus.roles and arch.finetuned is not None:
-                    units.append(Unit(stage, f"{name}/finetuned", wave=1, gpus=gpus))
+                if "finetuned" in arch.roles and arch.finetuned is not None:
+                    units.extend(Unit(stage, f"{name}/finetuned/{speaker}", wave=1, gpus=gpus)
+                                 for speaker in self.corpus.finetune_speakers)
             return units
         if stage in ("synth", "features"):
-            shards = int(self.slurm.get(f"{stage}_shards", 1)) if sharded else 1
-            return [Unit(stage, f"{k}/{shards}", gpus=int(self.slurm.get(f"gpus_per_{stage}", 0)))
-                    for k in range(shards)]
+            shards = getattr(slurm, f"{stage}_shards") if sharded else 1
+            return [Unit(stage, f"{k}/{shards}", gpus=getattr(slurm, f"gpus_per_{stage}")) for k in range(shards)]
         return [Unit(stage, stage)]
 
     def run_unit(self, unit: Unit, log: Callable[[str], None] = print, default_threads: int | None = None) -> None:
         """Run one unit from its own inputs, whatever ran before it in this process: the CPU thread
         count is set here ([study] threads, else the backend's grant, else torch's default for this
         machine, never one left by an earlier unit); training sets seeds, RNG states and kernel flags."""
-        import torch
-
-        torch.set_num_threads(self.threads or default_threads or _default_threads())
+        pin_threads(self.recipe.study.threads or default_threads)
         runners = {"data": self._run_data, "train": self._run_train, "synth": self._run_synth,
                    "features": self._run_features, "bench": self._run_bench}
         runners[unit.stage](unit.name, log)
@@ -180,15 +117,14 @@ class Study:
         from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
         from sourcetrace.datasets.prompts import write_prompts
 
-        data = self.raw["data"]
-        if "make_mini" in data:
-            sizes = data["make_mini"]
-            lj = make_ljspeech_like(self.ljspeech_dir, int(sizes["train"]), int(sizes["val"]), int(sizes["test"]),
-                                    seed=self.seed)
-            make_hifitts_like(self.hifitts_dir, int(sizes["hifitts"]))
+        data = self.recipe.data
+        if data.make_mini is not None:
+            sizes = data.make_mini
+            lj = make_ljspeech_like(self.ljspeech_dir, sizes.train, sizes.val, sizes.test, seed=self.recipe.study.seed)
+            for speaker in self.corpus.finetune_speakers:
+                make_hifitts_like(self.hifitts_dir, sizes.hifitts, speaker=speaker)
         else:
-            split = data.get("split")
-            lj = LJSpeech(self.ljspeech_dir, split=standard_split(self.path(split)) if split else None,
+            lj = LJSpeech(self.ljspeech_dir, split=standard_split(self.path(data.split)) if data.split else None,
                           check_audio=False)
         prompts = lj.prompts()
         write_prompts(self.corpus.prompts, prompts)
@@ -197,23 +133,21 @@ class Study:
 
     @property
     def ljspeech_dir(self) -> Path:
-        data = self.raw["data"]
-        return self.path(data["ljspeech"]) if "ljspeech" in data else self.path("data/LJSpeech-mini")
+        return self.path(self.recipe.data.ljspeech or "data/LJSpeech-mini")
 
     @property
     def hifitts_dir(self) -> Path:
-        data = self.raw["data"]
-        return self.path(data["hifitts"]) if "hifitts" in data else self.path("data/hifitts-mini")
+        return self.path(self.recipe.data.hifitts or "data/hifitts-mini")
 
-    def _training_data(self, generator, finetune: bool):
+    def _training_data(self, generator, speaker: str | None):
         from sourcetrace.checkpoints.registry import load_schedule
         from sourcetrace.datasets.hifitts import HiFiTTS
         from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
         from sourcetrace.generators.data import TrainingData
 
         schedule = load_schedule(self.corpus.schedule)
-        if finetune:
-            utterances = HiFiTTS(self.hifitts_dir).study_subset(schedule.finetune_speaker, n=schedule.finetune_clips)
+        if speaker is not None:  # a fine-tune
+            utterances = HiFiTTS(self.hifitts_dir).study_subset(speaker, n=schedule.finetune_clips)
             cache = self.path("runs/features/hifitts")
         else:
             split_file = self.ljspeech_dir / "split.tsv"
@@ -226,28 +160,30 @@ class Study:
 
         from .training_runs import save_zero_inits, train_run
 
-        arch_name, _, kind = name.partition("/")
+        arch_name, kind, speaker = (name.split("/") + [None])[:3]
         arch = self.corpus.architectures[arch_name]
         schedule = load_schedule(self.corpus.schedule)
         if kind == "zero-init":
-            save_zero_inits(arch_name, self.config, schedule.zero_init_seeds, arch.runs)
+            save_zero_inits(arch_name, self.recipe.training.config, schedule.zero_init_seeds, arch.runs)
             log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}"
                 + outside_note(arch.runs, self.workdir))
             return
-        seed, init_from, final_name = self.seed, None, None
+        training = self.recipe.training
+        seed, init_from, final_name = self.recipe.study.seed, None, None
         if kind == "finetuned":
-            init_from, final_name = arch.pretrained, arch.finetuned.name
-            run_dir, steps = arch.finetuned.parent.parent, [schedule.finetune_steps]
+            finetuned = arch.finetuned_for(speaker)
+            init_from, final_name = arch.pretrained, finetuned.name
+            run_dir, steps = finetuned.parent.parent, [schedule.finetune_steps]
         elif kind == "pretrained":
-            seed = int(self.raw["training"].get("pretrained_seed", 1000))
+            seed = training.pretrained_seed
             run_dir, steps = arch.pretrained.parent.parent, [step_of(arch.pretrained.name)]
         else:
             run_dir, steps = arch.runs, list(schedule.steps)
-        report = train_run(arch_name, self.config, run_dir,
-                           lambda generator: self._training_data(generator, finetune=kind == "finetuned"),
-                           steps=steps, seed=seed, batch_size=int(self.raw["training"].get("batch_size", schedule.batch_size)),
-                           device=self.device, init_from=init_from, trust=arch.trust, final_name=final_name,
-                           tensorboard=self.tensorboard, log=log)
+        report = train_run(arch_name, training.config, run_dir,
+                           lambda generator: self._training_data(generator, speaker if kind == "finetuned" else None),
+                           steps=steps, seed=seed, batch_size=training.batch_size or schedule.batch_size,
+                           device=self.recipe.study.device, init_from=init_from, trust=arch.trust,
+                           final_name=final_name, tensorboard=training.tensorboard, log=log)
         log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}"
             + outside_note(run_dir, self.workdir))
 
@@ -255,7 +191,8 @@ class Study:
         from .regenerate import regenerate
 
         index, _, count = name.partition("/")
-        report = regenerate(self.corpus, self.corpus_dir, shard=(int(index), int(count)), device=self.device, log=log)
+        report = regenerate(self.corpus, self.corpus_dir, shard=(int(index), int(count)), device=self.recipe.study.device,
+                            log=log)
         log(f"[synth] shard {name}: {report.made} clips made, {report.skipped} already there")
         if report.failed:
             raise StageFailed(f"{len(report.failed)} synthesis job(s) failed: " + "; ".join(report.failed[:3]))
@@ -267,15 +204,15 @@ class Study:
         from sourcetrace.attribution.extractors.ssl import save_random_model
 
         systems = []
-        for entry in self.extractors:
-            spec = entry["spec"]
-            if entry.get("random"):
+        for entry in self.recipe.features:
+            spec = entry.spec
+            if entry.random:
                 model, _, layer = spec.partition("@")
                 named = named_model_spec(model)
                 folder = save_random_model(named["config"], named["preprocessor"], self.path(f"models/{model}"),
-                                           seed=self.seed)
+                                           seed=self.recipe.study.seed)
                 spec = f"ssl:{folder}@{layer}"
-            systems.append((spec, entry["attributor"]))
+            systems.append((spec, entry.attributor))
         return systems
 
     def _run_features(self, name: str, log) -> None:
@@ -286,7 +223,7 @@ class Study:
         index, _, count = name.partition("/")
         corpus = Corpus.read(self.corpus_dir)
         for spec, _ in self.extractor_specs():
-            store = FeatureStore(corpus, build_extractor(spec, device=self.device))
+            store = FeatureStore(corpus, build_extractor(spec, device=self.recipe.study.device))
             report = store.compute(part=(int(index), int(count)))
             log(f"[features] {store.extractor.name} part {name}: {report.computed} computed, {report.reused} reused, "
                 f"{len(report.rejects)} rejected")
@@ -296,9 +233,9 @@ class Study:
         from sourcetrace.benchmark.protocol import load_suite
         from sourcetrace.benchmark.report import build_leaderboard
 
-        seeds = [int(s) for s in self.raw["benchmark"].get("seeds", [0, 1, 2])]
-        failures = run_bench(self.corpus_dir, load_suite(self.suite), self.extractor_specs(), self.path("results"),
-                             seeds=seeds, device=self.device, log=log, command=f"sourcetrace run {self.recipe_path.name}")
+        failures = run_bench(self.corpus_dir, load_suite(self.recipe.benchmark.suite), self.extractor_specs(),
+                             self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,
+                             log=log, command=f"sourcetrace run {self.recipe_path.name}")
         page = build_leaderboard(sorted(self.path("results").glob("*.json")), self.path("site"), title=self.title)
         log(f"[bench] leaderboard: {page}; figures: {self.path('results/figures')}")
         if failures:
