@@ -12,6 +12,15 @@ the checkpoint names of the corpus contract (sourcetrace.naming):
 Vocoder conditions read two manifest columns: `vocoder` (the vocoder's name) and
 `vocoder_swapped` (1 for a clip vocoded by a HiFi-GAN other than its architecture's default; empty
 or 0 otherwise). Architectures with swapped clips are the mel-spectrogram ones.
+
+A protocol scores one or more label levels (sourcetrace.schema.LEVELS); LEVEL_COLUMNS names the
+manifest column each label comes from. Beyond the study's two:
+
+    implementation      the codebase: the `implementation` column without its version
+                        ("coqui-tts 0.28.0" -> "coqui-tts"), as `sourcetrace synth` records it
+    vocoder-family      the `vocoder_family` column (hifigan, vocos, bigvgan, ...)
+    finetune-speaker    the `speaker` column; for a fine-tune without one, the speaker its
+                        `ft-<speaker>` name gives (the two must agree where both exist)
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.naming import checkpoint_role, step_of
-from sourcetrace.schema import LEVELS, PROTOCOL, check
+from sourcetrace.naming import checkpoint_role, finetune_speaker, step_of
+from sourcetrace.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
 
 from .splits import split_prompts
 
@@ -38,10 +47,30 @@ class ProtocolError(SourcetraceError, ValueError):
 class UnsatisfiableProtocol(SourcetraceError, ValueError):
     """The corpus lacks what the protocol needs; `missing` lists every gap."""
 
-    def __init__(self, protocol: str, missing: list[str]):
+    def __init__(self, protocol: str, missing: list[str], corpus: str = ""):
         self.missing = missing
         shown = "\n  ".join(missing[:40]) + (f"\n  ... and {len(missing) - 40} more" if len(missing) > 40 else "")
-        super().__init__(f"protocol {protocol!r} cannot run on this corpus; missing:\n  {shown}")
+        where = f"corpus {corpus!r}" if corpus else "this corpus"
+        super().__init__(f"protocol {protocol!r} cannot run on {where}; missing:\n  {shown}")
+
+
+# The manifest column each level's label comes from (ClipTable.labels derives it).
+LEVEL_COLUMNS = {"checkpoint": "checkpoint", "architecture": "architecture", "implementation": "implementation",
+                 "vocoder-family": "vocoder_family", "finetune-speaker": "speaker"}
+# What a corpus must hold for a question beyond the study's levels to have two answers or more.
+LEVEL_NEEDS = {
+    "implementation": "two implementations (codebases) of one architecture, e.g. `vits` (coqui-tts) and "
+                      "`vits-espnet` (espnet), with the `implementation` column filled",
+    "vocoder-family": "the same checkpoints vocoded by two vocoder families or more (e.g. hifigan and vocos), "
+                      "with the `vocoder_family` column filled",
+    "finetune-speaker": "fine-tunes on two speakers or more (checkpoints `<arch>/ft-<speaker>`)",
+}
+assert set(LEVEL_COLUMNS) == set(LEVELS) and set(LEVEL_NEEDS) == set(LEVELS) - set(STUDY_LEVELS)
+
+
+def codebase(implementation: str) -> str:
+    """The implementation without its version: generators record `<package> <version>`."""
+    return implementation.split()[0] if implementation.strip() else ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +94,8 @@ class Protocol:
     support: Selection
     query: Selection
     disjoint_checkpoints: bool = False
-    balance: tuple[str, ...] = LEVELS  # levels at which support and query classes must be equal in size
+    balance: tuple[str, ...] = STUDY_LEVELS  # levels at which support and query classes must be equal in size
+    architectures: tuple[str, ...] = ()      # only these architectures' clips (empty: every architecture)
     balance_query: bool = True         # False: only support classes are balance-checked
     table1_row: int | None = None
     sha256: str = ""
@@ -96,12 +126,14 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
     levels = tuple(raw["levels"])
     disjoint = raw.get("checkpoints") == "disjoint"
     if disjoint and "checkpoint" in levels:
-        raise ProtocolError(f"{source}: with disjoint checkpoints only the architecture level applies")
+        raise ProtocolError(f"{source}: with disjoint checkpoints the checkpoint level cannot apply "
+                            "(only the architecture level and the other label levels)")
     return Protocol(
         name=name, title=raw["title"], version=raw["version"], prompts=raw["prompts"],
         vocoder=raw["vocoder"], levels=levels, support=_selection(raw["support"], f"{source}: support"),
         query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint,
-        balance=tuple(raw.get("balance", LEVELS)), balance_query=raw.get("balance_query", True),
+        balance=tuple(raw.get("balance", STUDY_LEVELS)), balance_query=raw.get("balance_query", True),
+        architectures=tuple(raw.get("architectures", ())),
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
         definition=raw,
     )
@@ -128,10 +160,12 @@ def load_protocol(name_or_path: str) -> Protocol:
 
 
 def load_suite(name: str) -> list[Protocol]:
+    """The protocols of a named suite (benchmark/suites.toml); an entry naming another suite stands for its protocols."""
     suites = tomllib.loads(resources.files(__package__).joinpath("suites.toml").read_text(encoding="utf-8"))
     if name not in suites:
         raise ProtocolError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
-    return [load_protocol(p) for p in suites[name]]
+    names = [p for entry in suites[name] for p in (suites[entry] if entry in suites else [entry])]
+    return [load_protocol(p) for p in names]
 
 
 # ---- the clips a protocol can see ------------------------------------------------------------
@@ -151,22 +185,49 @@ class ClipTable:
     prompt_id: np.ndarray
     vocoder: np.ndarray
     swapped: np.ndarray  # bool
+    label_columns: dict[str, np.ndarray] = field(default_factory=dict)  # the other LEVEL_COLUMNS, "" where absent
+    source: str = ""  # the corpus, named in messages
 
     def __post_init__(self):
         self.checkpoints, self.checkpoint_code = np.unique(self.checkpoint.astype(str), return_inverse=True)
         self.prompts, self.prompt_code = np.unique(self.prompt_id.astype(str), return_inverse=True)
         _, first = np.unique(self.checkpoint_code, return_index=True)
         self.checkpoint_architecture = self.architecture[first].astype(str)  # aligned with self.checkpoints
+        self._labels: dict[str, np.ndarray] = {}
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, str]]) -> "ClipTable":
+    def from_rows(cls, rows: list[dict[str, str]], source: str = "") -> "ClipTable":
         col = lambda name: np.array([r.get(name, "") or "" for r in rows], dtype=object)  # noqa: E731
         swapped = np.array([(r.get("vocoder_swapped") or "0").strip().lower() in ("1", "true", "yes") for r in rows],
                            dtype=bool)
-        return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped)
+        extra = {LEVEL_COLUMNS[lv]: col(LEVEL_COLUMNS[lv]) for lv in LEVELS if lv not in STUDY_LEVELS}
+        return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped,
+                   extra, source)
 
     def __len__(self) -> int:
         return len(self.clip_id)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.label_columns.get(name, np.full(len(self), "", dtype=object))
+
+    def labels(self, level: str) -> np.ndarray:
+        """The class of every clip at `level` (LEVEL_COLUMNS), "" where the manifest does not say.
+        Computed once per level: every split, side and attributor of a run reads it."""
+        if level not in self._labels:
+            if level in ("checkpoint", "architecture"):
+                self._labels[level] = getattr(self, level).astype(str)
+            elif level == "implementation":
+                names, code = np.unique(self.column("implementation").astype(str), return_inverse=True)
+                self._labels[level] = np.array([codebase(n) for n in names], dtype=str)[code]
+            elif level == "vocoder-family":
+                self._labels[level] = self.column("vocoder_family").astype(str)
+            elif level == "finetune-speaker":
+                by_name = np.array([finetune_speaker(c) or "" for c in self.checkpoints], dtype=str)[self.checkpoint_code]
+                said = self.column("speaker").astype(str)
+                self._labels[level] = np.where(said != "", said, by_name)
+            else:
+                raise ProtocolError(f"unknown level {level!r}; levels: {', '.join(LEVELS)}")
+        return self._labels[level]
 
 
 @dataclass
@@ -240,8 +301,11 @@ def _vocoder_pools(protocol: Protocol, table: ClipTable, usable: np.ndarray) -> 
         return [(None, default, default)]
     mel_archs = set(table.architecture[usable & table.swapped])
     if not mel_archs:
-        raise UnsatisfiableProtocol(protocol.name, ["clips with swapped vocoders (manifest column vocoder_swapped = 1)"])
+        raise UnsatisfiableProtocol(protocol.name, ["clips with swapped vocoders (manifest column vocoder_swapped = 1)"],
+                                    table.source)
     is_mel = np.isin(table.architecture, list(mel_archs))
+    if protocol.vocoder == "all":  # every clip of the mel architectures, whatever vocoded it
+        return [(None, usable & is_mel, usable & is_mel)]
     if protocol.vocoder == "mixed":
         query = (usable & table.swapped) | (default & ~is_mel)
         return [(None, default, query)]
@@ -272,6 +336,14 @@ def _side_rows(table: ClipTable, pool: np.ndarray, ckpts: set[str], wanted: dict
     return rows
 
 
+def _rows_each_vocoder(table: ClipTable, pool: np.ndarray, ckpts: set[str], wanted: dict[str, list[str]], side: str,
+                       missing: list[str]) -> np.ndarray:
+    """`_side_rows` with every vocoder of the pool: each checkpoint must have each wanted prompt with each of them."""
+    vocoders = sorted(set(table.vocoder[pool]))
+    return np.sort(np.concatenate([_side_rows(table, pool & (table.vocoder == v), ckpts, wanted, side, v, missing)
+                                   for v in vocoders])) if vocoders else np.zeros(0, dtype=np.int64)
+
+
 def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable: np.ndarray | None = None,
                  holdout: list[str] | None = None) -> list[Split]:
     """Every (seed, vocoder variant) split of the protocol, with all invariants checked.
@@ -285,7 +357,15 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
         raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")
     unknown = holdout_set - set(table.checkpoint)
     if unknown:
-        raise UnsatisfiableProtocol(protocol.name, [f"hold-out checkpoint {c!r} is not in the corpus" for c in sorted(unknown)])
+        raise UnsatisfiableProtocol(protocol.name, [f"hold-out checkpoint {c!r} is not in the corpus" for c in sorted(unknown)],
+                                    table.source)
+    if protocol.architectures:
+        absent = sorted(set(protocol.architectures) - set(table.architecture))
+        if absent:
+            raise UnsatisfiableProtocol(protocol.name, [
+                f"architecture {a!r} is not in the corpus (the protocol compares {list(protocol.architectures)}; "
+                f"the corpus has {sorted(set(table.architecture))})" for a in absent], table.source)
+        usable = usable & np.isin(table.architecture, list(protocol.architectures))
     prompts = list(table.prompts)
     splits, missing = [], []
     for seed in seeds:
@@ -297,20 +377,55 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
             if not support_ckpts or not query_ckpts:
                 missing.append(f"{'support' if not support_ckpts else 'query'}: no checkpoint selected")
             if missing:
-                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
+                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)), table.source)
             parts = _prompt_parts(protocol, prompts, support_ckpts | query_ckpts, seed)
             sides = {}
             for side, pool, ckpts, part in (("support", support_pool, support_ckpts, "support"),
                                             ("validation", support_pool, support_ckpts, "validation"),
                                             ("query", query_pool, query_ckpts, "query")):
-                sides[side] = _side_rows(table, pool, ckpts, {c: parts[c][part] for c in ckpts}, side, variant, missing)
+                wanted = {c: parts[c][part] for c in ckpts}
+                sides[side] = (_rows_each_vocoder(table, pool, ckpts, wanted, side, missing) if protocol.vocoder == "all"
+                               else _side_rows(table, pool, ckpts, wanted, side, variant, missing))
             if missing:
-                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)))
+                raise UnsatisfiableProtocol(protocol.name, sorted(set(missing)), table.source)
             split = Split(seed, variant, sides["support"], sides["validation"], sides["query"],
                           sorted(support_ckpts), sorted(query_ckpts))
+            check_labels(protocol, table, split)
             check_invariants(protocol, table, split)
             splits.append(split)
     return splits
+
+
+def check_labels(protocol: Protocol, table: ClipTable, split: Split) -> None:
+    """Every clip of the split has a label at each level beyond the study's that the protocol scores
+    or balances, and two classes or more in support: else the corpus cannot ask the question.
+    (Checkpoint and architecture labels are never empty: the corpus contract requires them.)"""
+    problems = []
+    rows = np.concatenate([split.support, split.validation, split.query])
+    for level in dict.fromkeys(lv for lv in protocol.levels + protocol.balance if lv not in STUDY_LEVELS):
+        labels, column = table.labels(level), LEVEL_COLUMNS[level]
+        unlabelled = rows[labels[rows] == ""]
+        if unlabelled.size == rows.size:
+            problems.append(f"a {level} label: none of the protocol's {rows.size} clips records one "
+                            f"(manifest column {column!r} absent or empty); the question needs {LEVEL_NEEDS[level]}")
+            continue
+        for ckpt, count in zip(*np.unique(table.checkpoint[unlabelled].astype(str), return_counts=True)):
+            problems.append(f"{count} clip(s) of checkpoint {str(ckpt)!r} have no {level} label (manifest column {column!r} empty)")
+        if unlabelled.size:
+            continue
+        classes = [str(c) for c in np.unique(labels[split.support])]
+        if len(classes) < 2:
+            problems.append(f"support holds {len(classes)} {level} class {classes}: the question needs {LEVEL_NEEDS[level]}")
+        if level == "finetune-speaker":
+            said = table.column("speaker").astype(str)
+            for code in np.unique(table.checkpoint_code[rows]):
+                ckpt = str(table.checkpoints[code])
+                named, spoken = finetune_speaker(ckpt), {str(s) for s in said[rows[table.checkpoint_code[rows] == code]]} - {""}
+                if named is not None and spoken - {named}:
+                    problems.append(f"checkpoint {ckpt!r} is the fine-tune of speaker {named!r} by its name, but its "
+                                    f"clips say speaker {sorted(spoken)}")
+    if problems:
+        raise UnsatisfiableProtocol(protocol.name, problems, table.source)
 
 
 def check_invariants(protocol: Protocol, table: ClipTable, split: Split) -> None:
@@ -329,9 +444,8 @@ def check_invariants(protocol: Protocol, table: ClipTable, split: Split) -> None
     for side in ("support", "query") if protocol.balance_query else ("support",):
         idx = getattr(split, side)
         for level in protocol.balance:
-            labels = (table.checkpoint if level == "checkpoint" else table.architecture)[idx]
-            _, counts = np.unique(labels.astype(str), return_counts=True)
+            _, counts = np.unique(table.labels(level)[idx], return_counts=True)
             if len(counts) and counts.min() != counts.max():
                 problems.append(f"{side} classes unbalanced at {level} level: {counts.min()} to {counts.max()} clips a class")
     if problems:
-        raise UnsatisfiableProtocol(protocol.name, problems)
+        raise UnsatisfiableProtocol(protocol.name, problems, table.source)

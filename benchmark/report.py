@@ -11,10 +11,18 @@ from importlib import resources
 from pathlib import Path
 
 from sourcetrace.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
+from sourcetrace.schema import LEVELS, STUDY_LEVELS
 
 from .results import ResultError
 
-LEVEL_SHORT = {"checkpoint": "ckpt", "architecture": "arch"}
+LEVEL_SHORT = {"checkpoint": "ckpt", "architecture": "arch", "implementation": "impl", "vocoder-family": "vocoder",
+               "finetune-speaker": "speaker"}
+
+
+def _shown_levels(results: list[dict]) -> list[str]:
+    """The study's two levels (always, as Table 1 has them), then every other level a result scores."""
+    scored = {level for r in results for level in r["levels"]}
+    return [level for level in LEVELS if level in STUDY_LEVELS or level in scored]
 
 
 def cell(entry: dict | None) -> str:
@@ -37,13 +45,14 @@ def table1_summary(results: list[dict]) -> str:
     by_key = {(r["protocol"]["name"], _system(r)): r for r in results}
     several = len({a for a, _ in systems}) > 1
     name = lambda a, ex: f"{ex} [{a}]" if several else ex  # noqa: E731
-    header = ["#", "protocol"] + [f"{name(a, ex)} {LEVEL_SHORT[lv]}" for a, ex in systems for lv in ("checkpoint", "architecture")]
+    levels = _shown_levels(results)
+    header = ["#", "protocol"] + [f"{name(a, ex)} {LEVEL_SHORT[lv]}" for a, ex in systems for lv in levels]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (order, _), name, _title in protocols:
         row = [str(order) if order < 10**6 else "", name]
         for system in systems:
             result = by_key.get((name, system))
-            for level in ("checkpoint", "architecture"):
+            for level in levels:
                 row.append(cell(result["levels"].get(level)) if result else "—")
         lines.append("| " + " | ".join(row) + " |")
     attributors = sorted({a for a, _ in systems})
@@ -98,10 +107,10 @@ def _columns(results: list[dict]) -> list[tuple[str, int | None, str, list[str]]
     for r in sorted(results, key=_protocol_order):
         p = r["protocol"]
         entry = cols.setdefault(p["name"], (p["name"], p.get("table1_row"), p["title"], []))
-        for level in ("checkpoint", "architecture"):
+        for level in LEVELS:
             if level in r["levels"] and level not in entry[3]:
                 entry[3].append(level)
-    return [(n, row, t, sorted(lv, key=("checkpoint", "architecture").index)) for n, row, t, lv in cols.values()]
+    return [(n, row, t, sorted(lv, key=LEVELS.index)) for n, row, t, lv in cols.values()]
 
 
 IMAGE_MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".pdf": (b"%PDF-",), ".svg": (b"<?xml", b"<svg")}
@@ -302,7 +311,7 @@ _PAGE_SCRIPT = """
   Array.prototype.forEach.call(document.querySelectorAll('input[name=level]'), function (radio) {
     radio.addEventListener('change', function () { showLevel(radio.value); });
   });
-  var level = /level=(checkpoint|architecture|both)/.exec(window.location.hash);
+  var level = /level=([a-z-]+)/.exec(window.location.hash);
   if (level) {
     showLevel(level[1]);
   } else if (table.dataset.level !== 'both' && document.querySelector('input[name=level][value=both]')) {
@@ -316,17 +325,23 @@ _PAGE_SCRIPT = """
 """
 
 # Score columns shown side by side before the page opens on one level (the architecture level,
-# the one every protocol has); the page's script still shows both levels where they fit the window.
+# the one most protocols have); the page's script still shows every level where they fit the window.
 MAX_COLUMNS_BOTH_LEVELS = 10
 
 
 def _html(title, corpus, columns, rows) -> str:
     e = _escape
     by_level = [(level, [(name, row, ptitle) for name, row, ptitle, levels in columns if level in levels])
-                for level in ("checkpoint", "architecture")]
+                for level in LEVELS]
     by_level = [(level, cols) for level, cols in by_level if cols]
+    present = [level for level, _ in by_level]
     n_scores = sum(len(cols) for _, cols in by_level)
-    shown = "both" if n_scores <= MAX_COLUMNS_BOTH_LEVELS or len(by_level) == 1 else "architecture"
+    one = "architecture" if "architecture" in present else present[0]
+    shown = "both" if n_scores <= MAX_COLUMNS_BOTH_LEVELS or len(by_level) == 1 else one
+    # "both" shows every level (the study has two); selecting one level hides the others' columns.
+    named = [level for level in LEVELS if level in STUDY_LEVELS or level in present]
+    hide = ", ".join(f"table[data-level={a}] .lv-{b}" for a in named for b in named if a != b)
+    hash_levels = "|".join(named + ["both"])
     top = ['<th rowspan="2" data-col="0">attributor</th>', '<th rowspan="2" data-col="1">features</th>']
     sub, order, col = [], [], 2
     for level, cols in by_level:
@@ -357,9 +372,10 @@ def _html(title, corpus, columns, rows) -> str:
             shown_mean = f'<a href="{e(link)}" title="result file">{mean}</a>' if link else mean
             cells.append(f'<td class="num lv-{level}" data-value="{entry["mean"]:.6f}">{shown_mean}<small>{std}</small></td>')
         body.append(f'<tr class="{"reference" if is_ref else "system"}">' + "".join(cells) + "</tr>")
-    choices = [level for level, _ in by_level] + (["both"] if len(by_level) > 1 else [])
+    choices = present + (["both"] if len(by_level) > 1 else [])
+    every = "both" if len(by_level) == 2 else "all levels"
     selector = " ".join(f'<label><input type="radio" name="level" value="{c}"{" checked" if c == shown else ""}> '
-                        f'{c if c == "both" else c + " level"}</label>' for c in choices)
+                        f'{every if c == "both" else c + " level"}</label>' for c in choices)
     legend = "".join(f"<li>{'' if row is None else f'<b>{row:02d}</b> '}{e(name)}: {e(ptitle)}</li>"
                      for name, row, ptitle, _ in columns)
     note = ("" if not any("source" in r for r in rows) else
@@ -384,14 +400,14 @@ td.num a {{ color: inherit; }}
 a.fig {{ font-size: 10px; }}
 tr.reference {{ background: #fff7e0; font-style: italic; }}
 .badge {{ font-size: 10px; background: #e0a800; color: #000; border-radius: 3px; padding: 0 4px; font-style: normal; }}
-table[data-level=checkpoint] .lv-architecture, table[data-level=architecture] .lv-checkpoint {{ display: none; }}
+{hide} {{ display: none; }}
 .legend {{ font-size: 12px; columns: 2; }}
 </style></head>
 <body>
 <h1>{e(title)}</h1>
 <p>Corpus <code>{e(path)}</code>, sha256 <code>{e(sha)}</code>, {e(clips)} clips.
 Macro F1, mean (± std over seeds); each score links to its result file. Hover a name for its full parameters.
-Click a column header to sort; <code>#sort=N</code>, <code>#sort=-N</code> and <code>#level=checkpoint|architecture|both</code>
+Click a column header to sort; <code>#sort=N</code>, <code>#sort=-N</code> and <code>#level={hash_levels}</code>
 in the address apply on load.</p>
 {note}
 <p class="levels">Show: {selector}</p>

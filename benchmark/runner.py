@@ -58,10 +58,6 @@ class AttributorSpec:
         return self.name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(full.items())) + ")" if full else "")
 
 
-def _levels_of(table: ClipTable, level: str) -> np.ndarray:
-    return (table.checkpoint if level == "checkpoint" else table.architecture).astype(str)
-
-
 def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels,
                    device: str = "cpu") -> dict[str, np.ndarray]:
     """Predictions per level. kNN searches neighbours once: they do not depend on the labels.
@@ -71,21 +67,21 @@ def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split,
     if ATTRIBUTORS[spec.name].votes_among_neighbours:
         takes_device = "device" in inspect.signature(ATTRIBUTORS[spec.name].__init__).parameters
         searcher = spec.build(**({"device": device} if takes_device else {})).fit(
-            Xs, _levels_of(table, "checkpoint")[split.support])
+            Xs, table.labels("checkpoint")[split.support])
         dist, idx = searcher.kneighbors(Xq)
         for level in levels:
-            voter = searcher.relabel(_levels_of(table, level)[split.support])
+            voter = searcher.relabel(table.labels(level)[split.support])
             out[level] = voter.classes_[np.argmax(voter.scores_from_neighbors(dist, idx), axis=1)]
         return out
     for level in levels:
-        out[level] = spec.build().fit(Xs, _levels_of(table, level)[split.support]).predict(Xq)
+        out[level] = spec.build().fit(Xs, table.labels(level)[split.support]).predict(Xq)
     return out
 
 
 def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str, max_k: int = MAX_K_CURVE,
                 device: str = "cpu") -> dict[int, float]:
     """Validation macro F1 of kNN for every k from 1 to max_k, from one neighbour search."""
-    ys, yv = _levels_of(table, level)[split.support], _levels_of(table, level)[split.validation]
+    ys, yv = table.labels(level)[split.support], table.labels(level)[split.validation]
     max_k = min(max_k, len(split.support))
     knn = KNNAttributor(k=max_k, metric=metric, device=device).fit(X[split.support], ys)
     _, idx = knn.kneighbors(X[split.validation])
@@ -110,7 +106,7 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
     for split in splits:
         preds = predict_levels(spec, X, table, split, protocol.levels, device=device)
         for level in protocol.levels:
-            y_true = _levels_of(table, level)[split.query]
+            y_true = table.labels(level)[split.query]
             # Classes in the query's truth or predicted: a true class never predicted scores 0, a
             # predicted class absent from the truth scores 0 (false alarms), a class in neither
             # (say, an architecture a hold-out query lacks) has no F1 to measure.

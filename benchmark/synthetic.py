@@ -2,45 +2,61 @@
 
 For tests of the protocol machinery and for timing the benchmark at the study's scale: every
 checkpoint is a Gaussian cluster around its architecture's centre, so attribution is easy at
-architecture level and harder at checkpoint level, as in the study.
+architecture level and harder at checkpoint level, as in the study. Beyond the study, rows can
+carry what the other label levels read (`provenance=True`: `implementation`, `speaker`,
+`vocoder_family`), more fine-tune speakers, a second VITS implementation (`vits-espnet`), and
+vocoders of other families that every swappable mel checkpoint is also vocoded with.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sourcetrace.naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
+from sourcetrace.naming import PRETRAINED, checkpoint_label, finetune_name, finetune_speaker, step_name, zero_init_name
 
 STUDY_ARCHITECTURES = ("fastpitch", "gradtts", "matcha", "vits")
-END_TO_END = ("vits",)  # no mel spectrogram: its vocoder cannot be swapped
+END_TO_END = ("vits", "vits-espnet")  # no mel spectrogram: its vocoder cannot be swapped
 STUDY_STEPS = (50_000, 75_000, 100_000, 250_000, 275_000, 300_000, 450_000, 475_000, 500_000)
+# The `implementation` column `sourcetrace synth` writes (`<package> <version>`), per architecture.
+IMPLEMENTATIONS = {"fastpitch": "nemo-toolkit 3.0.0", "gradtts": "grad-tts 0.0.4", "matcha": "matcha-tts 0.0.7.2",
+                   "vits": "coqui-tts 0.28.0", "vits-espnet": "espnet 202412"}
+TRAINING_SPEAKER = "LJ"  # the `speaker` of every checkpoint but the fine-tunes
 
 
-def study_checkpoints(arch: str, steps=STUDY_STEPS, zero_init_seeds=(1, 2, 3)) -> list[str]:
-    names = [PRETRAINED, *map(step_name, steps), *map(zero_init_name, zero_init_seeds), finetune_name("9136")]
+def study_checkpoints(arch: str, steps=STUDY_STEPS, zero_init_seeds=(1, 2, 3), finetune_speakers=("9136",)) -> list[str]:
+    names = [PRETRAINED, *map(step_name, steps), *map(zero_init_name, zero_init_seeds),
+             *map(finetune_name, finetune_speakers)]
     return [checkpoint_label(arch, name) for name in names]
 
 
-def study_rows(n_prompts: int = 600, architectures=STUDY_ARCHITECTURES, vocoder_variants: bool = True) -> list[dict]:
+def study_rows(n_prompts: int = 600, architectures=STUDY_ARCHITECTURES, vocoder_variants: bool = True, *,
+               finetune_speakers=("9136",), other_vocoders: dict[str, str] | None = None,
+               provenance: bool = False) -> list[dict]:
     """Rows of a complete study corpus: every checkpoint x prompt with its default vocoder, plus,
-    for mel architectures' pretrained and scheduled checkpoints, the other mel architectures' HiFi-GANs."""
+    for mel architectures' pretrained and scheduled checkpoints, the other mel architectures' HiFi-GANs
+    and `other_vocoders` ({name: family}, e.g. {"vocos-mel24k": "vocos"}; the HiFi-GANs are family
+    "hifigan"). `provenance`: each row also records `implementation`, `speaker` and `vocoder_family`."""
     mel = [a for a in architectures if a not in END_TO_END]
+    families = {**{f"hifigan-{a}": "hifigan" for a in mel}, **(other_vocoders or {})}
     rows = []
     for arch in architectures:
         default = f"hifigan-{arch}" if arch in mel else "internal"
-        for ckpt in study_checkpoints(arch):
+        swaps = [f"hifigan-{other}" for other in mel if other != arch] + sorted(other_vocoders or {})
+        for ckpt in study_checkpoints(arch, finetune_speakers=finetune_speakers):
+            speaker = finetune_speaker(ckpt) or TRAINING_SPEAKER
             for p in range(n_prompts):
                 prompt = f"LJ-{p:04d}"
-                rows.append({"clip_id": f"{ckpt}/{prompt}", "path": f"{ckpt}/{prompt}.wav", "architecture": arch,
-                             "checkpoint": ckpt, "prompt_id": prompt, "text": "", "vocoder": default,
-                             "vocoder_swapped": "0"})
+                clips = [(f"{ckpt}/{prompt}", f"{ckpt}/{prompt}.wav", default, "0")]
                 swappable = ckpt.endswith("/pretrained") or "/step-" in ckpt
                 if vocoder_variants and arch in mel and swappable:
-                    for other in mel:
-                        if other != arch:
-                            rows.append({"clip_id": f"{ckpt}/{prompt}@hifigan-{other}", "path": f"{ckpt}/{prompt}@{other}.wav",
-                                         "architecture": arch, "checkpoint": ckpt, "prompt_id": prompt, "text": "",
-                                         "vocoder": f"hifigan-{other}", "vocoder_swapped": "1"})
+                    clips += [(f"{ckpt}/{prompt}@{v}", f"{ckpt}/{prompt}@{v.removeprefix('hifigan-')}.wav", v, "1")
+                              for v in swaps]
+                for clip_id, path, vocoder, swapped in clips:
+                    rows.append({"clip_id": clip_id, "path": path, "architecture": arch, "checkpoint": ckpt,
+                                 "prompt_id": prompt, "text": "", "vocoder": vocoder, "vocoder_swapped": swapped})
+                    if provenance:
+                        rows[-1].update(implementation=IMPLEMENTATIONS[arch], speaker=speaker,
+                                        vocoder_family=families.get(vocoder, ""))
     return rows
 
 

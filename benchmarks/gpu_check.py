@@ -9,9 +9,10 @@ ssl         both study models (xls-r-2b @ 8, w2v-bert-2.0 @ 4) with the real arc
             22.05 kHz WAV (decode), and each fast path's largest relative error against naive.
 features    `sourcetrace features` end to end (a subprocess, as a user runs it) on a generated
             corpus of 6,000 synthetic clips of 1-10 s at 22.05 kHz, xls-r-2b @ 8, bf16.
-generators  seconds per training step (batch 16, deterministic) and synthesis RTF (acoustic model,
-            and with its HiFi-GAN V1) at default size, for each architecture whose stack imports
-            here; the others are recorded as not available, with the import error.
+generators  seconds per training step (batch 16) and synthesis RTF (acoustic model, and with its
+            HiFi-GAN V1) at default size, deterministic (on CUDA: torch refuses ops without a
+            deterministic kernel; such an op is recorded by name) and not, for each study
+            architecture whose stack imports here; the others are recorded as not available.
 knn         the `table1` suite's kNN (69,600 clips, both extractor widths) on this device, then every
             split's predictions on this device and on the CPU, timed, with the count that differ.
 
@@ -64,7 +65,6 @@ SMALL = {"ssl_models": (("tiny-wav2vec2", 2), ("tiny-w2v-bert", 2)), "naive_clip
          "seconds": (0.5, 3.0), "corpus_clips": 40, "corpus_model": ("tiny-wav2vec2", 2),
          "generator_config": "tiny", "batch_size": 2, "steps": 1, "prompts": 1, "knn_prompts": 30,
          "architectures": ("gradtts",)}  # the stack a stock GPU image can hold; the others are slow to import
-ARCHITECTURES = ("fastpitch", "gradtts", "matcha", "vits")
 SECTIONS = ("ssl", "features", "generators", "knn")
 RATE = 22050  # the TTS models' rate: clips are decoded and resampled to 16 kHz, as in the study
 
@@ -232,6 +232,8 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
     from sourcetrace.device import resolve_device
     from sourcetrace.espeak import sentences
     from sourcetrace.fileio import write_text_atomic
+    from sourcetrace.generators.base import GeneratorError
+    from sourcetrace.plugins import STUDY_ARCHITECTURES
 
     device = str(resolve_device(device_name))
     lj_root = workdir / "lj-synthetic"  # no espeak-ng on GPU images: synthetic audio, real sentences
@@ -243,7 +245,7 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
     split = {utt: "train" if n < n_train else "test" for n, utt in enumerate(ids)}
     lj = LJSpeech(lj_root, split=split)
     out, vocoders = {}, {}
-    for arch in ARCHITECTURES:
+    for arch in STUDY_ARCHITECTURES:
         if arch not in size["architectures"]:
             out[arch] = {"available": None, "reason": "not run in this size (--small runs Grad-TTS only)"}
             continue
@@ -255,11 +257,18 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
             out[arch] = {"available": False, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"}
             log(f"[generators] {arch}: not available ({type(exc).__name__})")
             continue
-        row = measure_generator(arch, size["generator_config"], lj, workdir, size["steps"], size["batch_size"],
-                                device, True, vocoders)
-        out[arch] = {"available": True, **row}
-        log(f"[generators] {arch}: {row['seconds_per_step']:.3f} s/step at batch {size['batch_size']}, "
-            f"RTF {row['rtf_acoustic']:.3f} / {row['rtf_with_vocoder']:.3f} with vocoder")
+        out[arch] = {"available": True}
+        for mode, deterministic in (("deterministic", True), ("nondeterministic", False)):
+            try:  # deterministic on CUDA refuses ops without a deterministic kernel, naming the op
+                row = measure_generator(arch, size["generator_config"], lj, workdir, size["steps"],
+                                        size["batch_size"], device, deterministic, vocoders)
+            except GeneratorError as exc:
+                out[arch][mode] = {"error": str(exc)}
+                log(f"[generators] {arch} {mode}: {exc}")
+                continue
+            out[arch][mode] = row
+            log(f"[generators] {arch} {mode}: {row['seconds_per_step']:.3f} s/step at batch {size['batch_size']}, "
+                f"RTF {row['rtf_acoustic']:.3f} / {row['rtf_with_vocoder']:.3f} with vocoder")
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     return out

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import sha256_file
+from sourcetrace.plugins import GENERATORS
 
-from .official import MODELS, describe, inspect_file
+from .official import describe, inspect_file
 
 FORMATS = ("nemo", "torch")
 TRUST = ("weights_only", "full-unpickling", "unknown")
@@ -39,7 +40,7 @@ class OfficialCheckpoint:
 
     @property
     def model(self) -> str:
-        """What the file holds, as official.MODELS names it: the architecture, or the vocoder kind."""
+        """What the file holds: the architecture, or the vocoder kind (official.model_name says it in words)."""
         if self.kind == "vocoder":
             return "nemo-hifigan" if self.format == "nemo" else "hifigan"
         return self.architecture
@@ -76,8 +77,8 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         ids.add(entry["id"])
         checkpoint = OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ())),
                                            "aliases": tuple(entry.get("aliases", ()))})
-        if checkpoint.model not in MODELS:
-            raise RegistryError(f"{source}: {entry['id']}: architecture must be one of {', '.join(sorted(MODELS))}")
+        if checkpoint.architecture not in GENERATORS:  # the one list of architecture names (plug-ins too)
+            raise RegistryError(f"{source}: {entry['id']}: architecture must be one of {GENERATORS.describe()}")
         out.append(checkpoint)
     if not out:
         raise RegistryError(f"{source}: no [[checkpoint]] entries")

@@ -9,7 +9,6 @@ one-job case).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +21,19 @@ from sourcetrace.vocoders.base import Vocoder
 from .base import Generator
 
 
-def prompt_seed(seed: int, prompt_id: str) -> int:
-    return int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[:8], 16)
-
-
 def make_clips(generator: Generator, vocoder: Vocoder | None, texts: list[str], seed: int,
-               paths: list[Path]) -> None:
-    """Synthesise clips in one batch (noise drawn from `seed`) and write each (16-bit WAV) atomically."""
+               paths: list[Path], references: list[str | Path] | None = None) -> None:
+    """Synthesise clips in one batch (noise drawn from `seed`) and write each (16-bit WAV) atomically;
+    `references`: one reference clip per text, for zero-shot generators (`takes_reference`)."""
     torch.manual_seed(seed)
     ids = [generator.synthesis_ids(text) for text in texts]
-    outputs = generator.synthesize_batch(ids) if len(ids) > 1 else [generator.synthesize(ids[0])]
+    if references is not None:  # a voice per prompt: one prompt at a time
+        outputs = []
+        for one, reference in zip(ids, references, strict=True):
+            generator.use_reference(reference)
+            outputs.append(generator.synthesize(one))
+    else:
+        outputs = generator.synthesize_batch(ids) if len(ids) > 1 else [generator.synthesize(ids[0])]
     waves = outputs if vocoder is None else vocoder.batch(outputs, generator.mel_config)
     for wave, path in zip(waves, paths, strict=True):
         with atomic_path(path) as tmp:

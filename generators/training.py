@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sourcetrace.fileio import atomic_path, sha256_file, write_json_atomic
+from sourcetrace.fileio import atomic_path, sha256_file, torn_writes, write_json_atomic
 from sourcetrace.naming import step_name, step_of
 
 from .base import CHECKPOINT_META, CHECKPOINT_WEIGHTS, Generator, GeneratorError, read_checkpoint_meta
@@ -109,6 +110,16 @@ def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.opt
     _reached("resume/pruned", step)
 
 
+def _drop_torn_checkpoint_writes(run_dir: Path) -> None:
+    """A kill while a checkpoint's file was being written leaves its temporary file (fileio's
+    `.model.safetensors.<random>.tmp`) in the checkpoint folder: remove those, and only those, at the
+    next start or resume, so a finished run's checkpoint folders hold only the checkpoint."""
+    for folder in sorted((run_dir / "checkpoints").glob("*/")):
+        for name in (CHECKPOINT_WEIGHTS, CHECKPOINT_META):
+            for tmp in torn_writes(folder / name):
+                tmp.unlink(missing_ok=True)
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -178,10 +189,13 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     `deterministic` makes a run reproducible bit for bit: on CPU it turns oneDNN off (its
     convolution backward is not: FastPitch's aligner gradients drift by ~1e-9 between identical
     steps), which costs up to 2x on full-size CPU models (benchmarks/bench_generators.py
-    --nondeterministic); on CUDA it asks cuDNN for deterministic kernels.
+    --nondeterministic); on CUDA it asks cuDNN for deterministic kernels and makes torch refuse any
+    op that has none (`determinism(strict=True)`), so a run is reproducible or stops naming the op.
     """
+    if generator.inference_only:
+        raise GeneratorError(f"{generator.architecture} is inference-only: {generator.inference_only}")
     _launch_numba_threads()
-    with determinism(deterministic):
+    with determinism(deterministic, strict=generator.device.type == "cuda"):
         return _train(generator, data, Path(run_dir), steps, batch_size, seed, names, resume_every, stop_after, log,
                       tensorboard, sample_vocoder, log_every_s)
 
@@ -199,15 +213,36 @@ def _launch_numba_threads() -> None:
         torch.set_num_threads(threads)
 
 
+NONDETERMINISTIC_OP = re.compile(r"^(\S+) does not have a deterministic implementation")
+NONDETERMINISTIC_ADVICE = ("to train anyway, give `sourcetrace train --nondeterministic` or the recipe key [training] "
+                           "deterministic = false: the run is then not reproducible bit for bit (nor is its resume)")
+
+
 @contextmanager
-def determinism(enabled: bool):
-    """Bit-reproducible training kernels while inside (see `train`); nothing changes when disabled."""
+def determinism(enabled: bool, strict: bool = False):
+    """Bit-reproducible training kernels while inside (see `train`); nothing changes when disabled.
+    `strict` also sets torch.use_deterministic_algorithms (and cuBLAS's deterministic workspace, for
+    a process that has not used cuBLAS yet): an op without a deterministic kernel then raises, and
+    that error becomes a GeneratorError naming the op and what to do."""
     if not enabled:
         yield
         return
-    with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=True, benchmark=False,
-                                                                                 deterministic=True):
-        yield
+    was_strict = torch.are_deterministic_algorithms_enabled()
+    if strict:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        with torch.backends.mkldnn.flags(enabled=False), torch.backends.cudnn.flags(enabled=True, benchmark=False,
+                                                                                     deterministic=True):
+            yield
+    except RuntimeError as exc:
+        op = NONDETERMINISTIC_OP.match(str(exc))
+        if op is None:
+            raise
+        raise GeneratorError(f"{op.group(1)} has no deterministic implementation on this device, and deterministic "
+                             f"training needs one; {NONDETERMINISTIC_ADVICE}") from exc
+    finally:
+        torch.use_deterministic_algorithms(was_strict)
 
 
 def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[int], batch_size: int, seed: int,
@@ -216,6 +251,7 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
     steps = sorted(set(int(s) for s in steps))
     if not steps or steps[0] <= 0:
         raise GeneratorError(f"schedule steps must be positive, got {steps}")
+    _drop_torn_checkpoint_writes(run_dir)
     optimizers = generator.optimizers()
     start = 0
     # What decides the batches and the checkpoints: a resumed run must use the same.

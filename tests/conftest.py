@@ -54,7 +54,8 @@ def speech_tree(tmp_path_factory):
 #   slurm: needs a Slurm cluster (CI starts one: tools/slurm-localhost.sh)
 _MARKERS = {
     "tts": {"modules": {"test_generators", "test_vocoders", "test_recipes", "test_official_checkpoints",
-                        "test_study", "test_training_interruptions"},
+                        "test_study", "test_training_interruptions", "test_vocoder_families", "test_xtts",
+                        "test_vits_espnet"},
             "fixtures": set(),
             "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
                       "test_a_pickle_named_safetensors_is_one_clear_line"}},

@@ -26,6 +26,24 @@ def test_schedules():
         load_schedule("huge")
 
 
+def test_architecture_names_come_from_the_plugin_registry_alone(tmp_path, monkeypatch):
+    """sourcetrace.plugins is the one list of names: a registry entry of a plug-in architecture needs
+    no second list; official.MODELS only puts names into words, never one that nothing registers."""
+    from test_plugins import fake_distribution
+
+    from sourcetrace.checkpoints.official import MODELS, model_name
+    from sourcetrace.plugins import GENERATORS, VOCODERS
+
+    assert set(MODELS) <= set(GENERATORS.builtins) | set(VOCODERS.builtins)
+    fake_distribution(tmp_path, "toyplug", "[sourcetrace.generators]\ntoyarch = toyplug.model:ToyGenerator\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "registry.toml").write_text('[[checkpoint]]\nid = "toyarch/pretrained"\narchitecture = "toyarch"\n'
+                                            'kind = "acoustic"\nfile = "toy.pt"\nformat = "torch"\nsource = "s"\n'
+                                            'url = ""\nsha256 = ""\ntrust = "unknown"\n')
+    [entry] = load_registry(tmp_path / "registry.toml")
+    assert entry.model == "toyarch" and model_name(entry.model) == "a toyarch model"  # named by itself
+
+
 def _nemo(path):
     with tarfile.open(path, "w") as tar:
         for name, data in (("model_config.yaml", b"sample_rate: 22050\n"), ("model_weights.ckpt", _torch_bytes())):

@@ -136,6 +136,54 @@ def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_p
     assert load_vocoder("hifigan", str(official / "generator_v1"), "tiny").name == "hifigan_T2_v1"
 
 
+ALIAS_RECIPE = """[corpus]
+prompts = "prompts.tsv"
+schedule = "mini"
+roles = ["pretrained"]
+swap_roles = []
+[corpus.architectures.gradtts]
+pretrained = "grad-tts-ljspeech.pt"
+pretrained_config = "tiny"
+vocoder = "v"
+[corpus.vocoders.v]
+kind = "hifigan"
+config = "tiny"
+seed = 0
+"""
+
+
+def test_synth_hashes_the_file_an_alias_names_and_pins_the_thread_count(tmp_path, monkeypatch, capsys):
+    """A checkpoint given by another registry name of its file loads that file and records its hash;
+    `--threads` (default OMP_NUM_THREADS) sets torch's thread count, which the summary states."""
+    from importlib import resources
+
+    from sourcetrace.checkpoints import registry
+
+    text = resources.files(registry.__package__).joinpath("registry.toml").read_text(encoding="utf-8")
+    assert text.count('file = "grad-tts.pt"\n') == 1
+    (tmp_path / "registry.toml").write_text(text.replace('file = "grad-tts.pt"\n',
+                                                         'file = "grad-tts.pt"\naliases = ["grad-tts-ljspeech.pt"]\n'))
+    load_registry = registry.load_registry
+    monkeypatch.setattr(registry, "load_registry", lambda path=None: load_registry(path or tmp_path / "registry.toml"))
+    torch.save(build_generator("gradtts", "tiny", seed=1).model.state_dict(), tmp_path / "grad-tts.pt")
+    write_prompts(tmp_path / "prompts.tsv", [Prompt("p0", "A silver coin.")])
+    (tmp_path / "recipe.toml").write_text(ALIAS_RECIPE)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["synth", str(tmp_path / "grad-tts-ljspeech.pt"), "--config", "tiny", "--prompts",
+                 str(tmp_path / "prompts.tsv"), "--out", str(tmp_path / "one"), "--random-vocoder", "0",
+                 "--device", "cpu"]) == 0
+    assert "1 clips made, 0 already there, 2 CPU threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == 2
+    assert main(["synth", "--recipe", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "all"), "--device", "cpu",
+                 "--threads", "3"]) == 0
+    assert "0 job(s) failed, 3 CPU threads; manifest written" in capsys.readouterr().out
+    assert torch.get_num_threads() == 3
+    for corpus in ("one", "all"):
+        assert [r["checkpoint_sha256"] for r in Corpus.read(tmp_path / corpus).rows] == [inspect_sha(tmp_path / "grad-tts.pt")]
+    assert main(["synth", "--recipe", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "x"), "--threads", "0"]) == 2
+    assert "threads must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def inspect_sha(path):
     from sourcetrace.fileio import sha256_file
 
@@ -222,12 +270,17 @@ def test_torch_load_is_never_handed_a_file_whose_pickles_were_not_read(tmp_path)
             load_torch_file(path, "gradtts", trust=True)
 
 
-def test_trust_is_never_suggested_for_a_broken_or_foreign_file(official, tmp_path):
+@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("name,arch", [("matcha_ljspeech.ckpt", "matcha"), ("model_file.pth", "vits")])
+def test_a_truncated_file_is_named_truncated_and_trust_is_not_suggested(official, tmp_path, name, arch, trust):
     folder = _copy(official, tmp_path)
-    _truncate(folder / "matcha_ljspeech.ckpt")
-    with pytest.raises(GeneratorError) as info:
-        load_checkpoint("matcha", folder / "matcha_ljspeech.ckpt", "tiny")
-    assert "truncated" in str(info.value) and "--trust" not in str(info.value)
+    _truncate(folder / name)
+    with pytest.raises(GeneratorError, match=f"{name}: truncated") as info:
+        load_checkpoint(arch, folder / name, "tiny", trust=trust)
+    assert "--trust" not in str(info.value)
+
+
+def test_trust_is_never_suggested_for_a_foreign_file(official):
     for path, arch, holds in ((official / "grad-tts.pt", "matcha", "a Grad-TTS model"),
                               (official / "tts_hifigan.nemo", "fastpitch", "a NeMo HiFi-GAN vocoder"),
                               (official / "matcha_ljspeech.ckpt", "vits", "a Matcha-TTS model")):
@@ -236,9 +289,6 @@ def test_trust_is_never_suggested_for_a_broken_or_foreign_file(official, tmp_pat
         assert "--trust" not in str(info.value)
     with pytest.raises(VocoderError, match="tts_en_fastpitch_align.nemo: holds a NeMo FastPitch model, not a NeMo HiFi-GAN"):
         load_vocoder("nemo-hifigan", str(official / "tts_en_fastpitch_align.nemo"))
-    _truncate(folder / "model_file.pth")
-    with pytest.raises(GeneratorError, match="model_file.pth: truncated"):
-        load_checkpoint("vits", folder / "model_file.pth", trust=True)
 
 
 def test_train_init_from_an_official_file(official, tmp_path, capsys):

@@ -95,6 +95,18 @@ def test_an_architecture_can_ask_for_fewer_roles_than_the_corpus(study):
     assert {j.role for j in jobs if j.architecture == "gradtts"} == {"pretrained", "scheduled", "zero-init", "finetuned"}
 
 
+def test_swap_vocoders_vocode_every_swapped_mel_checkpoint_once_more(study):
+    text = recipe_text().replace('schedule = "mini"', 'schedule = "mini"\nswap_vocoders = ["extra"]')
+    (study / "extra.toml").write_text(text + '[corpus.vocoders.extra]\nkind = "hifigan"\nconfig = "tiny"\nseed = 9\n')
+    jobs = expand(load_recipe(study / "extra.toml", base=study))
+    extra = [j for j in jobs if j.vocoder == "extra"]
+    assert len(jobs) == 4 * 14 + 3 * 10 * 3 and len(extra) == 3 * 10  # pretrained + 9 scheduled, 3 mel architectures
+    assert all(j.swapped and j.role in ("pretrained", "scheduled") and j.architecture != "vits" for j in extra)
+    (study / "owned.toml").write_text(text.replace('swap_vocoders = ["extra"]', 'swap_vocoders = ["hifigan-matcha"]'))
+    with pytest.raises(RecipeError, match="swap_vocoders names 'hifigan-matcha'"):
+        load_recipe(study / "owned.toml", base=study)
+
+
 @pytest.mark.parametrize("text, message", [
     ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.tacotron]\nruns = "r"\n', "unknown architecture"),
     ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.vits]\nruns = "r"\nvocoder = "x"\n',

@@ -181,3 +181,27 @@ def test_a_damaged_resume_point_falls_back_to_the_one_before_after_pruning(refer
     report = _run("gradtts", root, run_dir, log=log.append)
     assert report.resumed_from == 2 and any("resume point refused" in line for line in log), log
     assert _files(run_dir / "checkpoints") == _files(root / "gradtts" / "whole" / "checkpoints")
+
+
+def test_a_checkpoint_write_cut_by_a_kill_leaves_no_temporary_file_after_the_next_start(reference, tmp_path, capsys):
+    """SIGKILL inside a checkpoint file's write leaves atomic_path's temporary file beside it: the next
+    start removes those (only those) and `checkpoints verify` on the run folder is not misled by them."""
+    from sourcetrace.cli import main
+    from sourcetrace.naming import step_name
+
+    root = reference("gradtts")
+    run_dir = tmp_path / "run"
+    shutil.copytree(root / "gradtts" / "at-2", run_dir)
+    torn = [run_dir / "checkpoints" / step_name(2) / ".model.safetensors.k9x2m1qa.tmp",  # a finished checkpoint's
+            run_dir / "checkpoints" / step_name(3) / ".model.safetensors.0c_7hyzw.tmp"]  # killed in its first write
+    for path in torn:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half a safetensors file")
+    notes = run_dir / "checkpoints" / step_name(2) / "notes.tmp"
+    notes.write_text("not ours")
+    assert main(["checkpoints", "verify", str(run_dir)]) == 0
+    assert "problem" not in capsys.readouterr().out
+    _run("gradtts", root, run_dir)
+    assert not any(path.exists() for path in torn) and notes.read_text() == "not ours"
+    notes.unlink()
+    assert _files(run_dir / "checkpoints") == _files(root / "gradtts" / "whole" / "checkpoints")

@@ -10,7 +10,7 @@ from sourcetrace.audio import load_audio  # noqa: E402
 from sourcetrace.espeak import speak  # noqa: E402
 from sourcetrace.generators import build_generator  # noqa: E402
 from sourcetrace.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
-from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder  # noqa: E402
+from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
 
 JIK876 = MelConfig()
 NEMO_FASTPITCH = MelConfig(framing="centered", log_guard="add")
@@ -63,8 +63,8 @@ def test_mel_conversion_round_trip(speech):
         convert_mel(mel, JIK876, MelConfig(f_max=11025.0))
 
 
-@pytest.mark.parametrize("kind", sorted(VOCODERS))
-def test_every_vocoder_kind_round_trips_its_official_format(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["hifigan", "nemo-hifigan"])  # vocos, bigvgan: test_vocoder_families.py
+def test_every_hifigan_kind_round_trips_its_official_format(kind, tmp_path):
     vocoder = load_vocoder(kind, config="tiny", seed=3)
     if kind == "hifigan":
         path = tmp_path / "generator_v1"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -42,25 +41,16 @@ def _build_generator(config: dict) -> torch.nn.Module:
 
 def load_hifigan_config(name_or_path: str) -> dict:
     """A shipped config (`v1`: jik876 V1, the study's; `tiny`: for tests) or a config.json path."""
-    if name_or_path in SHIPPED_CONFIGS:
-        text = resources.files(__package__).joinpath("configs", f"hifigan-{name_or_path}.json").read_text()
-    else:
-        try:
-            text = Path(name_or_path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise VocoderError(f"{name_or_path}: cannot read the HiFi-GAN config ({exc.strerror or exc}); "
-                               f"give a config.json or one of {', '.join(SHIPPED_CONFIGS)}") from None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise VocoderError(f"{name_or_path}: not a HiFi-GAN config.json ({exc})") from None
+    return HiFiGAN.read_config(name_or_path)
 
 
 class HiFiGAN(Vocoder):
     """The jik876 generator (Grad-TTS's hifigan.pt, Matcha-TTS's generator_v1)."""
 
     kind = "hifigan"
+    family = "hifigan"
     shipped_configs = SHIPPED_CONFIGS
+    config_format = "json"
 
     def __init__(self, config: dict, state_dict: dict | None = None, seed: int = 0, name: str = "hifigan",
                  identity: str = ""):

@@ -8,8 +8,6 @@ recorded as "jik876" framing with a clamp guard.
 
 from __future__ import annotations
 
-import tomllib
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -24,22 +22,7 @@ SHIPPED_CONFIGS = ("v1", "tiny")
 
 def load_nemo_hifigan_config(name_or_path: str) -> dict:
     """A shipped config (`v1`: NeMo's hifigan.yaml with generator v1; `tiny`: for tests) or a TOML path."""
-    if name_or_path in SHIPPED_CONFIGS:
-        text = resources.files(__package__).joinpath("configs", f"nemo-hifigan-{name_or_path}.toml").read_text()
-    else:
-        try:
-            text = Path(name_or_path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise VocoderError(f"{name_or_path}: cannot read the NeMo HiFi-GAN config ({exc.strerror or exc}); "
-                               f"give a TOML file or one of {', '.join(SHIPPED_CONFIGS)}") from None
-    try:
-        config = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise VocoderError(f"{name_or_path}: not a NeMo HiFi-GAN config TOML ({exc})") from None
-    for section in ("generator", "mel"):
-        if section not in config:
-            raise VocoderError(f"NeMo HiFi-GAN config {name_or_path!r}: missing [{section}]")
-    return config
+    return NemoHiFiGAN.read_config(name_or_path, sections=("generator", "mel"))
 
 
 def _nemo_config(config: dict) -> dict:
@@ -73,7 +56,9 @@ def _convention(preprocessor) -> MelConfig:
 
 class NemoHiFiGAN(Vocoder):
     kind = "nemo-hifigan"
+    family = "hifigan"
     shipped_configs = SHIPPED_CONFIGS
+    config_format = "toml"
 
     def __init__(self, model, name: str, identity: str):
         super().__init__(name, _convention(model.cfg.preprocessor), identity)

@@ -304,7 +304,8 @@ def cmd_train(args) -> int:
         raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     steps = steps or ([schedule.finetune_steps] if args.init_from else list(schedule.steps))
-    utterances = _training_utterances(args.data, schedule.finetune_speaker, schedule.finetune_clips)
+    speaker = args.speaker or schedule.finetune_speaker
+    utterances = _training_utterances(args.data, speaker, schedule.finetune_clips)
     vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
     if args.vocoder_weights and not generator_class(args.architecture).end_to_end:
         from sourcetrace.vocoders import load_vocoder
@@ -314,8 +315,8 @@ def cmd_train(args) -> int:
     report = train_run(args.architecture, args.config, run_dir,
                        lambda generator: TrainingData(generator, utterances, cache_dir=run_dir / "features", progress=True),
                        steps=steps, seed=args.seed, batch_size=args.batch_size or schedule.batch_size, device=args.device,
-                       init_from=args.init_from, trust=args.trust, final_name=finetune_name(schedule.finetune_speaker),
-                       tensorboard=not args.no_tensorboard, vocoder=vocoder)
+                       init_from=args.init_from, trust=args.trust, final_name=finetune_name(speaker),
+                       tensorboard=not args.no_tensorboard, vocoder=vocoder, deterministic=not args.nondeterministic)
     print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
           f"checkpoints in {run_dir / 'checkpoints'}")
     return 0
@@ -327,14 +328,14 @@ def cmd_synth(args) -> int:
     if not args.checkpoint or not args.prompts:
         raise ValueError("give a CHECKPOINT (folder or official file) and --prompts, or --recipe FILE")
     from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.fileio import sha256_file
+    from sourcetrace.device import pin_threads
     from sourcetrace.generators import load_checkpoint
-    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
     from sourcetrace.naming import PRETRAINED, checkpoint_label, checkpoint_role
     from sourcetrace.recipe import Job
-    from sourcetrace.regenerate import synthesize_checkpoint
+    from sourcetrace.regenerate import hash_checkpoint, synthesize_checkpoint
     from sourcetrace.vocoders import load_vocoder
 
+    threads = pin_threads(args.threads)
     checkpoint = Path(args.checkpoint)
     generator = load_checkpoint(args.architecture, checkpoint, args.config, args.trust).to(args.device)
     vocoder = None
@@ -349,22 +350,29 @@ def cmd_synth(args) -> int:
     label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
     job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
               args.vocoder_swapped, speaker="")
-    weights = checkpoint / CHECKPOINT_WEIGHTS if checkpoint.is_dir() else checkpoint
-    report = synthesize_checkpoint(job, generator, vocoder, sha256_file(weights), read_prompts(args.prompts), args.out,
-                                   seed=args.seed)
+    report = synthesize_checkpoint(job, generator, vocoder, hash_checkpoint(checkpoint), read_prompts(args.prompts),
+                                   args.out, seed=args.seed)
     for failure in report.failed:
         print(f"[synth] failed: {failure}", file=sys.stderr)
-    print(f"[synth] {label}: {report.made} clips made, {report.skipped} already there -> {Path(args.out) / 'manifest.csv'}")
+    print(f"[synth] {label}: {report.made} clips made, {report.skipped} already there, {_threads_note(threads)} -> "
+          f"{Path(args.out) / 'manifest.csv'}")
     return 1 if report.failed else 0
 
 
+def _threads_note(threads: int) -> str:
+    """What the summary says of the thread count: CPU-made audio depends on it (--threads fixes it)."""
+    return f"{threads} CPU thread{'s' if threads != 1 else ''}"
+
+
 def _synth_recipe(args) -> int:
+    from sourcetrace.device import pin_threads
     from sourcetrace.recipe import load_recipe
     from sourcetrace.regenerate import regenerate
 
     index, _, count = (args.shard or "0/1").partition("/")
     if not (index.isdigit() and count.isdigit()):
         raise ValueError(f"--shard {args.shard!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
+    threads = pin_threads(args.threads)
     report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count)), device=args.device)
     if report.manifest_written:
         outcome = f"manifest written: {Path(args.out) / 'manifest.csv'}"
@@ -373,8 +381,8 @@ def _synth_recipe(args) -> int:
                    "recipe, then rerun (finished clips are kept)")
     else:
         outcome = "manifest not written yet: other shards' clips are missing (it is written by the last shard to finish)"
-    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) failed; "
-          + outcome)
+    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) failed, "
+          f"{_threads_note(threads)}; " + outcome)
     for failure in report.failed:
         print(f"[synth] failed: {failure}", file=sys.stderr)
     return 1 if report.failed else 0
@@ -390,10 +398,9 @@ def cmd_run(args) -> int:
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
     if args.backend == "slurm":
-        cfg = study.slurm
-        backend = SlurmBackend(study.path("slurm"), partition=cfg.get("partition"),
-                               timeout_min=int(cfg.get("timeout_min", 60)), cpus_per_task=int(cfg.get("cpus_per_task", 1)),
-                               mem_gb=cfg.get("mem_gb"))
+        cfg = study.recipe.slurm
+        backend = SlurmBackend(study.path("slurm"), partition=cfg.partition, timeout_min=cfg.timeout_min,
+                               cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb)
     else:
         backend = LocalBackend()
     study.run(backend, stages)
@@ -477,9 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", help="comma-separated steps overriding the schedule's")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--init-from", help="fine-tune from this checkpoint: a folder, or an official file of the registry")
+    p.add_argument("--speaker", help="with --init-from: the HiFi-TTS speaker to fine-tune on (default: the schedule's, "
+                   "9136); the checkpoint is named ft-<speaker>")
     _trust_arg(p)
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--nondeterministic", action="store_true", help="allow kernels without a deterministic "
+                   "implementation (faster; checkpoints then vary from run to run)")
     p.add_argument("--vocoder-weights", help="a vocoder weights file: checkpoint samples go to TensorBoard as audio too")
     p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's)")
     p.add_argument("--vocoder-config", help="the vocoder's config (hifigan: v1, tiny or a config.json)")
@@ -518,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "architecture's vocoder (the study's vocoder conditions)")
     p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained vocoder (tests only)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
+    p.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else every CPU this process "
+                   "may use): audio made on the CPU depends on the count, so fix it to reproduce a corpus byte for byte")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
@@ -551,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run benchmark protocols (e.g. the study's Table 1) on a corpus")
     p.add_argument("corpus")
-    p.add_argument("--suite", help="table1 (the study's 12 conditions) or generic")
+    p.add_argument("--suite", help="a suite of benchmark/suites.toml: table1 (the study's 12 conditions), beyond "
+                   "(questions past the study) ...")
     p.add_argument("--protocol", action="append", help="a built-in protocol name or a protocol .toml file (repeatable)")
     p.add_argument("--extractor", action="append", required=True, help="feature extractor spec (repeatable)")
     p.add_argument("--attributor", default="knn", help=f"name[:key=value,...] with name one of "
@@ -581,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submitter", help="add: who submits, written to the board's ledger")
     p.add_argument("--corpus", help="init: the corpus folder (its sha256 is computed as bench does)")
     p.add_argument("--corpus-sha256", help="init: the corpus sha256 (from a result's corpus.sha256)")
-    p.add_argument("--protocols", help="init: a suite (table1, generic) or protocol names / .toml files, "
+    p.add_argument("--protocols", help="init: a suite (table1, beyond ...) or protocol names / .toml files, "
                                        "comma-separated (default table1)")
     p.set_defaults(func=cmd_leaderboard)
     return parser

@@ -1,6 +1,8 @@
-"""The one reading of a `--device` value."""
+"""The one reading of a `--device` value, and the one setting of the CPU thread count."""
 
 from __future__ import annotations
+
+import os
 
 
 def resolve_device(name):
@@ -10,3 +12,23 @@ def resolve_device(name):
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def default_cpu_threads() -> int:
+    """torch's default CPU thread count: OMP_NUM_THREADS, else the CPUs this process may use."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0))
+
+
+def pin_threads(threads: int | None = None) -> int:
+    """Set torch's CPU thread count to `threads` (else the default above) and return it: audio made
+    on the CPU depends on it, so whatever synthesises sets it, never keeps one left by earlier work."""
+    import torch
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    count = threads or default_cpu_threads()
+    torch.set_num_threads(count)
+    return count

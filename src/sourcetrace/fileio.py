@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -35,22 +37,41 @@ def _nearly_full(folder: Path) -> bool:
         return False
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def torn_writes(target: str | os.PathLike) -> list[Path]:
+    """The temporary files of writes to `target` that a kill interrupted (atomic_path's own names,
+    `.<name>.<random>.tmp`, beside it): nothing else matches, so removing them is always safe."""
+    target = Path(target)
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*{_TMP_SUFFIX}"))
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits a rewrite of `target` should keep: its own if it exists, else the umask default."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it over `target` only if the block succeeds.
 
-    The file gets the mode a plain `open(target, "w")` would give (0666 minus the umask), not
+    The file keeps the mode of the `target` it replaces (a deliberately 0600 file stays 0600);
+    a new file gets the mode a plain `open(target, "w")` would give (0666 minus the umask), not
     mkstemp's 0600. A failed write names `target` (OSError.filename), and a writer that hides the
     OS error (libsndfile's "System error.") on a full disk becomes OSError(ENOSPC) for `target`.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~current_umask())
+        os.chmod(tmp_path, _mode_for(target))
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)

@@ -5,7 +5,8 @@ train` run folder for the scheduled and zero-init ones, and optionally a pretrai
 fine-tuned checkpoint), the prompt set, and the vocoders by name. `expand` turns it into the exact
 list of clips: every checkpoint with its architecture's own vocoder ("default"), and every
 checkpoint of the `swap_roles` once more with each *other* mel architecture's vocoder ("swapped",
-the study's vocoder conditions). End-to-end architectures (VITS) have no vocoder and no swap.
+the study's vocoder conditions) and with each of the `swap_vocoders` (vocoders no architecture
+owns: other families, beyond the study). End-to-end architectures (VITS) have no vocoder and no swap.
 
 Every relative path (checkpoints, runs, vocoder weights and config files, prompts) resolves
 against one `base`: the recipe's own folder, or the work folder of `sourcetrace run`.
@@ -37,7 +38,7 @@ from .schema import (
 
 ROLES = tuple(role for role in naming.ROLES if role != "other")  # what a recipe can ask for
 _CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
-                "vocoders", "finetune_speakers"}
+                "vocoders", "finetune_speakers", "swap_vocoders"}
 _ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust", "roles"}
 _VOCODER_KEYS = {"kind", "weights", "config", "seed"}
 
@@ -87,6 +88,7 @@ class CorpusRecipe:
     vocoders: dict[str, VocoderSpec]
     batch_size: int = 1  # prompts synthesised at once where an architecture allows it
     finetune_speakers: tuple[str, ...] = ()  # HiFi-TTS speakers fine-tuned on (default: the schedule's)
+    swap_vocoders: tuple[str, ...] = ()      # vocoders no architecture owns, swapped in like the owned ones
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,11 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     batch_size = corpus.get("batch_size", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise RecipeError(f"{where}: batch_size must be a positive integer")
+    swap_vocoders = tuple(corpus.get("swap_vocoders", ()))
+    for name in swap_vocoders:
+        if name not in vocoders or name in owners:
+            raise RecipeError(f"{where}: swap_vocoders names {name!r}, which must be one of [corpus.vocoders] that no "
+                              f"architecture owns ({', '.join(sorted(set(vocoders) - set(owners))) or 'none'})")
     speakers = _finetune_speakers(corpus, where)
     for arch in architectures.values():
         if arch.finetuned is not None and len(speakers) > 1 and SPEAKER_FIELD not in str(arch.finetuned):
@@ -211,7 +218,7 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
                               f"e.g. \"runs/{arch.name}-ft-{SPEAKER_FIELD}/checkpoints/ft-{SPEAKER_FIELD}\"")
     return CorpusRecipe(path, resolve(corpus["prompts"], "prompts"), int(corpus.get("seed", 0)), corpus["schedule"],
                         roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size,
-                        speakers)
+                        speakers, swap_vocoders)
 
 
 def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
@@ -263,6 +270,7 @@ def expand(recipe: CorpusRecipe) -> list[Job]:
             for other in sorted(mel_vocoders):
                 if other != name:
                     jobs.append(Job(name, label, role, source, mel_vocoders[other], True, speaker))
+            jobs.extend(Job(name, label, role, source, vocoder, True, speaker) for vocoder in recipe.swap_vocoders)
     return jobs
 
 
@@ -300,6 +308,7 @@ class TrainingSettings:
     pretrained_seed: int
     batch_size: int | None       # None: the schedule's
     tensorboard: bool
+    deterministic: bool          # reproducible kernels only (generators/training.py `determinism`)
 
 
 @dataclass(frozen=True)
@@ -362,7 +371,7 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
     corpus = corpus_recipe(raw, path, base=base)
     settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
                                 training.get("pretrained_seed", 1000), training.get("batch_size"),
-                                training.get("tensorboard", True))
+                                training.get("tensorboard", True), training.get("deterministic", True))
     for arch in corpus.architectures.values():
         where = f"{path} [corpus.architectures.{arch.name}]"
         if arch.finetuned is not None and arch.pretrained is None:

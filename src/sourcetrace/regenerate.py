@@ -20,7 +20,7 @@ from typing import Callable
 from .corpus import MANIFEST, Corpus, audio_facts
 from .device import resolve_device
 from .fileio import sha256_file
-from .naming import clip_location, journal_name
+from .naming import clip_location, journal_name, prompt_seed
 from .recipe import CorpusRecipe, Job, expand
 
 PARTS = "parts"
@@ -85,6 +85,19 @@ def condition_counts(jobs: list[Job], prompts: int) -> dict[str, int]:
     return {condition: n * prompts for condition, n in sorted(counts.items())}
 
 
+def hash_checkpoint(source: str | Path) -> str:
+    """The hash of the weights a checkpoint is loaded from: a folder's safetensors, or the official
+    file, found as loading finds it (official_path: a file given by another registry name of it)."""
+    from sourcetrace.checkpoints.registry import official_path
+    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
+
+    source = official_path(source)
+    weights = source / CHECKPOINT_WEIGHTS if source.is_dir() else source
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: checkpoint not found")
+    return sha256_file(weights)
+
+
 class _Sources:
     """Loads each checkpoint and vocoder once and remembers their hashes."""
 
@@ -95,13 +108,8 @@ class _Sources:
         self._hashes: dict[Path, str] = {}
 
     def checkpoint_hash(self, source: Path) -> str:
-        from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
-
         if source not in self._hashes:
-            weights = source / CHECKPOINT_WEIGHTS if source.is_dir() else source
-            if not weights.is_file():
-                raise FileNotFoundError(f"{weights}: checkpoint not found")
-            self._hashes[source] = sha256_file(weights)
+            self._hashes[source] = hash_checkpoint(source)
         return self._hashes[source]
 
     def generator(self, job: Job):
@@ -131,13 +139,14 @@ def job_provenance(job: Job, generator, vocoder, checkpoint_sha256: str) -> dict
 
     return {"checkpoint_sha256": checkpoint_sha256, "role": job.role, "implementation": generator.implementation(),
             "sourcetrace": sourcetrace.__version__, "speaker": job.speaker, "vocoder": job.vocoder or "",
-            "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": "1" if job.swapped else "0"}
+            "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": "1" if job.swapped else "0",
+            "vocoder_family": type(vocoder).family if vocoder is not None else ""}
 
 
 def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, todo, out: Path, seed: int,
              batch_size: int, report: RegenerateReport, log, bar) -> None:
     """Make the `todo` clips of one job, journalling each clip once its audio is in place."""
-    from sourcetrace.generators.synthesis import make_clips, prompt_seed
+    from sourcetrace.generators.synthesis import make_clips
 
     _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
     # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
@@ -259,7 +268,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     conditions, seeds, checkpoint hashes), one line each, naming the manifest line."""
     from sourcetrace.datasets.prompts import read_prompts
     from sourcetrace.generators import generator_class
-    from sourcetrace.generators.synthesis import prompt_seed
+    from sourcetrace.vocoders import vocoder_class
 
     sources = _Sources(recipe, "cpu")
     prompts = read_prompts(recipe.prompts)
@@ -281,6 +290,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
         want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
                 "vocoder_swapped": "1" if job.swapped else "0", "speaker": job.speaker,
+                "vocoder_family": vocoder_class(recipe.vocoders[job.vocoder].kind).family if job.vocoder else "",
                 "seed": str(prompt_seed(recipe.seed, seed_prompt))}
         try:
             want["checkpoint_sha256"] = sources.checkpoint_hash(job.source)

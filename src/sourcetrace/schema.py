@@ -186,7 +186,7 @@ _PATH = Text(r"[^\x00]+", "a path string")
 RECIPE_CORPUS = Record({
     "prompts": _PATH, "schedule": str, "seed": Optional(int), "speaker": Optional(str),
     "batch_size": Optional(int), "roles": Optional(ListOf(str)), "swap_roles": Optional(ListOf(str)),
-    "finetune_speakers": Optional(ListOf(str)),
+    "finetune_speakers": Optional(ListOf(str)), "swap_vocoders": Optional(ListOf(str)),
     "architectures": Optional(MapOf(Record({
         "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
         "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool),
@@ -203,7 +203,7 @@ RECIPE_DATA = Record({"make_mini": Optional(_MINI_SIZES), "ljspeech": Optional(_
                       "split": Optional(_PATH)}, extra=False)
 RECIPE_TRAINING = Record({"config": str, "pretrained": Optional(OneOf(("train", "official"), "pretrained mode")),
                           "pretrained_seed": Optional(int), "batch_size": Optional(Int(min=1)),
-                          "tensorboard": Optional(bool)}, extra=False)
+                          "tensorboard": Optional(bool), "deterministic": Optional(bool)}, extra=False)
 RECIPE_FEATURES = Record({"extractors": ListOf(Record({"spec": str, "attributor": str, "random": Optional(bool)},
                                                       extra=False), non_empty=True)}, extra=False)
 RECIPE_BENCHMARK = Record({"suite": str, "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)

@@ -183,7 +183,8 @@ class Study:
                            lambda generator: self._training_data(generator, speaker if kind == "finetuned" else None),
                            steps=steps, seed=seed, batch_size=training.batch_size or schedule.batch_size,
                            device=self.recipe.study.device, init_from=init_from, trust=arch.trust,
-                           final_name=final_name, tensorboard=training.tensorboard, log=log)
+                           final_name=final_name, tensorboard=training.tensorboard,
+                           deterministic=training.deterministic, log=log)
         log(f"[train] {name}: {report.steps_run} steps ({report.seconds_per_step:.3f} s/step) -> {run_dir / 'checkpoints'}"
             + outside_note(run_dir, self.workdir))
 

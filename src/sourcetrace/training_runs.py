@@ -30,7 +30,7 @@ def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path)
 
 def train_run(architecture: str, config: str | None, run_dir: Path, training_data: Callable, *, steps: list[int],
               seed: int, batch_size: int, device: str, init_from: Path | None = None, trust: bool = False,
-              final_name: str | None = None, tensorboard: bool = True, vocoder=None,
+              final_name: str | None = None, tensorboard: bool = True, vocoder=None, deterministic: bool = True,
               log: Callable[[str], None] = print):
     """Train from scratch (a model of `seed`), or fine-tune `init_from` with its last step saved as
     `final_name`; `training_data(generator)` gives the utterances' features. A `vocoder` adds each
@@ -49,4 +49,4 @@ def train_run(architecture: str, config: str | None, run_dir: Path, training_dat
     if vocoder is not None and not generator.end_to_end:
         sample_vocoder = lambda mel: vocoder(mel, generator.mel_config)  # noqa: E731
     return train(generator, training_data(generator), run_dir, steps, batch_size=batch_size, seed=seed, names=names,
-                 tensorboard=tensorboard, sample_vocoder=sample_vocoder, log=log)
+                 tensorboard=tensorboard, sample_vocoder=sample_vocoder, deterministic=deterministic, log=log)
