@@ -5,9 +5,12 @@ architecture's whole optimizer step (VITS: discriminator and generator). Synthes
 time / seconds of audio produced, for the acoustic model alone and with the architecture's own
 vocoder kind in its full-size config, random weights (speed does not depend on the weights); VITS
 is end to end, so both numbers are its own. `--nondeterministic` leaves oneDNN on (training is
-reproducible bit for bit only without it; see generators/training.py). Usage:
+reproducible bit for bit only without it; see generators/training.py). `--vocoders` times each
+vocoder kind alone (full-size config, random weights) on the 22.05 kHz mels of the test prompts'
+audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). Usage:
 
     python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4]
+    python benchmarks/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
 """
 
 from __future__ import annotations
@@ -30,17 +33,20 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
     from sourcetrace.vocoders import load_vocoder
 
     generator = build_generator(arch, config, seed=0).to(device)
-    data = TrainingData(generator, lj.items("train"), work / "features")
-    optimizers = generator.optimizers()
-    generator.model.train()
     times = []
-    with determinism(deterministic):
-        for step in range(steps + 1):  # the first step warms up and is not counted
-            t0 = time.perf_counter()
-            generator.train_step(data.batch(step, batch_size, seed=0).to(generator.device), optimizers)
-            if generator.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+    if not generator.inference_only:  # XTTS: no training step to time
+        data = TrainingData(generator, lj.items("train"), work / "features")
+        optimizers = generator.optimizers()
+        generator.model.train()
+        with determinism(deterministic, strict=generator.device.type == "cuda"):  # as training runs
+            for step in range(steps + 1):  # the first step warms up and is not counted
+                t0 = time.perf_counter()
+                generator.train_step(data.batch(step, batch_size, seed=0).to(generator.device), optimizers)
+                if generator.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+    if generator.takes_reference:  # zero-shot: the voice of a training clip (its conditioning is timed once)
+        generator.use_reference(lj.items("train")[0].audio)
     vocoder = None
     if not generator.end_to_end:
         kind = generator.default_vocoder
@@ -62,14 +68,36 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
         audio += len(wave) / generator.mel_config.sample_rate
     params = sum(p.numel() for p in generator.model.parameters())
     return {"architecture": arch, "config": config, "params": params, "batch_size": batch_size,
-            "seconds_per_step": sum(times[1:]) / steps, "rtf_acoustic": acoustic / audio,
+            "seconds_per_step": sum(times[1:]) / steps if times else None, "rtf_acoustic": acoustic / audio,
             "rtf_with_vocoder": vocoded / audio, "threads": torch.get_num_threads(), "device": device,
             "deterministic": deterministic}
 
 
+def measure_vocoder(kind: str, config: str, lj, device: str) -> dict:
+    """Synthesis RTF of one vocoder kind on the study's mels (22.05 kHz, 80 bands) of real audio."""
+    from sourcetrace.audio import load_audio
+    from sourcetrace.mel import MelConfig, mel_spectrogram
+    from sourcetrace.vocoders import load_vocoder
+
+    vocoder, study = load_vocoder(kind, config=config, seed=0).to(device), MelConfig()
+    mels = [mel_spectrogram(torch.from_numpy(load_audio(utt.audio, study.sample_rate)), study) for utt in lj.items("test")]
+    vocoder(mels[0][:, :20], study)  # warm-up
+    seconds = audio = 0.0
+    for mel in mels:
+        t0 = time.perf_counter()
+        wave = vocoder(mel, study)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        audio += len(wave) / study.sample_rate
+    return {"vocoder": kind, "family": vocoder.family, "config": config, "device": device,
+            "params": sum(p.numel() for p in vocoder.module.parameters()), "rtf": seconds / audio,
+            "threads": torch.get_num_threads()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--architectures", default="fastpitch,gradtts,matcha,vits")
+    parser.add_argument("--architectures", default="fastpitch,gradtts,matcha,vits,vits-espnet")
     parser.add_argument("--configs", default="tiny,default")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -77,6 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nondeterministic", action="store_true", help="oneDNN on, as in an unconstrained run")
+    parser.add_argument("--vocoders", default="hifigan:v1,nemo-hifigan:v1,vocos:mel-24khz,bigvgan:v2-22khz-80band-fmax8k-256x",
+                        help='kind:config,... timed alone on real mels ("" for none)')
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -88,13 +118,19 @@ def main() -> None:
     vocoders = {}
     rows = []
     print(f"{'architecture':<10} {'config':<8} {'params':>9} {'s/step':>8} {'RTF acoustic':>13} {'RTF +HiFi-GAN':>14}")
-    for arch in args.architectures.split(","):
+    for arch in filter(None, args.architectures.split(",")):
         for config in args.configs.split(","):
             row = measure_generator(arch, config, lj, work, args.steps, args.batch_size, args.device,
                                     not args.nondeterministic, vocoders)
             rows.append(row)
-            print(f"{arch:<10} {config:<8} {row['params']:>9,} {row['seconds_per_step']:>8.3f} {row['rtf_acoustic']:>13.3f} "
+            step = "-" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.3f}"
+            print(f"{arch:<10} {config:<8} {row['params']:>9,} {step:>8} {row['rtf_acoustic']:>13.3f} "
                   f"{row['rtf_with_vocoder']:>14.3f}")
+    for spec in filter(None, args.vocoders.split(",")):
+        kind, _, config = spec.partition(":")
+        row = measure_vocoder(kind, config or "v1", lj, args.device)
+        rows.append(row)
+        print(f"vocoder {kind:<12} {row['config']:<28} {row['params']:>12,} RTF {row['rtf']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

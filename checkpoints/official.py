@@ -1,9 +1,11 @@
 """Official checkpoint files, read without unpickling anything, and the one trust rule.
 
-`inspect_file` says what a file is (a `.nemo` archive or a torch.save file, zip or legacy
-pickle), whether it is complete (every tar member, zip entry and legacy storage is all there),
-which model it holds (from its state-dict keys or NeMo's `target` class) and which globals its
-pickle would call (`pickletools.genops` reads the opcodes; nothing is executed).
+`inspect_file` says what a file is (a `.nemo` archive, a torch.save file, zip or legacy
+pickle, or an ESPnet packed model: a zip or tar with meta.yaml, the training config.yaml and a
+torch.save state dict), whether it is complete (every tar member, zip entry and legacy storage is
+all there), which model it holds (from its state-dict keys, NeMo's `target` class or ESPnet's
+`tts` choice) and which globals its pickle would call (`pickletools.genops` reads the opcodes;
+nothing is executed).
 
 The trust rule (`load_torch_file`; every loader, verify and the messages use it): a file is
 first read with torch's weights-only unpickler. A file that needs full unpickling loads only
@@ -28,11 +30,14 @@ from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
 
-#: what a file can hold, by the name the rest of the code uses (architectures and vocoder kinds)
+#: how messages name what a file holds, by its architecture or vocoder kind: the names are sourcetrace.plugins'
+#: (GENERATORS, VOCODERS; tests/test_checkpoints.py holds these keys to them), the words are this file's
 MODELS = {
     "fastpitch": "a NeMo FastPitch model", "nemo-hifigan": "a NeMo HiFi-GAN vocoder",
     "vits": "a Coqui VITS model", "gradtts": "a Grad-TTS model", "matcha": "a Matcha-TTS model",
-    "hifigan": "a jik876 HiFi-GAN generator",
+    "hifigan": "a jik876 HiFi-GAN generator", "xtts": "a Coqui XTTS model",
+    "bigvgan": "a BigVGAN generator", "vocos": "a Vocos vocoder",
+    "vits-espnet": "an ESPnet2 VITS model",
 }
 TRUST_HINT = "--trust (recipe: trust = true)"
 
@@ -62,6 +67,7 @@ _OFFICIAL_EXTRAS = {
     # (coqpit.coqpit._rgetattr, coqpit.coqpit.argparse), i.e. code a pickle could call
     "vits": re.compile(rf"^({_PLAIN}|TTS(\.\w+)*\.[A-Z]\w*(Config|Args)|coqpit\.coqpit\.Coqpit)$"),
 }
+_OFFICIAL_EXTRAS["xtts"] = _OFFICIAL_EXTRAS["vits"]  # an XTTS release that pickles its XttsConfig
 _ELEMENT_SIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1, "QInt8": 1,
                  "QUInt8": 1, "QInt32": 4, "Float8_e4m3fn": 1, "Float8_e5m2": 1}
@@ -69,6 +75,8 @@ _ELEMENT_SIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "
 _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, EOFError, RuntimeError, NotImplementedError,
                 struct.error, zlib.error, zipfile.BadZipFile, tarfile.TarError, OSError, MemoryError)
 _NEMO_TARGETS = {"FastPitchModel": "fastpitch", "HifiGanModel": "nemo-hifigan"}
+_ESPNET_TTS = {"vits": "vits-espnet"}  # config.yaml's `tts` choice -> the model it holds
+ESPNET_META = "meta.yaml"  # what makes a zip or tar an ESPnet packed model (espnet2/main_funcs/pack_funcs.py)
 
 
 class OfficialFileError(SourcetraceError, ValueError):
@@ -78,7 +86,7 @@ class OfficialFileError(SourcetraceError, ValueError):
 @dataclass
 class FileReport:
     path: Path
-    format: str | None = None          # "nemo" or "torch"; None when it is neither
+    format: str | None = None          # "nemo", "torch" or "espnet"; None when it is none of them
     container: str = ""                # what was found: "torch zip", "legacy torch pickle", ".nemo tar", ...
     problem: str | None = None         # why it cannot be a complete checkpoint (truncated, not one at all)
     holds: str | None = None           # a key of MODELS, when the file tells
@@ -223,9 +231,16 @@ def _holds(strings: set[str]) -> str | None:
     if any(s.startswith("text_encoder.") for s in strings) and any(
             s.startswith(("waveform_decoder.", "posterior_encoder.")) for s in strings):
         return "vits"
+    if any(s.startswith(("gpt.conditioning_encoder.", "xtts.gpt.conditioning_encoder.")) for s in strings) and any(
+            s.startswith(("hifigan_decoder.waveform_decoder.", "xtts.hifigan_decoder.")) for s in strings):
+        return "xtts"
     if any(s.startswith("decoder.estimator.") for s in strings) and any(
             s.startswith("encoder.proj_w") for s in strings):
         return "gradtts"
+    if "generator" in strings and any(s.startswith("activation_post.") for s in strings):
+        return "bigvgan"  # a HiFi-GAN layout with Snake activations
+    if any(s.startswith("backbone.convnext.") for s in strings) and any(s.startswith("head.") for s in strings):
+        return "vocos"
     if "generator" in strings and any(s.startswith("conv_pre.") for s in strings) and any(
             s.startswith("ups.") for s in strings):
         return "hifigan"
@@ -313,10 +328,12 @@ def _scan_legacy(fh, size: int) -> tuple[_Scan, str | None]:
 
 def _inspect_nemo(path: Path, size: int, deep: bool, report: FileReport, compressed: bool) -> FileReport:
     """A cut in a compressed archive shows as a decompression error; in a plain one, as a member
-    that ends past the end of the file."""
+    that ends past the end of the file. (A tar with meta.yaml is an ESPnet packed model.)"""
     report.format, report.container = "nemo", ".nemo tar"
     try:
         with tarfile.open(path) as tar:
+            if any(m.name == ESPNET_META for m in tar.getmembers()):
+                return _inspect_espnet(_PackedTar(tar), deep, report)
             members = {Path(m.name).name: m for m in tar.getmembers()}
             cut = [m.name for m in members.values() if m.isfile() and not compressed and m.offset_data + m.size > size]
             if cut:
@@ -334,7 +351,99 @@ def _inspect_nemo(path: Path, size: int, deep: bool, report: FileReport, compres
             report.globals = scan.globals
             report.problem = problem
     except _READ_ERRORS as exc:
-        report.problem = f"truncated or damaged .nemo archive ({type(exc).__name__}: {exc})"
+        what = ".nemo archive" if path.suffix == ".nemo" else "tar archive (a .nemo or an ESPnet packed model)"
+        report.problem = f"truncated or damaged {what} ({type(exc).__name__}: {exc})"
+    return report
+
+
+class _PackedZip:
+    """An ESPnet packed model in a zip: its member names and bytes."""
+
+    kind = "zip"
+
+    def __init__(self, archive: zipfile.ZipFile):
+        self.archive = archive
+
+    def names(self) -> list[str]:
+        return self.archive.namelist()
+
+    def open(self, name: str):
+        return self.archive.open(name)
+
+    def damaged(self) -> str | None:
+        return self.archive.testzip()
+
+
+class _PackedTar:
+    """An ESPnet packed model in a tar (.tar, .tgz, .tbz2, .txz): its member names and bytes."""
+
+    kind = "tar"
+
+    def __init__(self, tar: tarfile.TarFile):
+        self.tar = tar
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.tar.getmembers() if m.isfile()]
+
+    def open(self, name: str):
+        return self.tar.extractfile(name)
+
+    def damaged(self) -> str | None:
+        return None  # a tar has no checksums of its contents; a cut shows as a read error
+
+
+@dataclass
+class EspnetPack:
+    """What an ESPnet packed model holds: the parsed training config.yaml, where the state dict is
+    inside the archive, and (from `load_espnet_pack`) the state dict itself."""
+
+    config: dict
+    model_member: str
+    state: dict | None = None
+
+
+def _read_espnet_pack(packed) -> EspnetPack:
+    """meta.yaml names the training config (yaml_files.train_config) and the weights
+    (files.model_file) by the paths they were packed under (pack_funcs.pack: relative to where it
+    ran, or absolute, which archives store without the leading /). YAML is read with safe_load."""
+    import yaml
+
+    names = set(packed.names())
+    meta = yaml.safe_load(packed.open(ESPNET_META).read())
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict) or not isinstance(
+            meta.get("yaml_files"), dict):
+        raise ValueError(f"{ESPNET_META} without its files and yaml_files tables")
+    members = {}
+    for table, key in (("yaml_files", "train_config"), ("files", "model_file")):
+        value = meta[table].get(key)
+        if not isinstance(value, str):
+            raise ValueError(f"{ESPNET_META} names no {table}.{key} (not a TTS model's pack)")
+        member = value if value in names else value.lstrip("/")
+        if member not in names:
+            raise ValueError(f"{ESPNET_META} names {value} as {key}, which the archive lacks")
+        members[key] = member
+    config = yaml.safe_load(packed.open(members["train_config"]).read())
+    if not isinstance(config, dict):
+        raise ValueError(f"{members['train_config']} is not a YAML mapping")
+    return EspnetPack(config, members["model_file"])
+
+
+def _inspect_espnet(packed, deep: bool, report: FileReport) -> FileReport:
+    import yaml
+
+    report.format, report.container = "espnet", f"ESPnet packed model ({packed.kind})"
+    try:
+        if deep and (bad := packed.damaged()) is not None:
+            report.problem = f"ESPnet packed model with a damaged entry {bad} (CRC mismatch)"
+            return report
+        pack = _read_espnet_pack(packed)
+        tts = pack.config.get("tts")
+        report.holds = _ESPNET_TTS.get(tts, f"espnet-{tts}") if isinstance(tts, str) else None
+        with zipfile.ZipFile(packed.open(pack.model_member)) as archive:
+            scan, report.problem = _scan_zip(archive, deep, f"{pack.model_member} is a ")
+        report.globals = scan.globals
+    except (*_READ_ERRORS, yaml.YAMLError) as exc:
+        report.problem = f"truncated or damaged ESPnet packed model ({type(exc).__name__}: {exc})"
     return report
 
 
@@ -353,6 +462,8 @@ def inspect_file(path: str | Path, deep: bool = False) -> FileReport:
         report.format, report.container = "torch", "torch zip"
         try:
             with zipfile.ZipFile(path) as archive:
+                if ESPNET_META in archive.namelist():
+                    return _inspect_espnet(_PackedZip(archive), deep, report)
                 scan, report.problem = _scan_zip(archive, deep, "")
         except _READ_ERRORS as exc:
             report.problem = f"truncated or damaged torch zip ({type(exc).__name__}: {exc})"
@@ -407,6 +518,29 @@ def load_torch_file(path: str | Path, model: str, trust: bool = False, error: ty
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise error(f"{path}: {report.container} that cannot be read as {model_name(model)} "
                     f"({type(exc).__name__}: {first})") from None
+
+
+def load_espnet_pack(path: str | Path, model: str, error: type[Exception] = OfficialFileError) -> EspnetPack:
+    """An ESPnet packed model (espnet_model_zoo's format): its training config and its state dict,
+    read with torch.load(weights_only=True). ESPnet saves plain state dicts, so no trust is ever
+    needed: a pack whose pickle calls anything else is refused (check_file). Raises `error`
+    naming the file."""
+    import torch
+
+    report = check_file(path, model, error)
+    if report.format != "espnet":
+        raise error(f"{path}: {describe(report)}, not an ESPnet packed model (a zip or tar with {ESPNET_META})")
+    try:
+        with (zipfile.ZipFile(path) if zipfile.is_zipfile(path) else tarfile.open(path)) as archive:
+            packed = _PackedZip(archive) if isinstance(archive, zipfile.ZipFile) else _PackedTar(archive)
+            pack = _read_espnet_pack(packed)
+            pack.state = torch.load(io.BytesIO(packed.open(pack.model_member).read()), map_location="cpu",
+                                    weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - zip, tar, yaml and torch raise many types for a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise error(f"{path}: {report.container} that cannot be read as {model_name(model)} "
+                    f"({type(exc).__name__}: {first})") from None
+    return pack
 
 
 def describe(report: FileReport) -> str:

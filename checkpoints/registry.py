@@ -15,7 +15,7 @@ from sourcetrace.plugins import GENERATORS
 
 from .official import describe, inspect_file
 
-FORMATS = ("nemo", "torch")
+FORMATS = ("nemo", "torch", "espnet")
 TRUST = ("weights_only", "full-unpickling", "unknown")
 _REQUIRED = ("id", "architecture", "kind", "file", "format", "source", "url", "sha256", "trust")
 

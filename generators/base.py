@@ -87,6 +87,11 @@ class Generator(ABC):
     #: the package whose configs/ folder holds the named configs (<architecture>-<name>.toml): a
     #: plug-in names its own
     config_package: ClassVar[str] = __package__
+    #: why the architecture cannot be trained here ("" = it can); training refuses it with this reason
+    inference_only: ClassVar[str] = ""
+    #: True for zero-shot architectures (XTTS) that speak in the voice of a reference clip given per
+    #: prompt (`use_reference`); corpora record the clip in the `reference` column
+    takes_reference: ClassVar[bool] = False
 
     def __init__(self, config: dict, seed: int):
         """Build the official model class from `config` with weights drawn from `seed` ("zero-init")."""
@@ -145,6 +150,11 @@ class Generator(ABC):
     def synthesize(self, ids: list[int]) -> torch.Tensor:
         """(n_mels, frames) log-mel spectrogram (or (samples,) waveform if end_to_end), using the
         global torch RNG for any noise: the caller seeds it per prompt."""
+
+    def use_reference(self, reference: str | Path) -> None:
+        """Speak in the voice of the `reference` clip from the next synthesis on (zero-shot
+        architectures: `takes_reference`)."""
+        raise GeneratorError(f"{self.architecture} speaks in its trained voice: it takes no reference clip")
 
     #: whether `synthesize_batch` runs the model on several utterances at once
     batched_synthesis: ClassVar[bool] = False

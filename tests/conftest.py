@@ -60,7 +60,7 @@ _MARKERS = {
             "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
                       "test_a_pickle_named_safetensors_is_one_clear_line"}},
     "slow": {"modules": {"test_generators", "test_recipes", "test_official_checkpoints", "test_study",
-                         "test_training_interruptions"},
+                         "test_training_interruptions", "test_xtts", "test_vits_espnet"},
              "fixtures": {"local_run", "slurm_cluster", "toy_site", "real_bench"},
              "tests": {"test_the_fastest_builtin_generator_conforms"}},
     "slurm": {"modules": set(), "fixtures": {"slurm_cluster"}, "tests": set()},

@@ -36,7 +36,7 @@ class RunsCode:
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
-    """The registry's seven files in their published formats, each written by its own package."""
+    """The registry's nine files in their published formats, each written by its own package."""
     import lightning.pytorch as pl
     from trainer.io import save_model
 
@@ -63,6 +63,13 @@ def official(tmp_path_factory):
                              enable_model_summary=False)
         trainer.strategy.connect(matcha.model)
         trainer.save_checkpoint(root / "matcha_ljspeech.ckpt")                     # Lightning's own writer
+    # Beyond the study: ESPnet2's packed model (its own pack_funcs) and the XTTS-v2 release folder (Coqui's writers)
+    from test_vits_espnet import pack_model
+    from test_xtts import write_release
+
+    pack_model(build_generator("vits-espnet", "tiny", seed=1), root,
+               name="tts_train_vits_raw_phn_tacotron_g2p_en_no_space_train.total_count.ave.zip")
+    write_release(build_generator("xtts", "tiny", seed=1), root / "XTTS-v2")
     write_prompts(root / "prompts.tsv", [Prompt("p0", "A silver coin."), Prompt("p1", "The cat sat.")])
     return root
 
@@ -85,7 +92,7 @@ def test_verify_passes_every_official_file_and_names_what_needs_trust(official, 
     assert "--trust" in rows["matcha/pretrained"].note and "omegaconf" in rows["matcha/pretrained"].note
     assert [k for k, r in rows.items() if r.note] == ["matcha/pretrained"]
     assert main(["checkpoints", "verify", str(official)]) == 0
-    assert "7 ok, 0 bad, 0 missing" in capsys.readouterr().out
+    assert "9 ok, 0 bad, 0 missing" in capsys.readouterr().out
 
 
 def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, tmp_path, capsys):
@@ -101,7 +108,8 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     out = capsys.readouterr().out
     rows = {r.entry.id: r for r in verify_folder(folder)}
     assert not marker.exists()
-    assert [k for k, r in rows.items() if r.status != "bad"] == ["vocoder/hifigan-matcha"], out  # left intact
+    assert [k for k, r in rows.items() if r.status != "bad"] == [  # left intact
+        "vocoder/hifigan-matcha", "vits-espnet/pretrained", "xtts/pretrained"], out
     assert "truncated" in rows["vocoder/hifigan-gradtts"].problems[0]
     assert "truncated" in rows["vocoder/hifigan-nemo"].problems[0]
     assert "truncated" in rows["fastpitch/pretrained"].problems[0]
@@ -109,7 +117,7 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     assert "posix.system" in rows["matcha/pretrained"].problems[0] and "plain pickle" in rows["matcha/pretrained"].problems[0]
     assert "posix.system" in rows["vits/pretrained"].problems[0]
     assert "--trust" not in out and "Traceback" not in out
-    assert "1 ok, 6 bad, 0 missing" in out
+    assert "3 ok, 6 bad, 0 missing" in out
 
 
 def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_path, capsys):

@@ -116,6 +116,9 @@ def test_swap_vocoders_vocode_every_swapped_mel_checkpoint_once_more(study):
     ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\nspeakers = 2\n', "unknown key"),
     ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\nroles = ["best"]\n', "roles"),
     ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.vocoders.v]\nkind = "hifigan"\n', "either 'weights'"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.xtts]\nruns = "r"\n', "give 'references'"),
+    ('[corpus]\nprompts = "p.tsv"\nschedule = "mini"\n[corpus.architectures.vits]\nruns = "r"\nreferences = ["a.wav"]\n',
+     "takes no 'references'"),
 ])
 def test_bad_recipes_are_refused_with_the_file_and_key(tmp_path, text, message):
     (tmp_path / "bad.toml").write_text(text)

@@ -128,6 +128,10 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
         (tmp_path / "bad.toml").write_text(bad)
         with pytest.raises(RecipeError, match=message):
             Study(tmp_path / "bad.toml", tmp_path)
+    beyond = (MINI.parent / "mini-beyond.toml").read_text()
+    (tmp_path / "bad.toml").write_text(beyond.replace('roles = ["zero-init"]', 'roles = ["zero-init", "scheduled"]'))
+    with pytest.raises(RecipeError, match=r"corpus.architectures.xtts\]: xtts is inference-only"):
+        Study(tmp_path / "bad.toml", tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in MINI.parent.glob("*.toml")))

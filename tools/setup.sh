@@ -66,9 +66,16 @@ if [ "$STACKS" = none ]; then
   pip install -e ".[test]" $pins --config-settings editable_mode=strict
 else
   # shellcheck disable=SC2086
+  # the tts extra also brings the vocos and bigvgan vocoder kinds (vocos==0.1.0, bigvgan==2.4.1: their
+  # dependencies, encodec, nnaudio, pesq, auraloss, ninja, move none of the pinned stacks)
   pip install -e ".[test,tts]" $pins --no-binary grad-tts --config-settings editable_mode=strict
   # matcha-tts: no declared dependencies (see pyproject's tts extra); its Cython extension is
   # built against the venv's numpy 2 (an isolated build pins numpy 1.24 and then fails).
   pip install --no-deps --no-build-isolation "matcha-tts==0.0.7.2"
+  # espnet (ESPnet2's VITS, architecture vits-espnet) with --no-deps: its full requirements cannot be
+  # resolved beside the stacks (ci_sdr declares a git URL dependency pip refuses; it pins setuptools<74,
+  # importlib-metadata<5, sentencepiece==0.2.0); the modules its VITS imports are in the tts extra.
+  # 202511 is the newest release for Python 3.11 (202609 and later need >= 3.12).
+  pip install --no-deps "espnet==202511"
 fi
 .venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'

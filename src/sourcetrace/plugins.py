@@ -150,18 +150,26 @@ class Registry(Mapping):
 
 _SETUP = "; run tools/setup.sh"
 
+#: The study's four architectures (its corpus, its 12 conditions); every other generator, built-in or
+#: plug-in, goes beyond the study.
+STUDY_ARCHITECTURES = ("fastpitch", "gradtts", "matcha", "vits")
+
 GENERATORS = Registry(
     "architecture", "sourcetrace.generators", "sourcetrace.generators.base:Generator",
     {"fastpitch": "sourcetrace.generators.fastpitch:FastPitchGenerator",
      "vits": "sourcetrace.generators.vits:VitsGenerator",
+     "vits-espnet": "sourcetrace.generators.vits_espnet:VitsEspnetGenerator",  # ESPnet2's VITS
      "gradtts": "sourcetrace.generators.gradtts:GradTTSGenerator",
-     "matcha": "sourcetrace.generators.matcha:MatchaGenerator"},
+     "matcha": "sourcetrace.generators.matcha:MatchaGenerator",
+     "xtts": "sourcetrace.generators.xtts:XttsGenerator"},
     error="sourcetrace.generators.base:GeneratorError", name_attribute="architecture", missing_stack=_SETUP)
 
 VOCODERS = Registry(
     "vocoder kind", "sourcetrace.vocoders", "sourcetrace.vocoders.base:Vocoder",
     {"hifigan": "sourcetrace.vocoders.hifigan:HiFiGAN",               # jik876 (Grad-TTS, Matcha-TTS)
-     "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN"},  # NVIDIA NeMo (FastPitch)
+     "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN",  # NVIDIA NeMo (FastPitch)
+     "vocos": "sourcetrace.vocoders.vocos:Vocos",                     # charactr's Vocos (24 kHz, re-analysed)
+     "bigvgan": "sourcetrace.vocoders.bigvgan:BigVGAN"},               # NVIDIA's BigVGAN v2
     error="sourcetrace.vocoders.base:VocoderError", name_attribute="kind", missing_stack=_SETUP)
 
 #: Built-in extractor kinds; a plug-in extractor class is called with the spec's argument

@@ -39,7 +39,7 @@ from .schema import (
 ROLES = tuple(role for role in naming.ROLES if role != "other")  # what a recipe can ask for
 _CORPUS_KEYS = {"prompts", "seed", "schedule", "roles", "swap_roles", "speaker", "batch_size", "architectures",
                 "vocoders", "finetune_speakers", "swap_vocoders"}
-_ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust", "roles"}
+_ARCH_KEYS = {"runs", "pretrained", "pretrained_config", "finetuned", "vocoder", "trust", "roles", "references"}
 _VOCODER_KEYS = {"kind", "weights", "config", "seed"}
 
 
@@ -60,6 +60,15 @@ SPEAKER_FIELD = "{speaker}"  # in a `finetuned` path: the fine-tune speaker's id
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A reference clip a zero-shot generator speaks in the voice of: the path as the recipe writes
+    it (what a corpus row records: portable) and where it is found."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     name: str
     runs: Path | None
@@ -69,6 +78,7 @@ class ArchitectureSpec:
     vocoder: str | None
     trust: bool
     roles: tuple[str, ...]   # the checkpoint roles wanted of it: its own `roles`, else [corpus] roles
+    references: tuple[Reference, ...] = ()  # zero-shot architectures: prompt i speaks in the voice of clip i mod n
 
     def finetuned_for(self, speaker: str) -> Path:
         """The fine-tuned checkpoint of one speaker: `finetuned` with {speaker} filled in."""
@@ -102,6 +112,11 @@ class Job:
     vocoder: str | None      # a name in recipe.vocoders; None for end-to-end models
     swapped: bool
     speaker: str
+    references: tuple[Reference, ...] = ()
+
+    def reference(self, prompt_index: int) -> Reference | None:
+        """The reference clip of the prompt at `prompt_index` of the prompt set (zero-shot jobs), else None."""
+        return self.references[prompt_index % len(self.references)] if self.references else None
 
     @property
     def condition(self) -> str:
@@ -186,6 +201,11 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         if name not in ARCHITECTURES:
             raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
         end_to_end = generator_class(name).end_to_end
+        references = tuple(Reference(r, resolve(r, f"{name}.references")) for r in entry.get("references", ()))
+        if generator_class(name).takes_reference != bool(references):
+            raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
+                                               "'references' (a list of audio files)" if not references else
+                                               f"{name} speaks in its trained voice: it takes no 'references'"))
         vocoder = entry.get("vocoder")
         if end_to_end and vocoder is not None:
             raise RecipeError(f"{awhere}: {name} is end to end (its own decoder makes the waveform): it takes no vocoder")
@@ -196,7 +216,7 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
             name, resolve(entry.get("runs"), f"{name}.runs"), resolve(entry.get("pretrained"), f"{name}.pretrained"),
             str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned"), f"{name}.finetuned"),
             vocoder, bool(entry.get("trust", False)),
-            _roles(entry["roles"], f"{awhere} roles") if "roles" in entry else roles)
+            _roles(entry["roles"], f"{awhere} roles") if "roles" in entry else roles, references)
     if not architectures:
         raise RecipeError(f"{where}: no [corpus.architectures.*] table")
     owners = [a.vocoder for a in architectures.values() if a.vocoder]
@@ -264,7 +284,7 @@ def expand(recipe: CorpusRecipe) -> list[Job]:
     for name in sorted(recipe.architectures):
         arch = recipe.architectures[name]
         for label, role, source, speaker in _checkpoints(recipe, arch):
-            jobs.append(Job(name, label, role, source, arch.vocoder, False, speaker))
+            jobs.append(Job(name, label, role, source, arch.vocoder, False, speaker, arch.references))
             if arch.vocoder is None or role not in recipe.swap_roles:
                 continue
             for other in sorted(mel_vocoders):
@@ -372,8 +392,16 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
     settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
                                 training.get("pretrained_seed", 1000), training.get("batch_size"),
                                 training.get("tensorboard", True), training.get("deterministic", True))
+    from sourcetrace.generators import generator_class
+
     for arch in corpus.architectures.values():
         where = f"{path} [corpus.architectures.{arch.name}]"
+        inference_only = generator_class(arch.name).inference_only
+        trained = [r for r in ("scheduled", "finetuned") if r in arch.roles and (r == "scheduled" or arch.finetuned)]
+        if inference_only and (trained or (settings.pretrained == "train" and arch.pretrained is not None)):
+            raise RecipeError(f"{where}: {arch.name} is inference-only ({inference_only}); give it roles = "
+                              "[\"zero-init\"] (seeded models) or an official 'pretrained' with [training] "
+                              "pretrained = 'official'")
         if arch.finetuned is not None and arch.pretrained is None:
             raise RecipeError(f"{where}: a fine-tune starts from the pretrained checkpoint: give 'pretrained' too")
         if settings.pretrained == "train" and arch.pretrained is not None and naming.step_of(arch.pretrained.name) is None:

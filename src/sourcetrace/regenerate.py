@@ -160,16 +160,19 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
             continue
         where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
         chunk_seed = prompt_seed(seed, chunk[0].prompt_id)
+        references = [job.reference(start + k) for k in range(len(chunk))] if job.references else None
         try:
-            make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where])
+            make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where],
+                       references=[r.path for r in references] if references else None)
         except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
             _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
             return
-        for prompt, (clip_id, rel) in zip(chunk, where):
+        for k, (prompt, (clip_id, rel)) in enumerate(zip(chunk, where)):
             _append(_journal_path(out, job), {
                 "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
-                "batch_size": str(size), **provenance, **audio_facts(out / rel)})
+                "batch_size": str(size), **provenance, **({"reference": references[k].name} if references else {}),
+                **audio_facts(out / rel)})
             if prompt.prompt_id in pending:
                 pending.discard(prompt.prompt_id)
                 report.made += 1
@@ -277,7 +280,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
         size = recipe.batch_size if generator_class(job.architecture).batched_synthesis else 1
         for i, prompt in enumerate(prompts):
             clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
-            expected[clip_id] = (job, prompt, rel, prompts[i - i % size].prompt_id)
+            expected[clip_id] = (job, prompt, rel, prompts[i - i % size].prompt_id, job.reference(i))
     problems = []
     seen = set()
     for line, row in enumerate(corpus.rows, start=2):
@@ -286,12 +289,14 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
             problems.append(f"{MANIFEST} line {line}: clip {clip_id!r} is not in the recipe")
             continue
         seen.add(clip_id)
-        job, prompt, rel, seed_prompt = expected[clip_id]
+        job, prompt, rel, seed_prompt, reference = expected[clip_id]
         want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
                 "vocoder_swapped": "1" if job.swapped else "0", "speaker": job.speaker,
                 "vocoder_family": vocoder_class(recipe.vocoders[job.vocoder].kind).family if job.vocoder else "",
                 "seed": str(prompt_seed(recipe.seed, seed_prompt))}
+        if reference is not None:
+            want["reference"] = reference.name
         try:
             want["checkpoint_sha256"] = sources.checkpoint_hash(job.source)
         except FileNotFoundError:

@@ -190,7 +190,7 @@ RECIPE_CORPUS = Record({
     "architectures": Optional(MapOf(Record({
         "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
         "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool),
-        "roles": Optional(ListOf(str))}))),
+        "roles": Optional(ListOf(str)), "references": Optional(ListOf(_PATH, non_empty=True))}))),
     "vocoders": Optional(MapOf(Record({
         "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)}))),
 })

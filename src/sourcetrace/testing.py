@@ -62,13 +62,14 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     """A `Generator` subclass and its named `config`: zero-init weights are a function of the seed;
     synthesis is deterministic under a seeded RNG and makes a (n_mels, frames) mel in the class's
     mel convention (a waveform if end to end); training keeps exactly the scheduled checkpoints,
-    and resuming an interrupted run gives the same weights, bit for bit; a checkpoint reloads.
+    and resuming an interrupted run gives the same weights, bit for bit; a checkpoint reloads. A
+    zero-shot class (`takes_reference`) speaks in the voice of a data clip, and another clip
+    changes its output; an `inference_only` class is refused by training, with its reason, and
+    its zero-init checkpoint reloads.
     `data`: an LJSpeech folder (default: a few espeak-ng clips under `workdir`); `write_official`
     (generator, folder) -> file: writes the official format, which must load back exactly (with
     `trust`: for formats that need full unpickling)."""
-    from sourcetrace.generators.base import Generator, GeneratorError, read_checkpoint_meta
-    from sourcetrace.generators.data import TrainingData
-    from sourcetrace.generators.training import train
+    from sourcetrace.generators.base import Generator, GeneratorError
     from sourcetrace.mel import MelConfig
 
     workdir = Path(workdir)
@@ -80,6 +81,11 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     _require(_same_weights(a.model, b.model), cls, f"zero-init weights of config {config!r} differ for one seed")
     _require(not _same_weights(a.model, c.model), cls, "zero-init weights do not depend on the seed")
 
+    lj = speech_data(workdir / "data") if data is None else data
+    references = [item.audio for item in lj.items("train")[:2]]
+    if cls.takes_reference:
+        for g in (a, b):
+            g.use_reference(references[0])
     outputs = []
     for g in (a, b):
         torch.manual_seed(7)
@@ -93,11 +99,62 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
         _require(out.dim() == 2 and out.shape[0] == a.mel_config.n_mels and out.shape[1] > 1, cls,
                  f"synthesis is {tuple(out.shape)}, not ({a.mel_config.n_mels} mels, frames)")
     _require(torch.equal(outputs[0], outputs[1]), cls, "synthesis differs under the same seed and weights")
+    if cls.takes_reference:
+        b.use_reference(references[1])
+        torch.manual_seed(7)
+        other = b.synthesize(b.synthesis_ids(SENTENCE))
+        _require(not (other.shape == out.shape and torch.equal(other, out)), cls,
+                 "synthesis does not depend on the reference clip")
     batch = a.synthesize_batch([a.synthesis_ids(SENTENCE), a.synthesis_ids("A coin.")])
     _require(len(batch) == 2 and all(x.shape[:-1] == out.shape[:-1] for x in batch), cls,
              "synthesize_batch does not give one output per utterance, shaped as synthesize's")
 
-    lj = speech_data(workdir / "data") if data is None else data
+    if cls.inference_only:
+        _check_inference_only(cls, config, workdir, lj, a)
+    else:
+        _check_training(cls, config, workdir, lj, a)
+
+    if write_official is not None:
+        (workdir / "official").mkdir(exist_ok=True)
+        path = write_official(a, workdir / "official")
+        fresh = cls.from_config_name(config, 2)
+        fresh.load_official(path, trust=trust)
+        _require(_same_weights(a.model, fresh.model), cls, f"{path.name} does not load back to the weights it holds")
+        junk = workdir / "official" / "junk.pt"
+        junk.write_bytes(b"not a checkpoint")
+        _require(_raises(GeneratorError, lambda: fresh.load_official(junk, trust=trust)), cls,
+                 "load_official of a junk file does not raise GeneratorError")
+
+
+def _check_inference_only(cls, config: str, workdir: Path, lj, zero_init) -> None:
+    """Training refuses the class, naming why; its zero-init checkpoint saves and reloads."""
+    from sourcetrace.generators.base import GeneratorError, read_checkpoint_meta
+    from sourcetrace.generators.data import TrainingData
+    from sourcetrace.generators.training import train
+
+    _require(isinstance(cls.inference_only, str), cls, "inference_only is not a reason (str)")
+    generator = cls.from_config_name(config, 1)
+    try:
+        train(generator, TrainingData(generator, lj.items("train"), workdir / "features"), workdir / "refused",
+              RESUME_STEPS, batch_size=2, seed=0, tensorboard=False, log=lambda line: None)
+        refusal = ""
+    except GeneratorError as exc:
+        refusal = str(exc)
+    _require(refusal == f"{cls.architecture} is inference-only: {cls.inference_only}", cls,
+             f"training an inference-only class does not raise GeneratorError with its reason (got {refusal!r})")
+    folder = zero_init.save(workdir / "zero-init", 0, "zero-init")
+    meta = read_checkpoint_meta(folder)
+    reloaded = cls(meta["config"], 2)
+    reloaded.load_weights(folder)
+    _require(_same_weights(reloaded.model, zero_init.model), cls, "a zero-init checkpoint does not reload")
+
+
+def _check_training(cls, config: str, workdir: Path, lj, zero_init) -> None:
+    """Scheduled checkpoints, bit-identical resume, and a checkpoint that reloads."""
+    from sourcetrace.generators.base import read_checkpoint_meta
+    from sourcetrace.generators.data import TrainingData
+    from sourcetrace.generators.training import train
+
     cache = workdir / "features"
 
     def run(seed: int, run_dir: str, **kwargs):
@@ -123,19 +180,8 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     reloaded.load_weights(folder)
     trained = cls.from_config_name(config, 0)
     trained.load_weights(folder)
-    _require(_same_weights(reloaded.model, trained.model) and not _same_weights(reloaded.model, a.model), cls,
+    _require(_same_weights(reloaded.model, trained.model) and not _same_weights(reloaded.model, zero_init.model), cls,
              "a checkpoint does not reload to the trained weights")
-
-    if write_official is not None:
-        (workdir / "official").mkdir(exist_ok=True)
-        path = write_official(a, workdir / "official")
-        fresh = cls.from_config_name(config, 2)
-        fresh.load_official(path, trust=trust)
-        _require(_same_weights(a.model, fresh.model), cls, f"{path.name} does not load back to the weights it holds")
-        junk = workdir / "official" / "junk.pt"
-        junk.write_bytes(b"not a checkpoint")
-        _require(_raises(GeneratorError, lambda: fresh.load_official(junk, trust=trust)), cls,
-                 "load_official of a junk file does not raise GeneratorError")
 
 
 # ---- vocoders -----------------------------------------------------------------------------------
