@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import sha256_file
-from sourcetrace.plugins import GENERATORS
+from sourcetrace.plugins import GENERATORS, VOCODERS
 
 from .official import describe, inspect_file
 
@@ -37,12 +37,13 @@ class OfficialCheckpoint:
     trust: str
     companions: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()   # other names the same file is saved under (Matcha's tooling: hifigan_T2_v1)
+    vocoder_kind: str = ""          # a vocoder's kind where the format does not tell it (vocos, bigvgan)
 
     @property
     def model(self) -> str:
         """What the file holds: the architecture, or the vocoder kind (official.model_name says it in words)."""
         if self.kind == "vocoder":
-            return "nemo-hifigan" if self.format == "nemo" else "hifigan"
+            return self.vocoder_kind or ("nemo-hifigan" if self.format == "nemo" else "hifigan")
         return self.architecture
 
 
@@ -77,8 +78,11 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         ids.add(entry["id"])
         checkpoint = OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ())),
                                            "aliases": tuple(entry.get("aliases", ()))})
-        if checkpoint.architecture not in GENERATORS:  # the one list of architecture names (plug-ins too)
+        # the one list of architecture names (plug-ins too); a vocoder no architecture owns names none
+        if checkpoint.architecture not in GENERATORS and not (checkpoint.kind == "vocoder" and not checkpoint.architecture):
             raise RegistryError(f"{source}: {entry['id']}: architecture must be one of {GENERATORS.describe()}")
+        if checkpoint.vocoder_kind and checkpoint.vocoder_kind not in VOCODERS:
+            raise RegistryError(f"{source}: {entry['id']}: vocoder_kind must be one of {VOCODERS.describe()}")
         out.append(checkpoint)
     if not out:
         raise RegistryError(f"{source}: no [[checkpoint]] entries")

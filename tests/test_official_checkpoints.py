@@ -36,7 +36,7 @@ class RunsCode:
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
-    """The registry's nine files in their published formats, each written by its own package."""
+    """The registry's eleven files in their published formats, each written by its own package."""
     import lightning.pytorch as pl
     from trainer.io import save_model
 
@@ -70,6 +70,12 @@ def official(tmp_path_factory):
     pack_model(build_generator("vits-espnet", "tiny", seed=1), root,
                name="tts_train_vits_raw_phn_tacotron_g2p_en_no_space_train.total_count.ave.zip")
     write_release(build_generator("xtts", "tiny", seed=1), root / "XTTS-v2")
+    from test_vocoder_families import save_bigvgan, save_vocos  # each package's own layout
+
+    for kind, save, folder in (("vocos", save_vocos, "vocos-mel-24khz"),
+                               ("bigvgan", save_bigvgan, "bigvgan_v2_22khz_80band_fmax8k_256x")):
+        (root / folder).mkdir()
+        save(load_vocoder(kind, config="tiny", seed=1), root / folder)
     write_prompts(root / "prompts.tsv", [Prompt("p0", "A silver coin."), Prompt("p1", "The cat sat.")])
     return root
 
@@ -92,7 +98,7 @@ def test_verify_passes_every_official_file_and_names_what_needs_trust(official, 
     assert "--trust" in rows["matcha/pretrained"].note and "omegaconf" in rows["matcha/pretrained"].note
     assert [k for k, r in rows.items() if r.note] == ["matcha/pretrained"]
     assert main(["checkpoints", "verify", str(official)]) == 0
-    assert "9 ok, 0 bad, 0 missing" in capsys.readouterr().out
+    assert "11 ok, 0 bad, 0 missing" in capsys.readouterr().out
 
 
 def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, tmp_path, capsys):
@@ -109,7 +115,8 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     rows = {r.entry.id: r for r in verify_folder(folder)}
     assert not marker.exists()
     assert [k for k, r in rows.items() if r.status != "bad"] == [  # left intact
-        "vocoder/hifigan-matcha", "vits-espnet/pretrained", "xtts/pretrained"], out
+        "vocoder/hifigan-matcha", "vits-espnet/pretrained", "xtts/pretrained", "vocoder/vocos-mel-24khz",
+        "vocoder/bigvgan-v2-22khz-80band-fmax8k-256x"], out
     assert "truncated" in rows["vocoder/hifigan-gradtts"].problems[0]
     assert "truncated" in rows["vocoder/hifigan-nemo"].problems[0]
     assert "truncated" in rows["fastpitch/pretrained"].problems[0]
@@ -117,7 +124,7 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     assert "posix.system" in rows["matcha/pretrained"].problems[0] and "plain pickle" in rows["matcha/pretrained"].problems[0]
     assert "posix.system" in rows["vits/pretrained"].problems[0]
     assert "--trust" not in out and "Traceback" not in out
-    assert "3 ok, 6 bad, 0 missing" in out
+    assert "5 ok, 6 bad, 0 missing" in out
 
 
 def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_path, capsys):

@@ -123,6 +123,10 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
                                        'seed = 0\nfinetune_speakers = ["../x"]\n\n[corpus.architectures.fastpitch]'),
                           "finetune_speakers must be distinct speaker ids"),
                          (text.replace('{ spec = "lfcc",', '{ spek = "lfcc",'), r"unknown key\(s\) \['spek'\]"),
+                         (text.replace('suite = "table1"', 'suite = "table9"'), r"\[benchmark\]: unknown suite 'table9'"),
+                         (text.replace('suite = "table1"', 'protocols = ["nope"]'), r"\[benchmark\]: .*nope"),
+                         (text.replace('suite = "table1"', 'suite = "table1"\nprotocols = ["indomain"]'),
+                          "either suite"),
                          (text.replace('pretrained = "runs/vits-pretrained/checkpoints/step-000100"\n', ""),
                           "give 'pretrained' too")]:
         (tmp_path / "bad.toml").write_text(bad)
@@ -137,7 +141,7 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.name for p in MINI.parent.glob("*.toml")))
 def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
     recipe = load_study_recipe(MINI.parent / name, base=tmp_path)
-    assert recipe.study.title and recipe.features and recipe.benchmark.suite
+    assert recipe.study.title and recipe.features and (recipe.benchmark.suite or recipe.benchmark.protocols)
     assert all(arch.runs is None or arch.runs.is_relative_to(tmp_path) for arch in recipe.corpus.architectures.values())
     jobs = expand(recipe.corpus)
     assert jobs and len({(j.checkpoint, j.vocoder, j.swapped) for j in jobs}) == len(jobs)

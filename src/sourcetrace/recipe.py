@@ -340,7 +340,8 @@ class ExtractorEntry:
 
 @dataclass(frozen=True)
 class BenchmarkSettings:
-    suite: str
+    suite: str | None                # a named suite (benchmark/suites.toml) ...
+    protocols: tuple[str, ...]       # ... or protocol names / files
     seeds: tuple[int, ...]
 
 
@@ -370,6 +371,19 @@ class StudyRecipe:
     slurm: SlurmSettings
 
 
+def _check_protocols(benchmark: dict, where: str) -> None:
+    """The suite or every protocol a [benchmark] table names exists and parses (before any stage runs)."""
+    from sourcetrace.benchmark.protocol import ProtocolError, load_protocol, load_suite
+
+    try:
+        if "suite" in benchmark:
+            load_suite(benchmark["suite"])
+        for name in benchmark.get("protocols", ()):
+            load_protocol(name)
+    except (ProtocolError, OSError) as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+
+
 STUDY_TABLES = ("study", "data", "training", "corpus", "features", "benchmark", "slurm")
 
 
@@ -385,7 +399,10 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
     tables = {name: check(raw.get(name, {}), schema, f"{path} [{name}]", RecipeError) for name, schema in
               (("study", RECIPE_STUDY), ("data", RECIPE_DATA), ("training", RECIPE_TRAINING),
                ("features", RECIPE_FEATURES), ("benchmark", RECIPE_BENCHMARK), ("slurm", RECIPE_SLURM))}
-    study, data, training = tables["study"], tables["data"], tables["training"]
+    study, data, training, benchmark = tables["study"], tables["data"], tables["training"], tables["benchmark"]
+    if ("suite" in benchmark) == ("protocols" in benchmark):
+        raise RecipeError(f"{path} [benchmark]: give either suite (a named suite) or protocols (a list of protocols)")
+    _check_protocols(benchmark, f"{path} [benchmark]")
     if ("make_mini" in data) == ("ljspeech" in data):
         raise RecipeError(f"{path} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
     corpus = corpus_recipe(raw, path, base=base)
@@ -415,5 +432,6 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
         training=settings, corpus=corpus,
         features=tuple(ExtractorEntry(e["spec"], e["attributor"], e.get("random", False))
                        for e in tables["features"]["extractors"]),
-        benchmark=BenchmarkSettings(tables["benchmark"]["suite"], tuple(tables["benchmark"].get("seeds", (0, 1, 2)))),
+        benchmark=BenchmarkSettings(benchmark.get("suite"), tuple(benchmark.get("protocols", ())),
+                                    tuple(benchmark.get("seeds", (0, 1, 2)))),
         slurm=SlurmSettings(**tables["slurm"]))

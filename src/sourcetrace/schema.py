@@ -206,7 +206,8 @@ RECIPE_TRAINING = Record({"config": str, "pretrained": Optional(OneOf(("train", 
                           "tensorboard": Optional(bool), "deterministic": Optional(bool)}, extra=False)
 RECIPE_FEATURES = Record({"extractors": ListOf(Record({"spec": str, "attributor": str, "random": Optional(bool)},
                                                       extra=False), non_empty=True)}, extra=False)
-RECIPE_BENCHMARK = Record({"suite": str, "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)
+RECIPE_BENCHMARK = Record({"suite": Optional(str), "protocols": Optional(ListOf(str, non_empty=True)),
+                           "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)
 RECIPE_SLURM = Record({"partition": Optional(str), "gpus_per_training": Optional(Int(min=0)),
                        "synth_shards": Optional(Int(min=1)), "gpus_per_synth": Optional(Int(min=0)),
                        "features_shards": Optional(Int(min=1)), "gpus_per_features": Optional(Int(min=0)),

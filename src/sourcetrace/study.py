@@ -231,10 +231,12 @@ class Study:
 
     def _run_bench(self, _name: str, log) -> None:
         from sourcetrace.benchmark.bench import run_bench
-        from sourcetrace.benchmark.protocol import load_suite
+        from sourcetrace.benchmark.protocol import load_protocol, load_suite
         from sourcetrace.benchmark.report import build_leaderboard
 
-        failures = run_bench(self.corpus_dir, load_suite(self.recipe.benchmark.suite), self.extractor_specs(),
+        settings = self.recipe.benchmark
+        protocols = load_suite(settings.suite) if settings.suite else [load_protocol(p) for p in settings.protocols]
+        failures = run_bench(self.corpus_dir, protocols, self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,
                              log=log, command=f"sourcetrace run {self.recipe_path.name}")
         page = build_leaderboard(sorted(self.path("results").glob("*.json")), self.path("site"), title=self.title)
