@@ -96,6 +96,7 @@ class Protocol:
     disjoint_checkpoints: bool = False
     balance: tuple[str, ...] = STUDY_LEVELS  # levels at which support and query classes must be equal in size
     architectures: tuple[str, ...] = ()      # only these architectures' clips (empty: every architecture)
+    architectures_with_roles: bool = False   # only architectures with checkpoints of every selected role
     balance_query: bool = True         # False: only support classes are balance-checked
     table1_row: int | None = None
     sha256: str = ""
@@ -133,7 +134,7 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
         vocoder=raw["vocoder"], levels=levels, support=_selection(raw["support"], f"{source}: support"),
         query=_selection(raw["query"], f"{source}: query"), disjoint_checkpoints=disjoint,
         balance=tuple(raw.get("balance", STUDY_LEVELS)), balance_query=raw.get("balance_query", True),
-        architectures=tuple(raw.get("architectures", ())),
+        architectures=tuple(raw.get("architectures", ())), architectures_with_roles=raw.get("architectures_with_roles", False),
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
         definition=raw,
     )
@@ -344,6 +345,21 @@ def _rows_each_vocoder(table: ClipTable, pool: np.ndarray, ckpts: set[str], want
                                    for v in vocoders])) if vocoders else np.zeros(0, dtype=np.int64)
 
 
+def _architectures_with_roles(protocol: Protocol, table: ClipTable, usable: np.ndarray) -> np.ndarray:
+    """The clips of the architectures that have checkpoints of every role the protocol selects
+    (a fine-tune question leaves out an inference-only generator that has no fine-tunes)."""
+    wanted = {r for sel in (protocol.support, protocol.query) for r in sel.roles if r != "all"}
+    wanted |= {"scheduled" for sel in (protocol.support, protocol.query) if sel.scheduled_positions or sel.random_scheduled}
+    roles: dict[str, set[str]] = {}
+    for arch, ckpt in set(zip(table.architecture[usable], table.checkpoint[usable])):
+        roles.setdefault(arch, set()).add(checkpoint_role(ckpt))
+    keep = sorted(a for a, have in roles.items() if wanted <= have)
+    if not keep:
+        raise UnsatisfiableProtocol(protocol.name, [f"no architecture has checkpoints of every role {sorted(wanted)}"],
+                                    table.source)
+    return np.isin(table.architecture, keep)
+
+
 def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable: np.ndarray | None = None,
                  holdout: list[str] | None = None) -> list[Split]:
     """Every (seed, vocoder variant) split of the protocol, with all invariants checked.
@@ -366,6 +382,8 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
                 f"architecture {a!r} is not in the corpus (the protocol compares {list(protocol.architectures)}; "
                 f"the corpus has {sorted(set(table.architecture))})" for a in absent], table.source)
         usable = usable & np.isin(table.architecture, list(protocol.architectures))
+    if protocol.architectures_with_roles:
+        usable = usable & _architectures_with_roles(protocol, table, usable)
     prompts = list(table.prompts)
     splits, missing = [], []
     for seed in seeds:

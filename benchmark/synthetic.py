@@ -19,7 +19,7 @@ END_TO_END = ("vits", "vits-espnet")  # no mel spectrogram: its vocoder cannot b
 STUDY_STEPS = (50_000, 75_000, 100_000, 250_000, 275_000, 300_000, 450_000, 475_000, 500_000)
 # The `implementation` column `sourcetrace synth` writes (`<package> <version>`), per architecture.
 IMPLEMENTATIONS = {"fastpitch": "nemo-toolkit 3.0.0", "gradtts": "grad-tts 0.0.4", "matcha": "matcha-tts 0.0.7.2",
-                   "vits": "coqui-tts 0.28.0", "vits-espnet": "espnet 202412"}
+                   "vits": "coqui-tts 0.28.0", "vits-espnet": "espnet 202511"}
 TRAINING_SPEAKER = "LJ"  # the `speaker` of every checkpoint but the fine-tunes
 
 

@@ -227,7 +227,7 @@ def determinism(enabled: bool, strict: bool = False):
     if not enabled:
         yield
         return
-    was_strict = torch.are_deterministic_algorithms_enabled()
+    was_strict, was_warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if strict:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -242,7 +242,7 @@ def determinism(enabled: bool, strict: bool = False):
         raise GeneratorError(f"{op.group(1)} has no deterministic implementation on this device, and deterministic "
                              f"training needs one; {NONDETERMINISTIC_ADVICE}") from exc
     finally:
-        torch.use_deterministic_algorithms(was_strict)
+        torch.use_deterministic_algorithms(was_strict, warn_only=was_warn_only)
 
 
 def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[int], batch_size: int, seed: int,

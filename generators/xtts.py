@@ -106,8 +106,8 @@ class XttsGenerator(Generator):
         """The GPT conditioning latents and speaker embedding of the current reference (cached)."""
         reference = self._reference
         if reference is None:
-            raise GeneratorError("xtts speaks in the voice of a reference clip: call use_reference(clip) "
-                                 "before synthesising")
+            raise GeneratorError("xtts speaks in the voice of a reference clip: give `sourcetrace synth --reference "
+                                 "CLIP`, the recipe key references, or (in Python) use_reference(clip) first")
         voices = self._voices
         if reference not in voices:
             if reference in self.speakers:

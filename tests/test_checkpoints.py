@@ -9,10 +9,13 @@ from sourcetrace.checkpoints.registry import RegistryError, load_registry, load_
 from sourcetrace.cli import main
 
 
-def test_registry_covers_the_four_architectures_and_three_vocoders():
+def test_registry_covers_every_architecture_and_vocoder_family():
     entries = load_registry()
-    assert {e.architecture for e in entries} == {"fastpitch", "vits", "gradtts", "matcha"}
-    assert sum(e.kind == "vocoder" for e in entries) == 3
+    assert {e.architecture for e in entries if e.kind != "vocoder"} == {
+        "fastpitch", "vits", "gradtts", "matcha", "vits-espnet", "xtts"}
+    assert sorted(e.model for e in entries if e.kind == "vocoder") == [
+        "bigvgan", "hifigan", "hifigan", "nemo-hifigan", "vocos"]  # the study's three HiFi-GANs, Vocos, BigVGAN
+    assert all(e.architecture == "" for e in entries if e.vocoder_kind)  # owned by no architecture
     assert next(e for e in entries if e.id == "matcha/pretrained").trust == "full-unpickling"
 
 
@@ -95,7 +98,7 @@ def test_verify_checks_published_hashes_and_cli_exit_codes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["checkpoints", "verify", str(tmp_path / "empty")]) == 0  # nothing bad, only missing
     out = capsys.readouterr().out
-    assert "0 ok, 0 bad, 7 missing" in out and "get it from: Matcha-TTS checkpoints release" in out
+    assert "0 ok, 0 bad, 11 missing" in out and "get it from: Matcha-TTS checkpoints release" in out
     assert main(["checkpoints", "verify", str(tmp_path / "empty"), "--require-all"]) == 1
 
 

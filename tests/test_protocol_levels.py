@@ -184,7 +184,7 @@ def test_a_corpus_that_cannot_ask_the_question_is_told_what_is_missing(beyond):
         ("vocoder-family", study_rows(n_prompts=10), r"none of the protocol's \d+ clips records one \(manifest column 'vocoder_family'"),
         ("vocoder-family", study_rows(n_prompts=10, vocoder_variants=False, provenance=True), r"swapped vocoders"),
         ("finetune-speaker", study, r"support holds 1 finetune-speaker class \['9136'\]: the question needs fine-tunes on two speakers"),
-        ("finetune-speaker", beyond_rows(finetune_speakers=()), r"architecture 'fastpitch' has no finetuned checkpoint"),
+        ("finetune-speaker", beyond_rows(finetune_speakers=()), r"no architecture has checkpoints of every role \['finetuned'\]"),
     ]
     for name, corpus_rows, message in cases:
         with pytest.raises(UnsatisfiableProtocol, match=message) as err:
@@ -226,3 +226,16 @@ def test_reports_show_the_new_levels(beyond, tmp_path):
     assert "table[data-level=implementation] .lv-finetune-speaker" in page and "all levels</label>" in page
     header = (site / "leaderboard.csv").read_text().splitlines()[0]
     assert "implementation implementation mean" in header and "finetune-speaker finetune-speaker std" in header
+
+
+def test_a_fine_tune_question_leaves_out_an_architecture_without_fine_tunes(beyond):
+    """An inference-only generator (XTTS: zero-init models only) sits in the corpus beside the
+    fine-tuned architectures; finetune-speaker asks its question of the others."""
+    rows, _, _ = beyond
+    xtts = [dict(r, clip_id=r["clip_id"].replace("vits/", "xtts/", 1), architecture="xtts",
+                 checkpoint=r["checkpoint"].replace("vits/", "xtts/", 1), implementation="coqui-tts 0.28.0")
+            for r in rows if r["checkpoint"].startswith("vits/zero-init")]
+    table = ClipTable.from_rows(rows + xtts, source=CORPUS)
+    splits = build_splits(load_protocol("finetune-speaker"), table, [0, 1])
+    used = {a for s in splits for a in table.architecture[np.concatenate([s.support, s.query])]}
+    assert "xtts" not in used and {"vits", "vits-espnet"} <= used

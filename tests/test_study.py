@@ -148,6 +148,24 @@ def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
     if name == "speakers.toml":  # every HiFi-TTS speaker, fine-tuned from each official checkpoint
         tuned = {j.checkpoint for j in jobs if j.role == "finetuned"}
         assert len(recipe.corpus.finetune_speakers) == 10 and len(tuned) == 10 * len(recipe.corpus.architectures)
+    # Every protocol the recipe benchmarks can split the corpus the recipe makes (labels as synth writes them).
+    from sourcetrace.benchmark.protocol import ClipTable, build_splits
+    from sourcetrace.generators import generator_class
+    from sourcetrace.naming import clip_location
+    from sourcetrace.vocoders import vocoder_class
+
+    rows = []
+    for job in jobs:
+        family = vocoder_class(recipe.corpus.vocoders[job.vocoder].kind).family if job.vocoder else ""
+        for k in range(60):
+            rows.append({"clip_id": clip_location(job.checkpoint, f"P{k:03d}", job.vocoder or "", job.swapped)[0],
+                         "architecture": job.architecture, "checkpoint": job.checkpoint, "prompt_id": f"P{k:03d}",
+                         "vocoder": job.vocoder or "", "vocoder_swapped": "1" if job.swapped else "0",
+                         "speaker": job.speaker, "vocoder_family": family,
+                         "implementation": f"{generator_class(job.architecture).package} 1.0"})
+    table = ClipTable.from_rows(rows)
+    for protocol in Study(MINI.parent / name, tmp_path).protocols():
+        assert build_splits(protocol, table, [0]), protocol.name
 
 
 def _slurm_up() -> bool:

@@ -1,3 +1,3 @@
 """sourcetrace: regenerate synthetic-speech corpora and benchmark audio-deepfake model attribution."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

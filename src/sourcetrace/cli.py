@@ -291,7 +291,7 @@ def cmd_train(args) -> int:
     from sourcetrace.checkpoints.registry import load_schedule
     from sourcetrace.generators import generator_class
     from sourcetrace.generators.data import TrainingData
-    from sourcetrace.naming import finetune_name
+    from sourcetrace.naming import finetune_name, is_speaker_id
     from sourcetrace.training_runs import save_zero_inits, train_run
 
     schedule = load_schedule(args.schedule)
@@ -304,6 +304,9 @@ def cmd_train(args) -> int:
         raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
     steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     steps = steps or ([schedule.finetune_steps] if args.init_from else list(schedule.steps))
+    if args.speaker is not None and not (args.init_from and is_speaker_id(args.speaker)):
+        raise ValueError(f"--speaker {args.speaker!r}: a fine-tune's speaker id (letters, digits, '-', '_'), "
+                         "given with --init-from")
     speaker = args.speaker or schedule.finetune_speaker
     utterances = _training_utterances(args.data, speaker, schedule.finetune_clips)
     vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
@@ -331,7 +334,7 @@ def cmd_synth(args) -> int:
     from sourcetrace.device import pin_threads
     from sourcetrace.generators import load_checkpoint
     from sourcetrace.naming import PRETRAINED, checkpoint_label, checkpoint_role
-    from sourcetrace.recipe import Job
+    from sourcetrace.recipe import Job, Reference
     from sourcetrace.regenerate import hash_checkpoint, synthesize_checkpoint
     from sourcetrace.vocoders import load_vocoder
 
@@ -347,9 +350,13 @@ def cmd_synth(args) -> int:
                                args.vocoder_config, args.random_vocoder, name=args.vocoder_name).to(generator.device)
     elif args.vocoder_weights or args.random_vocoder is not None:
         raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
+    if generator.takes_reference != bool(args.reference):
+        raise ValueError(f"{generator.architecture} speaks in the voice of reference clips: give --reference CLIP "
+                         "(repeatable; prompt i gets clip i mod n)" if generator.takes_reference else
+                         f"{generator.architecture} speaks in its trained voice: it takes no --reference")
     label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
     job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
-              args.vocoder_swapped, speaker="")
+              args.vocoder_swapped, speaker="", references=tuple(Reference(r, Path(r)) for r in args.reference or ()))
     report = synthesize_checkpoint(job, generator, vocoder, hash_checkpoint(checkpoint), read_prompts(args.prompts),
                                    args.out, seed=args.seed)
     for failure in report.failed:
@@ -520,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="prompt TSV (prompt_id, text)")
     p.add_argument("--out", required=True, help="corpus folder (created, or appended to)")
     p.add_argument("--label", help="checkpoint name in the corpus (default: <architecture>/<folder name>)")
+    p.add_argument("--reference", action="append", help="zero-shot architectures (xtts): a reference clip whose voice "
+                   "the prompts are spoken in; repeat it for several (prompt i gets clip i mod n)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
     p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
     p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")

@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -44,7 +45,8 @@ def torn_writes(target: str | os.PathLike) -> list[Path]:
     """The temporary files of writes to `target` that a kill interrupted (atomic_path's own names,
     `.<name>.<random>.tmp`, beside it): nothing else matches, so removing them is always safe."""
     target = Path(target)
-    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*{_TMP_SUFFIX}"))
+    mine = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{re.escape(_TMP_SUFFIX)}")  # mkstemp's 8 characters
+    return sorted(p for p in target.parent.glob(f".{glob.escape(target.name)}.*{_TMP_SUFFIX}") if mine.fullmatch(p.name))
 
 
 def _mode_for(target: Path) -> int:

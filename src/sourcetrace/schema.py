@@ -119,7 +119,7 @@ def _problems(value, spec, where: str, out: list[str]) -> None:
             _problems(value[key], sub, path, out)
         unknown = sorted(set(value) - set(spec.fields))
         if unknown and not spec.extra:
-            out.append(f"{name}: unknown key(s) {unknown}; allowed: {sorted(spec.fields)}")
+            out.append(f"{where + ': ' if where else ''}unknown key(s) {unknown}; allowed: {sorted(spec.fields)}")
     else:
         raise TypeError(f"not a schema: {spec!r}")
 
@@ -156,6 +156,7 @@ PROTOCOL = Record({
     "prompts": OneOf(("disjoint", "mixed"), "prompt mode"),
     "vocoder": OneOf(("default", "same", "mixed", "all"), "vocoder mode"),
     "architectures": Optional(ListOf(str, non_empty=True)),
+    "architectures_with_roles": Optional(bool),
     "levels": ListOf(OneOf(LEVELS, "level"), non_empty=True),
     "support": _SELECTION,
     "query": _SELECTION,
@@ -190,10 +191,11 @@ RECIPE_CORPUS = Record({
     "architectures": Optional(MapOf(Record({
         "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
         "finetuned": Optional(_PATH), "vocoder": Optional(str), "trust": Optional(bool),
-        "roles": Optional(ListOf(str)), "references": Optional(ListOf(_PATH, non_empty=True))}))),
+        "roles": Optional(ListOf(str)), "references": Optional(ListOf(_PATH, non_empty=True))}, extra=False))),
     "vocoders": Optional(MapOf(Record({
-        "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)}))),
-})
+        "kind": Optional(str), "weights": Optional(_PATH), "config": Optional(str), "seed": Optional(int)},
+        extra=False))),
+}, extra=False)
 
 # The other tables of a study recipe (`sourcetrace run`): types and bounds; recipe.py checks combinations.
 RECIPE_STUDY = Record({"title": str, "seed": Optional(int), "device": Optional(str),

@@ -68,6 +68,8 @@ class Study:
         stamps = {s: self._read_stamp(s) for s in upstream}
         payload = {"stage": stage, "sections": {k: self.recipe.tables.get(k) for k in _SECTIONS[stage]},
                    "upstream": stamps, "sourcetrace": sourcetrace.__version__}
+        if stage == "bench":  # the protocol files' contents, not only the names the recipe gives
+            payload["protocols"] = [p.sha256 for p in self.protocols()]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def _read_stamp(self, stage: str) -> str | None:
@@ -229,14 +231,18 @@ class Study:
             log(f"[features] {store.extractor.name} part {name}: {report.computed} computed, {report.reused} reused, "
                 f"{len(report.rejects)} rejected")
 
-    def _run_bench(self, _name: str, log) -> None:
-        from sourcetrace.benchmark.bench import run_bench
+    def protocols(self) -> list:
+        """The protocols of [benchmark]: its suite's, or those it lists."""
         from sourcetrace.benchmark.protocol import load_protocol, load_suite
-        from sourcetrace.benchmark.report import build_leaderboard
 
         settings = self.recipe.benchmark
-        protocols = load_suite(settings.suite) if settings.suite else [load_protocol(p) for p in settings.protocols]
-        failures = run_bench(self.corpus_dir, protocols, self.extractor_specs(),
+        return load_suite(settings.suite) if settings.suite else [load_protocol(p) for p in settings.protocols]
+
+    def _run_bench(self, _name: str, log) -> None:
+        from sourcetrace.benchmark.bench import run_bench
+        from sourcetrace.benchmark.report import build_leaderboard
+
+        failures = run_bench(self.corpus_dir, self.protocols(), self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,
                              log=log, command=f"sourcetrace run {self.recipe_path.name}")
         page = build_leaderboard(sorted(self.path("results").glob("*.json")), self.path("site"), title=self.title)
