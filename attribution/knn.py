@@ -1,10 +1,12 @@
 """k-nearest-neighbour attribution: the study's training-free attributor.
 
 Exact brute-force search in torch on any device (`device="cuda"`: the products and the top-k on
-the GPU), chunked over queries so memory stays bounded. Neighbours are ordered by (distance,
-support index), so ties never depend on the hardware or the chunking; the vote breaks ties towards
-the first class in sorted order, as scikit-learn's KNeighborsClassifier does, so both give the
-same predictions.
+the GPU), chunked over queries so memory stays bounded; the k best of each row are picked by a
+compiled selection on the CPU (`knn_select`) and by `torch.topk` elsewhere, with the same rule.
+Neighbours are ordered by (distance, support index), so ties never depend on the hardware or the
+chunking (the products themselves can differ in the last bit between devices and chunk sizes); the
+vote breaks ties towards the first class in sorted order, as scikit-learn's KNeighborsClassifier
+does, so both give the same predictions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ from sourcetrace.device import resolve_device
 from .base import Attributor, check_query, check_support
 
 METRICS = ("cosine", "euclidean")
+#: On the CPU, pick each query's neighbours with the compiled selection (`knn_select`, about half
+#: the CPU time of `torch.topk`); False runs `top_k_by_sorting` there too. Both give the same neighbours.
+select_on_cpu = True
+
+
+def top_k_by_sorting(near: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the k largest entries and their columns, ties to the lowest column (the rule
+    `knn_select.select_nearest` implements on the CPU): `torch.topk` on any device, plus a stable
+    sort of the rows where the (k+1)-th candidate ties the k-th."""
+    extra = 1 if k < near.shape[1] else 0  # one more candidate reveals a tie at the boundary
+    values, index = torch.topk(near, k + extra, dim=1, largest=True, sorted=True)
+    if extra:
+        for row in torch.nonzero(values[:, k] == values[:, k - 1]).flatten().tolist():
+            order = torch.sort(-near[row], stable=True).indices[: k + 1]
+            values[row], index[row] = near[row, order], order
+    return values[:, :k], index[:, :k]
 
 
 class KNNAttributor(Attributor):
@@ -74,12 +92,13 @@ class KNNAttributor(Attributor):
     def _prepare_queries(self, X: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((X - self._mean) / self._scale if self.standardize else X).to(self.device)
 
-    def _nearness(self, queries: torch.Tensor) -> torch.Tensor:
+    def _nearness(self, queries: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """A score per (query, support) pair that orders like -distance, in one matrix product:
-        cosine similarity, or 2 q.s - |s|^2 (= |q|^2 - squared euclidean distance)."""
+        cosine similarity, or 2 q.s - |s|^2 (= |q|^2 - squared euclidean distance). `out`: a
+        buffer reused between chunks (a fresh 100-MB result costs page faults every chunk)."""
         if self.metric == "cosine":
-            return torch.nn.functional.normalize(queries, dim=1) @ self._support.T
-        return torch.addmm(self._support_sq[None, :], queries, self._support.T, beta=-1.0, alpha=2.0)
+            return torch.matmul(torch.nn.functional.normalize(queries, dim=1), self._support.T, out=out)
+        return torch.addmm(self._support_sq[None, :], queries, self._support.T, beta=-1.0, alpha=2.0, out=out)
 
     def _to_distance(self, nearness: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         if self.metric == "cosine":
@@ -93,20 +112,20 @@ class KNNAttributor(Attributor):
         k = self.k if k is None else int(k)
         if not 1 <= k <= len(self._support):
             raise ValueError(f"k={k} must be between 1 and the support size ({len(self._support)})")
-        extra = 1 if k < len(self._support) else 0  # one more candidate reveals a tie at the boundary
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
         queries = self._prepare_queries(X)
+        on_cpu = self.device.type == "cpu"
+        buffer = torch.empty((min(len(X), self.chunk_size), len(self._support)), device=self.device) if on_cpu else None
         for start in range(0, len(X), self.chunk_size):
             chunk = queries[start: start + self.chunk_size]
-            near = self._nearness(chunk)
-            values, index = torch.topk(near, k + extra, dim=1, largest=True, sorted=True)
-            if extra:
-                # The (k+1)-th candidate as near as the k-th: the tie is broken by lowest index.
-                for row in torch.nonzero(values[:, k] == values[:, k - 1]).flatten().tolist():
-                    order = torch.sort(-near[row], stable=True).indices[: k + 1]
-                    values[row], index[row] = near[row, order], order
-                values, index = values[:, :k], index[:, :k]
+            near = self._nearness(chunk, out=None if buffer is None else buffer[: len(chunk)])
+            if on_cpu and select_on_cpu:
+                from .knn_select import select_nearest  # compiled on first use
+
+                values, index = map(torch.from_numpy, select_nearest(near.numpy(), k, torch.get_num_threads()))
+            else:
+                values, index = top_k_by_sorting(near, k)
             dist = self._to_distance(values, chunk).cpu().numpy()
             index = index.cpu().numpy()
             order = np.lexsort((index, dist), axis=1)  # distance first, then index
@@ -132,8 +151,9 @@ class KNNAttributor(Attributor):
                 w = 1.0 / dist
             exact = np.isinf(w)
             w[exact.any(1)] = exact[exact.any(1)]  # exact matches take all the weight, as in sklearn
-        scores = np.zeros((len(dist), len(self.classes_)), dtype=np.float64)
-        np.add.at(scores, (np.repeat(np.arange(len(dist)), dist.shape[1]), labels.ravel()), w.ravel())
+        n_classes = len(self.classes_)
+        cells = (np.arange(len(dist))[:, None] * n_classes + labels).ravel()  # summed in order, as np.add.at
+        scores = np.bincount(cells, weights=w.ravel(), minlength=len(dist) * n_classes).reshape(len(dist), n_classes)
         return scores / scores.sum(1, keepdims=True)
 
     def predict_scores(self, X) -> np.ndarray:

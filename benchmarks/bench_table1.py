@@ -7,12 +7,14 @@ not depend on where vectors came from. Every protocol x 3 seeds x its levels, kN
 `--device` (the products and the top-k; `sourcetrace bench --device` does the same).
 
 `--compare-device cpu` (with `--device cuda`) also predicts every split and level on that device,
-timed, and counts the predictions that differ between the two; `--naive` times one scikit-learn
-KNeighborsClassifier fit and predict per (protocol, seed, variant, level). The machine's load
+timed, and counts the predictions that differ between the two; `--compare-topk` runs the suite a
+second time with `torch.topk` picking the neighbours on the CPU (the search before the compiled
+selection of `attribution/knn_select.py`), timed, and checks the results are identical; `--naive`
+times one scikit-learn KNeighborsClassifier fit and predict per (protocol, seed, variant, level). The machine's load
 (`os.getloadavg`) and the process's CPU seconds (all threads) are printed with the wall times: on
 a shared machine, CPU seconds measure the work. Usage:
 
-    python benchmarks/bench_table1.py [--threads 2] [--device cpu|cuda] [--compare-device cpu] [--naive] [--json OUT]
+    python benchmarks/bench_table1.py [--threads 2] [--device cpu|cuda] [--compare-device cpu] [--compare-topk] [--naive] [--json OUT]
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ import time
 
 def table1_timings(prompts: int = 600, device: str = "cpu", compare_device: str | None = None, naive: bool = False,
                    curves: bool = False, dims=(("xls-r-2b-width", 1920), ("w2v-bert-2.0-width", 1024)),
-                   log=print) -> dict:
+                   compare_topk: bool = False, log=print) -> dict:
     """Wall and CPU seconds of the suite per extractor width on `device`; with `compare_device`,
-    the predictions of every split on both devices, timed, and how many differ."""
+    the predictions of every split on both devices, timed, and how many differ; with
+    `compare_topk`, the suite again with `torch.topk` picking the neighbours on the CPU (the
+    search before the compiled selection), timed, and whether its results are identical."""
+    import numpy as np
     from sklearn.neighbors import KNeighborsClassifier
 
+    import sourcetrace.attribution.knn as knn_module
+    from sourcetrace.attribution.knn_select import select_nearest
     from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite
     from sourcetrace.benchmark.runner import AttributorSpec, predict_levels, run_protocol
     from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
+    from sourcetrace.device import resolve_device
 
     rows = study_rows(prompts)
     table = ClipTable.from_rows(rows)
@@ -42,15 +50,32 @@ def table1_timings(prompts: int = 600, device: str = "cpu", compare_device: str 
     log(f"{len(rows)} clips, {len(set(table.checkpoint))} checkpoints, {prompts} prompts, "
         f"{len(suite)} protocols x 3 seeds, device {device}")
     out = {"clips": len(rows), "device": device, "compare_device": compare_device, "extractors": {}}
+    if "cpu" in {resolve_device(d).type for d in (device, compare_device) if d}:
+        t0 = time.perf_counter()
+        select_nearest(np.zeros((1, 2), np.float32), 1)
+        out["cpu_selection_compile_s"] = time.perf_counter() - t0
+        log(f"CPU neighbour selection compiled (or loaded from numba's disk cache) in {out['cpu_selection_compile_s']:.1f} s, "
+            "outside the timings")
     for name, dim in dims:
         X = clustered_vectors(rows, dim=dim)
         entry = out["extractors"][name] = {"dim": dim, "products": sum(len(s.support) * len(s.query) for _, s in splits)}
         t0, c0 = time.perf_counter(), time.process_time()
-        for protocol in suite:
-            run_protocol(protocol, table, X, spec, seeds=(0, 1, 2), curves=curves, device=device)
+        runs = [run_protocol(protocol, table, X, spec, seeds=(0, 1, 2), curves=curves, device=device) for protocol in suite]
         entry["suite_s"], entry["suite_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         log(f"  {name} ({dim}-d): table1 suite in {entry['suite_s']:.1f} s ({entry['suite_cpu_s']:.1f} CPU s), "
             f"{entry['products'] / 1e9:.2f} G distance products; load {os.getloadavg()[0]:.2f}")
+        if compare_topk:
+            knn_module.select_on_cpu = False
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                topk_runs = [run_protocol(protocol, table, X, spec, seeds=(0, 1, 2), curves=curves, device=device)
+                             for protocol in suite]
+                entry["topk_suite_s"], entry["topk_suite_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+            finally:
+                knn_module.select_on_cpu = True
+            entry["topk_results_identical"] = topk_runs == runs
+            log(f"  {name}: with torch.topk selecting: {entry['topk_suite_s']:.1f} s ({entry['topk_suite_cpu_s']:.1f} CPU s); "
+                f"results identical: {entry['topk_results_identical']}; load {os.getloadavg()[0]:.2f}")
         if compare_device:
             predictions = []
             for where, label in ((device, "predict"), (compare_device, "compare_predict")):
@@ -84,6 +109,8 @@ def main() -> None:
     parser.add_argument("--curves", action="store_true", help="also compute validation F1 for k = 1..150 (figure 1)")
     parser.add_argument("--compare-device", help="also predict every split on this device and count differences")
     parser.add_argument("--naive", action="store_true", help="also time scikit-learn per level (slow)")
+    parser.add_argument("--compare-topk", action="store_true",
+                        help="also run the suite with torch.topk selecting neighbours on the CPU, and compare")
     parser.add_argument("--json", help="write the timings here")
     args = parser.parse_args()
 
@@ -93,7 +120,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{args.threads} threads; load average at start {os.getloadavg()}")
     with threadpool_limits(args.threads):
-        result = table1_timings(args.prompts, args.device, args.compare_device, args.naive, args.curves)
+        result = table1_timings(args.prompts, args.device, args.compare_device, args.naive, args.curves,
+                                compare_topk=args.compare_topk)
     result["threads"], result["load_average_end"] = args.threads, os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:

@@ -1,6 +1,7 @@
 """The device-generic speed paths give the same answers as the simple ones.
 
-kNN: the torch search (any device) against a float64 numpy reference, and on a GPU against the CPU.
+kNN: the torch search (any device) against a float64 numpy reference, and on a GPU against the CPU;
+the CPU's compiled neighbour selection against a full sort and the topk path, ties included.
 Feature store: the pipelined loop against the serial one, bit for bit. SSL: the phase breakdown.
 """
 
@@ -38,6 +39,63 @@ def test_torch_search_on_cpu_predicts_as_the_numpy_reference(metric):
     np.testing.assert_array_equal(knn.predict(Q), np.argmax(votes, axis=1))
     # Neighbour sets agree wherever float32 and float64 cannot disagree (no near-tie at the boundary).
     assert np.mean([set(a) == set(b) for a, b in zip(knn.kneighbors(Q)[1], ref)]) > 0.97
+
+
+def _naive_best(near, k):
+    """The k largest entries of each row, ties to the lowest column, by a full stable sort."""
+    return [set(np.lexsort((np.arange(len(row)), -row))[:k].tolist()) for row in near]
+
+
+@pytest.mark.parametrize("k,columns", [(1, 7), (5, 23), (9, 9), (56, 300), (7, 12)])
+def test_cpu_selection_picks_what_sorting_picks_ties_included(k, columns):
+    """The compiled CPU selection and the topk path of other devices pick the same neighbours as a
+    full sort, on rows made of few distinct values (ties everywhere, at the k-th place too)."""
+    from sourcetrace.attribution.knn import top_k_by_sorting
+    from sourcetrace.attribution.knn_select import select_nearest
+
+    rng = np.random.default_rng(k * 1000 + columns)
+    near = rng.integers(-3, 4, (41, columns)).astype(np.float32)
+    near[0] = 1.0  # one row all equal: the first k columns win
+    near[1, ::2] = -0.0  # signed zeros are equal
+    near[1, 1::2] = 0.0
+    expected = _naive_best(near, k)
+    for threads in (1, 3):
+        values, index = select_nearest(near, k, threads=threads)
+        assert [set(row.tolist()) for row in index] == expected
+        np.testing.assert_array_equal(values, np.take_along_axis(near, index, 1))
+    values, index = top_k_by_sorting(torch.from_numpy(near), k)
+    assert [set(row.tolist()) for row in index.numpy()] == expected
+    assert expected[0] == set(range(k))
+
+
+def test_knn_search_equals_a_naive_reference_on_a_corpus_with_ties(monkeypatch):
+    """Integer vectors (exact float32 products) with duplicated support rows: the search returns
+    exactly the float64 brute force's neighbours in (distance, index) order and its votes; and the
+    whole table1 protocol predicts the same on the CPU selection as on the topk path."""
+    import sourcetrace.attribution.knn as knn_module
+
+    rng = np.random.default_rng(5)
+    S = rng.integers(-2, 3, (150, 6)).astype(np.float32)
+    S[75:] = S[:75]  # every support vector twice: exact ties at every rank
+    ys = rng.integers(0, 4, 150)
+    Q = rng.integers(-2, 3, (40, 6)).astype(np.float32)
+    knn = KNNAttributor(k=11, metric="euclidean", chunk_size=16).fit(S, ys)
+    dist, idx = knn.kneighbors(Q)
+    d64 = np.sqrt(((Q[:, None, :].astype(np.float64) - S[None, :, :]) ** 2).sum(-1))
+    reference = np.array([np.lexsort((np.arange(len(S)), row))[:11] for row in d64])
+    np.testing.assert_array_equal(idx, reference)
+    np.testing.assert_allclose(dist, np.take_along_axis(d64, reference, 1), rtol=1e-6)
+    votes = np.stack([np.bincount(ys[row], minlength=4) for row in reference])
+    np.testing.assert_array_equal(knn.predict(Q), np.argmax(votes, axis=1))  # vote ties: first class
+
+    rows = study_rows(n_prompts=12)
+    table = ClipTable.from_rows(rows)
+    X = np.round(clustered_vectors(rows, dim=8) * 2) / 2  # coarse values: many equal distances
+    spec = AttributorSpec.parse("knn:k=9")
+    compiled = run_protocol(load_suite("table1")[0], table, X, spec, seeds=[0, 1])
+    monkeypatch.setattr(knn_module, "select_on_cpu", False)
+    sorting = run_protocol(load_suite("table1")[0], table, X, spec, seeds=[0, 1])
+    assert compiled["levels"] == sorting["levels"]
 
 
 def test_knn_device_is_a_setting_not_an_identity(monkeypatch):
