@@ -52,7 +52,10 @@ def _run(arch: str, root: Path, run_dir: Path, **options):
 
 
 def _killed_run(arch: str, root: Path, run_dir: Path, signum: int, write: str, step: int) -> None:
-    """A child's training, which sends itself `signum` right after `write` at `step`."""
+    """A child's training, which sends itself `signum` right after `write` at `step`. SIGINT gets
+    Python's default handler, as in a terminal: a pytest-xdist worker ignores SIGINT (its controller
+    takes Ctrl-C) and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     training.after_write = lambda what, at: (what, at) == (write, step) and os.kill(os.getpid(), signum)
     try:
         _run(arch, root, run_dir)

@@ -163,6 +163,14 @@ class Vocoder(ABC):
         return torch.from_numpy(fitted)
 
 
+def official_files(path: str | Path, weights_name: str, config_name: str, config: str | None) -> tuple[Path, str]:
+    """(weights file, config source) of an official vocoder folder, or of its weights file: the
+    config is `config` (a shipped name or a file), else the `config_name` file beside the weights."""
+    path = Path(path)
+    weights = path / weights_name if path.is_dir() else path
+    return weights, config or str(weights.parent / config_name)
+
+
 def file_identity(path: str | Path) -> str:
     from sourcetrace.fileio import sha256_file
 

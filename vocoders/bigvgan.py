@@ -25,7 +25,7 @@ import torch
 
 from sourcetrace.mel import MelConfig
 
-from .base import Vocoder, VocoderError, file_identity, random_identity
+from .base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
 SHIPPED_CONFIGS = ("v2-22khz-80band-fmax8k-256x", "tiny")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "bigvgan_generator.pt"
@@ -81,13 +81,11 @@ class BigVGAN(Vocoder):
         `config` (a shipped name or a config.json; default: the config.json beside it)."""
         from sourcetrace.checkpoints.official import load_torch_file
 
-        path = Path(path)
-        weights = path / WEIGHTS_FILE if path.is_dir() else path
-        config_source = config or str(weights.parent / CONFIG_FILE)
+        weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
         checkpoint = load_torch_file(weights, cls.kind, error=VocoderError)
         bigvgan_config = cls.read_config(config_source, sections=MEL_KEYS)
         try:
-            return cls(bigvgan_config, checkpoint["generator"], name=name or path.name, identity=file_identity(weights))
+            return cls(bigvgan_config, checkpoint["generator"], name=name or Path(path).name, identity=file_identity(weights))
         except Exception as exc:  # noqa: BLE001 - a dict of other keys or shapes
             raise VocoderError(f"{weights}: not a BigVGAN generator file for config {config_source!r} "
                                f"({type(exc).__name__}: {exc})") from None

@@ -25,7 +25,7 @@ import yaml
 
 from sourcetrace.mel import MelConfig
 
-from .base import Vocoder, VocoderError, file_identity, random_identity
+from .base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
 SHIPPED_CONFIGS = ("mel-24khz", "tiny")
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "pytorch_model.bin"
@@ -98,13 +98,11 @@ class Vocos(Vocoder):
         `config` (a shipped name or a config.yaml; default: the config.yaml beside it)."""
         from sourcetrace.checkpoints.official import load_torch_file
 
-        path = Path(path)
-        weights = path / WEIGHTS_FILE if path.is_dir() else path
-        config_source = config or str(weights.parent / CONFIG_FILE)
+        weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
         state_dict = load_torch_file(weights, cls.kind, error=VocoderError)
         vocos_config = cls.read_config(config_source, sections=tuple(ALLOWED_CLASSES))
         try:
-            return cls(vocos_config, state_dict, name=name or path.name, identity=file_identity(weights),
+            return cls(vocos_config, state_dict, name=name or Path(path).name, identity=file_identity(weights),
                        where=config_source)
         except VocoderError:
             raise
