@@ -65,9 +65,9 @@ if [ "$STACKS" = none ]; then
   # shellcheck disable=SC2086
   pip install -e ".[test]" $pins --config-settings editable_mode=strict
 else
-  # shellcheck disable=SC2086
   # the tts extra also brings the vocos and bigvgan vocoder kinds (vocos==0.1.0, bigvgan==2.4.1: their
   # dependencies, encodec, nnaudio, pesq, auraloss, ninja, move none of the pinned stacks)
+  # shellcheck disable=SC2086
   pip install -e ".[test,tts]" $pins --no-binary grad-tts --config-settings editable_mode=strict
   # matcha-tts: no declared dependencies (see pyproject's tts extra); its Cython extension is
   # built against the venv's numpy 2 (an isolated build pins numpy 1.24 and then fails).
