@@ -119,13 +119,6 @@ class Job:
         return f"swapped to {self.vocoder}" if self.swapped else "default"
 
 
-def _table(raw: dict, key: str, where: str) -> dict:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise RecipeError(f"{where}: [{key}] must be a table")
-    return value
-
-
 def _roles(value, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or any(r not in ROLES for r in value):
         raise RecipeError(f"{where}: expected a list of roles from {', '.join(ROLES)}, got {value!r}")
@@ -157,21 +150,14 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     corpus = raw["corpus"]
     where = f"{path} [corpus]"
     check(corpus, RECIPE_CORPUS, where, RecipeError)  # every key known and of its type, before any is used
-    for key in ("prompts", "schedule"):
-        if not isinstance(corpus.get(key), str):
-            raise RecipeError(f"{where}: '{key}' (a string) is required")
 
-    def resolve(value, key: str) -> Path | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise RecipeError(f"{where}: {key} must be a path string")
-        return base / value
+    def resolve(value: str | None) -> Path | None:
+        return None if value is None else base / value
 
     roles = _roles(corpus.get("roles", list(ROLES)), f"{where} roles")
     swap_roles = _roles(corpus.get("swap_roles", ["pretrained", "scheduled"]), f"{where} swap_roles")
     vocoders = {}
-    for name, entry in _table(corpus, "vocoders", where).items():
+    for name, entry in corpus.get("vocoders", {}).items():
         vwhere = f"{path} [corpus.vocoders.{name}]"
         if entry.get("kind") not in VOCODERS:
             raise RecipeError(f"{vwhere}: kind must be one of {VOCODERS.describe()}, got {entry.get('kind')!r}")
@@ -179,16 +165,16 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
             raise RecipeError(f"{vwhere}: give either 'weights' (an official file) or 'seed' (an untrained vocoder)")
         config = entry.get("config")
         if config is not None and config not in vocoder_class(entry["kind"]).shipped_configs:
-            config = str(resolve(config, f"vocoders.{name}.config"))  # a file, not a shipped config name
-        vocoders[name] = VocoderSpec(name, entry["kind"], resolve(entry.get("weights"), f"vocoders.{name}.weights"),
+            config = str(resolve(config))  # a file, not a shipped config name
+        vocoders[name] = VocoderSpec(name, entry["kind"], resolve(entry.get("weights")),
                                      config, entry.get("seed"))
     architectures = {}
-    for name, entry in _table(corpus, "architectures", where).items():
+    for name, entry in corpus.get("architectures", {}).items():
         awhere = f"{path} [corpus.architectures.{name}]"
         if name not in ARCHITECTURES:
             raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
         end_to_end = generator_class(name).end_to_end
-        references = tuple(Reference(r, resolve(r, f"{name}.references")) for r in entry.get("references", ()))
+        references = tuple(Reference(r, resolve(r)) for r in entry.get("references", ()))
         if generator_class(name).takes_reference != bool(references):
             raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
                                                "'references' (a list of audio files)" if not references else
@@ -200,8 +186,8 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
             raise RecipeError(f"{awhere}: 'vocoder' must name one of [corpus.vocoders] ({', '.join(sorted(vocoders))}), "
                               f"got {vocoder!r}")
         architectures[name] = ArchitectureSpec(
-            name, resolve(entry.get("runs"), f"{name}.runs"), resolve(entry.get("pretrained"), f"{name}.pretrained"),
-            str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned"), f"{name}.finetuned"),
+            name, resolve(entry.get("runs")), resolve(entry.get("pretrained")),
+            str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned")),
             vocoder, bool(entry.get("trust", False)),
             _roles(entry["roles"], f"{awhere} roles") if "roles" in entry else roles, references)
     if not architectures:
@@ -210,8 +196,6 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     if len(owners) != len(set(owners)):
         raise RecipeError(f"{where}: two architectures name the same default vocoder; each mel architecture owns one")
     batch_size = corpus.get("batch_size", 1)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise RecipeError(f"{where}: batch_size must be a positive integer")
     swap_vocoders = tuple(corpus.get("swap_vocoders", ()))
     if len(set(swap_vocoders)) != len(swap_vocoders):
         raise RecipeError(f"{where}: swap_vocoders names a vocoder twice: {list(swap_vocoders)}")
@@ -225,7 +209,7 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
             raise RecipeError(f"{path} [corpus.architectures.{arch.name}]: with {len(speakers)} finetune_speakers the "
                               f"'finetuned' path must hold {SPEAKER_FIELD} (one checkpoint per speaker), "
                               f"e.g. \"runs/{arch.name}-ft-{SPEAKER_FIELD}/checkpoints/ft-{SPEAKER_FIELD}\"")
-    return CorpusRecipe(path, resolve(corpus["prompts"], "prompts"), int(corpus.get("seed", 0)), corpus["schedule"],
+    return CorpusRecipe(path, resolve(corpus["prompts"]), int(corpus.get("seed", 0)), corpus["schedule"],
                         roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size,
                         speakers, swap_vocoders)
 

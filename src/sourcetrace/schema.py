@@ -186,7 +186,7 @@ RESULT = Record({
 _PATH = Text(r"[^\x00]+", "a path string")
 RECIPE_CORPUS = Record({
     "prompts": _PATH, "schedule": str, "seed": Optional(int), "speaker": Optional(str),
-    "batch_size": Optional(int), "roles": Optional(ListOf(str)), "swap_roles": Optional(ListOf(str)),
+    "batch_size": Optional(Int(min=1)), "roles": Optional(ListOf(str)), "swap_roles": Optional(ListOf(str)),
     "finetune_speakers": Optional(ListOf(str)), "swap_vocoders": Optional(ListOf(str)),
     "architectures": Optional(MapOf(Record({
         "runs": Optional(_PATH), "pretrained": Optional(_PATH), "pretrained_config": Optional(str),
