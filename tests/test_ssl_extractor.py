@@ -128,8 +128,16 @@ def test_batch_fbank_equals_the_processor_for_each_clip_alone(tiny_models, speec
     from sourcetrace.attribution.extractors.fbank import BatchFbank
 
     processor = AutoFeatureExtractor.from_pretrained(tiny_models["tiny-w2v-bert"])
-    waves = speech_and_edge_clips(speech_tree) + [np.zeros(9100, np.float32)]
-    features, mask, lengths = BatchFbank(processor, torch.device("cpu"))(waves)
+    speech = speech_and_edge_clips(speech_tree)
+    longest = np.concatenate(speech[:4])  # ~14 s: more frames than one CPU group holds
+    waves = speech + [np.zeros(9100, np.float32), longest]
+    on_cpu = BatchFbank(processor, torch.device("cpu"))
+    assert len(longest) // 160 > on_cpu.group_frames
+    features, mask, lengths = on_cpu(waves)
+    whole = BatchFbank(processor, torch.device("cpu"))
+    whole.group_frames = None  # a GPU's plan: every piece of the batch in one group
+    for got, expected in zip(whole(waves), (features, mask, lengths)):
+        assert torch.allclose(got, expected, rtol=0, atol=1e-6)
     assert features.shape[0] == mask.shape[0] == len(waves) and features.shape[1] == mask.shape[1]
     for i, wave in enumerate(waves):
         alone = processor(wave, sampling_rate=16000, return_tensors="pt", padding=True)
