@@ -3,8 +3,11 @@
 naive      the study's code: the full model, one clip at a time, the processor's whole output
            (`padding=True`, attention mask included) passed to it, `output_hidden_states=True`,
            mean of hidden_states[L] over every frame: the reference vectors
-truncated  SSLExtractor: only the first L layers, clips batched by sorted length with masks (fp32)
-bf16       the same in bfloat16
+float32    SSLExtractor: only the first L layers, clips batched by sorted length with masks
+bfloat16   the same in bfloat16
+*-conv     either, with the conv front end run by the backend's conv kernels, or as channels-last
+*-gemm     GEMMs (frontend.py; wav2vec2 family); without a suffix, the extractor's default (gemm on
+           the CPU where it fits, conv elsewhere): `--paths naive,float32-conv,float32-gemm`
 
 For w2v-bert models, a preprocessing breakdown follows: the processor, clip by clip (as the study
 and the naive path), against the fbank of whole batches in torch on the device (fbank.py, which
@@ -88,7 +91,9 @@ def worker(args) -> None:
     else:
         from sourcetrace.attribution.extractors.ssl import SSLExtractor
 
-        extractor = SSLExtractor(args.model_dir, [args.layer], device=str(device), dtype=args.worker)
+        dtype, _, frontend = args.worker.partition("-")  # e.g. float32-conv: a front end named (frontend.py)
+        extractor = SSLExtractor(args.model_dir, [args.layer], device=str(device), dtype=dtype,
+                                 frontend=frontend or None)
         extractor.model  # load now, so loading is not counted as extraction time
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -6,7 +6,10 @@ ssl         both study models (xls-r-2b @ 8, w2v-bert-2.0 @ 4) with the real arc
             random weights built from the shipped configs: the naive way (the study's code, one clip
             at a time), SSLExtractor in fp32 and in bf16, each after a warm-up batch, with the
             extractor's phases (preprocess, copy, forward, pool) and the decoding of the clips from
-            22.05 kHz WAV (decode), and each fast path's largest relative error against naive.
+            22.05 kHz WAV (decode), and each fast path's largest relative error against naive; for
+            xls-r also with its conv front end as channels-last GEMMs (`*-gemm-frontend`, and the
+            front end alone both ways: `frontend`; adopt it as the GPU default only if faster at the
+            same error).
 features    `sourcetrace features` end to end (a subprocess, as a user runs it) on a generated
             corpus of 6,000 synthetic clips of 1-10 s at 22.05 kHz, xls-r-2b @ 8, bf16.
 generators  seconds per training step (batch 16) and synthesis RTF (acoustic model, and with its
@@ -118,8 +121,10 @@ def _reset_peak(device) -> None:
 
 def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
+    from bench_frontend import frontend_timings
     from bench_ssl_extraction import load_naive, naive_vectors
 
+    from sourcetrace.attribution.extractors import named_model_spec
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
     from sourcetrace.audio import load_audio
     from sourcetrace.device import resolve_device
@@ -151,10 +156,19 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
                                    "clips_per_s": len(naive_waves) / run_s, "peak_gib": _peak_gib(device)}
         del processor, model
         log(f"[ssl] {name}@{layer} naive: {len(naive_waves) / run_s:.1f} clips/s")
-        for dtype in ("float32", "bfloat16"):
+        frontends = ["conv", "gemm"] if named_model_spec(name)["config"]["model_type"] != "wav2vec2-bert" else ["conv"]
+        if "gemm" in frontends:  # the front end alone, both ways, same batch (bench_frontend.py)
+            entry["frontend"] = frontend_timings(name, str(device), ("float32", "bfloat16"))
+            log(f"[ssl] {name} front end: " + ", ".join(
+                f"{d} gemm {r['gemm_speedup']:.2f}x conv (differences {r['conv_difference']:.1e} / "
+                f"{r['gemm_difference']:.1e})"
+                for d, r in entry["frontend"]["dtypes"].items()))
+        variants = [(dtype, frontend) for frontend in frontends for dtype in ("float32", "bfloat16")]
+        for dtype, frontend in variants:
+            path = dtype if frontend == "conv" else f"{dtype}-gemm-frontend"
             _reset_peak(device)
             t0 = time.perf_counter()
-            extractor = SSLExtractor(model_dir, [layer], device=str(device), dtype=dtype)
+            extractor = SSLExtractor(model_dir, [layer], device=str(device), dtype=dtype, frontend=frontend)
             extractor.model
             load_s = time.perf_counter() - t0
             batches = extractor.plan_batches([len(w) for w in waves])
@@ -170,19 +184,19 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
             for batch in batches:
                 extractor.extract([waves[i] for i in batch])
             a, b = vectors[: len(reference)].astype(np.float64), reference.astype(np.float64)
-            entry["paths"][dtype] = {
+            entry["paths"][path] = {
                 "clips": len(waves), "run_s": run_s, "load_s": load_s, "clips_per_s": len(waves) / run_s,
                 "audio_seconds_per_s": audio_s / run_s, "batches": len(batches),
                 "max_batch_seconds": extractor.max_batch_seconds, "peak_gib": _peak_gib(device),
                 "phases_s": {"decode": decode_s, **extractor.phase_seconds},
                 "max_relative_error_vs_naive": float((np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max()),
             }
-            log(f"[ssl] {name}@{layer} {dtype}: {len(waves) / run_s:.1f} clips/s, phases "
-                + ", ".join(f"{k} {v:.2f} s" for k, v in entry["paths"][dtype]["phases_s"].items()))
+            log(f"[ssl] {name}@{layer} {path}: {len(waves) / run_s:.1f} clips/s, phases "
+                + ", ".join(f"{k} {v:.2f} s" for k, v in entry["paths"][path]["phases_s"].items()))
             del extractor
-        for dtype in ("float32", "bfloat16"):
-            entry["paths"][dtype]["speedup_vs_naive"] = (entry["paths"][dtype]["clips_per_s"]
-                                                         / entry["paths"]["naive"]["clips_per_s"])
+        for path, row in entry["paths"].items():
+            if path != "naive":
+                row["speedup_vs_naive"] = row["clips_per_s"] / entry["paths"]["naive"]["clips_per_s"]
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out

@@ -73,7 +73,8 @@ def load_checkpoint(architecture: str | None, source: str | Path, config: str = 
     architecture = checkpoint_architecture(source, architecture)
     if source.is_dir():
         return load_generator(source)
-    generator = build_generator(architecture, config, seed=0)
+    cls = generator_class(architecture)
+    generator = cls.from_config_name(config, seed=0, build=not cls.official_defines_model)
     generator.load_official(source, trust=trust)
     return generator
 

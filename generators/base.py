@@ -92,14 +92,18 @@ class Generator(ABC):
     #: True for zero-shot architectures (XTTS) that speak in the voice of a reference clip given per
     #: prompt (`use_reference`); corpora record the clip in the `reference` column
     takes_reference: ClassVar[bool] = False
+    #: True where an official file carries its own model config (XTTS's config.json, an ESPnet
+    #: pack's config.yaml): `load_official` builds the model, so loading one builds nothing before
+    official_defines_model: ClassVar[bool] = False
 
-    def __init__(self, config: dict, seed: int):
-        """Build the official model class from `config` with weights drawn from `seed` ("zero-init")."""
+    def __init__(self, config: dict, seed: int, build: bool = True):
+        """Build the official model class from `config` with weights drawn from `seed` ("zero-init");
+        `build=False` leaves `model` to `load_official` (classes with `official_defines_model`)."""
         self.config = config
         self.seed = int(seed)
         self.mel_config = MelConfig(**config["mel"])
         torch.manual_seed(self.seed)
-        self.model: torch.nn.Module = self.build_model(config["model"])
+        self.model: torch.nn.Module = self.build_model(config["model"]) if build else None
         self.device = torch.device("cpu")
 
     def to(self, device: str | torch.device) -> "Generator":
@@ -125,8 +129,8 @@ class Generator(ABC):
                 torch.tensor([len(ids)], device=self.device))
 
     @classmethod
-    def from_config_name(cls, name: str, seed: int) -> "Generator":
-        return cls(load_config(cls.architecture, name, cls.config_package), seed)
+    def from_config_name(cls, name: str, seed: int, build: bool = True) -> "Generator":
+        return cls(load_config(cls.architecture, name, cls.config_package), seed, build=build)
 
     # ---- what each architecture provides ------------------------------------------------------
     @abstractmethod

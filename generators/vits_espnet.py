@@ -70,6 +70,7 @@ class VitsEspnetGenerator(Generator):
     package = "espnet"
     architecture = "vits-espnet"
     end_to_end = True
+    official_defines_model = True
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         self.espnet_config = espnet_config(model_config)

@@ -51,11 +51,13 @@ class XttsGenerator(Generator):
                       "dvae.pth and mel_stats.pth and is not wired into sourcetrace's training loop; "
                       "synthesise from zero-init or official weights instead")
 
-    def __init__(self, config: dict, seed: int):
+    official_defines_model = True
+
+    def __init__(self, config: dict, seed: int, build: bool = True):
         self.speakers: dict[str, dict] = {}  # an official speakers_xtts.pth: name -> latents
         self._reference: str | None = None
         self._voices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # reference -> conditioning
-        super().__init__(config, seed)
+        super().__init__(config, seed, build=build)
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from TTS.tts.configs.xtts_config import XttsArgs, XttsConfig

@@ -156,6 +156,27 @@ def test_batch_fbank_extraction_stays_with_the_study(tiny_models, speech_tree):
     assert rel_err(extractor.extract(waves), reference_vectors(folder, waves, 2)).max() < 1e-5
 
 
+def test_gemm_front_end_gives_the_conv_front_ends_vectors(tiny_models, speech_tree):
+    """xls-r's conv front end as channels-last GEMMs (frontend.py, the CPU's default): the reference
+    vectors within the tolerance of the conv path, batched; refused where there is no
+    layer-normalised conv front end."""
+    folder = tiny_models["tiny-wav2vec2"]
+    waves = speech_and_edge_clips(speech_tree)
+    gemm = SSLExtractor(folder, [1, 2], device="cpu")
+    assert gemm.frontend == "gemm"  # the CPU's default, where it fits
+    assert type(gemm.model.feature_extractor).__name__ == "GemmFeatureEncoder"
+    got = gemm.extract(waves)
+    conv = SSLExtractor(folder, [1, 2], device="cpu", frontend="conv").extract(waves)
+    for i, layer in enumerate((1, 2)):
+        assert rel_err(got[:, i], reference_vectors(folder, waves, layer)).max() < 1e-6
+    assert rel_err(got, conv).max() > 0  # a different summation order: not the same code path
+    assert SSLExtractor(tiny_models["tiny-w2v-bert"], [2], device="cpu").frontend == "conv"  # it has none
+    with pytest.raises(ValueError, match="layer-normalised conv front end"):
+        SSLExtractor(tiny_models["tiny-w2v-bert"], [2], device="cpu", frontend="gemm")
+    with pytest.raises(ValueError, match="unknown front end"):
+        SSLExtractor(folder, [2], device="cpu", frontend="winograd")
+
+
 def test_stable_layer_norm_is_bypassed_below_the_top(tiny_models):
     """xls-r applies a final encoder layer norm to last_hidden_state only: layer L < depth must not get it."""
     extractor = SSLExtractor(tiny_models["tiny-wav2vec2"], [2], device="cpu")

@@ -92,3 +92,23 @@ def test_a_vocoder_converts_a_foreign_convention_and_refuses_an_incompatible_one
         load_vocoder("wavenet", seed=0)
     with pytest.raises(VocoderError, match="a seed"):
         load_vocoder("hifigan")
+
+
+def test_a_vocoder_kind_implements_generate_or_generate_batch():
+    """Each defaults to the other (a batch of one; one at a time); a kind with neither is told so."""
+    from sourcetrace.vocoders.base import Vocoder
+
+    class Neither(Vocoder):
+        kind = "neither"
+        module = torch.nn.Identity()
+        from_official = random = None
+
+    class OneAtATime(Neither):
+        def generate(self, mel):
+            return mel.sum(0)
+
+    mels = torch.ones(2, 80, 5)
+    assert torch.equal(OneAtATime("one", MelConfig(), "x").generate_batch(mels), torch.full((2, 5), 80.0))
+    for call in (lambda v: v.generate(mels[0]), lambda v: v.generate_batch(mels)):
+        with pytest.raises(NotImplementedError, match="Neither implements neither generate nor generate_batch"):
+            call(Neither("neither", MelConfig(), "x"))

@@ -108,9 +108,12 @@ class Vocoder(ABC):
     def random(cls, config: str, seed: int, name: str | None = None) -> "Vocoder":
         """An untrained vocoder of a named config with weights drawn from `seed` (tests, miniature study)."""
 
-    @abstractmethod
     def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        """(n_mels, frames) log mel in this vocoder's convention -> (samples,) waveform in [-1, 1]."""
+        """(n_mels, frames) log mel in this vocoder's convention -> (samples,) waveform in [-1, 1].
+        A kind implements this or `generate_batch` (or both); each defaults to the other."""
+        if type(self).generate_batch is Vocoder.generate_batch:
+            raise NotImplementedError(f"{type(self).__name__} implements neither generate nor generate_batch")
+        return self.generate_batch(mel.unsqueeze(0))[0]
 
     @torch.no_grad()
     def __call__(self, mel: torch.Tensor, convention: MelConfig | None = None) -> torch.Tensor:
@@ -135,6 +138,8 @@ class Vocoder(ABC):
 
     def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, frames) -> (batch, samples); the default vocodes one at a time."""
+        if type(self).generate is Vocoder.generate:
+            raise NotImplementedError(f"{type(self).__name__} implements neither generate nor generate_batch")
         return torch.stack([self.generate(mel) for mel in mels])
 
     def _own(self, mel: torch.Tensor, convention: MelConfig | None) -> torch.Tensor:

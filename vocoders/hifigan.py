@@ -85,9 +85,6 @@ class HiFiGAN(Vocoder):
     def module(self) -> torch.nn.Module:
         return self.generator
 
-    def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.generate_batch(mel.unsqueeze(0))[0]
-
     def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
         return self.generator(mels.to(next(self.generator.parameters()).device))[:, 0].cpu()
 

@@ -90,8 +90,5 @@ class NemoHiFiGAN(Vocoder):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.generate_batch(mel.unsqueeze(0))[0]
-
     def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
         return self.model.convert_spectrogram_to_audio(spec=mels.to(self.model.device)).cpu()

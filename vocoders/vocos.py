@@ -119,9 +119,6 @@ class Vocos(Vocoder):
     def module(self) -> torch.nn.Module:
         return self.model
 
-    def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.generate_batch(mel.unsqueeze(0))[0]
-
     def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
         mels = mels.to(next(self.model.parameters()).device)
         if self._extra_frame:

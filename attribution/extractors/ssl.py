@@ -35,6 +35,7 @@ from ..hash_cache import HashCache
 from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
 from .fbank import BatchFbank
 from .fbank import supports as fbank_supports
+from .frontend import FRONTENDS, use_gemm_frontend
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -113,7 +114,8 @@ class SSLExtractor(FeatureExtractor):
 
     def __init__(self, model_dir: str | os.PathLike, layers: Sequence[int], device: str = "auto",
                  dtype: str = "float32", batch_size: int | None = None, max_batch_seconds: float | None = None,
-                 label: str | None = None, pooling: str = "mean", batch_fbank: bool | None = None):
+                 label: str | None = None, pooling: str = "mean", batch_fbank: bool | None = None,
+                 frontend: str | None = None):
         from transformers import AutoConfig, AutoFeatureExtractor
 
         self.model_dir = Path(model_dir)
@@ -147,6 +149,21 @@ class SSLExtractor(FeatureExtractor):
         if batch_fbank is None:
             batch_fbank = self.device.type != "cpu"
         self.batch_fbank = BatchFbank(self.processor, self.device) if batch_fbank and fbank_supports(self.processor) else None
+        # The conv front end as the backend's conv kernels run it ("conv") or as GEMMs in
+        # channels-last layout ("gemm", frontend.py): the same vectors within float rounding. On the
+        # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
+        # benchmarks/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
+        # (gpu_check.py times both), so "conv" stays the default there.
+        gemm_fits = config.model_type != "wav2vec2-bert" and self.pads_exactly  # a layer-normalised conv front end
+        if frontend is None:
+            frontend = "gemm" if self.device.type == "cpu" and gemm_fits else "conv"
+        if frontend not in FRONTENDS:
+            raise ValueError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
+        if frontend == "gemm" and not gemm_fits:
+            raise ValueError(f"{self.model_dir}: frontend='gemm' needs a layer-normalised conv front end "
+                             f"(model_type {config.model_type!r}, feat_extract_norm "
+                             f"{getattr(config, 'feat_extract_norm', None)!r})")
+        self.frontend = frontend
         self.batch_size = batch_size if self.pads_exactly else 1
         self.max_batch_seconds = max_batch_seconds if max_batch_seconds is not None else self._auto_batch_seconds()
         #: set to {} to add each phase's seconds (preprocess, copy, forward, pool) to it; each phase
@@ -192,6 +209,8 @@ class SSLExtractor(FeatureExtractor):
         with quiet_transformers():  # "weights of layers > L not used" is the point, not a problem
             model = AutoModel.from_pretrained(self.model_dir, num_hidden_layers=depth,
                                               dtype=DTYPES[self.dtype_name], use_safetensors=None)
+        if self.frontend == "gemm":
+            use_gemm_frontend(model)
         model.eval().to(self.device)
         if getattr(model, "masked_spec_embed", None) is not None:
             model.config.apply_spec_augment = False

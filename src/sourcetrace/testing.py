@@ -117,7 +117,7 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     if write_official is not None:
         (workdir / "official").mkdir(exist_ok=True)
         path = write_official(a, workdir / "official")
-        fresh = cls.from_config_name(config, 2)
+        fresh = cls.from_config_name(config, 2, build=not cls.official_defines_model)  # as load_checkpoint does
         fresh.load_official(path, trust=trust)
         _require(_same_weights(a.model, fresh.model), cls, f"{path.name} does not load back to the weights it holds")
         junk = workdir / "official" / "junk.pt"

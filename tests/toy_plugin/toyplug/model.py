@@ -117,10 +117,7 @@ class ToyVocoder(Vocoder):
             raise VocoderError(f"{path}: not a toyvoc weights file ({exc})") from None
         return vocoder
 
-    def generate(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.generate_batch(mel[None])[0]
-
-    def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:
+    def generate_batch(self, mels: torch.Tensor) -> torch.Tensor:  # generate: the base class's batch of one
         samples = self.net(mels)  # (batch, hop, frames): each frame's hop samples
         return torch.tanh(samples.transpose(1, 2).reshape(len(mels), -1))
 
