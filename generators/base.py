@@ -94,6 +94,7 @@ class Generator(ABC):
     takes_reference: ClassVar[bool] = False
     #: True where an official file carries its own model config (XTTS's config.json, an ESPnet
     #: pack's config.yaml): `load_official` builds the model, so loading one builds nothing before
+    #: (such a class's __init__ takes `build=False`)
     official_defines_model: ClassVar[bool] = False
 
     def __init__(self, config: dict, seed: int, build: bool = True):
@@ -130,7 +131,9 @@ class Generator(ABC):
 
     @classmethod
     def from_config_name(cls, name: str, seed: int, build: bool = True) -> "Generator":
-        return cls(load_config(cls.architecture, name, cls.config_package), seed, build=build)
+        config = load_config(cls.architecture, name, cls.config_package)
+        # `build` is passed only when False: a plug-in's own __init__(config, seed) keeps working
+        return cls(config, seed) if build else cls(config, seed, build=False)
 
     # ---- what each architecture provides ------------------------------------------------------
     @abstractmethod

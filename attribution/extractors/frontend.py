@@ -57,10 +57,15 @@ class GemmFeatureEncoder(nn.Module):
 
 
 def supports(model: nn.Module) -> bool:
-    """A wav2vec2-family model whose front end is convolutions with layer norm."""
+    """A wav2vec2-family model whose front end is unpadded conv1d layers, each followed by a layer
+    norm over channels and an activation (wav2vec2/HuBERT/WavLM with feat_extract_norm "layer",
+    data2vec-audio): told by the layers' parts, whatever their classes are called."""
     encoder = getattr(model, "feature_extractor", None)
     layers = getattr(encoder, "conv_layers", None)
-    return bool(layers) and all(type(layer).__name__.endswith("LayerNormConvLayer") for layer in layers)
+    return bool(layers) and all(
+        isinstance(getattr(layer, "conv", None), nn.Conv1d) and layer.conv.padding == (0,) and layer.conv.groups == 1
+        and isinstance(getattr(layer, "layer_norm", None), nn.LayerNorm) and hasattr(layer, "activation")
+        for layer in layers)
 
 
 def use_gemm_frontend(model: nn.Module) -> None:

@@ -139,7 +139,11 @@ class SSLExtractor(FeatureExtractor):
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
         # Group-normalised conv front ends (wav2vec2-base style) normalise over time, so padding
         # would change every vector: such models run one clip per batch.
-        self.pads_exactly = getattr(config, "feat_extract_norm", "layer") != "group"
+        # data2vec-audio's positional embedding is a stack of 5 convs with layer norms: the batch's
+        # padding leaks into a clip's last frames through it (tiny model: 13 % off for a 0.3-s clip padded to
+        # 1.7 s): it runs one clip per batch too.
+        group_norm = getattr(config, "feat_extract_norm", "layer") == "group"
+        self.pads_exactly = not group_norm and config.model_type != "data2vec-audio"
         self._weights = weight_files(self.model_dir)
         self._model = None
         # w2v-bert's fbank for a whole batch on the device (fbank.py), within 1e-4 of the processor's:
@@ -154,7 +158,7 @@ class SSLExtractor(FeatureExtractor):
         # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
         # benchmarks/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
         # (gpu_check.py times both), so "conv" stays the default there.
-        gemm_fits = config.model_type != "wav2vec2-bert" and self.pads_exactly  # a layer-normalised conv front end
+        gemm_fits = config.model_type != "wav2vec2-bert" and not group_norm  # a layer-normalised conv front end
         if frontend is None:
             frontend = "gemm" if self.device.type == "cpu" and gemm_fits else "conv"
         if frontend not in FRONTENDS:
@@ -189,6 +193,9 @@ class SSLExtractor(FeatureExtractor):
             "pooling": POOLINGS[self.pooling],
             "dtype": self.dtype_name,
             "code_version": f"{EXTRACTOR_CODE_VERSION}/ssl-{SSL_CODE_VERSION}",
+            # only where it applies, so other models keep their stored vectors; data2vec-audio's
+            # were computed in padded batches (inexact) before this key and are recomputed
+            **({"one_clip_per_batch": True} if not self.pads_exactly else {}),
         }
 
     @property

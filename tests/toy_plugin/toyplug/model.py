@@ -48,11 +48,15 @@ class ToyGenerator(Generator):
     config_package = "toyplug"  # its named configs: toyplug/configs/toyarch-<name>.toml
     package = "toyplug"
 
+    def __init__(self, config: dict, seed: int):  # the constructor a plug-in may have written before `build`
+        self.symbols = SYMBOLS
+        super().__init__(config, seed)
+
     def build_model(self, model_config: dict) -> nn.Module:
         return ToyTextToMel(self.mel_config.n_mels, **model_config)
 
     def text_to_ids(self, text: str) -> list[int]:
-        return [SYMBOLS.index(c) + 1 for c in text.lower() if c in SYMBOLS] or [1]
+        return [self.symbols.index(c) + 1 for c in text.lower() if c in self.symbols] or [1]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         predicted = self.model(batch.ids)
