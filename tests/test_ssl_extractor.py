@@ -191,7 +191,7 @@ def test_gemm_front_end_gives_the_conv_front_ends_vectors(tiny_models, speech_tr
     conv = SSLExtractor(folder, [1, 2], device="cpu", frontend="conv").extract(waves)
     for i, layer in enumerate((1, 2)):
         assert rel_err(got[:, i], reference_vectors(folder, waves, layer)).max() < 1e-6
-    assert rel_err(got, conv).max() > 0  # a different summation order: not the same code path
+    assert rel_err(got, conv).max() < 1e-6  # either front end: the same stored vectors, within rounding
     assert SSLExtractor(tiny_models["tiny-w2v-bert"], [2], device="cpu").frontend == "conv"  # it has none
     with pytest.raises(ValueError, match="layer-normalised conv front end"):
         SSLExtractor(tiny_models["tiny-w2v-bert"], [2], device="cpu", frontend="gemm")

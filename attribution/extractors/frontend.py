@@ -56,6 +56,12 @@ class GemmFeatureEncoder(nn.Module):
         return hidden.transpose(1, 2)
 
 
+def fits(config) -> bool:
+    """From a model's config, before loading it: a conv front end with layer norm (w2v-bert has no
+    conv front end; a group-normalised one normalises over time). `supports` checks the model itself."""
+    return config.model_type != "wav2vec2-bert" and getattr(config, "feat_extract_norm", "layer") != "group"
+
+
 def supports(model: nn.Module) -> bool:
     """A wav2vec2-family model whose front end is unpadded conv1d layers, each followed by a layer
     norm over channels and an activation (wav2vec2/HuBERT/WavLM with feat_extract_norm "layer",

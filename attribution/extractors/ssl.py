@@ -36,6 +36,7 @@ from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
 from .fbank import BatchFbank
 from .fbank import supports as fbank_supports
 from .frontend import FRONTENDS, use_gemm_frontend
+from .frontend import fits as gemm_fits
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -139,9 +140,9 @@ class SSLExtractor(FeatureExtractor):
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
         # Group-normalised conv front ends (wav2vec2-base style) normalise over time, so padding
         # would change every vector: such models run one clip per batch.
-        # data2vec-audio's positional embedding is a stack of 5 convs with layer norms: the batch's
-        # padding leaks into a clip's last frames through it (tiny model: 13 % off for a 0.3-s clip padded to
-        # 1.7 s): it runs one clip per batch too.
+        # data2vec-audio's positional embedding is a stack of convs with layer norms: a batch's
+        # padding leaks into a clip's last frames through it (tiny model: 13 % off for a 0.3-s clip
+        # padded to 1.7 s), so it runs one clip per batch too.
         group_norm = getattr(config, "feat_extract_norm", "layer") == "group"
         self.pads_exactly = not group_norm and config.model_type != "data2vec-audio"
         self._weights = weight_files(self.model_dir)
@@ -158,12 +159,11 @@ class SSLExtractor(FeatureExtractor):
         # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
         # benchmarks/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
         # (gpu_check.py times both), so "conv" stays the default there.
-        gemm_fits = config.model_type != "wav2vec2-bert" and not group_norm  # a layer-normalised conv front end
         if frontend is None:
-            frontend = "gemm" if self.device.type == "cpu" and gemm_fits else "conv"
+            frontend = "gemm" if self.device.type == "cpu" and gemm_fits(config) else "conv"
         if frontend not in FRONTENDS:
             raise ValueError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
-        if frontend == "gemm" and not gemm_fits:
+        if frontend == "gemm" and not gemm_fits(config):
             raise ValueError(f"{self.model_dir}: frontend='gemm' needs a layer-normalised conv front end "
                              f"(model_type {config.model_type!r}, feat_extract_norm "
                              f"{getattr(config, 'feat_extract_norm', None)!r})")
