@@ -7,9 +7,11 @@ vocoder kind in its full-size config, random weights (speed does not depend on t
 is end to end, so both numbers are its own. `--nondeterministic` leaves oneDNN on (training is
 reproducible bit for bit only without it; see generators/training.py). `--vocoders` times each
 vocoder kind alone (full-size config, random weights) on the 22.05 kHz mels of the test prompts'
-audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). Usage:
+audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). `--check-resume`
+also trains each model again and once interrupted halfway, and says whether the checkpoints are the
+same bit for bit (deterministic runs only). Usage:
 
-    python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4]
+    python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4] [--check-resume]
     python benchmarks/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +76,48 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
             "deterministic": deterministic}
 
 
+def check_resume(arch: str, config: str, lj, work: Path, steps: int, batch_size: int, device: str) -> dict:
+    """Deterministic training reproduced on this device: an uninterrupted run of `steps` steps, a
+    second one in the same process, and a third stopped halfway and resumed by a fresh generator,
+    through `train` as a user runs it. Checkpoints must equal the first run's byte for byte; the
+    second run also shows whether a later training unit in one process (cuBLAS already initialised,
+    CUBLAS_WORKSPACE_CONFIG read at its first use) is still deterministic."""
+    from safetensors.torch import load_file
+
+    from sourcetrace.generators import build_generator
+    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
+    from sourcetrace.generators.data import TrainingData
+    from sourcetrace.generators.training import train
+
+    def run(run_dir: Path, stop_after: int | None = None) -> None:
+        generator = build_generator(arch, config, seed=0).to(device)
+        data = TrainingData(generator, lj.items("train"), work / "features")
+        train(generator, data, run_dir, [steps], batch_size, seed=0, resume_every=max(steps // 2, 1),
+              stop_after=stop_after, log=lambda _: None, tensorboard=False)
+
+    def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+        (folder,) = (run_dir / "checkpoints").iterdir()
+        return load_file(folder / CHECKPOINT_WEIGHTS)
+
+    root = work / f"resume-{arch}-{config}"
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    run(root / "first")
+    run(root / "second")
+    run(root / "resumed", stop_after=max(steps // 2, 1))
+    run(root / "resumed")
+    first = weights(root / "first")
+    row = {"architecture": arch, "config": config, "steps": steps, "batch_size": batch_size, "device": device,
+           "seconds": time.perf_counter() - t0}
+    for name in ("second", "resumed"):
+        other = weights(root / name)
+        row[f"{name}_equals_first"] = all(torch.equal(first[k], other[k]) for k in first)
+        row[f"{name}_max_abs_difference"] = max(float((first[k].double() - other[k].double()).abs().max())
+                                                for k in first if first[k].numel())
+    shutil.rmtree(root)
+    return row
+
+
 def measure_vocoder(kind: str, config: str, lj, device: str) -> dict:
     """Synthesis RTF of one vocoder kind on the study's mels (22.05 kHz, 80 bands) of real audio."""
     from sourcetrace.audio import load_audio
@@ -105,6 +150,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nondeterministic", action="store_true", help="oneDNN on, as in an unconstrained run")
+    parser.add_argument("--check-resume", action="store_true",
+                        help="also train --steps twice and once interrupted halfway, and compare the checkpoints")
     parser.add_argument("--vocoders", default="hifigan:v1,nemo-hifigan:v1,vocos:mel-24khz,bigvgan:v2-22khz-80band-fmax8k-256x",
                         help='kind:config,... timed alone on real mels ("" for none)')
     parser.add_argument("--json")
@@ -126,6 +173,10 @@ def main() -> None:
             step = "-" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.3f}"
             print(f"{arch:<10} {config:<8} {row['params']:>9,} {step:>8} {row['rtf_acoustic']:>13.3f} "
                   f"{row['rtf_with_vocoder']:>14.3f}")
+            if args.check_resume and not args.nondeterministic and row["seconds_per_step"] is not None:
+                row["resume"] = check_resume(arch, config, lj, work, args.steps, args.batch_size, args.device)
+                print(f"{'':<10} {'':<8} same checkpoints run again: {row['resume']['second_equals_first']}, "
+                      f"resumed halfway: {row['resume']['resumed_equals_first']}")
     for spec in filter(None, args.vocoders.split(",")):
         kind, _, config = spec.partition(":")
         row = measure_vocoder(kind, config or "v1", lj, args.device)

@@ -16,6 +16,8 @@ generators  seconds per training step (batch 16) and synthesis RTF (acoustic mod
             HiFi-GAN V1) at default size, deterministic (on CUDA: torch refuses ops without a
             deterministic kernel; such an op is recorded by name) and not, for each study
             architecture whose stack imports here; the others are recorded as not available.
+            Where deterministic training runs, `resume`: 4 steps trained twice in this process and
+            once stopped at step 2 and resumed, checkpoints compared bit for bit.
 knn         the `table1` suite's kNN (69,600 clips, both extractor widths) on this device, then every
             split's predictions on this device and on the CPU, timed, with the count that differ.
 
@@ -62,11 +64,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 
 FULL = {"ssl_models": (("xls-r-2b", 8), ("w2v-bert-2.0", 4)), "naive_clips": 48, "fast_clips": 600,
         "seconds": (1.0, 10.0), "corpus_clips": 6000, "corpus_model": ("xls-r-2b", 8),
-        "generator_config": "default", "batch_size": 16, "steps": 5, "prompts": 3, "knn_prompts": 600,
+        "generator_config": "default", "batch_size": 16, "steps": 5, "resume_steps": 4, "prompts": 3, "knn_prompts": 600,
         "architectures": ("fastpitch", "gradtts", "matcha", "vits")}
 SMALL = {"ssl_models": (("tiny-wav2vec2", 2), ("tiny-w2v-bert", 2)), "naive_clips": 4, "fast_clips": 16,
          "seconds": (0.5, 3.0), "corpus_clips": 40, "corpus_model": ("tiny-wav2vec2", 2),
-         "generator_config": "tiny", "batch_size": 2, "steps": 1, "prompts": 1, "knn_prompts": 30,
+         "generator_config": "tiny", "batch_size": 2, "steps": 1, "resume_steps": 2, "prompts": 1, "knn_prompts": 30,
          "architectures": ("gradtts",)}  # the stack a stock GPU image can hold; the others are slow to import
 SECTIONS = ("ssl", "features", "generators", "knn")
 RATE = 22050  # the TTS models' rate: clips are decoded and resampled to 16 kHz, as in the study
@@ -240,7 +242,7 @@ def check_features(size: dict, device_name: str, workdir: Path, log) -> dict:
 
 def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
-    from bench_generators import measure_generator
+    from bench_generators import check_resume, measure_generator
 
     from sourcetrace.datasets.ljspeech import LJSpeech
     from sourcetrace.device import resolve_device
@@ -283,6 +285,12 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
             out[arch][mode] = row
             log(f"[generators] {arch} {mode}: {row['seconds_per_step']:.3f} s/step at batch {size['batch_size']}, "
                 f"RTF {row['rtf_acoustic']:.3f} / {row['rtf_with_vocoder']:.3f} with vocoder")
+            if deterministic:
+                resume = out[arch]["resume"] = check_resume(arch, size["generator_config"], lj, workdir,
+                                                            size["resume_steps"], size["batch_size"], device)
+                log(f"[generators] {arch} deterministic, {size['resume_steps']} steps: trained again in this "
+                    f"process {'equal' if resume['second_equals_first'] else 'DIFFERENT'}, stopped and resumed "
+                    f"{'equal' if resume['resumed_equals_first'] else 'DIFFERENT'}")
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     return out
