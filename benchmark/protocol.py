@@ -215,19 +215,16 @@ class ClipTable:
         """The class of every clip at `level` (LEVEL_COLUMNS), "" where the manifest does not say.
         Computed once per level: every split, side and attributor of a run reads it."""
         if level not in self._labels:
-            if level in ("checkpoint", "architecture"):
-                self._labels[level] = getattr(self, level).astype(str)
-            elif level == "implementation":
-                names, code = np.unique(self.column("implementation").astype(str), return_inverse=True)
-                self._labels[level] = np.array([codebase(n) for n in names], dtype=str)[code]
-            elif level == "vocoder-family":
-                self._labels[level] = self.column("vocoder_family").astype(str)
-            elif level == "finetune-speaker":
-                by_name = np.array([finetune_speaker(c) or "" for c in self.checkpoints], dtype=str)[self.checkpoint_code]
-                said = self.column("speaker").astype(str)
-                self._labels[level] = np.where(said != "", said, by_name)
-            else:
+            if level not in LEVEL_COLUMNS:
                 raise ProtocolError(f"unknown level {level!r}; levels: {', '.join(LEVELS)}")
+            said = (getattr(self, level) if level in STUDY_LEVELS else self.column(LEVEL_COLUMNS[level])).astype(str)
+            if level == "implementation":  # a package and version, labelled by its codebase
+                names, code = np.unique(said, return_inverse=True)
+                said = np.array([codebase(n) for n in names], dtype=str)[code]
+            elif level == "finetune-speaker":  # the checkpoint's name says it where the column does not
+                by_name = np.array([finetune_speaker(c) or "" for c in self.checkpoints], dtype=str)[self.checkpoint_code]
+                said = np.where(said != "", said, by_name)
+            self._labels[level] = said
         return self._labels[level]
 
 
