@@ -101,7 +101,9 @@ class XttsGenerator(Generator):
         checkpoint's speakers_xtts.pth."""
         name = str(reference)
         if name not in self.speakers and not Path(reference).is_file():
-            raise GeneratorError(f"{reference}: no such reference clip (nor a speaker of speakers_xtts.pth)")
+            stored = (f"speakers_xtts.pth has {len(self.speakers)}: {', '.join(sorted(self.speakers)[:8])}"
+                      + (", ..." if len(self.speakers) > 8 else "") if self.speakers else "this model stores none")
+            raise GeneratorError(f"{reference}: no such reference clip, nor a stored speaker ({stored})")
         self._reference = name
 
     def _voice(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,7 +101,7 @@ def test_clips_follow_their_reference_and_repeat_exactly(tmp_path, references):
     assert sf.info(str(clips[0])).samplerate == 24000
     assert a.tobytes() == a_again.tobytes()
     assert a.shape != b.shape or a.tobytes() != b.tobytes()
-    with pytest.raises(GeneratorError, match="no such reference clip"):
+    with pytest.raises(GeneratorError, match="no such reference clip, nor a stored speaker .this model stores none"):
         generator.use_reference(tmp_path / "missing.wav")
 
 
@@ -138,3 +138,39 @@ def test_a_recipe_gives_each_prompt_a_reference_and_verify_checks_it(tmp_path, r
     capsys.readouterr()
     assert main(["corpus", "verify", "corpus", "--recipe", "recipe.toml"]) == 1
     assert "line 2: reference is " in capsys.readouterr().err
+
+
+def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, references):
+    """`speaker:NAME` in a recipe's references is a voice of the release's speakers_xtts.pth: its
+    clips equal those spoken from the clip that voice was made of, and rows record it as written."""
+    from sourcetrace.corpus import Corpus
+    from sourcetrace.datasets.prompts import Prompt, write_prompts
+    from sourcetrace.recipe import load_recipe
+    from sourcetrace.regenerate import regenerate
+
+    original = build_generator("xtts", "tiny", seed=3)
+    write_release(original, tmp_path / "XTTS-v2")
+    with original.inference():
+        latents, embedding = original.model.get_conditioning_latents(str(references[0]))
+    torch.save({"speaker-a": {"gpt_cond_latent": latents, "speaker_embedding": embedding}},
+               tmp_path / "XTTS-v2" / "speakers_xtts.pth")
+    (tmp_path / "ref0.wav").write_bytes(Path(references[0]).read_bytes())
+    write_prompts(tmp_path / "prompts.tsv", [Prompt(f"P{i}", SENTENCE) for i in range(2)])
+    clips = {}
+    for name, reference in (("stored", "speaker:speaker-a"), ("clip", "ref0.wav"), ("unknown", "speaker:nobody")):
+        (tmp_path / f"{name}.toml").write_text(
+            '[corpus]\nprompts = "prompts.tsv"\nschedule = "mini"\nroles = ["pretrained"]\n'
+            f'[corpus.architectures.xtts]\npretrained = "XTTS-v2/model.pth"\nreferences = ["{reference}"]\n')
+        failures = []
+        report = regenerate(load_recipe(tmp_path / f"{name}.toml"), tmp_path / name, progress=False,
+                            log=failures.append)
+        if name == "unknown":  # the job is reported and skipped, naming what the release does store
+            assert report.made == 0 and len(report.failed) == 1
+            assert any("nobody: no such reference clip, nor a stored speaker (speakers_xtts.pth has 1: speaker-a)"
+                       in line for line in failures), failures
+            continue
+        assert report.failed == [] and report.made == 2
+        rows = sorted(Corpus.read(tmp_path / name).rows, key=lambda r: r["prompt_id"])
+        assert [r["reference"] for r in rows] == [reference] * 2
+        clips[name] = [(tmp_path / name / r["path"]).read_bytes() for r in rows]
+    assert clips["stored"] == clips["clip"]

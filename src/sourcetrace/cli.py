@@ -356,7 +356,7 @@ def cmd_synth(args) -> int:
                          f"{generator.architecture} speaks in its trained voice: it takes no --reference")
     label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
     job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
-              args.vocoder_swapped, speaker="", references=tuple(Reference(r, Path(r)) for r in args.reference or ()))
+              args.vocoder_swapped, speaker="", references=tuple(Reference.parse(r, Path) for r in args.reference or ()))
     report = synthesize_checkpoint(job, generator, vocoder, hash_checkpoint(checkpoint), read_prompts(args.prompts),
                                    args.out, seed=args.seed)
     for failure in report.failed:
@@ -528,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="corpus folder (created, or appended to)")
     p.add_argument("--label", help="checkpoint name in the corpus (default: <architecture>/<folder name>)")
     p.add_argument("--reference", action="append", help="zero-shot architectures (xtts): a reference clip whose voice "
-                   "the prompts are spoken in; repeat it for several (prompt i gets clip i mod n)")
+                   "the prompts are spoken in, or speaker:NAME, a voice the checkpoint stores; repeat it for several "
+                   "(prompt i gets reference i mod n)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
     p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
     p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")

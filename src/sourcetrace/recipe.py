@@ -21,6 +21,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import naming
 from .errors import SourcetraceError
@@ -55,13 +56,23 @@ class VocoderSpec:
 SPEAKER_FIELD = "{speaker}"  # in a `finetuned` path: the fine-tune speaker's id
 
 
+STORED_VOICE = "speaker:"  # a reference written `speaker:NAME`: a voice the checkpoint stores (XTTS's speakers_xtts.pth)
+
+
 @dataclass(frozen=True)
 class Reference:
-    """A reference clip a zero-shot generator speaks in the voice of: the path as the recipe writes
-    it (what a corpus row records: portable) and where it is found."""
+    """The voice a zero-shot generator speaks a prompt in: a reference clip, or a speaker stored in
+    the checkpoint. `name` is the reference as the recipe (or command line) writes it, what a corpus
+    row records (portable); `voice` is what `Generator.use_reference` gets: the clip's path, found
+    from where the recipe is, or the stored speaker's name."""
 
     name: str
-    path: Path
+    voice: str
+
+    @classmethod
+    def parse(cls, text: str, resolve: Callable[[str], Path]) -> "Reference":
+        stored = text.removeprefix(STORED_VOICE)
+        return cls(text, stored if stored != text else str(resolve(text)))
 
 
 @dataclass(frozen=True)
@@ -174,10 +185,11 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         if name not in ARCHITECTURES:
             raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
         end_to_end = generator_class(name).end_to_end
-        references = tuple(Reference(r, resolve(r)) for r in entry.get("references", ()))
+        references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))
         if generator_class(name).takes_reference != bool(references):
             raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
-                                               "'references' (a list of audio files)" if not references else
+                                               "'references' (a list of audio files, or `speaker:NAME` for a "
+                                               "voice the checkpoint stores)" if not references else
                                                f"{name} speaks in its trained voice: it takes no 'references'"))
         vocoder = entry.get("vocoder")
         if end_to_end and vocoder is not None:

@@ -163,7 +163,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
         references = [job.reference(start + k) for k in range(len(chunk))] if job.references else None
         try:
             make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where],
-                       references=[r.path for r in references] if references else None)
+                       references=[r.voice for r in references] if references else None)
         except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
             _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
             return
