@@ -38,11 +38,14 @@ torchaudio present; see /work/shared/notes/gpu.md for one such image), bring whe
 gpu-wheels/ out of .gitignore or name it in `carry`. There:
 
     pip install --no-index --no-deps --target /tmp/site gpu-wheels/*.whl
-    PYTHONPATH=/tmp/site python benchmarks/gpu_check.py --out $OUT/gpu_check.json
+    PYTHONPATH=/tmp/site python benchmarks/gpu_check.py --out $OUT/gpu_check.json --budget-s 420
 
 It needs about 12 GB of disk under --workdir (random-init model folders, the corpus) and runs in
-under 8 minutes on one H100/H200. NeMo and Coqui (FastPitch, VITS) are a few GB: not brought, so
-reported as not available; Matcha-TTS needs libespeak-ng on the image.
+under 8 minutes on one H100/H200 (an estimate: no full run yet). The JSON is rewritten after each
+section (`"complete": false` until the end), so a run cut off by a time limit keeps what it
+finished; `--budget-s` starts no section after that many seconds. NeMo and Coqui (FastPitch,
+VITS) are a few GB: not brought, so reported as not available; Matcha-TTS needs libespeak-ng on
+the image.
 """
 
 from __future__ import annotations
@@ -339,6 +342,9 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--workdir", help="model folders and corpora (default: a temporary folder, removed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no section after this many seconds (recorded as skipped): a device's time "
+                             "limit then cuts no section short")
     args = parser.parse_args()
     import torch
 
@@ -359,7 +365,23 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"{time.perf_counter() - started:6.1f}s {message}", flush=True)
 
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(complete: bool) -> None:
+        """The JSON as it stands, replaced whole after every section: a run killed by the device's
+        time limit still leaves every section it finished (`"complete": false`)."""
+        result.update(complete=complete, seconds_total=time.perf_counter() - started)
+        result["environment"]["load_average_end"] = os.getloadavg()
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        os.replace(tmp, out)
+
     for section in args.sections.split(","):
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            result.setdefault("skipped", []).append(section)
+            log(f"[{section}] skipped: the budget of {args.budget_s:.0f} s is spent")
+            continue
         t0 = time.perf_counter()
         try:
             result["sections"][section] = CHECKS[section](size, args.device, workdir, log)
@@ -367,17 +389,12 @@ def main() -> None:
             result["errors"][section] = traceback.format_exc()[-4000:]
             log(f"[{section}] FAILED:\n{result['errors'][section]}")
         result.setdefault("section_seconds", {})[section] = time.perf_counter() - t0
-    result["seconds_total"] = time.perf_counter() - started
-    result["environment"]["load_average_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, out)
-    log(f"wrote {out} ({len(result['errors'])} section(s) failed)")
+        write(complete=False)
+    write(complete=True)
+    log(f"wrote {out} ({len(result['errors'])} section(s) failed, {len(result.get('skipped', []))} skipped)")
     if scratch is not None:
         scratch.cleanup()
-    sys.exit(1 if result["errors"] else 0)
+    sys.exit(1 if result["errors"] or result.get("skipped") else 0)
 
 
 if __name__ == "__main__":

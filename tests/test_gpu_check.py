@@ -23,7 +23,8 @@ def test_the_gpu_checks_dry_run_completes_every_section_consistently(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     result = json.loads(out.read_text())
     assert proc.returncode == 0 and result["errors"] == {}, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert result["dry_run"] and set(result["sections"]) == {"ssl", "features", "generators", "knn"}
+    assert result["dry_run"] and result["complete"] and set(result["sections"]) == {"ssl", "features", "generators",
+                                                                                      "knn"}
 
     for model in result["sections"]["ssl"]["models"].values():
         for path, row in model["paths"].items():
@@ -37,3 +38,11 @@ def test_the_gpu_checks_dry_run_completes_every_section_consistently(tmp_path):
     assert gradtts["resume"]["second_equals_first"] and gradtts["resume"]["resumed_equals_first"]
     for row in result["sections"]["knn"]["extractors"].values():
         assert row["predictions"] > 0 and row["predictions_differing"] == 0
+
+
+def test_a_spent_budget_skips_the_remaining_sections_and_says_so(tmp_path):
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--small", "--device", "cpu", "--budget-s", "0",
+                           "--sections", "knn,ssl", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert proc.returncode == 1 and result["skipped"] == ["knn", "ssl"] and result["sections"] == {}
