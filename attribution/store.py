@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -48,6 +49,12 @@ DECODE_AHEAD = 2  # batches decoded and resampled in the background while the ex
 # shard-[p<k>of<n>-]<number>.<sha256 of the file>.npz; a name without the hash is an unchecked
 # shard of an older sourcetrace, treated as corrupt (recomputed).
 SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6})(?:\.(?P<sha256>[0-9a-f]{64}))?\.npz$")
+
+
+def default_decode_threads() -> int:
+    """Threads that decode and resample clips (libsndfile, soxr and numpy release the GIL): half the
+    CPUs, at most 8, so the extractor's own threads keep theirs; one on a 2-core machine."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 @dataclass
@@ -106,9 +113,15 @@ def read_shard(path: Path) -> Shard:
 
 
 class FeatureStore:
-    def __init__(self, corpus: Corpus, extractor: FeatureExtractor, root: str | Path | None = None):
+    def __init__(self, corpus: Corpus, extractor: FeatureExtractor, root: str | Path | None = None,
+                 decode_threads: int | None = None):
+        """`decode_threads`: how many threads decode clips ahead of the extractor (default:
+        `default_decode_threads()`); the vectors do not depend on it."""
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
         self.corpus = corpus
         self.extractor = extractor
+        self.decode_threads = decode_threads or default_decode_threads()
         self.root = Path(root) if root else corpus.root / "features"
         self.dir = self.root / f"{extractor.name}-{extractor.fingerprint_hash[:16]}"
 
@@ -197,18 +210,21 @@ class FeatureStore:
         pending: tuple[list[str], list[str], list[np.ndarray]] = ([], [], [])
         last_flush = time.monotonic()
         bar = tqdm(total=len(todo), unit="clip", desc=self.extractor.name, disable=not progress or not todo)
-        # A pipeline, in order: a worker decodes the next batches while the extractor runs; another
-        # writes the previous shard. Vectors are those of the serial loop: the same waves, batches, order.
-        with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, \
+        # A pipeline, in order: threads decode the clips of the next batches while the extractor
+        # runs; another writes the previous shard. Vectors are those of the serial loop: the same
+        # waves, batches, order.
+        with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as decoder, \
                 ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer:
-            ahead: deque[tuple[list[int], Future]] = deque()
+            ahead: deque[tuple[list[int], list[Future]]] = deque()
             upcoming = iter(batches)
             writing: Future | None = None
 
-            def decode_next() -> None:
+            def decode_next() -> None:  # a batch in as many runs of clips as there are threads
                 batch = next(upcoming, None)
                 if batch is not None:
-                    ahead.append((batch, decoder.submit(self._decode, [todo[i] for i in batch])))
+                    step = -(-len(batch) // self.decode_threads)
+                    ahead.append((batch, [decoder.submit(self._decode, [todo[i] for i in batch[j:j + step]])
+                                          for j in range(0, len(batch), step)]))
 
             for _ in range(DECODE_AHEAD):
                 decode_next()
@@ -216,7 +232,7 @@ class FeatureStore:
                 batch, decoded = ahead.popleft()
                 decode_next()
                 waves, kept = [], []
-                for row, wave in decoded.result():
+                for row, wave in (clip for run in decoded for clip in run.result()):
                     if isinstance(wave, AudioRejected):
                         report.rejects.append((row["clip_id"], row["path"], wave.reason))
                     else:

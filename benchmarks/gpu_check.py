@@ -11,7 +11,9 @@ ssl         both study models (xls-r-2b @ 8, w2v-bert-2.0 @ 4) with the real arc
             front end alone both ways: `frontend`; adopt it as the GPU default only if faster at the
             same error).
 features    `sourcetrace features` end to end (a subprocess, as a user runs it) on a generated
-            corpus of 6,000 synthetic clips of 1-10 s at 22.05 kHz, xls-r-2b @ 8, bf16.
+            corpus of 6,000 synthetic clips of 1-10 s at 22.05 kHz, xls-r-2b @ 8, bf16; then the
+            store's ceiling on the same clips (an extractor that costs nothing: decoding,
+            planning, shard writes), one decode thread against the default count.
 generators  seconds per training step (batch 16) and synthesis RTF (acoustic model, and with its
             HiFi-GAN V1) at default size, deterministic (on CUDA: torch refuses ops without a
             deterministic kernel; such an op is recorded by name) and not, for each study
@@ -101,6 +103,19 @@ def write_clips(folder: Path, n: int, seconds: tuple[float, float], seed: int = 
             sf.write(path, wave.astype(np.float32), RATE, subtype="PCM_16")
         paths.append(path)
     return paths
+
+
+def synthetic_corpus(root: Path, n: int, seconds: tuple[float, float], seed: int):
+    """A corpus of `n` synthetic clips under `root` (four architectures, eight checkpoints each)."""
+    from sourcetrace.corpus import Corpus
+
+    paths = write_clips(root / "audio", n, seconds, seed=seed)
+    rows = [{"clip_id": p.stem, "path": f"audio/{p.name}", "architecture": f"arch{i % 4}",
+             "checkpoint": f"arch{i % 4}/ckpt{i % 8}", "prompt_id": f"p{i // 8}", "text": ""}
+            for i, p in enumerate(paths)]
+    corpus = Corpus(root=root, rows=rows)
+    corpus.write()
+    return corpus
 
 
 def _sync(device) -> None:
@@ -208,18 +223,17 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
 
 
 def check_features(size: dict, device_name: str, workdir: Path, log) -> dict:
-    from sourcetrace.corpus import Corpus
+    from bench_decode import decode_ceiling
+
+    from sourcetrace.attribution.store import default_decode_threads
     from sourcetrace.device import resolve_device
 
     name, layer = size["corpus_model"]
     model_dir = random_model(name, workdir)
     root = workdir / f"corpus-{size['corpus_clips']}"
     t0 = time.perf_counter()
-    paths = write_clips(root / "audio", size["corpus_clips"], size["seconds"], seed=2)
-    rows = [{"clip_id": p.stem, "path": f"audio/{p.name}", "architecture": f"arch{i % 4}",
-             "checkpoint": f"arch{i % 4}/ckpt{i % 8}", "prompt_id": f"p{i // 8}", "text": ""}
-            for i, p in enumerate(paths)]
-    Corpus(root=root, rows=rows).write()
+    corpus = synthetic_corpus(root, size["corpus_clips"], size["seconds"], seed=2)
+    paths = [corpus.audio_path(row) for row in corpus.rows]
     generate_s = time.perf_counter() - t0
     store = workdir / f"store-{size['corpus_clips']}"
     if store.exists():
@@ -238,9 +252,13 @@ def check_features(size: dict, device_name: str, workdir: Path, log) -> dict:
 
     audio_s = sum(sf.info(str(p)).duration for p in paths)
     log(f"[features] {len(paths)} clips ({audio_s:.0f} s of audio) in {wall_s:.1f} s end to end")
+    threads = sorted({1, default_decode_threads()})
+    ceiling = decode_ceiling(corpus, threads)  # the store with an extractor that costs nothing
+    log("[features] the store's ceiling (decode, plan, write): " + ", ".join(
+        f"{n} decode thread(s) {row['clips_per_s']:.0f} clips/s" for n, row in ceiling["threads"].items()))
     return {"clips": len(paths), "audio_seconds": audio_s, "extractor": f"{name}@{layer}", "dtype": dtype,
             "corpus_generation_s": generate_s, "wall_s": wall_s, "clips_per_s": len(paths) / wall_s,
-            "command": " ".join(cmd[1:]), "stdout_tail": proc.stdout[-500:]}
+            "command": " ".join(cmd[1:]), "stdout_tail": proc.stdout[-500:], "store_ceiling": ceiling}
 
 
 def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:

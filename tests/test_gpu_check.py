@@ -33,6 +33,7 @@ def test_the_gpu_checks_dry_run_completes_every_section_consistently(tmp_path):
     assert "float32-gemm-frontend" in result["sections"]["ssl"]["models"]["tiny-wav2vec2@2"]["paths"]
 
     assert result["sections"]["features"]["clips"] == 40
+    assert result["sections"]["features"]["store_ceiling"]["threads"]["1"]["clips_per_s"] > 0
     gradtts = result["sections"]["generators"]["gradtts"]
     assert gradtts["available"] and gradtts["deterministic"]["seconds_per_step"] > 0
     assert gradtts["resume"]["second_equals_first"] and gradtts["resume"]["resumed_equals_first"]

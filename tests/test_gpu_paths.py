@@ -123,10 +123,12 @@ def test_knn_on_the_gpu_predicts_as_on_the_cpu():
     assert gpu["levels"]["checkpoint"]["confusion"] == cpu["levels"]["checkpoint"]["confusion"]
 
 
-@pytest.mark.parametrize("name", ["tiny-wav2vec2", "tiny-w2v-bert"])
-def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech_tree, tmp_path, monkeypatch, name):
-    """Background decoding and shard writing change nothing: each vector equals the serial loop's
-    (decode the batch, extract it), bit for bit, in the same order; shards are still written in turn."""
+@pytest.mark.parametrize("name,decode_threads", [("tiny-wav2vec2", 1), ("tiny-w2v-bert", 1), ("tiny-wav2vec2", 3)])
+def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech_tree, tmp_path, monkeypatch, name,
+                                                            decode_threads):
+    """Background decoding (by one thread or several) and shard writing change nothing: each vector
+    equals the serial loop's (decode the batch, extract it), bit for bit, in the same order; shards
+    are still written in turn."""
     import sourcetrace.attribution.store as store_mod
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
     from sourcetrace.attribution.store import FeatureStore
@@ -136,7 +138,7 @@ def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech
     corpus = import_corpus(speech_tree, tmp_path / "corpus")
     extractor = SSLExtractor(tiny_models[name], [2], device="cpu", batch_size=5)
     monkeypatch.setattr(store_mod, "SHARD_MAX_CLIPS", 7)  # several shards, written while extracting
-    store = FeatureStore(corpus, extractor)
+    store = FeatureStore(corpus, extractor, decode_threads=decode_threads)
     report = store.compute(progress=False)
     assert report.computed == len(corpus.rows) and len(list(store.dir.glob("shard-*.npz"))) >= 6
     waves = [load_audio(corpus.audio_path(r), extractor.sample_rate) for r in corpus.rows]

@@ -95,7 +95,7 @@ def cmd_features(args) -> int:
     from sourcetrace.corpus import Corpus
 
     corpus = Corpus.read(args.corpus)
-    store = FeatureStore(corpus, _build_extractor(args), root=args.store)
+    store = FeatureStore(corpus, _build_extractor(args), root=args.store, decode_threads=args.decode_threads)
     report = store.compute(progress=not args.quiet)
     print(f"{store.dir}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
     for clip_id, path, reason in report.rejects:
@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     _extractor_args(p)
     p.add_argument("--store", help="feature store root (default: <corpus>/features)")
     p.add_argument("--export", help="also write clip_id and vectors arrays to this .npz")
+    p.add_argument("--decode-threads", type=int, help="threads that decode clips ahead of the extractor "
+                   "(default: half the CPUs, at most 8); the vectors do not depend on it")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_features)
 

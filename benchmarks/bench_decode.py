@@ -1,0 +1,88 @@
+"""The feature store's ceiling: clips per second through `FeatureStore.compute` when the extractor
+costs nothing, so decoding and resampling (22.05 kHz WAV -> 16 kHz), planning and shard writing
+are all that is timed; decode threads 1 against more, in one run. On a GPU the extractor can run
+faster than one thread decodes: this says where the store, not the model, would be the limit.
+
+The clips are synthetic (noise under a tone, 1-10 s); hashing is done once before timing (its
+cache is kept between runs, as in a real store). Usage:
+
+    python benchmarks/bench_decode.py [--clips 600] [--threads 1,2,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sourcetrace.attribution.extractors.base import FeatureExtractor
+
+
+class FreeExtractor(FeatureExtractor):
+    """A vector of zeros per clip, at once: the store's own costs alone."""
+
+    max_batch_seconds = 120.0
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"benchmark": "free"}
+
+    @property
+    def name(self) -> str:
+        return "free"
+
+    def min_samples(self) -> int:
+        return 1
+
+    def extract(self, waves):
+        return np.zeros((len(waves), 4), np.float32)
+
+
+def decode_ceiling(corpus, threads: list[int], max_batch_seconds: float = 120.0) -> dict:
+    """Clips per second through the store for each decode thread count (a fresh store each)."""
+    from sourcetrace.attribution.store import FeatureStore
+
+    extractor = FreeExtractor()
+    extractor.max_batch_seconds = max_batch_seconds
+    root = Path(tempfile.mkdtemp(prefix="bench-decode-"))
+    FeatureStore(corpus, extractor, root=root).audio_hashes()  # the hash cache, as a store has it
+    rows = {}
+    for n in threads:
+        store = FeatureStore(corpus, extractor, root=root, decode_threads=n)
+        shutil.rmtree(store.dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        report = store.compute(progress=False)
+        seconds = time.perf_counter() - t0
+        rows[str(n)] = {"seconds": seconds, "clips_per_s": report.computed / seconds}
+    shutil.rmtree(root)
+    base = rows[str(threads[0])]["clips_per_s"]
+    for row in rows.values():
+        row["speedup"] = row["clips_per_s"] / base
+    return {"clips": len(corpus.rows), "max_batch_seconds": max_batch_seconds, "threads": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=600)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    from gpu_check import synthetic_corpus
+
+    work = Path(tempfile.mkdtemp(prefix="bench-decode-corpus-"))
+    corpus = synthetic_corpus(work, args.clips, (1.0, 10.0), seed=2)
+    result = decode_ceiling(corpus, [int(n) for n in args.threads.split(",")])
+    shutil.rmtree(work)
+    for n, row in result["threads"].items():
+        print(f"{n} decode thread(s): {row['clips_per_s']:.0f} clips/s ({row['speedup']:.2f}x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
