@@ -128,11 +128,20 @@ class FeatureStore:
     # ---- audio hashes -------------------------------------------------------------------------
     def audio_hashes(self) -> dict[str, str]:
         """clip_id -> sha256 of its audio file, re-hashing only files whose stat signature changed
-        (size, mtime, ctime, inode: see hash_cache.py)."""
+        (size, mtime, ctime, inode: see hash_cache.py); by the decode threads (hashlib releases the GIL)."""
         cache = HashCache(self.root / "audio-sha256.json")
-        out = {row["clip_id"]: cache.sha256(self.corpus.audio_path(row), row["path"]) for row in self.corpus.rows}
+        rows = self.corpus.rows
+
+        def digest(row: dict[str, str]) -> str:
+            return cache.sha256(self.corpus.audio_path(row), row["path"])
+
+        if self.decode_threads == 1:
+            digests = [digest(row) for row in rows]
+        else:
+            with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="hash") as pool:
+                digests = list(pool.map(digest, rows))
         cache.save()
-        return out
+        return {row["clip_id"]: sha for row, sha in zip(rows, digests)}
 
     # ---- shards -------------------------------------------------------------------------------
     def _shards(self) -> list[Path]:

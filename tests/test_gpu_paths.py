@@ -134,6 +134,7 @@ def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.audio import load_audio
     from sourcetrace.corpus import import_corpus
+    from sourcetrace.fileio import sha256_file
 
     corpus = import_corpus(speech_tree, tmp_path / "corpus")
     extractor = SSLExtractor(tiny_models[name], [2], device="cpu", batch_size=5)
@@ -146,6 +147,8 @@ def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech
     for batch in extractor.plan_batches([len(w) for w in waves]):
         serial[batch] = extractor.extract([waves[i] for i in batch])
     np.testing.assert_array_equal(store.load(), serial)
+    # hashed by the decode threads too: each clip gets its own file's hash
+    assert store.audio_hashes() == {r["clip_id"]: sha256_file(corpus.audio_path(r)) for r in corpus.rows}
 
 
 def test_phase_timing_breaks_extraction_down_without_changing_it(tiny_models):
