@@ -12,6 +12,7 @@ does, so both give the same predictions.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -24,6 +25,21 @@ METRICS = ("cosine", "euclidean")
 #: On the CPU, pick each query's neighbours with the compiled selection (`knn_select`, about half
 #: the CPU time of `torch.topk`); False runs `top_k_by_sorting` there too. Both give the same neighbours.
 select_on_cpu = True
+
+
+def compiled_selection():
+    """`knn_select.select_nearest`, or None where numba cannot be imported (e.g. a NumPy newer than
+    the installed numba supports), said once as a warning: `top_k_by_sorting` then picks the same
+    neighbours, at about twice the CPU time."""
+    try:
+        from .knn_select import select_nearest  # compiled on first use
+    except ImportError as exc:
+        global select_on_cpu
+        select_on_cpu = False
+        warnings.warn(f"kNN on the CPU: the compiled neighbour selection is unavailable ({exc}); using "
+                      "torch.topk, which picks the same neighbours more slowly", RuntimeWarning, stacklevel=2)
+        return None
+    return select_nearest
 
 
 def top_k_by_sorting(near: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,9 +136,8 @@ class KNNAttributor(Attributor):
         for start in range(0, len(X), self.chunk_size):
             chunk = queries[start: start + self.chunk_size]
             near = self._nearness(chunk, out=None if buffer is None else buffer[: len(chunk)])
-            if on_cpu and select_on_cpu:
-                from .knn_select import select_nearest  # compiled on first use
-
+            select_nearest = compiled_selection() if on_cpu and select_on_cpu else None
+            if select_nearest is not None:
                 values, index = map(torch.from_numpy, select_nearest(near.numpy(), k, torch.get_num_threads()))
             else:
                 values, index = top_k_by_sorting(near, k)

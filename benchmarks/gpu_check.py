@@ -27,20 +27,22 @@ knn         the `table1` suite's kNN (69,600 clips, both extractor widths) on th
 cores): the same JSON shape, `"dry_run": true`. Only a full run on a GPU gives figures to report;
 do not commit a dry run's JSON under benchmarks/results/.
 
-On a stock PyTorch GPU image without network (torch, transformers, numpy, scipy, scikit-learn,
-torchaudio present; see /work/shared/notes/gpu.md for one such image), bring wheels built here:
+On the device tool's GPU image (no network; its packages: tools/gpu-image-packages.txt), bring
+what it lacks, built here (about 5 MB; the image's Python is 3.12):
 
-    python -m pip wheel --no-deps . -w gpu-wheels          # sourcetrace itself (a regular wheel)
-    python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
-        --platform manylinux2014_x86_64 -d gpu-wheels soundfile cffi pycparser soxr submitit \\
-        unidecode inflect jaraco.functools more_itertools typeguard "setuptools<82" threadpoolctl tqdm
-    python3.12 -m pip wheel --no-deps --no-binary grad-tts grad-tts==0.0.4 -w gpu-wheels  # no cp312 wheel exists
+    bash tools/gpu-wheels.sh gpu-wheels 3.12      # sourcetrace, tools/gpu-wheels.txt, grad-tts
 
-(match --python-version to the image's Python). The device tool carries the working tree: keep
-gpu-wheels/ out of .gitignore or name it in `carry`. There:
+The device tool carries the working tree: keep gpu-wheels/ out of .gitignore or name it in
+`carry`. There (grad-tts's source, where no local Python 3.12 built its wheel, is compiled with
+the image's Cython and compiler; if that fails, Grad-TTS is reported as not available):
 
-    pip install --no-index --no-deps --target /tmp/site gpu-wheels/*.whl
-    PYTHONPATH=/tmp/site python benchmarks/gpu_check.py --out $OUT/gpu_check.json --budget-s 420
+    pip install -q --no-index --no-deps --target /tmp/site gpu-wheels/*.whl
+    pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site gpu-wheels/*.tar.gz
+    PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json --budget-s 420
+
+Rehearsed on the CPU by tests/test_gpu_check.py: `python tools/gpu_image.py image DIR
+--with-wheel-list` links only the image's packages and the wheel list's into DIR, and the dry run
+runs in a bare venv with PYTHONPATH=SITE:DIR, nothing else importable.
 
 It needs about 12 GB of disk under --workdir (random-init model folders, the corpus) and runs in
 under 8 minutes on one H100/H200 (an estimate: no full run yet). The JSON is rewritten after each

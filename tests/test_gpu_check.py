@@ -1,6 +1,7 @@
 """The one GPU check (benchmarks/gpu_check.py) is run in sessions with a few minutes of device time
 and no way to fix it there: its dry run, the same code with tiny models on the CPU, must finish
-every section and report figures that agree with themselves."""
+every section and report figures that agree with themselves, in an environment that holds only
+what the device's GPU image has plus what tools/gpu-wheels.sh brings (tools/gpu_image.py)."""
 
 import json
 import os
@@ -12,13 +13,32 @@ import pytest
 
 pytest.importorskip("grad_tts", reason="the Grad-TTS stack is installed by tools/setup.sh")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
-def test_the_gpu_checks_dry_run_completes_every_section_consistently(tmp_path):
+def stock_image_python(folder: Path) -> tuple[str, dict]:
+    """An interpreter and environment that see the GPU image's packages, the wheel list's and
+    sourcetrace's wheel, and nothing else (a bare virtual environment, no site-packages of ours)."""
+    def tool(*args):
+        subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_image.py"), *args], check=True, capture_output=True)
+
+    tool("wheel", str(folder / "wheels"))
+    tool("image", str(folder / "image"), "--with-wheel-list")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+                    str(folder / "site"), *map(str, (folder / "wheels").glob("*.whl"))], check=True, capture_output=True)
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(folder / "venv")], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{folder / 'site'}{os.pathsep}{folder / 'image'}"}
+    return str(folder / "venv" / "bin" / "python"), env
+
+
+def test_the_gpu_checks_dry_run_completes_every_section_consistently_on_a_stock_image(tmp_path):
+    python, env = stock_image_python(tmp_path / "stock")
+    probe = subprocess.run([python, "-c", "import sourcetrace, numba; print(sourcetrace.__file__)\nimport nemo"],
+                           capture_output=True, text=True, env=env)
+    assert str(tmp_path) in probe.stdout and "No module named 'nemo'" in probe.stderr  # ours only, isolated
     out = tmp_path / "check.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--small", "--device", "cpu", "--threads", "1",
+    proc = subprocess.run([python, str(SCRIPT), "--small", "--device", "cpu", "--threads", "1",
                            "--workdir", str(tmp_path / "work"), "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     result = json.loads(out.read_text())
@@ -37,6 +57,7 @@ def test_the_gpu_checks_dry_run_completes_every_section_consistently(tmp_path):
     gradtts = result["sections"]["generators"]["gradtts"]
     assert gradtts["available"] and gradtts["deterministic"]["seconds_per_step"] > 0
     assert gradtts["resume"]["second_equals_first"] and gradtts["resume"]["resumed_equals_first"]
+    assert result["sections"]["knn"]["cpu_selection"] == "compiled"  # numba is in the wheel list
     for row in result["sections"]["knn"]["extractors"].values():
         assert row["predictions"] > 0 and row["predictions_differing"] == 0
 

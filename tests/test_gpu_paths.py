@@ -98,6 +98,27 @@ def test_knn_search_equals_a_naive_reference_on_a_corpus_with_ties(monkeypatch):
     assert compiled["levels"] == sorting["levels"]
 
 
+def test_knn_without_numba_warns_once_and_picks_the_same_neighbours(monkeypatch):
+    """Where numba cannot be imported (a NumPy newer than it supports, a GPU image without it), the
+    CPU search says so and falls back to torch.topk: the same neighbours, in the same order."""
+    import sys
+
+    import sourcetrace.attribution.knn as knn_module
+
+    rng = np.random.default_rng(7)
+    S, Q = rng.standard_normal((120, 8)).astype(np.float32), rng.standard_normal((30, 8)).astype(np.float32)
+    ys = rng.integers(0, 3, 120)
+    compiled = KNNAttributor(k=7, chunk_size=8).fit(S, ys).kneighbors(Q)
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    monkeypatch.delitem(sys.modules, "sourcetrace.attribution.knn_select", raising=False)
+    monkeypatch.setattr(knn_module, "select_on_cpu", True)
+    with pytest.warns(RuntimeWarning, match="compiled neighbour selection is unavailable") as caught:
+        fallback = KNNAttributor(k=7, chunk_size=8).fit(S, ys).kneighbors(Q)  # four chunks, one warning
+    assert len(caught) == 1 and not knn_module.select_on_cpu
+    np.testing.assert_array_equal(fallback[1], compiled[1])
+    np.testing.assert_array_equal(fallback[0], compiled[0])
+
+
 def test_knn_device_is_a_setting_not_an_identity(monkeypatch):
     spec = AttributorSpec.parse("knn:k=5")
     assert spec.build(device="cpu").params() == spec.build().params()
