@@ -23,7 +23,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ import soundfile as sf
 
 from sourcetrace.audio import AudioRejected, load_audio
 from sourcetrace.corpus import Corpus
+from sourcetrace.device import usable_cpus
 from sourcetrace.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 from .extractors.base import FeatureExtractor
@@ -53,8 +53,8 @@ SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6}
 
 def default_decode_threads() -> int:
     """Threads that decode and resample clips (libsndfile, soxr and numpy release the GIL): half the
-    CPUs, at most 8, so the extractor's own threads keep theirs; one on a 2-core machine."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    CPUs this process may use, at most 8, so the extractor's own threads keep theirs; one on 2 CPUs."""
+    return max(1, min(8, usable_cpus() // 2))
 
 
 @dataclass
@@ -231,7 +231,7 @@ class FeatureStore:
             def decode_next() -> None:  # a batch in as many runs of clips as there are threads
                 batch = next(upcoming, None)
                 if batch is not None:
-                    step = -(-len(batch) // self.decode_threads)
+                    step = max(1, -(-len(batch) // self.decode_threads))  # an empty batch: no runs
                     ahead.append((batch, [decoder.submit(self._decode, [todo[i] for i in batch[j:j + step]])
                                           for j in range(0, len(batch), step)]))
 

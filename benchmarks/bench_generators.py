@@ -8,8 +8,8 @@ is end to end, so both numbers are its own. `--nondeterministic` leaves oneDNN o
 reproducible bit for bit only without it; see generators/training.py). `--vocoders` times each
 vocoder kind alone (full-size config, random weights) on the 22.05 kHz mels of the test prompts'
 audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). `--check-resume`
-also trains each model again and once interrupted halfway, and says whether the checkpoints are the
-same bit for bit (deterministic runs only). Usage:
+also trains each model again in a fresh process and once stopped halfway and resumed (in two more
+processes), and says whether the checkpoints are the same bit for bit (deterministic runs only). Usage:
 
     python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4] [--check-resume]
     python benchmarks/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
@@ -76,40 +76,54 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
             "deterministic": deterministic}
 
 
-def check_resume(arch: str, config: str, lj, work: Path, steps: int, batch_size: int, device: str) -> dict:
-    """Deterministic training reproduced on this device: an uninterrupted run of `steps` steps, a
-    second one in the same process, and a third stopped halfway and resumed by a fresh generator,
-    through `train` as a user runs it. Checkpoints must equal the first run's byte for byte; the
-    second run also shows whether a later training unit in one process (cuBLAS already initialised,
-    CUBLAS_WORKSPACE_CONFIG read at its first use) is still deterministic."""
-    from safetensors.torch import load_file
-
+def _train_run(arch: str, config: str, items: list, features: Path, run_dir: Path, steps: int, batch_size: int,
+               device: str, stop_after: int | None, threads: int) -> None:
+    """One deterministic run through `train`, as a user runs it (in this process or a fresh one)."""
     from sourcetrace.generators import build_generator
-    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
     from sourcetrace.generators.data import TrainingData
     from sourcetrace.generators.training import train
 
-    def run(run_dir: Path, stop_after: int | None = None) -> None:
-        generator = build_generator(arch, config, seed=0).to(device)
-        data = TrainingData(generator, lj.items("train"), work / "features")
-        train(generator, data, run_dir, [steps], batch_size, seed=0, resume_every=max(steps // 2, 1),
-              stop_after=stop_after, log=lambda _: None, tensorboard=False)
+    torch.set_num_threads(threads)  # CPU results depend on it: the same in every process
+    generator = build_generator(arch, config, seed=0).to(device)
+    train(generator, TrainingData(generator, items, features), run_dir, [steps], batch_size, seed=0,
+          resume_every=max(steps // 2, 1), stop_after=stop_after, log=lambda _: None, tensorboard=False)
+
+
+def check_resume(arch: str, config: str, lj, work: Path, steps: int, batch_size: int, device: str) -> dict:
+    """Deterministic training reproduced on this device, checkpoints compared bit for bit with a
+    first run of `steps` steps in this process (where other work has already used the device):
+    `fresh`, the same run in a new process (a first use of cuBLAS, which reads
+    CUBLAS_WORKSPACE_CONFIG then); `resumed`, a new process stopped halfway and another one
+    resuming it, as after a crash. Each through `train`, as a user runs it."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from safetensors.torch import load_file
+
+    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
+
+    root = work / f"resume-{arch}-{config}"
+    shutil.rmtree(root, ignore_errors=True)
+    args = (arch, config, lj.items("train"), work / "features")
+    options = (steps, batch_size, device)
+
+    def in_new_process(run_dir: Path, stop_after: int | None = None) -> None:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            pool.submit(_train_run, *args, run_dir, *options, stop_after, torch.get_num_threads()).result()
 
     def weights(run_dir: Path) -> dict[str, torch.Tensor]:
         (folder,) = (run_dir / "checkpoints").iterdir()
         return load_file(folder / CHECKPOINT_WEIGHTS)
 
-    root = work / f"resume-{arch}-{config}"
-    shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
-    run(root / "first")
-    run(root / "second")
-    run(root / "resumed", stop_after=max(steps // 2, 1))
-    run(root / "resumed")
+    _train_run(*args, root / "first", *options, None, torch.get_num_threads())
+    in_new_process(root / "fresh")
+    in_new_process(root / "resumed", stop_after=max(steps // 2, 1))
+    in_new_process(root / "resumed")
     first = weights(root / "first")
     row = {"architecture": arch, "config": config, "steps": steps, "batch_size": batch_size, "device": device,
            "seconds": time.perf_counter() - t0}
-    for name in ("second", "resumed"):
+    for name in ("fresh", "resumed"):
         other = weights(root / name)
         row[f"{name}_equals_first"] = all(torch.equal(first[k], other[k]) for k in first)
         row[f"{name}_max_abs_difference"] = max(float((first[k].double() - other[k].double()).abs().max())
@@ -175,8 +189,8 @@ def main() -> None:
                   f"{row['rtf_with_vocoder']:>14.3f}")
             if args.check_resume and not args.nondeterministic and row["seconds_per_step"] is not None:
                 row["resume"] = check_resume(arch, config, lj, work, args.steps, args.batch_size, args.device)
-                print(f"{'':<10} {'':<8} same checkpoints run again: {row['resume']['second_equals_first']}, "
-                      f"resumed halfway: {row['resume']['resumed_equals_first']}")
+                print(f"{'':<10} {'':<8} same checkpoints in a fresh process: {row['resume']['fresh_equals_first']}, "
+                      f"stopped halfway and resumed: {row['resume']['resumed_equals_first']}")
     for spec in filter(None, args.vocoders.split(",")):
         kind, _, config = spec.partition(":")
         row = measure_vocoder(kind, config or "v1", lj, args.device)

@@ -66,7 +66,7 @@ def table1_timings(prompts: int = 600, device: str = "cpu", compare_device: str 
         entry["suite_s"], entry["suite_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
         log(f"  {name} ({dim}-d): table1 suite in {entry['suite_s']:.1f} s ({entry['suite_cpu_s']:.1f} CPU s), "
             f"{entry['products'] / 1e9:.2f} G distance products; load {os.getloadavg()[0]:.2f}")
-        if compare_topk:
+        if compare_topk and out.get("cpu_selection") == "compiled":  # else both would be torch.topk
             knn_module.select_on_cpu = False
             try:
                 t0, c0 = time.perf_counter(), time.process_time()

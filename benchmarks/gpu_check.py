@@ -18,8 +18,9 @@ generators  seconds per training step (batch 16) and synthesis RTF (acoustic mod
             HiFi-GAN V1) at default size, deterministic (on CUDA: torch refuses ops without a
             deterministic kernel; such an op is recorded by name) and not, for each study
             architecture whose stack imports here; the others are recorded as not available.
-            Where deterministic training runs, `resume`: 4 steps trained twice in this process and
-            once stopped at step 2 and resumed, checkpoints compared bit for bit.
+            Where deterministic training runs, `resume`: 4 steps trained in this process, again in
+            a fresh process, and in a fresh process stopped at step 2 then resumed by another,
+            checkpoints compared bit for bit (bench_generators.check_resume).
 knn         the `table1` suite's kNN (69,600 clips, both extractor widths) on this device, then every
             split's predictions on this device and on the CPU, timed, with the count that differ.
 
@@ -37,17 +38,21 @@ The device tool carries the working tree: keep gpu-wheels/ out of .gitignore or 
 the image's Cython and compiler; if that fails, Grad-TTS is reported as not available):
 
     pip install -q --no-index --no-deps --target /tmp/site gpu-wheels/*.whl
-    pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site gpu-wheels/*.tar.gz
+    if ls gpu-wheels/*.tar.gz >/dev/null 2>&1; then pip install -q --no-index --no-deps \
+        --no-build-isolation --target /tmp/site gpu-wheels/*.tar.gz; fi
     PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json --budget-s 420
 
 Rehearsed on the CPU by tests/test_gpu_check.py: `python tools/gpu_image.py image DIR
 --with-wheel-list` links only the image's packages and the wheel list's into DIR, and the dry run
-runs in a bare venv with PYTHONPATH=SITE:DIR, nothing else importable.
+runs in a bare venv with PYTHONPATH=SITE:DIR, nothing else importable. That checks names, not
+versions: the packages linked are this machine's (with what their versions need here); the
+image's own versions, the 3.12 wheels and building grad-tts there meet first on the device.
 
 It needs about 12 GB of disk under --workdir (random-init model folders, the corpus) and runs in
 under 8 minutes on one H100/H200 (an estimate: no full run yet). The JSON is rewritten after each
 section (`"complete": false` until the end), so a run cut off by a time limit keeps what it
-finished; `--budget-s` starts no section after that many seconds. NeMo and Coqui (FastPitch,
+finished (`"complete": true` once the run has ended, with its failed and skipped sections
+listed); `--budget-s` starts no section after that many seconds. NeMo and Coqui (FastPitch,
 VITS) are a few GB: not brought, so reported as not available; Matcha-TTS needs libespeak-ng on
 the image.
 """
@@ -301,19 +306,25 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
             try:  # deterministic on CUDA refuses ops without a deterministic kernel, naming the op
                 row = measure_generator(arch, size["generator_config"], lj, workdir, size["steps"],
                                         size["batch_size"], device, deterministic, vocoders)
-            except GeneratorError as exc:
-                out[arch][mode] = {"error": str(exc)}
-                log(f"[generators] {arch} {mode}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - recorded (e.g. out of memory); the other architectures go on
+                out[arch][mode] = {"error": str(exc) if isinstance(exc, GeneratorError)
+                                   else f"{type(exc).__name__}: {str(exc)[:1000]}"}
+                log(f"[generators] {arch} {mode}: {out[arch][mode]['error']}")
                 continue
             out[arch][mode] = row
             log(f"[generators] {arch} {mode}: {row['seconds_per_step']:.3f} s/step at batch {size['batch_size']}, "
                 f"RTF {row['rtf_acoustic']:.3f} / {row['rtf_with_vocoder']:.3f} with vocoder")
             if deterministic:
-                resume = out[arch]["resume"] = check_resume(arch, size["generator_config"], lj, workdir,
-                                                            size["resume_steps"], size["batch_size"], device)
-                log(f"[generators] {arch} deterministic, {size['resume_steps']} steps: trained again in this "
-                    f"process {'equal' if resume['second_equals_first'] else 'DIFFERENT'}, stopped and resumed "
-                    f"{'equal' if resume['resumed_equals_first'] else 'DIFFERENT'}")
+                try:  # a failure here keeps every figure measured so far
+                    resume = out[arch]["resume"] = check_resume(arch, size["generator_config"], lj, workdir,
+                                                                size["resume_steps"], size["batch_size"], device)
+                except Exception as exc:  # noqa: BLE001 - recorded, and the section goes on
+                    out[arch]["resume"] = {"error": f"{type(exc).__name__}: {str(exc)[:1000]}"}
+                    log(f"[generators] {arch} resume check failed: {out[arch]['resume']['error']}")
+                    continue
+                same = {True: "equal", False: "DIFFERENT"}
+                log(f"[generators] {arch} deterministic, {size['resume_steps']} steps: in a fresh process "
+                    f"{same[resume['fresh_equals_first']]}, stopped and resumed {same[resume['resumed_equals_first']]}")
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     return out
@@ -363,8 +374,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="model folders and corpora (default: a temporary folder, removed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="start no section after this many seconds (recorded as skipped): a device's time "
-                             "limit then cuts no section short")
+                        help="start no section after this many seconds (recorded as skipped); leave room for "
+                             "the longest section before a device's time limit")
     args = parser.parse_args()
     import torch
 
@@ -397,6 +408,7 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2, default=str))
         os.replace(tmp, out)
 
+    write(complete=False)  # the environment, before anything can fail
     for section in args.sections.split(","):
         if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
             result.setdefault("skipped", []).append(section)

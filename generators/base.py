@@ -27,6 +27,8 @@ from sourcetrace.errors import SourcetraceError
 from sourcetrace.fileio import atomic_path, write_json_atomic
 from sourcetrace.mel import MelConfig, mel_spectrogram
 
+# A reference written `speaker:NAME` is a voice the checkpoint stores (XTTS's speakers_xtts.pth), not a clip.
+STORED_VOICE = "speaker:"
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_META = "generator.json"
 
@@ -159,8 +161,8 @@ class Generator(ABC):
         global torch RNG for any noise: the caller seeds it per prompt."""
 
     def use_reference(self, reference: str | Path) -> None:
-        """Speak in the voice of the `reference` clip from the next synthesis on (zero-shot
-        architectures: `takes_reference`)."""
+        """Speak in the voice of `reference` from the next synthesis on (zero-shot architectures:
+        `takes_reference`): a clip, or `speaker:NAME` (STORED_VOICE) for a voice the checkpoint stores."""
         raise GeneratorError(f"{self.architecture} speaks in its trained voice: it takes no reference clip")
 
     #: whether `synthesize_batch` runs the model on several utterances at once

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Generator, GeneratorError
+from .base import STORED_VOICE, Batch, Generator, GeneratorError
 
 #: the tokens Coqui's `VoiceBpeTokenizer` relies on (stop/start text tokens, spaces, the language tag)
 SPECIAL_TOKENS = ("[STOP]", "[UNK]", "[SPACE]", "[START]", "[en]")
@@ -97,13 +97,16 @@ class XttsGenerator(Generator):
 
     # ---- synthesis ------------------------------------------------------------------------------
     def use_reference(self, reference: str | Path) -> None:
-        """A clip (any rate Coqui's loader reads), or the name of a speaker of the official
-        checkpoint's speakers_xtts.pth."""
-        name = str(reference)
-        if name not in self.speakers and not Path(reference).is_file():
+        """A clip (any rate Coqui's loader reads); `speaker:NAME` (STORED_VOICE), a speaker of the
+        official checkpoint's speakers_xtts.pth; a bare NAME is that speaker where no such clip exists."""
+        written = str(reference)
+        name = written.removeprefix(STORED_VOICE)
+        stored_only = name != written
+        if name not in self.speakers and (stored_only or not Path(reference).is_file()):
             stored = (f"speakers_xtts.pth has {len(self.speakers)}: {', '.join(sorted(self.speakers)[:8])}"
                       + (", ..." if len(self.speakers) > 8 else "") if self.speakers else "this model stores none")
-            raise GeneratorError(f"{reference}: no such reference clip, nor a stored speaker ({stored})")
+            what = "not a stored speaker" if stored_only else "no such reference clip, nor a stored speaker"
+            raise GeneratorError(f"{written}: {what} ({stored})")
         self._reference = name
 
     def _voice(self) -> tuple[torch.Tensor, torch.Tensor]:

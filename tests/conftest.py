@@ -52,17 +52,18 @@ def speech_tree(tmp_path_factory):
 #   tts:   needs a TTS stack (NeMo, Coqui, Grad-TTS, Matcha-TTS; tools/setup.sh) or builds its models
 #   slow:  trains, synthesises or runs a whole study / plug-in pipeline (tens of seconds or more)
 #   slurm: needs a Slurm cluster (CI starts one: tools/slurm-localhost.sh)
+GPU_CHECK_DRY_RUN = "test_the_gpu_checks_dry_run_completes_every_section_consistently_on_a_stock_image"
 _MARKERS = {
     "tts": {"modules": {"test_generators", "test_vocoders", "test_recipes", "test_official_checkpoints",
                         "test_study", "test_training_interruptions", "test_vocoder_families", "test_xtts",
-                        "test_vits_espnet", "test_gpu_check"},
+                        "test_vits_espnet"},
             "fixtures": set(),
             "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
-                      "test_a_pickle_named_safetensors_is_one_clear_line"}},
+                      "test_a_pickle_named_safetensors_is_one_clear_line", GPU_CHECK_DRY_RUN}},
     "slow": {"modules": {"test_generators", "test_recipes", "test_official_checkpoints", "test_study",
-                         "test_training_interruptions", "test_xtts", "test_vits_espnet", "test_gpu_check"},
+                         "test_training_interruptions", "test_xtts", "test_vits_espnet"},
              "fixtures": {"local_run", "slurm_cluster", "toy_site", "real_bench"},
-             "tests": {"test_the_fastest_builtin_generator_conforms"}},
+             "tests": {"test_the_fastest_builtin_generator_conforms", GPU_CHECK_DRY_RUN}},
     "slurm": {"modules": set(), "fixtures": {"slurm_cluster"}, "tests": set()},
 }
 

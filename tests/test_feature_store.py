@@ -229,3 +229,17 @@ def test_shard_without_a_checksum_is_not_trusted(corpus):
     shard.rename(store.dir / "shard-000001.npz")
     report = store.compute(progress=False)
     assert (report.computed, report.reused) == (48, 0)
+
+
+@pytest.mark.parametrize("decode_threads", [1, 3])
+def test_an_extractor_planning_empty_batches_still_gets_every_clip(corpus, decode_threads):
+    """A plug-in's own `plan_batches` may yield an empty batch: it is skipped, not an error."""
+    lfcc = build_extractor("lfcc")
+
+    class Planner(CountingExtractor):
+        def plan_batches(self, num_samples):
+            return [[], *self.inner.plan_batches(num_samples), []]
+
+    planner = Planner(lfcc)
+    report = FeatureStore(corpus, planner, decode_threads=decode_threads).compute(progress=False)
+    assert (report.computed, report.rejects, planner.seen) == (48, [], 48)

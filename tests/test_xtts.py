@@ -140,12 +140,12 @@ def test_a_recipe_gives_each_prompt_a_reference_and_verify_checks_it(tmp_path, r
     assert "line 2: reference is " in capsys.readouterr().err
 
 
-def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, references):
+def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, references, monkeypatch):
     """`speaker:NAME` in a recipe's references is a voice of the release's speakers_xtts.pth: its
     clips equal those spoken from the clip that voice was made of, and rows record it as written."""
     from sourcetrace.corpus import Corpus
     from sourcetrace.datasets.prompts import Prompt, write_prompts
-    from sourcetrace.recipe import load_recipe
+    from sourcetrace.recipe import RecipeError, load_recipe
     from sourcetrace.regenerate import regenerate
 
     original = build_generator("xtts", "tiny", seed=3)
@@ -166,7 +166,7 @@ def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, refe
                             log=failures.append)
         if name == "unknown":  # the job is reported and skipped, naming what the release does store
             assert report.made == 0 and len(report.failed) == 1
-            assert any("nobody: no such reference clip, nor a stored speaker (speakers_xtts.pth has 1: speaker-a)"
+            assert any("speaker:nobody: not a stored speaker (speakers_xtts.pth has 1: speaker-a)"
                        in line for line in failures), failures
             continue
         assert report.failed == [] and report.made == 2
@@ -174,3 +174,12 @@ def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, refe
         assert [r["reference"] for r in rows] == [reference] * 2
         clips[name] = [(tmp_path / name / r["path"]).read_bytes() for r in rows]
     assert clips["stored"] == clips["clip"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nobody").write_bytes(Path(references[0]).read_bytes())  # a clip of that name changes nothing:
+    with pytest.raises(GeneratorError, match="speaker:nobody: not a stored speaker"):  # speaker: means stored
+        load_checkpoint("xtts", tmp_path / "XTTS-v2" / "model.pth").use_reference("speaker:nobody")
+    (tmp_path / "empty.toml").write_text(
+        '[corpus]\nprompts = "prompts.tsv"\nschedule = "mini"\nroles = ["pretrained"]\n'
+        '[corpus.architectures.xtts]\npretrained = "XTTS-v2/model.pth"\nreferences = ["speaker:"]\n')
+    with pytest.raises(RecipeError, match=r"\[corpus.architectures.xtts\]: reference 'speaker:': `speaker:` needs"):
+        load_recipe(tmp_path / "empty.toml")

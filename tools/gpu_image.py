@@ -86,16 +86,19 @@ def build_wheel(out_dir: Path) -> Path:
     root = Path(__file__).resolve().parents[1]
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
                            check=True, capture_output=True).stdout.decode().split("\0")
-    with tempfile.TemporaryDirectory(prefix="sourcetrace-tree-") as tree:
+    with tempfile.TemporaryDirectory(prefix="sourcetrace-tree-") as tree, \
+            tempfile.TemporaryDirectory(prefix="sourcetrace-wheel-") as built:
         for name in filter(None, files):
             if (root / name).is_file():  # a deleted file git still tracks is not copied
                 (Path(tree) / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, Path(tree) / name)
-        out_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", tree,
-                        "-w", str(out_dir)], check=True, capture_output=True)
-    (wheel,) = out_dir.glob("sourcetrace-*.whl")
-    return wheel
+                        "-w", built], check=True, capture_output=True)
+        (wheel,) = Path(built).glob("sourcetrace-*.whl")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for older in out_dir.glob("sourcetrace-*.whl"):  # two versions would stop the install there
+            older.unlink()
+        return Path(shutil.move(str(wheel), out_dir / wheel.name))
 
 
 def link_image(out_dir: Path, with_wheel_list: bool) -> int:

@@ -352,7 +352,8 @@ def cmd_synth(args) -> int:
         raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
     if generator.takes_reference != bool(args.reference):
         raise ValueError(f"{generator.architecture} speaks in the voice of reference clips: give --reference CLIP "
-                         "(repeatable; prompt i gets clip i mod n)" if generator.takes_reference else
+                         "or --reference speaker:NAME (repeatable; prompt i gets reference i mod n)"
+                         if generator.takes_reference else
                          f"{generator.architecture} speaks in its trained voice: it takes no --reference")
     label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
     job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
@@ -549,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="feature store root (default: <corpus>/features)")
     p.add_argument("--export", help="also write clip_id and vectors arrays to this .npz")
     p.add_argument("--decode-threads", type=int, help="threads that decode clips ahead of the extractor "
-                   "(default: half the CPUs, at most 8); the vectors do not depend on it")
+                   "(default: half the CPUs this process may use, at most 8); the vectors do not depend on it")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_features)
 

@@ -27,7 +27,7 @@ MANIFEST = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
 OPTIONAL_COLUMNS = (
     "vocoder", "vocoder_family", "speaker", "seed", "sample_rate", "duration_s", "sha256", "implementation", "split_group",
-    "reference",  # the reference clip a zero-shot generator (XTTS) spoke the prompt in the voice of
+    "reference",  # the reference (a clip, or speaker:NAME) a zero-shot generator (XTTS) spoke the prompt in the voice of
 )
 # Columns whose value is a label or a key: an empty one is an error, not a default.
 NON_EMPTY_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id")

@@ -14,12 +14,17 @@ def resolve_device(name):
     return torch.device(name)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a Slurm allocation, taskset), not the machine's."""
+    return len(os.sched_getaffinity(0))
+
+
 def default_cpu_threads() -> int:
     """torch's default CPU thread count: OMP_NUM_THREADS, else the CPUs this process may use."""
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0))
+        return usable_cpus()
 
 
 def pin_threads(threads: int | None = None) -> int:

@@ -56,23 +56,25 @@ class VocoderSpec:
 SPEAKER_FIELD = "{speaker}"  # in a `finetuned` path: the fine-tune speaker's id
 
 
-STORED_VOICE = "speaker:"  # a reference written `speaker:NAME`: a voice the checkpoint stores (XTTS's speakers_xtts.pth)
-
-
 @dataclass(frozen=True)
 class Reference:
     """The voice a zero-shot generator speaks a prompt in: a reference clip, or a speaker stored in
-    the checkpoint. `name` is the reference as the recipe (or command line) writes it, what a corpus
-    row records (portable); `voice` is what `Generator.use_reference` gets: the clip's path, found
-    from where the recipe is, or the stored speaker's name."""
+    the checkpoint (`speaker:NAME`). `name` is the reference as the recipe (or command line) writes
+    it, what a corpus row records (portable); `voice` is what `Generator.use_reference` gets: the
+    clip's path, found from where the recipe is, or `speaker:NAME` unchanged."""
 
     name: str
     voice: str
 
     @classmethod
     def parse(cls, text: str, resolve: Callable[[str], Path]) -> "Reference":
-        stored = text.removeprefix(STORED_VOICE)
-        return cls(text, stored if stored != text else str(resolve(text)))
+        from sourcetrace.generators.base import STORED_VOICE
+
+        if not text.startswith(STORED_VOICE):
+            return cls(text, str(resolve(text)))
+        if not text.removeprefix(STORED_VOICE).strip():
+            raise ValueError(f"reference {text!r}: `{STORED_VOICE}` needs the name of a speaker the checkpoint stores")
+        return cls(text, text)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ArchitectureSpec:
     vocoder: str | None
     trust: bool
     roles: tuple[str, ...]   # the checkpoint roles wanted of it: its own `roles`, else [corpus] roles
-    references: tuple[Reference, ...] = ()  # zero-shot architectures: prompt i speaks in the voice of clip i mod n
+    references: tuple[Reference, ...] = ()  # zero-shot architectures: prompt i speaks in the voice of reference i mod n
 
     def finetuned_for(self, speaker: str) -> Path:
         """The fine-tuned checkpoint of one speaker: `finetuned` with {speaker} filled in."""
@@ -122,7 +124,8 @@ class Job:
     references: tuple[Reference, ...] = ()
 
     def reference(self, prompt_index: int) -> Reference | None:
-        """The reference clip of the prompt at `prompt_index` of the prompt set (zero-shot jobs), else None."""
+        """The reference (a clip or a stored voice) of the prompt at `prompt_index` of the prompt set
+        (zero-shot jobs), else None."""
         return self.references[prompt_index % len(self.references)] if self.references else None
 
     @property
@@ -185,7 +188,10 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         if name not in ARCHITECTURES:
             raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
         end_to_end = generator_class(name).end_to_end
-        references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))
+        try:
+            references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))
+        except ValueError as exc:
+            raise RecipeError(f"{awhere}: {exc}") from None
         if generator_class(name).takes_reference != bool(references):
             raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
                                                "'references' (a list of audio files, or `speaker:NAME` for a "
