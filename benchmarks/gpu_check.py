@@ -31,16 +31,17 @@ do not commit a dry run's JSON under benchmarks/results/.
 On the device tool's GPU image (no network; its packages: tools/gpu-image-packages.txt), bring
 what it lacks, built here (about 5 MB; the image's Python is 3.12):
 
-    bash tools/gpu-wheels.sh gpu-wheels 3.12      # sourcetrace, tools/gpu-wheels.txt, grad-tts
+    bash tools/gpu-wheels.sh .whl 3.12      # sourcetrace, tools/gpu-wheels.txt, grad-tts
 
-The device tool carries the working tree: keep gpu-wheels/ out of .gitignore or name it in
-`carry`. There (grad-tts's source, where no local Python 3.12 built its wheel, is compiled with
-the image's Cython and compiler; if that fails, Grad-TTS is reported as not available):
+.whl/ is git-ignored: name it in the device tool's `carry`. There (grad-tts's source, where no
+local Python 3.12 built its wheel, is compiled with the image's Cython and compiler; if that
+fails, Grad-TTS is reported as not available):
 
-    pip install -q --no-index --no-deps --target /tmp/site gpu-wheels/*.whl
-    if ls gpu-wheels/*.tar.gz >/dev/null 2>&1; then pip install -q --no-index --no-deps \
-        --no-build-isolation --target /tmp/site gpu-wheels/*.tar.gz; fi
-    PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json --budget-s 420
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    if ls .whl/*.tar.gz >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps \
+        --no-build-isolation --target /tmp/site .whl/*.tar.gz; fi
+    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json \
+        --budget-s 420 --workdir /tmp/gpu-check 2>&1 | tee $OUT/gpu_check.log
 
 Rehearsed on the CPU by tests/test_gpu_check.py: `python tools/gpu_image.py image DIR
 --with-wheel-list` links only the image's packages and the wheel list's into DIR, and the dry run

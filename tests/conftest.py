@@ -1,8 +1,17 @@
 import os
+import tempfile
+from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# numba's on-disk cache is not safe for processes that compile the same cached function at once
+# (CI, fresh venv: a worker segfaulted running librosa's pyin kernels while the other worker
+# compiled them too). Each test worker keeps its own cache; set before anything imports numba.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(Path(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir())
+                                        / f"sourcetrace-numba-{os.environ['PYTEST_XDIST_WORKER']}")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,7 +68,8 @@ _MARKERS = {
                         "test_vits_espnet"},
             "fixtures": set(),
             "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
-                      "test_a_pickle_named_safetensors_is_one_clear_line", GPU_CHECK_DRY_RUN}},
+                      "test_a_pickle_named_safetensors_is_one_clear_line", GPU_CHECK_DRY_RUN,
+                      "test_setup_warms_the_numba_kernels_runs_reach_into_the_cache"}},
     "slow": {"modules": {"test_generators", "test_recipes", "test_official_checkpoints", "test_study",
                          "test_training_interruptions", "test_xtts", "test_vits_espnet"},
              "fixtures": {"local_run", "slurm_cluster", "toy_site", "real_bench"},

@@ -183,3 +183,20 @@ def test_phase_timing_breaks_extraction_down_without_changing_it(tiny_models):
     np.testing.assert_array_equal(timed, plain)
     assert set(extractor.phase_seconds) == {"preprocess", "copy", "forward", "pool"}
     assert all(v >= 0 for v in extractor.phase_seconds.values()) and extractor.phase_seconds["forward"] > 0
+
+
+def test_setup_warms_the_numba_kernels_runs_reach_into_the_cache(tmp_path):
+    """tools/setup.sh runs `python -m sourcetrace.numba_cache` once, so parallel processes only read
+    numba's cache (its writes are not safe when two processes first compile a kernel at once)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("librosa", reason="the TTS stacks are installed by tools/setup.sh")
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or tmp_path)  # a test worker's own, else a fresh one
+    done = subprocess.run([sys.executable, "-m", "sourcetrace.numba_cache"], capture_output=True, text=True,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(cache)}, timeout=600)
+    assert done.returncode == 0 and "cache warmed: kNN neighbour selection, librosa pyin" in done.stdout, done.stderr
+    indexes = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}
+    assert {"knn_select._select_rows", "pitch._pi_wrapper"} <= indexes, indexes

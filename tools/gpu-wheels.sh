@@ -3,11 +3,11 @@
 # the device tool carries (about 5 MB): sourcetrace itself, tools/gpu-wheels.txt (downloaded from
 # PyPI for the image's Python and glibc >= 2.28), and grad-tts: a wheel where a local interpreter
 # of that version exists, else its source, built there (its extension is compiled). Usage:
-#   bash tools/gpu-wheels.sh [OUT_DIR [PYTHON_VERSION]]       # default: gpu-wheels 3.12
+#   bash tools/gpu-wheels.sh [OUT_DIR [PYTHON_VERSION]]       # default: .whl 3.12 (.whl/ is git-ignored)
 # How to install them there: benchmarks/gpu_check.py's header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-gpu-wheels}
+out=${1:-.whl}
 version=${2:-3.12}
 py=.venv/bin/python
 mkdir -p "$out"

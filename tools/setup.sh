@@ -78,4 +78,7 @@ else
   # 202511 is the newest release for Python 3.11 (202609 and later need >= 3.12).
   pip install --no-deps "espnet==202511"
 fi
+# numba's on-disk cache is not safe for processes that first compile a kernel at once (a segfault
+# seen in CI): compile the project's kernels here, alone, so parallel jobs and test workers only read.
+.venv/bin/python -m sourcetrace.numba_cache
 .venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'
