@@ -51,6 +51,12 @@ DECODE_AHEAD = 2  # batches decoded and resampled in the background while the ex
 SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6})(?:\.(?P<sha256>[0-9a-f]{64}))?\.npz$")
 
 
+def _runs(items: list, count: int) -> list[list]:
+    """`items` in at most `count` contiguous runs of near-equal length, in order (none if empty)."""
+    step = max(1, -(-len(items) // count))
+    return [items[start:start + step] for start in range(0, len(items), step)]
+
+
 def default_decode_threads() -> int:
     """Threads that decode and resample clips (libsndfile, soxr and numpy release the GIL): half the
     CPUs this process may use, at most 8, so the extractor's own threads keep theirs; one on 2 CPUs."""
@@ -130,18 +136,14 @@ class FeatureStore:
         """clip_id -> sha256 of its audio file, re-hashing only files whose stat signature changed
         (size, mtime, ctime, inode: see hash_cache.py); by the decode threads (hashlib releases the GIL)."""
         cache = HashCache(self.root / "audio-sha256.json")
-        rows = self.corpus.rows
+        def digests(rows: list[dict[str, str]]) -> list[str]:
+            return [cache.sha256(self.corpus.audio_path(row), row["path"]) for row in rows]
 
-        def digest(row: dict[str, str]) -> str:
-            return cache.sha256(self.corpus.audio_path(row), row["path"])
-
-        if self.decode_threads == 1:
-            digests = [digest(row) for row in rows]
-        else:
-            with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="hash") as pool:
-                digests = list(pool.map(digest, rows))
+        runs = _runs(self.corpus.rows, self.decode_threads)
+        with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="hash") as pool:
+            hashes = [sha for run in pool.map(digests, runs) for sha in run]
         cache.save()
-        return {row["clip_id"]: sha for row, sha in zip(rows, digests)}
+        return {row["clip_id"]: sha for row, sha in zip(self.corpus.rows, hashes)}
 
     # ---- shards -------------------------------------------------------------------------------
     def _shards(self) -> list[Path]:
@@ -231,9 +233,8 @@ class FeatureStore:
             def decode_next() -> None:  # a batch in as many runs of clips as there are threads
                 batch = next(upcoming, None)
                 if batch is not None:
-                    step = max(1, -(-len(batch) // self.decode_threads))  # an empty batch: no runs
-                    ahead.append((batch, [decoder.submit(self._decode, [todo[i] for i in batch[j:j + step]])
-                                          for j in range(0, len(batch), step)]))
+                    ahead.append((batch, [decoder.submit(self._decode, run)
+                                          for run in _runs([todo[i] for i in batch], self.decode_threads)]))
 
             for _ in range(DECODE_AHEAD):
                 decode_next()

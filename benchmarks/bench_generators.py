@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nondeterministic", action="store_true", help="oneDNN on, as in an unconstrained run")
     parser.add_argument("--check-resume", action="store_true",
-                        help="also train --steps twice and once interrupted halfway, and compare the checkpoints")
+                        help="also train --steps in a fresh process and once stopped halfway and resumed, and "
+                             "compare the checkpoints bit for bit")
     parser.add_argument("--vocoders", default="hifigan:v1,nemo-hifigan:v1,vocos:mel-24khz,bigvgan:v2-22khz-80band-fmax8k-256x",
                         help='kind:config,... timed alone on real mels ("" for none)')
     parser.add_argument("--json")

@@ -151,8 +151,10 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
     from bench_frontend import frontend_timings
     from bench_ssl_extraction import load_naive, naive_vectors
+    from transformers import AutoConfig
 
     from sourcetrace.attribution.extractors import named_model_spec
+    from sourcetrace.attribution.extractors.frontend import fits as gemm_fits
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
     from sourcetrace.audio import load_audio
     from sourcetrace.device import resolve_device
@@ -184,7 +186,7 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
                                    "clips_per_s": len(naive_waves) / run_s, "peak_gib": _peak_gib(device)}
         del processor, model
         log(f"[ssl] {name}@{layer} naive: {len(naive_waves) / run_s:.1f} clips/s")
-        frontends = ["conv", "gemm"] if named_model_spec(name)["config"]["model_type"] != "wav2vec2-bert" else ["conv"]
+        frontends = ["conv", "gemm"] if gemm_fits(AutoConfig.for_model(**named_model_spec(name)["config"])) else ["conv"]
         if "gemm" in frontends:  # the front end alone, both ways, same batch (bench_frontend.py)
             entry["frontend"] = frontend_timings(name, str(device), ("float32", "bfloat16"))
             log(f"[ssl] {name} front end: " + ", ".join(

@@ -60,14 +60,6 @@ def closure(names) -> set[str]:
     return seen
 
 
-def _is_installed(name: str) -> bool:
-    try:
-        metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def link(distributions: set[str], out_dir: Path) -> None:
     """Symbolic links in `out_dir` to each distribution's top-level files and folders."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +100,7 @@ def link_image(out_dir: Path, with_wheel_list: bool) -> int:
     distributions = closure(requirement_names(IMAGE_PACKAGES))
     if with_wheel_list:  # as wheels, installed without their dependencies
         wheels = {_normal(n) for n in requirement_names(WHEEL_LIST) + list(BUILT_BY_THE_WHEEL_SCRIPT)}
-        missing = {n for n in wheels if not _is_installed(n)}
+        missing = wheels - closure(wheels)  # closure keeps only what is installed here
         if missing:
             raise SystemExit(f"not installed here, so not linked: {', '.join(sorted(missing))}")
         distributions |= wheels
