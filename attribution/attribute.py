@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.audio import AudioRejected, load_audio
+from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.corpus import Corpus, label_values
 from sourcetrace.fileio import sha256_file
 
@@ -36,9 +36,9 @@ class Support:
 
     @classmethod
     def load(cls, corpus: Corpus, extractor: FeatureExtractor, store_root: str | Path | None = None,
-             progress: bool = False) -> "Support":
+             progress: bool = False, max_seconds: float | None = MAX_CLIP_SECONDS) -> "Support":
         """Vectors from the feature store, computing the missing ones first."""
-        store = FeatureStore(corpus, extractor, root=store_root)
+        store = FeatureStore(corpus, extractor, root=store_root, max_seconds=max_seconds)
         report = store.compute(progress=progress)
         rejected = {clip_id for clip_id, _, _ in report.rejects}
         rows = [row for row in corpus.rows if row["clip_id"] not in rejected]
@@ -73,6 +73,7 @@ class SupportAttributor:
                  k: int = 56, metric: str = "cosine", standardize: bool = False, threshold: float | None = None,
                  detect_unknown: bool = True, folds: int = 5, seed: int = 0):
         self.support, self.level = support, level
+        self.max_seconds = support.store.max_seconds  # new clips are held to the support's limit
         self.unknown_level = unknown_level if detect_unknown and threshold is None else None
         labels = support.labels(level)
 
@@ -130,10 +131,7 @@ class SupportAttributor:
         waves, kept, errors = [], [], []
         for clip in clips:
             try:
-                wave = load_audio(clip, extractor.sample_rate)
-                if len(wave) < extractor.min_samples():
-                    raise AudioRejected(clip, f"shorter than the extractor's receptive field ({len(wave)} < "
-                                        f"{extractor.min_samples()} samples at {extractor.sample_rate} Hz)")
+                wave = extractor.read_clip(clip, self.max_seconds)
             except AudioRejected as exc:
                 errors.append({"clip": str(clip), "error": exc.reason})
                 continue

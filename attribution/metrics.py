@@ -12,10 +12,30 @@ def _labels(y_true, y_pred, labels) -> np.ndarray:
 
 
 def macro_f1(y_true, y_pred, labels=None) -> float:
-    """Macro F1 over `labels` (default: every label seen in truth or prediction)."""
-    from sklearn.metrics import f1_score
+    """Macro F1 over `labels` (default: every label seen in truth or prediction), as scikit-learn's
+    f1_score(average="macro", zero_division=0) computes it, bit for bit (tested): per label
+    2 tp / (true + predicted) in float64, 0 where a label is neither, and their mean. Counted here
+    because the benchmark asks for it thousands of times (F1 versus k for every k), where
+    scikit-learn's input checks took 3 ms a call, 80 % of the miniature study's bench stage."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")
+    labels = _labels(y_true, y_pred, labels)
+    true, pred = _positions(labels, y_true), _positions(labels, y_pred)
+    n = len(labels)
+    tp = np.bincount(true[(true == pred) & (true >= 0)], minlength=n).astype(np.float64)
+    denom = np.bincount(true[true >= 0], minlength=n).astype(np.float64) + np.bincount(pred[pred >= 0], minlength=n)
+    f1 = np.zeros(n)
+    np.divide(2.0 * tp, denom, out=f1, where=denom != 0)
+    return float(np.nanmean(f1))
 
-    return float(f1_score(y_true, y_pred, labels=_labels(y_true, y_pred, labels), average="macro", zero_division=0))
+
+def _positions(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each value's index in `labels` (any order), -1 for a value not among them."""
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+    at = np.clip(np.searchsorted(ordered, values), 0, len(labels) - 1)
+    return np.where(ordered[at] == values, order[at], -1)
 
 
 def per_class_report(y_true, y_pred, labels=None) -> list[dict]:

@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-from sourcetrace.audio import AudioRejected, load_audio
+from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.corpus import Corpus
 from sourcetrace.device import usable_cpus
 from sourcetrace.fileio import atomic_path, write_json_atomic, write_text_atomic
@@ -120,14 +120,18 @@ def read_shard(path: Path) -> Shard:
 
 class FeatureStore:
     def __init__(self, corpus: Corpus, extractor: FeatureExtractor, root: str | Path | None = None,
-                 decode_threads: int | None = None):
+                 decode_threads: int | None = None, max_seconds: float | None = MAX_CLIP_SECONDS):
         """`decode_threads`: how many threads decode clips ahead of the extractor (default:
-        `default_decode_threads()`); the vectors do not depend on it."""
+        `default_decode_threads()`); the vectors do not depend on it. `max_seconds`: longer clips
+        are rejected with their length (None: no limit)."""
         if decode_threads is not None and decode_threads < 1:
             raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be above 0, got {max_seconds}")
         self.corpus = corpus
         self.extractor = extractor
         self.decode_threads = decode_threads or default_decode_threads()
+        self.max_seconds = max_seconds
         self.root = Path(root) if root else corpus.root / "features"
         self.dir = self.root / f"{extractor.name}-{extractor.fingerprint_hash[:16]}"
 
@@ -278,11 +282,7 @@ class FeatureStore:
         out = []
         for row in rows:
             try:
-                wave = load_audio(self.corpus.audio_path(row), self.extractor.sample_rate)
-                if len(wave) < self.extractor.min_samples():
-                    raise AudioRejected(row["path"], f"shorter than the extractor's receptive field "
-                                        f"({len(wave)} < {self.extractor.min_samples()} samples at "
-                                        f"{self.extractor.sample_rate} Hz)")
+                wave = self.extractor.read_clip(self.corpus.audio_path(row), self.max_seconds, name=row["path"])
             except AudioRejected as exc:
                 wave = exc
             out.append((row, wave))

@@ -10,6 +10,7 @@ import numpy as np
 
 from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
+from sourcetrace.audio import MAX_CLIP_SECONDS
 from sourcetrace.corpus import Corpus, corpus_identity
 from sourcetrace.fileio import write_json_atomic, write_text_atomic
 
@@ -35,7 +36,7 @@ def _up_to_date(path: Path, identity: dict) -> dict | None:
 def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[tuple[str, str]],
               out: str | Path, seeds=(0, 1, 2), holdout: list[str] | None = None, figures: bool = True,
               device: str = "auto", dtype: str = "fp32", models_dir: str | None = None, progress: bool = True,
-              command: str | None = None, log=print) -> int:
+              command: str | None = None, log=print, max_seconds: float | None = MAX_CLIP_SECONDS) -> int:
     """Run every protocol for every (extractor spec, attributor spec) system.
 
     Returns the number of failures (rejected clips count as one, each protocol that cannot run as one).
@@ -50,7 +51,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
     for extractor_spec, attributor in systems:
         spec = AttributorSpec.parse(attributor)
         extractor = build_extractor(extractor_spec, device=device, dtype=dtype, models_dir=models_dir)
-        store = FeatureStore(corpus, extractor)
+        store = FeatureStore(corpus, extractor, max_seconds=max_seconds)
         report = store.compute(progress=progress)
         log(f"[bench] {extractor.name}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
         if report.rejects:

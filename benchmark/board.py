@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import re
 from pathlib import Path, PurePosixPath
 
@@ -30,13 +29,12 @@ from sourcetrace.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from sourcetrace.schema import BOARD, PER_SEED, check
+from sourcetrace.schema import BOARD, check
 
 from .protocol import Protocol, load_protocol, load_suite
-from .results import ResultError, now_utc, result_file_name, seed_summary, validate_result
+from .results import ResultError, now_utc, number_problems, read_result_bytes, result_file_name, validate_result
 
 BOARD_FILE, LEDGER, RESULTS = "board.json", "ledger.jsonl", "results"
-TOLERANCE = 1e-9  # |stored - recomputed| allowed for mean and std (float rounding only)
 _SUBMITTER = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 
 
@@ -93,38 +91,11 @@ def read_board(board: str | Path) -> dict:
     return check(meta, BOARD, str(path), BoardError)
 
 
-def _number_problems(result: dict, levels: list[str]) -> list[str]:
-    """Seeds complete and every mean/std the one its per-seed values give."""
-    problems = []
-    seeds = result["seeds"]
-    if not seeds or len(set(seeds)) != len(seeds):
-        problems.append(f"seeds {seeds} must be a non-empty list without repeats")
+def _level_problems(result: dict, levels: list[str]) -> list[str]:
+    """A result must score exactly the levels the board's protocol scores."""
     if sorted(result["levels"]) != sorted(levels):
-        problems.append(f"levels {sorted(result['levels'])} are not the protocol's {sorted(levels)}")
-    for level, entry in sorted(result["levels"].items()):
-        try:
-            check(entry["per_seed"], PER_SEED, f"levels.{level}.per_seed", BoardError)
-        except BoardError as exc:
-            problems.append(str(exc))
-            continue
-        variants: dict[int, list] = {}
-        for item in entry["per_seed"]:
-            variants.setdefault(item["seed"], []).append(item.get("variant"))
-        if sorted(variants) != sorted(seeds):
-            problems.append(f"{level}: per-seed values for seeds {sorted(variants)}, the result declares seeds {sorted(seeds)} "
-                            "(an incomplete or padded seed list)")
-        if any(len(set(v)) != len(v) for v in variants.values()) or len({tuple(sorted(map(str, v))) for v in variants.values()}) > 1:
-            problems.append(f"{level}: every seed must have the same vocoder variants, each once")
-        values = [item["macro_f1"] for item in entry["per_seed"]]
-        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
-            problems.append(f"{level}: a per-seed macro F1 is outside 0..1")
-            continue
-        mean, std = seed_summary(entry["per_seed"])
-        for key, recomputed in (("mean", mean), ("std", std)):
-            stored = entry[key]
-            if not (math.isfinite(stored) and abs(stored - recomputed) <= TOLERANCE):
-                problems.append(f"{level}: stored {key} {stored!r} is not the {recomputed!r} its per-seed values give")
-    return problems
+        return [f"levels {sorted(result['levels'])} are not the protocol's {sorted(levels)}"]
+    return []
 
 
 def check_against_board(result: dict, meta: dict, source: str) -> dict:
@@ -144,7 +115,7 @@ def check_against_board(result: dict, meta: dict, source: str) -> dict:
                             "differs from the board's; rerun with the board's protocol")
         elif p.get("definition") is not None and p["definition"] != board_protocol["definition"]:
             problems.append(f"protocol {p['name']!r}: the definition in the result is not the one its sha256 names")
-        problems += _number_problems(result, board_protocol["levels"])
+        problems += _level_problems(result, board_protocol["levels"]) + number_problems(result)
     features = result["features"]
     fingerprint = features.get("fingerprint")
     if not isinstance(fingerprint, dict) or not fingerprint:
@@ -192,11 +163,7 @@ def read_ledger(board: Path) -> list[dict]:
 
 
 def _load_submission(path: Path, meta: dict) -> tuple[bytes, dict]:
-    try:
-        data = path.read_bytes()
-        obj = json.loads(data.decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BoardError(f"{path}: cannot read JSON ({exc})") from None
+    data, obj = read_result_bytes(path)
     return data, check_against_board(validate_result(obj, str(path)), meta, str(path))
 
 

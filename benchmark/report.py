@@ -137,7 +137,9 @@ def figure_file(results_dir: Path, rel: str) -> Path | None:
 # A path as the machine that ran the benchmark spelled it (/home/alice/corpus, ~/x, C:\Users\x):
 # a published page shows only its last part. Relative paths (work/mini/corpus) and closing
 # tags (</b>, shown escaped) are left alone.
-_MACHINE_PATH = re.compile(r"(?<![\w.<-])(?:~[\w.-]*/|[A-Za-z]:[\\/]|/)[^\s'\"<>/\\]+[^\s'\"<>]*")
+# A space continues the path while the next word still leads to a separator ("/home/alice smith/x").
+_MACHINE_PATH = re.compile(r"(?<![\w.<-])(?:~[\w.-]*/|[A-Za-z]:[\\/]|/)[^\s'\"<>/\\]+"
+                           r"(?:[^\s'\"<>]| (?=[^\s'\"<>/\\]+[/\\]))*")
 
 
 def _last_part(path: str) -> str:
@@ -182,11 +184,15 @@ def _short_protocol(name: str) -> str:
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
     results/*.json and figures/: relative links only, absolute paths cut (public_copy)."""
-    from .results import load_result, result_file_name
+    from .results import load_result, number_problems, result_file_name
 
     loaded = [(str(f), load_result(f)) for f in result_files]
     if not loaded:
         raise ResultError("no results files given")
+    refused = [f"{source}: refused: {'; '.join(problems)}" for source, problems
+               in ((source, number_problems(r)) for source, r in loaded) if problems]
+    if refused:
+        raise ResultError("\n".join(refused))
     check_comparable(loaded)
     out = Path(out)
     title = public_copy(title)

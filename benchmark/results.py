@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from sourcetrace.errors import SourcetraceError
-from sourcetrace.schema import RESULT, check
+from sourcetrace.schema import PER_SEED, RESULT, check
 
 SCHEMA_VERSION = 1
+# The largest results file read (leaderboards load every file whole; a Table-1 result is ~0.1 MiB,
+# one with 1,000 classes' confusion matrices a few MiB).
+MAX_RESULT_BYTES = 16 * 2**20
+NUMBER_TOLERANCE = 1e-9  # |stored - recomputed| allowed for mean and std (float rounding only)
 PACKAGES = ("sourcetrace", "torch", "numpy", "scikit-learn", "transformers", "scipy")
 
 
@@ -56,6 +63,40 @@ def seed_summary(per_seed: list[dict]) -> tuple[float, float]:
     return float(seed_means.mean()), float(seed_means.std(ddof=0))
 
 
+def number_problems(result: dict) -> list[str]:
+    """What makes a (schema-checked) result's numbers unpublishable: per-seed values missing, repeated
+    or outside 0..1, or a mean/std that its per-seed values do not give. Both the bare leaderboard
+    and a board's `add` refuse on these."""
+    problems = []
+    seeds = result["seeds"]
+    if not seeds or len(set(seeds)) != len(seeds):
+        problems.append(f"seeds {seeds} must be a non-empty list without repeats")
+    for level, entry in sorted(result["levels"].items()):
+        try:
+            check(entry["per_seed"], PER_SEED, f"levels.{level}.per_seed", ResultError)
+        except ResultError as exc:
+            problems.append(str(exc))
+            continue
+        variants: dict[int, list] = {}
+        for item in entry["per_seed"]:
+            variants.setdefault(item["seed"], []).append(item.get("variant"))
+        if sorted(variants) != sorted(seeds):
+            problems.append(f"{level}: per-seed values for seeds {sorted(variants)}, the result declares seeds {sorted(seeds)} "
+                            "(an incomplete or padded seed list)")
+        if any(len(set(v)) != len(v) for v in variants.values()) or len({tuple(sorted(map(str, v))) for v in variants.values()}) > 1:
+            problems.append(f"{level}: every seed must have the same vocoder variants, each once")
+        values = [item["macro_f1"] for item in entry["per_seed"]]
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+            problems.append(f"{level}: a per-seed macro F1 is outside 0..1")
+            continue
+        mean, std = seed_summary(entry["per_seed"])
+        for key, recomputed in (("mean", mean), ("std", std)):
+            stored = entry[key]
+            if not (math.isfinite(stored) and abs(stored - recomputed) <= NUMBER_TOLERANCE):
+                problems.append(f"{level}: stored {key} {stored!r} is not the {recomputed!r} its per-seed values give")
+    return problems
+
+
 def validate_result(obj, source: str = "<result>") -> dict:
     """Check a results object against its schema (sourcetrace.schema.RESULT); raise ResultError
     naming the file and the key."""
@@ -68,10 +109,30 @@ def validate_result(obj, source: str = "<result>") -> dict:
     return check(obj, RESULT, source, ResultError)
 
 
-def load_result(path: str | Path) -> dict:
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_result_bytes(path: str | Path) -> tuple[bytes, object]:
+    """A results file's bytes and its JSON. Refused: what is not a regular file (a FIFO would block),
+    more than MAX_RESULT_BYTES (read no further than that), and NaN or Infinity (which Python's json
+    would accept)."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ResultError(f"{path}: not a regular file")
+            data = fh.read(MAX_RESULT_BYTES + 1)
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultError(f"{path}: more than {MAX_RESULT_BYTES // 2**20} MiB, the most a results file may hold "
+                          "(a Table-1 result is ~0.1 MiB): not a sourcetrace results file?")
+    try:
+        return data, json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except ValueError as exc:
         raise ResultError(f"{path}: cannot read JSON ({exc})") from None
-    return validate_result(obj, str(path))
+
+
+def load_result(path: str | Path) -> dict:
+    return validate_result(read_result_bytes(path)[1], str(path))

@@ -35,7 +35,8 @@ from sourcetrace.errors import SourcetraceError
 MODELS = {
     "fastpitch": "a NeMo FastPitch model", "nemo-hifigan": "a NeMo HiFi-GAN vocoder",
     "vits": "a Coqui VITS model", "gradtts": "a Grad-TTS model", "matcha": "a Matcha-TTS model",
-    "hifigan": "a jik876 HiFi-GAN generator", "xtts": "a Coqui XTTS model",
+    "hifigan": "a jik876 HiFi-GAN generator", "dle-hifigan": "a DeepLearningExamples HiFi-GAN generator",
+    "xtts": "a Coqui XTTS model",
     "bigvgan": "a BigVGAN generator", "vocos": "a Vocos vocoder",
     "vits-espnet": "an ESPnet2 VITS model",
 }
@@ -241,6 +242,8 @@ def _holds(strings: set[str]) -> str | None:
         return "bigvgan"  # a HiFi-GAN layout with Snake activations
     if any(s.startswith("backbone.convnext.") for s in strings) and any(s.startswith("head.") for s in strings):
         return "vocos"
+    if {"generator", "config"} <= strings and any(s.startswith(("conv_pre.", "module.conv_pre.")) for s in strings):
+        return "dle-hifigan"  # DeepLearningExamples' file: jik876's keys (or DDP's module.) beside its 'config'
     if "generator" in strings and any(s.startswith("conv_pre.") for s in strings) and any(
             s.startswith("ups.") for s in strings):
         return "hifigan"

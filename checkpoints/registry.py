@@ -37,7 +37,9 @@ class OfficialCheckpoint:
     trust: str
     companions: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()   # other names the same file is saved under (Matcha's tooling: hifigan_T2_v1)
-    vocoder_kind: str = ""          # a vocoder's kind where the format does not tell it (vocos, bigvgan)
+    vocoder_kind: str = ""          # a vocoder's kind where the format does not tell it (vocos, bigvgan, dle-hifigan)
+    paper_url: str = ""             # the link the study's paper gives for this file, where it gives one
+    paper_note: str = ""            # how that link resolves to this file, or where the two differ
 
     @property
     def model(self) -> str:

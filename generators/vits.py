@@ -45,7 +45,14 @@ class VitsGenerator(Generator):
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from TTS.tts.models.vits import Vits
 
-        return Vits(self._coqui_config(model_config))
+        model = Vits(self._coqui_config(model_config))
+        divisor = model_config.get("discriminator_width_divisor", 1)
+        if not (isinstance(divisor, int) and divisor >= 1):
+            raise GeneratorError(f"VITS config {self.config.get('name', '')!r}: discriminator_width_divisor must be a "
+                                 f"whole number >= 1 (1: Coqui's widths), got {divisor!r}")
+        if divisor > 1:
+            narrow_discriminator(model.disc, divisor)
+        return model
 
     def text_to_ids(self, text: str) -> list[int]:
         return list(self.model.tokenizer.text_to_ids(text))
@@ -136,3 +143,30 @@ class VitsGenerator(Generator):
             raise GeneratorError(f"{path}: not a Coqui VITS checkpoint for {config_file.name} "
                                  f"({type(exc).__name__}: {exc})") from None
         self.model = model.to(self.device)  # the official config defines the model and its tokenizer
+
+
+def narrow_discriminator(disc: torch.nn.Module, divisor: int) -> None:
+    """Divide the channel widths of Coqui's VITS discriminator (its scale and period discriminators)
+    by `divisor`, in place, keeping every kernel, stride, padding and the weight norm; group counts
+    are divided too (at least 1), so grouped layers stay grouped where the widths allow.
+
+    Coqui fixes these widths in code (up to 1,024 channels) and offers no config field for them; at
+    the tiny configs' size the full-width discriminator is 99 % of the parameters and ~90 % of a
+    training step. The generator, which makes the clips, is Coqui's own, untouched. Only tiny
+    configs narrow (`discriminator_width_divisor`); the study's config keeps Coqui's discriminator."""
+    from torch import nn
+
+    def narrowed(conv: nn.Module, out_channels: int | None = None) -> nn.Module:
+        cls = nn.Conv1d if isinstance(conv, nn.Conv1d) else nn.Conv2d
+        ins = conv.in_channels if conv.in_channels == 1 else conv.in_channels // divisor
+        outs = out_channels or conv.out_channels // divisor
+        groups = max(1, conv.groups // divisor)
+        if ins < 1 or outs < 1 or ins % groups or outs % groups:
+            raise GeneratorError(f"discriminator_width_divisor {divisor} leaves a layer of {conv.in_channels} -> "
+                                 f"{conv.out_channels} channels (groups {conv.groups}) without a whole channel per group")
+        return nn.utils.parametrizations.weight_norm(
+            cls(ins, outs, conv.kernel_size, conv.stride, padding=conv.padding, groups=groups))
+
+    for net in disc.nets:
+        net.convs = nn.ModuleList(narrowed(conv) for conv in net.convs)
+        net.conv_post = narrowed(net.conv_post, out_channels=1)

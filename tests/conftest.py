@@ -65,7 +65,7 @@ GPU_CHECK_DRY_RUN = "test_the_gpu_checks_dry_run_completes_every_section_consist
 _MARKERS = {
     "tts": {"modules": {"test_generators", "test_vocoders", "test_recipes", "test_official_checkpoints",
                         "test_study", "test_training_interruptions", "test_vocoder_families", "test_xtts",
-                        "test_vits_espnet"},
+                        "test_vits_espnet", "test_dle_hifigan"},
             "fixtures": set(),
             "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
                       "test_a_pickle_named_safetensors_is_one_clear_line", GPU_CHECK_DRY_RUN,

@@ -184,3 +184,25 @@ def test_relabel_shares_neighbours_and_equals_a_fresh_fit():
     np.testing.assert_array_equal(fine.relabel(coarse).predict(Q), KNNAttributor(k=11).fit(X, coarse).predict(Q))
     with pytest.raises(ValueError, match="labels for"):
         fine.relabel(coarse[:-1])
+
+
+def test_macro_f1_is_scikit_learns_bit_for_bit():
+    """The benchmark's own count must give the very numbers scikit-learn gives (results files keep
+    their bytes): labels in any order, labels never predicted or never true, values outside the labels."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 200))
+        names = np.array([f"arch{i % 4}/step-{i:06d}" for i in range(n)])
+        y_true = names[rng.integers(0, n, m)]
+        y_pred = y_true.copy() if trial % 4 == 0 else names[rng.integers(0, n, m)]
+        if trial % 5 == 0:
+            y_pred[: m // 3] = UNKNOWN
+        labels = sorted(set(y_true) | set(y_pred))
+        labels = labels[::-1][: max(1, len(labels) // 2)] if trial % 3 == 0 else labels
+        expected = f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        assert macro_f1(y_true, y_pred, labels) == expected, trial
+    assert macro_f1([1, 2, 2], [1, 2, 1]) == f1_score([1, 2, 2], [1, 2, 1], average="macro")
+    with pytest.raises(ValueError, match="must be 1-d and of one length"):
+        macro_f1(["a", "b"], ["a"])

@@ -254,3 +254,52 @@ def test_the_page_fits_1366_pixels_in_chromium(table1, tmp_path):
         (tmp_path / "long" / f.name).write_text(json.dumps(obj))
     width, _, level = _layout(build_leaderboard(sorted((tmp_path / "long").glob("*.json")), tmp_path / "long-site"), tmp_path)
     assert width <= 1366 and level == "architecture"
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda r: r["levels"]["checkpoint"].update(mean=float("nan")), "NaN is not a JSON number"),
+    (lambda r: r["levels"]["architecture"].update(std=float("inf")), "Infinity is not a JSON number"),
+    (lambda r: r["levels"]["checkpoint"].update(std=-0.5), r"checkpoint: stored std -0.5 is not the"),
+], ids=["nan-mean", "infinite-std", "negative-std"])
+def test_the_bare_leaderboard_refuses_what_add_refuses(table1, tmp_path, capsys, change, reason):
+    """One validation of a result's numbers for both paths: nothing unpublishable reaches a site."""
+    submitted = _tampered(table1, tmp_path, change)
+    assert main(["leaderboard", str(submitted), "--out", str(tmp_path / "site")]) == 2
+    assert re.search(reason, capsys.readouterr().err)
+    assert not (tmp_path / "site").exists()
+    board = tmp_path / "board"
+    init_board(board, CORPUS_SHA, protocols_from("table1"))
+    with pytest.raises(BoardError, match=reason):
+        add_results(board, [submitted], "Ana Pop", log=lambda _: None)
+
+
+def test_paths_with_spaces_are_scrubbed_whole(table1, tmp_path):
+    private = "/home/alice smith/secret project/corpus"
+    submitted = _tampered(table1, tmp_path, lambda r: (
+        r["corpus"].update(path=private),
+        r["provenance"].update(command=f"sourcetrace bench '{private}' --out /tmp/my results/x")))
+    site = tmp_path / "site"
+    build_leaderboard([submitted], site)
+    for f in (p for p in site.rglob("*") if p.is_file() and p.suffix != ".png"):
+        text = f.read_text(encoding="utf-8")
+        for word in ("alice", "smith", "secret", "project", "my results"):
+            assert word not in text, (f, word)
+    published = json.loads(next((site / "results").glob("*.json")).read_text())
+    assert published["corpus"]["path"] == "…/corpus"
+    assert published["provenance"]["command"] == "sourcetrace bench '…/corpus' --out …/x"
+
+
+def test_an_oversized_results_file_is_refused_before_it_is_read(table1, tmp_path, capsys):
+    from sourcetrace.benchmark.results import MAX_RESULT_BYTES
+
+    huge = _tampered(table1, tmp_path, lambda r: None)
+    text = huge.read_text()
+    huge.write_text(text + " " * (MAX_RESULT_BYTES + 1 - len(text)))  # still valid JSON: trailing whitespace
+    assert huge.stat().st_size == MAX_RESULT_BYTES + 1 and json.loads(huge.read_text())
+    assert main(["leaderboard", str(huge), "--out", str(tmp_path / "site")]) == 2
+    assert f"{huge}: more than 16 MiB, the most a results file may hold" in capsys.readouterr().err
+    board = tmp_path / "board"
+    init_board(board, CORPUS_SHA, protocols_from("table1"))
+    with pytest.raises(BoardError, match="more than 16 MiB"):
+        add_results(board, [huge], "Ana Pop", log=lambda _: None)
+    assert not (tmp_path / "site").exists() and not (board / "ledger.jsonl").exists()

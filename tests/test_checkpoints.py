@@ -13,9 +13,10 @@ def test_registry_covers_every_architecture_and_vocoder_family():
     entries = load_registry()
     assert {e.architecture for e in entries if e.kind != "vocoder"} == {
         "fastpitch", "vits", "gradtts", "matcha", "vits-espnet", "xtts"}
-    assert sorted(e.model for e in entries if e.kind == "vocoder") == [
-        "bigvgan", "hifigan", "hifigan", "nemo-hifigan", "vocos"]  # the study's three HiFi-GANs, Vocos, BigVGAN
-    assert all(e.architecture == "" for e in entries if e.vocoder_kind)  # owned by no architecture
+    assert sorted((e.architecture, e.model) for e in entries if e.kind == "vocoder") == [
+        ("", "bigvgan"), ("", "vocos"),                                       # owned by no architecture
+        ("fastpitch", "dle-hifigan"), ("fastpitch", "nemo-hifigan"),          # the paper's, and NeMo's own
+        ("gradtts", "hifigan"), ("matcha", "hifigan")]
     assert next(e for e in entries if e.id == "matcha/pretrained").trust == "full-unpickling"
 
 
@@ -98,7 +99,7 @@ def test_verify_checks_published_hashes_and_cli_exit_codes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["checkpoints", "verify", str(tmp_path / "empty")]) == 0  # nothing bad, only missing
     out = capsys.readouterr().out
-    assert "0 ok, 0 bad, 11 missing" in out and "get it from: Matcha-TTS checkpoints release" in out
+    assert "0 ok, 0 bad, 12 missing" in out and "get it from: Matcha-TTS checkpoints release" in out
     assert main(["checkpoints", "verify", str(tmp_path / "empty"), "--require-all"]) == 1
 
 

@@ -132,8 +132,9 @@ def test_a_failed_import_leaves_no_partial_corpus(speech_tree, tmp_path, monkeyp
     assert main(["corpus", "import", str(speech_tree), "--out", str(tmp_path / "new" / "c")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"error: {tmp_path / 'new' / 'c' / 'audio'}") and ".wav: no space left on the device" in err
-    assert "free space" in err and "rerun the same command" in err
+    assert err.startswith(f"error: {tmp_path / 'new' / 'c'}: no space left on the device (disk full or quota reached) "
+                          "while writing audio/") and ".wav: nothing was written" in err
+    assert f"free space on the file system of {tmp_path}" in err and "and rerun" in err
     assert not (tmp_path / "new").exists()
 
 

@@ -148,7 +148,11 @@ def test_official_formats(tmp_path):
     with pytest.raises(GeneratorError, match="broken.pt: not a checkpoint"):
         fresh.load_official(tmp_path / "broken.pt")
 
+    from TTS.tts.layers.vits.discriminator import VitsDiscriminator
+
     vits = build_generator("vits", "tiny", seed=1)
+    # a file Coqui's trainer wrote from this config: its discriminator at Coqui's widths (tiny configs narrow ours)
+    vits.model.disc = VitsDiscriminator(periods=vits.model.args.periods_multi_period_discriminator)
     (tmp_path / "coqui").mkdir()
     # Coqui's checkpoint layout: config as a plain dict, weights under "model"; config.json beside it.
     torch.save({"config": vits.model.config.to_dict(), "model": vits.model.state_dict(), "step": 0, "epoch": 0},
@@ -293,3 +297,27 @@ def test_resume_refuses_changed_run_options(data, tmp_path):
           tensorboard=False)
     with pytest.raises(GeneratorError, match="would not reproduce the run"):
         train(g, TrainingData(g, lj.items("train")), tmp_path, [1, 3], batch_size=3, seed=0, tensorboard=False)
+
+
+def test_the_tiny_vits_discriminator_is_coquis_narrowed_and_the_default_is_coquis_own():
+    """Tiny configs divide the discriminator's widths (Coqui has no field for them); every layer keeps
+    Coqui's kernel, stride, padding and group pattern, and the study's config is left as Coqui builds it."""
+    from TTS.tts.layers.vits.discriminator import VitsDiscriminator
+
+    from sourcetrace.generators.vits import narrow_discriminator
+
+    tiny = build_generator("vits", "tiny", seed=0).model.disc
+    coqui = VitsDiscriminator(periods=[2, 3])
+    assert len(tiny.nets) == len(coqui.nets) == 3
+    for small, full in zip(tiny.nets, coqui.nets, strict=True):
+        for a, b in zip([*small.convs, small.conv_post], [*full.convs, full.conv_post], strict=True):
+            assert (a.kernel_size, a.stride, a.padding) == (b.kernel_size, b.stride, b.padding)
+            assert a.out_channels == (1 if b.out_channels == 1 else b.out_channels // 16)
+            assert a.groups == max(1, b.groups // 16) and hasattr(a, "parametrizations")  # weight norm kept
+    assert sum(p.numel() for p in tiny.parameters()) * 150 < sum(p.numel() for p in coqui.parameters())
+    with pytest.raises(GeneratorError, match="without a whole channel per group"):
+        narrow_discriminator(VitsDiscriminator(periods=[2]), 2048)
+    from sourcetrace.generators.base import load_config
+
+    default = load_config("vits", "default")
+    assert "discriminator_width_divisor" not in default["model"]

@@ -36,15 +36,20 @@ class RunsCode:
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
-    """The registry's eleven files in their published formats, each written by its own package."""
+    """The registry's twelve files in their published formats, each written by its own package."""
     import lightning.pytorch as pl
     from trainer.io import save_model
+    from TTS.tts.layers.vits.discriminator import VitsDiscriminator
 
     root = tmp_path_factory.mktemp("official")
     fastpitch = build_generator("fastpitch", "tiny", seed=1)
     fastpitch.model.save_to(str(root / "tts_en_fastpitch_align.nemo"))             # NeMo's ModelPT.save_to
     load_vocoder("nemo-hifigan", config="tiny", seed=1).model.save_to(str(root / "tts_hifigan.nemo"))
+    from test_dle_hifigan import save_dle  # DeepLearningExamples' Checkpointer layout
+
+    save_dle(load_vocoder("dle-hifigan", config="tiny", seed=1), root)               # hifigan_gen_checkpoint_10000_ft.pt
     vits = build_generator("vits", "tiny", seed=1)
+    vits.model.disc = VitsDiscriminator(periods=vits.model.args.periods_multi_period_discriminator)  # Coqui's widths
     save_model(vits.model.config, vits.model, root / "model_file.pth", current_step=0, epoch=0)  # Coqui's trainer
     vits.model.config.save_json(str(root / "config.json"))
     grad = build_generator("gradtts", "tiny", seed=1)
@@ -98,7 +103,7 @@ def test_verify_passes_every_official_file_and_names_what_needs_trust(official, 
     assert "--trust" in rows["matcha/pretrained"].note and "omegaconf" in rows["matcha/pretrained"].note
     assert [k for k, r in rows.items() if r.note] == ["matcha/pretrained"]
     assert main(["checkpoints", "verify", str(official)]) == 0
-    assert "11 ok, 0 bad, 0 missing" in capsys.readouterr().out
+    assert "12 ok, 0 bad, 0 missing" in capsys.readouterr().out
 
 
 def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, tmp_path, capsys):
@@ -115,7 +120,7 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     rows = {r.entry.id: r for r in verify_folder(folder)}
     assert not marker.exists()
     assert [k for k, r in rows.items() if r.status != "bad"] == [  # left intact
-        "vocoder/hifigan-matcha", "vits-espnet/pretrained", "xtts/pretrained", "vocoder/vocos-mel-24khz",
+        "vocoder/hifigan-dle", "vocoder/hifigan-matcha", "vits-espnet/pretrained", "xtts/pretrained", "vocoder/vocos-mel-24khz",
         "vocoder/bigvgan-v2-22khz-80band-fmax8k-256x"], out
     assert "truncated" in rows["vocoder/hifigan-gradtts"].problems[0]
     assert "truncated" in rows["vocoder/hifigan-nemo"].problems[0]
@@ -124,7 +129,7 @@ def test_verify_never_says_ok_for_a_truncated_foreign_or_hostile_file(official, 
     assert "posix.system" in rows["matcha/pretrained"].problems[0] and "plain pickle" in rows["matcha/pretrained"].problems[0]
     assert "posix.system" in rows["vits/pretrained"].problems[0]
     assert "--trust" not in out and "Traceback" not in out
-    assert "5 ok, 6 bad, 0 missing" in out
+    assert "6 ok, 6 bad, 0 missing" in out
 
 
 def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_path, capsys):

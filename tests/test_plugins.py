@@ -34,7 +34,7 @@ def fake_distribution(folder: Path, name: str, entry_points: str) -> None:
 
 def test_registries_hold_the_builtins_and_the_cli_lists_them_without_importing_them():
     assert GENERATORS.names() == ["fastpitch", "gradtts", "matcha", "vits", "vits-espnet", "xtts"]
-    assert VOCODERS.names() == ["bigvgan", "hifigan", "nemo-hifigan", "vocos"]
+    assert VOCODERS.names() == ["bigvgan", "dle-hifigan", "hifigan", "nemo-hifigan", "vocos"]
     assert EXTRACTORS.names() == ["lfcc", "mfcc", "ssl"]
     assert ATTRIBUTORS.names() == ["knn", "probe"] and ATTRIBUTORS["knn"] is KNNAttributor
     assert ATTRIBUTORS.get("svm") is None

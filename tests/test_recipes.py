@@ -1,7 +1,9 @@
 """Corpus recipes: expansion into the study's conditions, sharded and resumable generation (kill -9
 included), the manifest checked against the recipe. Tiny untrained models, CPU."""
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -189,6 +191,20 @@ def test_shards_build_the_same_corpus(study, tmp_path):
                         log=lambda m: None)
     assert report.made == 4 * 3 * N_PROMPTS and report.manifest_written
     assert (out / "manifest.csv").read_bytes() == (tmp_path / "single" / "manifest.csv").read_bytes()
+
+    # Two unsharded processes on one folder share the jobs: every clip made once, each journal line once.
+    both = [subprocess.Popen([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "small.toml", "--out",
+                              str(tmp_path / "both"), "--device", "cpu"], cwd=study, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=900)[0] for run in both]
+    assert [run.returncode for run in both] == [0, 0], outputs
+    made = [int(re.search(r"\[synth\] (\d+) clips made", text).group(1)) for text in outputs]
+    assert sum(made) == 4 * 3 * N_PROMPTS, outputs
+    for journal in (tmp_path / "both" / "parts").glob("*.jsonl"):
+        lines = journal.read_text().splitlines()
+        assert len(lines) == N_PROMPTS == len({json.loads(line)["clip_id"] for line in lines}), journal
+    assert (tmp_path / "both" / "manifest.csv").read_bytes() == (tmp_path / "single" / "manifest.csv").read_bytes()
 
 
 def test_verify_finds_corruption_and_departures_from_the_recipe(study, tmp_path, capsys, monkeypatch):

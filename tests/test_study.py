@@ -123,6 +123,8 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
                                        'seed = 0\nfinetune_speakers = ["../x"]\n\n[corpus.architectures.fastpitch]'),
                           "finetune_speakers must be distinct speaker ids"),
                          (text.replace('{ spec = "lfcc",', '{ spek = "lfcc",'), r"unknown key\(s\) \['spek'\]"),
+                         (text.replace("[features]\n", "[features]\nmax_seconds = -1\n"),
+                          r"\[features\]: max_seconds must be >= 0 \(0: no limit\), got -1"),
                          (text.replace('suite = "table1"', 'suite = "table9"'), r"\[benchmark\]: unknown suite 'table9'"),
                          (text.replace('suite = "table1"', 'protocols = ["nope"]'), r"\[benchmark\]: .*nope"),
                          (text.replace('suite = "table1"', 'suite = "table1"\nprotocols = ["indomain"]'),
@@ -136,6 +138,14 @@ def test_bad_run_recipes_name_the_problem(tmp_path):
     (tmp_path / "bad.toml").write_text(beyond.replace('roles = ["zero-init"]', 'roles = ["zero-init", "scheduled"]'))
     with pytest.raises(RecipeError, match=r"corpus.architectures.xtts\]: xtts is inference-only"):
         Study(tmp_path / "bad.toml", tmp_path)
+
+
+def test_the_clip_length_limit_of_features_and_bench_is_a_recipe_setting(tmp_path):
+    text = MINI.read_text()
+    assert Study(MINI, tmp_path).recipe.max_clip_seconds == 60.0  # the default, as `features --max-seconds`
+    for value, parsed in (("0", None), ("90.5", 90.5)):
+        (tmp_path / "r.toml").write_text(text.replace("[features]\n", f"[features]\nmax_seconds = {value}\n"))
+        assert Study(tmp_path / "r.toml", tmp_path).recipe.max_clip_seconds == parsed
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in MINI.parent.glob("*.toml")))

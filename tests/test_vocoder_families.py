@@ -81,7 +81,7 @@ def test_a_vocos_config_naming_other_classes_is_refused(tmp_path):
 
 def test_every_kind_has_a_family_and_reads_its_configs_with_the_shared_helper(tmp_path):
     assert {kind: VOCODERS[kind].family for kind in VOCODERS} == {
-        "hifigan": "hifigan", "nemo-hifigan": "hifigan", "vocos": "vocos", "bigvgan": "bigvgan"}
+        "hifigan": "hifigan", "nemo-hifigan": "hifigan", "dle-hifigan": "hifigan", "vocos": "vocos", "bigvgan": "bigvgan"}
     for kind in VOCODERS:
         cls = VOCODERS[kind]
         assert all(isinstance(cls.read_config(name), dict) for name in cls.shipped_configs)

@@ -1,4 +1,5 @@
-"""NVIDIA NeMo's HiFi-GAN (`HifiGanModel`), FastPitch's vocoder in the study (tts_hifigan.nemo).
+"""NVIDIA NeMo's HiFi-GAN (`HifiGanModel`, tts_hifigan.nemo), NeMo's own FastPitch vocoder; the
+study's FastPitch used DeepLearningExamples' HiFi-GAN instead (dle_hifigan.py).
 
 Its mel convention is its preprocessor's (NeMo's hifigan.yaml: frames padded by (n_fft - hop) / 2
 without centring, log(max(mel, 1e-5))). The NeMo padding is zeros and the window symmetric where

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected, load_audio
 from sourcetrace.fileio import sha256_json
 
 # Bumped whenever a change to extraction code can change a vector: part of every fingerprint,
@@ -40,6 +42,19 @@ class FeatureExtractor(ABC):
     @abstractmethod
     def min_samples(self) -> int:
         """Shortest clip (in samples at `sample_rate`) that yields at least one frame."""
+
+    def read_clip(self, path: str | Path, max_seconds: float | None = MAX_CLIP_SECONDS, name: str | None = None) -> np.ndarray:
+        """One clip as this extractor takes it (mono, at `sample_rate`), or AudioRejected naming `name`
+        (default: the path): not a regular file, unreadable, longer than `max_seconds`, or shorter
+        than the receptive field."""
+        try:
+            wave = load_audio(path, self.sample_rate, max_seconds=max_seconds)
+        except AudioRejected as exc:
+            raise AudioRejected(name or path, exc.reason) from None
+        if len(wave) < self.min_samples():
+            raise AudioRejected(name or path, f"shorter than the extractor's receptive field ({len(wave)} < "
+                                f"{self.min_samples()} samples at {self.sample_rate} Hz)")
+        return wave
 
     @abstractmethod
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:

@@ -196,6 +196,8 @@ class SSLExtractor(FeatureExtractor):
             # only where it applies, so other models keep their stored vectors; data2vec-audio's
             # were computed in padded batches (inexact) before this key and are recomputed
             **({"one_clip_per_batch": True} if not self.pads_exactly else {}),
+            # low precision on a CPU: vectors stored before oneDNN was bypassed (wrong on AMX CPUs) are recomputed
+            **({"cpu_kernels": "pytorch"} if self.device.type == "cpu" and self.dtype_name != "float32" else {}),
         }
 
     @property
@@ -329,7 +331,7 @@ class SSLExtractor(FeatureExtractor):
                 hooks.append(layers[index - 1].register_forward_hook(
                     lambda _m, _a, out, index=index: captured.__setitem__(index, out[0] if isinstance(out, tuple) else out)))
         try:
-            with self._phase("forward"):
+            with self._phase("forward"), _onednn_off_for_low_precision(self.device, DTYPES[self.dtype_name]):
                 model(**model_inputs)
         finally:
             for hook in hooks:
@@ -340,6 +342,16 @@ class SSLExtractor(FeatureExtractor):
             pooled = [(captured[i].float() * mask).sum(1) / mask.sum(1).clamp(min=1.0) for i in self.layers]
             stacked = torch.stack(pooled, dim=1) if len(self.layers) > 1 else pooled[0]
             return stacked.cpu().numpy().astype(np.float32)
+
+
+def _onednn_off_for_low_precision(device: torch.device, dtype: torch.dtype):
+    """oneDNN computes bf16 grouped convolutions wrongly on CPUs with AMX (measured on an Intel Xeon
+    with amx_bf16: wav2vec2's positional convolution off by a relative 1.13, pooled vectors at cosine
+    0.95 to fp32); PyTorch's own kernels agree with fp32 (cosine 0.99997). Low precision on a CPU
+    therefore runs without oneDNN; fp32 and GPUs are untouched."""
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        return torch.backends.mkldnn.flags(enabled=False)
+    return contextlib.nullcontext()
 
 
 def save_random_model(config: dict, preprocessor: dict, out_dir: str | os.PathLike, seed: int = 0) -> Path:

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from sourcetrace.audio import MAX_CLIP_SECONDS
+
 
 def _extractor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extractor", required=True, help=_extractor_help())
@@ -15,6 +17,20 @@ def _extractor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, help="most clips a batch (default: chosen from clip lengths and memory)")
+    _max_seconds_arg(p)
+
+
+def _max_seconds_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-seconds", type=_max_seconds, default=MAX_CLIP_SECONDS, metavar="S",
+                   help=f"refuse longer clips, told from their header (default {MAX_CLIP_SECONDS:g}; 0: no limit): "
+                   "an SSL model's memory grows with the square of a clip's length")
+
+
+def _max_seconds(text: str) -> float | None:
+    value = float(text)
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0 (0: no limit)")
+    return value or None
 
 
 def _extractor_help() -> str:
@@ -95,7 +111,8 @@ def cmd_features(args) -> int:
     from sourcetrace.corpus import Corpus
 
     corpus = Corpus.read(args.corpus)
-    store = FeatureStore(corpus, _build_extractor(args), root=args.store, decode_threads=args.decode_threads)
+    store = FeatureStore(corpus, _build_extractor(args), root=args.store, decode_threads=args.decode_threads,
+                         max_seconds=args.max_seconds)
     report = store.compute(progress=not args.quiet)
     print(f"{store.dir}: {report.computed} computed, {report.reused} reused, {len(report.rejects)} rejected")
     for clip_id, path, reason in report.rejects:
@@ -113,7 +130,8 @@ def cmd_attribute(args) -> int:
     from sourcetrace.corpus import Corpus
 
     extractor = _build_extractor(args)
-    support = Support.load(Corpus.read(args.support), extractor, store_root=args.store, progress=not args.quiet)
+    support = Support.load(Corpus.read(args.support), extractor, store_root=args.store, progress=not args.quiet,
+                           max_seconds=args.max_seconds)
     if support.report.rejects:
         print(f"{len(support.report.rejects)} support clip(s) rejected by {extractor.name} and left out, "
               f"listed in {support.store.dir / 'rejects.csv'}", file=sys.stderr)
@@ -171,7 +189,7 @@ def cmd_bench(args) -> int:
     systems = [(extractor, args.attributor) for extractor in args.extractor]
     failures = run_bench(args.corpus, protocols, systems, args.out, seeds=seeds,
                          holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
-                         models_dir=args.models_dir, progress=not args.quiet,
+                         models_dir=args.models_dir, progress=not args.quiet, max_seconds=args.max_seconds,
                          command=shlex.join(["sourcetrace", *args.argv]))
     return 1 if failures else 0
 
@@ -534,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
     p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
     p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")
-    p.add_argument("--vocoder-config", help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny")
+    p.add_argument("--vocoder-config", help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny; "
+                   "dle-hifigan: ljs22khz-finetune (default), tiny or a TOML file")
     p.add_argument("--vocoder-name", help="the name the manifest records (default: the weights file's name)")
     p.add_argument("--vocoder-swapped", action="store_true", help="mark the clips as vocoded by another "
                    "architecture's vocoder (the study's vocoder conditions)")
@@ -590,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir")
     p.add_argument("--device", default="auto", help="where extractors and the kNN search run (cpu, cuda, auto)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    _max_seconds_arg(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bench, batch_size=None)
 
@@ -641,7 +661,8 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, StageFailed):
         return f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", 1
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted: finished work is kept; rerun the same command to resume", 130
+        return ("interrupted: rerun the same command to resume (stages keep what they finished; an import or "
+                "a release is written whole or not at all)"), 130
     if isinstance(exc, (SourcetraceError, ValueError)):
         return f"error: {exc}", 2
     if isinstance(exc, OSError):

@@ -18,9 +18,9 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
-from .audio import AUDIO_SUFFIXES
-from .errors import SourcetraceError
-from .fileio import copy_file_atomic, sha256_file, write_text_atomic
+from .audio import AUDIO_SUFFIXES, file_problem
+from .errors import NothingWritten, SourcetraceError
+from .fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
 from .naming import checkpoint_label, clip_location
 
 MANIFEST = "manifest.csv"
@@ -93,10 +93,17 @@ class Corpus:
         located = [(self.where(i), row) for i, row in enumerate(self.rows)]
         problems = _label_problems(located)
         root = self.root.resolve()
+        audio_of: dict[Path, str] = {}
         for where, row in located:
             problem = _path_problem(root, row["path"], require_files) if row.get("path") else None
             if problem:
                 problems.append(f"{where}: {problem}")
+            elif row.get("path"):
+                # one audio file under two rows could sit on both sides of a split
+                first = audio_of.setdefault((root / row["path"]).resolve(), where)
+                if first != where:
+                    problems.append(f"{where}: path {row['path']!r} is the audio file of the row at {first} too; "
+                                    "each row needs its own file")
         if problems:
             raise ManifestError(source, problems)
 
@@ -136,7 +143,8 @@ def _outside(root: Path, rel: str) -> str | None:
     return None
 
 
-def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None:
+def outside_problem(root: Path, rel: str) -> str | None:
+    """Why `rel` may not be read as a file of the folder `root` (absolute, escaping, a loop), or None."""
     outside = _outside(root, rel)
     if outside == "is absolute":
         return f"path {rel!r} is absolute; paths must be relative to the corpus folder"
@@ -144,9 +152,14 @@ def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None
         return f"path {rel!r} is a symlink loop (or cannot be resolved)"
     if outside:
         return f"path {rel!r} escapes the corpus folder"
-    if require_file and not (root / rel).is_file():
-        return f"missing file {rel!r}"
     return None
+
+
+def _path_problem(root: Path, rel: str, require_file: bool = True) -> str | None:
+    problem = outside_problem(root, rel)
+    if problem is None and require_file and not (root / rel).is_file():
+        return f"{file_problem(root / rel) or 'missing file'} {rel!r}"
+    return problem
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv module counts as a new physical line
@@ -213,7 +226,11 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     audio_root = out.resolve() / "audio"
     for where, src_audio, row in entries:
         if not src_audio.is_file():
-            problems.append(f"{where}: missing file {str(src_audio)!r}")
+            problems.append(f"{where}: {file_problem(src_audio) or 'missing file'} {str(src_audio)!r}")
+            continue
+        unreadable = audio_header_problem(src_audio, {})
+        if unreadable:
+            problems.append(f"{where}: {str(src_audio)!r}: {unreadable}")
             continue
         inside = PurePosixPath(row["checkpoint"], row["clip_id"].replace("/", "__") + src_audio.suffix.lower()).as_posix()
         row["path"] = f"audio/{inside}"
@@ -233,16 +250,20 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     placed: list[Path] = []
     try:
         for _, src_audio, row in present:
-            _place(src_audio, out / row["path"], link)
+            place_file(src_audio, out / row["path"], link)
             placed.append(out / row["path"])
             row.update(audio_facts(out / row["path"]))
         corpus = Corpus(root=out, rows=[row for _, _, row in present], columns=list(REQUIRED_COLUMNS))
         corpus.write()
-    except BaseException:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
+    except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
         if first_new is not None:
             shutil.rmtree(first_new, ignore_errors=True)
         for path in placed:
             path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            written = Path(exc.filename) if exc.filename else None
+            raise NothingWritten(out, written.relative_to(out).as_posix() if written and out in written.parents
+                                 else "its files") from exc
         raise
     return corpus
 
@@ -266,6 +287,26 @@ def audio_facts(path: Path) -> dict[str, str]:
     return facts
 
 
+def audio_header_problem(path: Path, row: dict[str, str]) -> str | None:
+    """The cheap decode check (header only): audio that libsndfile reads, not empty, and of the
+    manifest's duration and sample rate where the row records them. None when it holds."""
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - libsndfile raises several types; all mean "cannot decode"
+        return "audio cannot be decoded"
+    if info.frames <= 0 or info.samplerate <= 0:
+        return "audio holds no samples"
+    duration = f"{info.frames / info.samplerate:.3f}"
+    try:
+        if row.get("duration_s") and abs(float(row["duration_s"]) - float(duration)) > 0.002:
+            return f"{duration} s of audio, manifest says {row['duration_s']} s (truncated?)"
+    except ValueError:
+        return f"duration_s {row['duration_s']!r} is not a number"
+    if row.get("sample_rate") and row["sample_rate"] != str(info.samplerate):
+        return f"sample rate {info.samplerate}, manifest says {row['sample_rate']}"
+    return None
+
+
 def verify_corpus(corpus: Corpus) -> list[str]:
     """Re-hash and re-read every clip: a changed, truncated or undecodable file is a problem."""
     problems = []
@@ -273,20 +314,16 @@ def verify_corpus(corpus: Corpus) -> list[str]:
         path = corpus.audio_path(row)
         where = f"{corpus.where(i)} ({row['path']})"
         if not path.is_file():
-            problems.append(f"{where}: missing file")
+            problems.append(f"{where}: {file_problem(path) or 'missing file'}")
             continue
-        facts = audio_facts(path)
         if not row.get("sha256"):
             problems.append(f"{where}: no sha256 recorded, cannot verify")
-        elif facts["sha256"] != row["sha256"]:
+        elif sha256_file(path) != row["sha256"]:
             problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
-        if "duration_s" not in facts:
-            problems.append(f"{where}: audio cannot be decoded")
+        problem = audio_header_problem(path, row)
+        if problem:
+            problems.append(f"{where}: {problem}")
             continue
-        if row.get("duration_s") and abs(float(row["duration_s"]) - float(facts["duration_s"])) > 0.002:
-            problems.append(f"{where}: {facts['duration_s']} s of audio, manifest says {row['duration_s']} s (truncated?)")
-        if row.get("sample_rate") and row["sample_rate"] != facts["sample_rate"]:
-            problems.append(f"{where}: sample rate {facts['sample_rate']}, manifest says {row['sample_rate']}")
         try:
             sf.read(str(path), dtype="float32")
         except Exception as exc:  # noqa: BLE001
@@ -318,7 +355,8 @@ def _label_problems(located_rows: list[tuple[str, dict[str, str]]]) -> list[str]
     return problems
 
 
-def _place(src: Path, dest: Path, link: str) -> None:
+def place_file(src: Path, dest: Path, link: str) -> None:
+    """`dest` becomes a copy of `src` (atomically), or a hard link where `link` is "hardlink" and one can be made."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if link == "hardlink":
         try:
@@ -335,7 +373,7 @@ def _place(src: Path, dest: Path, link: str) -> None:
 def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
     """`<architecture>/<checkpoint>/*.wav`; optional transcript `<stem>.txt` beside each clip."""
     entries = []
-    for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+    for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()):
         rel = audio.relative_to(src)
         if len(rel.parts) != 3:
             raise ManifestError(audio, [f"expected <architecture>/<checkpoint>/<clip> under {src}, got {rel.as_posix()!r}"])

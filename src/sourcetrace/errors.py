@@ -8,6 +8,8 @@ FileNotFoundError, RuntimeError), so existing `except ValueError` code still cat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SourcetraceError(Exception):
     """Something a user can fix; the message names the file, flag or recipe key and the fix."""
@@ -15,3 +17,13 @@ class SourcetraceError(Exception):
 
 class StageFailed(SourcetraceError, RuntimeError):
     """A stage of `sourcetrace run` ran but some of its units failed; what finished is kept."""
+
+
+class NothingWritten(SourcetraceError, OSError):
+    """An all-or-nothing write (a corpus import, a release) that the disk stopped: nothing is kept."""
+
+    def __init__(self, target: str | Path, what: str):
+        folder = Path(target) if Path(target).exists() else Path(target).parent
+        super().__init__(f"{target}: no space left on the device (disk full or quota reached) while writing {what}: "
+                         f"nothing was written (this output is complete or absent); free space on the file system "
+                         f"of {folder} (`df -h {folder}`) and rerun")

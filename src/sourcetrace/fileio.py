@@ -78,7 +78,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
     except OSError as exc:
-        if exc.filename in (None, str(tmp_path)):
+        # A copy names its source first and the temporary file second (shutil.copyfile); a full disk
+        # is the destination's problem, so the error names `target` there too.
+        if exc.filename in (None, str(tmp_path)) or (exc.errno in NO_SPACE and exc.filename2 == str(tmp_path)):
             exc.filename, exc.filename2 = str(target), None
         raise
     except Exception as exc:

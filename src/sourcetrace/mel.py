@@ -1,11 +1,15 @@
 """Log-mel spectrograms, with the convention spelled out, and conversion between conventions.
 
-Two conventions occur in the study, both with Slaney-normalised mel filters on the Slaney scale
+Three conventions occur in the study, all with Slaney-normalised mel filters on the Slaney scale
 (librosa's defaults) of a magnitude STFT and natural logs:
-- "jik876" framing + "clamp" guard: HiFi-GAN's (Grad-TTS, Matcha-TTS): periodic Hann window,
-  reflect padding of (n_fft - hop) / 2 on both sides, no centring, log(max(mel, 1e-5)).
-- "centered" framing + "add" guard: NeMo's (FastPitch, NeMo HiFi-GAN): symmetric Hann window,
-  centred frames with zero padding, log(mel + 1e-5).
+- "jik876" framing + "clamp" guard: HiFi-GAN's (Grad-TTS, Matcha-TTS; NeMo's HiFi-GAN frames
+  alike): periodic Hann window, reflect padding of (n_fft - hop) / 2 on both sides, no centring,
+  log(max(mel, 1e-5)).
+- "centered" framing + "add" guard: NeMo's FastPitch: symmetric Hann window, centred frames with
+  zero padding, log(mel + 1e-5).
+- "centered-reflect" framing + "clamp" guard: DeepLearningExamples' FastPitch mels, which its
+  HiFi-GAN (FastPitch's vocoder in the study) was fine-tuned on: periodic Hann window, centred
+  frames with reflect padding, log(max(mel, 1e-5)).
 BigVGAN's is jik876's. Vocos's (torchaudio's MelSpectrogram defaults) differs in rate and filterbank:
 24 kHz, "htk" filterbank (HTK scale, unnormalised triangles), "centered-reflect" framing (periodic
 Hann window, centred frames with reflect padding), log(max(mel, 1e-7)); `reanalyse_mel` carries a

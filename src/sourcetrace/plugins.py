@@ -167,7 +167,8 @@ GENERATORS = Registry(
 VOCODERS = Registry(
     "vocoder kind", "sourcetrace.vocoders", "sourcetrace.vocoders.base:Vocoder",
     {"hifigan": "sourcetrace.vocoders.hifigan:HiFiGAN",               # jik876 (Grad-TTS, Matcha-TTS)
-     "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN",  # NVIDIA NeMo (FastPitch)
+     "nemo-hifigan": "sourcetrace.vocoders.nemo_hifigan:NemoHiFiGAN",  # NVIDIA NeMo (tts_hifigan)
+     "dle-hifigan": "sourcetrace.vocoders.dle_hifigan:DLEHiFiGAN",     # NVIDIA DeepLearningExamples (FastPitch's in the study)
      "vocos": "sourcetrace.vocoders.vocos:Vocos",                     # charactr's Vocos (24 kHz, re-analysed)
      "bigvgan": "sourcetrace.vocoders.bigvgan:BigVGAN"},               # NVIDIA's BigVGAN v2
     error="sourcetrace.vocoders.base:VocoderError", name_attribute="kind", missing_stack=_SETUP)

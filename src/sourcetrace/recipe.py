@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import naming
+from .audio import MAX_CLIP_SECONDS
 from .errors import SourcetraceError
 from .naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
 from .schema import (
@@ -358,6 +359,7 @@ class StudyRecipe:
     training: TrainingSettings
     corpus: CorpusRecipe
     features: tuple[ExtractorEntry, ...]
+    max_clip_seconds: float | None  # [features] max_seconds: longer clips are refused (None: no limit)
     benchmark: BenchmarkSettings
     slurm: SlurmSettings
 
@@ -396,6 +398,8 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
     _check_protocols(benchmark, f"{path} [benchmark]")
     if ("make_mini" in data) == ("ljspeech" in data):
         raise RecipeError(f"{path} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
+    if tables["features"].get("max_seconds", 0) < 0:
+        raise RecipeError(f"{path} [features]: max_seconds must be >= 0 (0: no limit), got {tables['features']['max_seconds']}")
     corpus = corpus_recipe(raw, path, base=base)
     settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
                                 training.get("pretrained_seed", 1000), training.get("batch_size"),
@@ -423,6 +427,7 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
         training=settings, corpus=corpus,
         features=tuple(ExtractorEntry(e["spec"], e["attributor"], e.get("random", False))
                        for e in tables["features"]["extractors"]),
+        max_clip_seconds=float(tables["features"].get("max_seconds", MAX_CLIP_SECONDS)) or None,
         benchmark=BenchmarkSettings(benchmark.get("suite"), tuple(benchmark.get("protocols", ())),
                                     tuple(benchmark.get("seeds", (0, 1, 2)))),
         slurm=SlurmSettings(**tables["slurm"]))

@@ -10,12 +10,14 @@ order, so the manifest does not depend on sharding, order of completion or inter
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .corpus import MANIFEST, Corpus, audio_facts
 from .device import resolve_device
@@ -37,6 +39,35 @@ class RegenerateReport:
 
 def _journal_path(out: Path, job: Job) -> Path:
     return out / PARTS / journal_name(job.checkpoint, job.vocoder or "", job.swapped)
+
+
+def _done_clips(out: Path, job: Job) -> set[str]:
+    """The clip ids of the job's journal whose audio is in place."""
+    return {c for c, r in read_journal(_journal_path(out, job)).items() if (out / r["path"]).is_file()}
+
+
+def _job_lock(out: Path, job: Job, wait: bool):
+    """The job's lock (a hidden file beside its journal), held while making its clips, so that two
+    processes on one corpus never make the same job."""
+    journal = _journal_path(out, job)
+    return _locked(journal.with_name(f".{journal.name}.lock"), wait)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on `path` (flock: released when the process dies); yields False,
+    holding nothing, if another process holds it and not `wait`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read_journal(path: Path) -> dict[str, dict]:
@@ -106,6 +137,9 @@ class _Sources:
         self._generator = (None, None)
         self._vocoders: dict[str, object] = {}
         self._hashes: dict[Path, str] = {}
+        # the loaded generator's mels by (seed, texts): a checkpoint's jobs follow each other (recipe.expand),
+        # one per vocoder, and its mels are the same for every vocoder
+        self.outputs: dict = {}
 
     def checkpoint_hash(self, source: Path) -> str:
         if source not in self._hashes:
@@ -119,6 +153,7 @@ class _Sources:
             spec = self.recipe.architectures[job.architecture]
             generator = load_checkpoint(job.architecture, job.source, spec.pretrained_config, spec.trust)
             self._generator = (job.source, generator.to(self.device))
+            self.outputs.clear()
         return self._generator[1]
 
     def vocoder(self, name: str | None):
@@ -144,8 +179,9 @@ def job_provenance(job: Job, generator, vocoder, checkpoint_sha256: str) -> dict
 
 
 def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, todo, out: Path, seed: int,
-             batch_size: int, report: RegenerateReport, log, bar) -> None:
-    """Make the `todo` clips of one job, journalling each clip once its audio is in place."""
+             batch_size: int, report: RegenerateReport, log, bar, outputs_of: dict | None = None) -> None:
+    """Make the `todo` clips of one job, journalling each clip once its audio is in place
+    (`outputs_of`: the generator's outputs already made, see make_clips)."""
     from sourcetrace.generators.synthesis import make_clips
 
     _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
@@ -163,7 +199,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
         references = [job.reference(start + k) for k in range(len(chunk))] if job.references else None
         try:
             make_clips(generator, vocoder, [p.text for p in chunk], chunk_seed, [out / rel for _, rel in where],
-                       references=[r.voice for r in references] if references else None)
+                       references=[r.voice for r in references] if references else None, outputs_of=outputs_of)
         except Exception as exc:  # noqa: BLE001 - e.g. a vocoder given as an acoustic model: skip the job
             _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
             return
@@ -192,19 +228,22 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
     ids = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0] for p in prompts]
     mine = set(ids)
     listed = {r["clip_id"]: r for r in corpus.rows if r["clip_id"] in mine and (out / r["path"]).is_file()}
-    journal = read_journal(_journal_path(out, job))
-    done = listed.keys() | {c for c, r in journal.items() if (out / r["path"]).is_file()}
-    todo = [p for p, clip_id in zip(prompts, ids) if clip_id not in done]
-    report = RegenerateReport(jobs=1, skipped=len(prompts) - len(todo))
-    if todo:
-        with tqdm(total=len(prompts), initial=report.skipped, unit="clip", desc="synth", disable=not progress) as bar:
-            _run_job(job, generator, vocoder, job_provenance(job, generator, vocoder, checkpoint_sha256), prompts, todo,
-                     out, seed, 1, report, log, bar)
-    journal = read_journal(_journal_path(out, job))
-    rows = [journal.get(c) or listed.get(c) for c in ids]
-    corpus.rows = [r for r in corpus.rows if r["clip_id"] not in mine] + [
-        r for r in rows if r is not None and (out / r["path"]).is_file()]
-    corpus.write()
+    with _job_lock(out, job, wait=True):  # a second process on this job waits, then finds it done
+        done = listed.keys() | _done_clips(out, job)
+        todo = [p for p, clip_id in zip(prompts, ids) if clip_id not in done]
+        report = RegenerateReport(jobs=1, skipped=len(prompts) - len(todo))
+        if todo:
+            with tqdm(total=len(prompts), initial=report.skipped, unit="clip", desc="synth", disable=not progress) as bar:
+                _run_job(job, generator, vocoder, job_provenance(job, generator, vocoder, checkpoint_sha256), prompts,
+                         todo, out, seed, 1, report, log, bar)
+    with _locked(out / PARTS / ".manifest.lock"):  # another checkpoint's synth may have written it meanwhile
+        if (out / MANIFEST).is_file():
+            corpus = Corpus.read(out, require_files=False, allow_empty=True)
+        journal = read_journal(_journal_path(out, job))
+        rows = [journal.get(c) or listed.get(c) for c in ids]
+        corpus.rows = [r for r in corpus.rows if r["clip_id"] not in mine] + [
+            r for r in rows if r is not None and (out / r["path"]).is_file()]
+        corpus.write()
     report.manifest_written = True
     return report
 
@@ -228,25 +267,44 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
     log(f"[synth] {len(jobs)} jobs x {len(prompts)} prompts = {len(jobs) * len(prompts)} clips"
         + (f"; shard {index}/{count}: {len(mine)} jobs" if count > 1 else ""))
     report = RegenerateReport(jobs=len(mine))
-    journals = {job: read_journal(_journal_path(out, job)) for job in mine}
-    done = {job: {c for c, r in rows.items() if (out / r["path"]).is_file()} for job, rows in journals.items()}
+    done = {job: _done_clips(out, job) for job in mine}
     bar = tqdm(total=len(mine) * len(prompts), initial=sum(len(d) for d in done.values()), unit="clip",
                desc="synth", disable=not progress, smoothing=0.1)
     sources = _Sources(recipe, device)
-    for job in mine:
+
+    def make(job: Job, counted: int) -> None:
+        """The job's missing clips, under its lock: clips another process made since `counted` were
+        counted are skipped (and shown on the bar)."""
+        finished = _done_clips(out, job)
         todo = [p for p in prompts if clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0]
-                not in done[job]]
+                not in finished]
         report.skipped += len(prompts) - len(todo)
+        bar.update(len(finished) - counted)
         if not todo:
-            continue
+            return
         try:
             generator, vocoder = sources.generator(job), sources.vocoder(job.vocoder)
             provenance = job_provenance(job, generator, vocoder, sources.checkpoint_hash(job.source))
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint is reported and skipped, the rest goes on
             _fail(report, job, "cannot be loaded", exc, log, bar, len(todo))
-            continue
+            return
         _run_job(job, generator, vocoder, provenance, prompts, todo, out, recipe.seed, recipe.batch_size, report,
-                 log, bar)
+                 log, bar, outputs_of=sources.outputs)
+
+    busy = []
+    for job in mine:
+        if len(done[job]) == len(prompts):
+            report.skipped += len(prompts)
+            continue
+        with _job_lock(out, job, wait=False) as mine_now:
+            if mine_now:
+                make(job, len(done[job]))
+            else:
+                busy.append(job)  # another process is making it: take the other jobs first
+    for job in busy:
+        log(f"[synth] {job.checkpoint} ({job.vocoder or 'own vocoder'}): another process is making it; waiting")
+        with _job_lock(out, job, wait=True):
+            make(job, len(done[job]))
     bar.close()
     report.manifest_written = write_manifest(recipe, out, jobs, prompts)
     return report

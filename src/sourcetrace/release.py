@@ -19,6 +19,8 @@ there is never a half-written release under DIR's name. Nothing here imports `da
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import getpass
 import glob
 import json
@@ -30,10 +32,13 @@ import socket
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
 
 from . import __version__
-from .corpus import MANIFEST, Corpus, ManifestError, _place, corpus_identity
-from .fileio import copy_file_atomic, sha256_file, write_text_atomic
+from .audio import file_problem
+from .corpus import MANIFEST, Corpus, ManifestError, audio_header_problem, corpus_identity, outside_problem, place_file
+from .errors import NothingWritten
+from .fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
 
 CARD = "README.md"
 METADATA = "metadata.jsonl"
@@ -80,14 +85,13 @@ def is_release(folder: str | Path) -> bool:
 
 
 def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_LICENSE,
-                recipe: str | Path | None = None, link: str = "copy", name: str | None = None) -> PackReport:
+                recipe: str | Path | None = None, link: str = "copy", name: str | None = None,
+                log: Callable[[str], None] = print) -> PackReport:
     """Write the corpus as a release in `out` (see the module docstring); refuse an existing non-empty
-    `out`, any clip whose bytes differ from the manifest's sha256, and any text that would carry a
-    path or name of this machine."""
+    `out`, any clip whose bytes differ from the manifest's sha256 or whose header does not hold the
+    manifest's audio, and any text that would carry a path or name of this machine."""
     corpus = Corpus.read(corpus_dir, require_files=False)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ManifestError(out, ["already exists and is not empty: a release goes into a new (or empty) folder"])
+    out = _release_target(Path(out), log)
     _check_packable(corpus)
     recipe = Path(recipe) if recipe else None
     if recipe is not None and not recipe.is_file():
@@ -100,22 +104,22 @@ def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_
     for rel, text in texts.items():
         _refuse_private(text, private, recipe if rel.startswith(PROVENANCE) else corpus.manifest_path)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.packing"
-    shutil.rmtree(staging, ignore_errors=True)  # a pack that was killed: start over
-    try:
-        staging.mkdir()
+    with _staged(out, "packing", last=METADATA, log=log) as staging:
         audio_hashes, problems, size = {}, [], 0
         for i, row in enumerate(corpus.rows):
             source, dest = corpus.audio_path(row), staging / row["path"]
             where = f"{corpus.where(i)} ({row['path']})"
             if not source.is_file():
-                problems.append(f"{where}: missing file")
+                problems.append(f"{where}: {file_problem(source) or 'missing file'}")
                 continue
-            _place(source, dest, link)
+            place_file(source, dest, link)
             digest = sha256_file(dest)
             if row.get("sha256") and digest != row["sha256"]:
                 problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
+            else:
+                problem = audio_header_problem(dest, row)
+                if problem:
+                    problems.append(f"{where}: {problem}")
             audio_hashes[row["clip_id"]] = digest
             size += dest.stat().st_size
         if problems:
@@ -136,40 +140,178 @@ def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_
                             journals=_journals(corpus.root))
         _refuse_private(card, private, staging / CARD)
         write_text_atomic(staging / CARD, card)
-        os.replace(staging, out)  # an empty `out` is replaced; a non-empty one was refused above
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PackReport(out=out, clips=len(corpus.rows), bytes=size, corpus_sha256=identity)
 
 
-def import_release(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
+def import_release(src: str | Path, out: str | Path, link: str = "copy", log: Callable[[str], None] = print) -> Corpus:
     """The corpus of a release: its manifest byte for byte and every clip at its path, after checking
-    SHA256SUMS and that metadata.jsonl says what the manifest says. Written beside `out`, renamed at the end."""
-    src, out = Path(src), Path(out)
+    SHA256SUMS (paths inside the release only), that metadata.jsonl says what the manifest says, and
+    that every clip's header holds the audio the manifest describes. Staged, renamed at the end."""
+    src = Path(src)
     missing = [n for n in (CARD, MANIFEST, CHECKSUMS) if not (src / n).is_file()]
     if missing:
         raise ManifestError(src, [f"has {METADATA} but no {', '.join(missing)}: "
                                   "not a complete `sourcetrace corpus pack` release"])
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ManifestError(out, ["already exists and is not empty: choose a new (or empty) --out folder"])
+    out = _release_target(Path(out), log)
     corpus = Corpus.read(src)
     problems = _checksum_problems(src, corpus) + _metadata_problems(src, corpus)
+    for i, row in enumerate([] if problems else corpus.rows):
+        problem = audio_header_problem(corpus.audio_path(row), row)
+        if problem:
+            problems.append(f"{corpus.where(i)} ({row['path']}): {problem}")
     if problems:
         raise ManifestError(src, problems)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.importing"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir()
+    with _staged(out, "importing", last=MANIFEST, log=log) as staging:
         for row in corpus.rows:
-            _place(corpus.audio_path(row), staging / row["path"], link)
+            place_file(corpus.audio_path(row), staging / row["path"], link)
         copy_file_atomic(corpus.manifest_path, staging / MANIFEST)
-        os.replace(staging, out)
+    return Corpus.read(out)
+
+
+# ---- the folder a release or an imported corpus is written into ---------------------------------
+# Staged in a hidden folder and renamed into place at the end, so there is never a half-written
+# release or corpus under its name. A staging folder is born with OWNER (its writer: boot, process
+# and the process's start time), made under a temporary name and renamed, so no live staging folder
+# is ever without one: a later run removes staging folders whose writer is gone, never a live one's.
+OWNER = ".sourcetrace-owner"
+_STAGING = re.compile(r"^\.(?:.+\.)?(?:packing|importing)(?:\.\d+\.new)?$")
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _release_target(out: Path, log: Callable[[str], None]) -> Path:
+    """`out` checked before any work: a link is followed to its folder; it must be new or an empty
+    folder (stale staging folders of dead writers inside it or beside it are removed; an empty
+    `lost+found` of a mount point is allowed), under a writable folder."""
+    if out.is_symlink():
+        target = out.resolve()
+        if not target.is_dir():
+            raise ManifestError(out, [f"is a link to {target}, which is not a folder: give a folder (new or empty)"])
+        out = target
+    for folder in (out, out.parent):
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if _STAGING.match(entry.name) and entry.is_dir():
+                _remove_if_stale(entry, log)
+    if out.exists() and (not out.is_dir() or _contents(out)):
+        raise ManifestError(out, ["already exists and is not empty: choose a new (or empty) --out folder"])
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ManifestError(out, [f"{existing} is not writable: choose an output folder you can write to"])
+    return out
+
+
+def _contents(folder: Path) -> list[Path]:
+    """What makes `folder` non-empty; a mount point's empty lost+found (ext4 makes one) does not."""
+    return [p for p in folder.iterdir()
+            if not (p.name == "lost+found" and p.is_dir() and _is_mount_point(folder) and not any(p.iterdir()))]
+
+
+def _is_mount_point(folder: Path) -> bool:
+    """A mount point, bind mounts of the parent's own file system included (which st_dev cannot tell)."""
+    if os.path.ismount(folder):
+        return True
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    unescape = functools.partial(re.sub, r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)))  # "\040" is a space
+    return str(folder.resolve()) in {unescape(line.split()[4]) for line in lines if len(line.split()) > 4}
+
+
+def _writer() -> str:
+    """Who writes a staging folder: boot id, host, process id and the process's start time, so a
+    reused process id or another container's process is never taken for the writer."""
+    return f"{_boot_id()} {socket.gethostname()} {os.getpid()} {_start_time(os.getpid())}"
+
+
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return "-"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or "-"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return "-"
+
+
+def _remove_if_stale(staging: Path, log: Callable[[str], None]) -> None:
+    """Remove a staging folder whose writer is gone (or which has no writer: an older sourcetrace's,
+    or one killed while being made); name one whose writer runs in the log."""
+    try:
+        boot, host, pid, started = (staging / OWNER).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        shutil.rmtree(staging, ignore_errors=True)
+        log(f"[release] removed {staging}: left by an interrupted or older pack or import")
+        return
+    here = host == socket.gethostname() and boot in (_boot_id(), "-")
+    if not here or _start_time(int(pid)) == started != "-" or (started == "-" and _process_alive(int(pid))):
+        log(f"[release] {staging}: staging folder of a pack or import still running ({host}, process {pid})"
+            + ("" if here else ", or of another machine: remove it if none runs"))
+        return
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"[release] removed {staging}: left by a pack or import that was killed (process {pid})")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _staged(out: Path, purpose: str, last: str, log: Callable[[str], None]) -> Iterator[Path]:
+    """Yield a staging folder on `out`'s own file system; on success put its contents at `out`.
+
+    `out` new, or an empty folder on the parent's file system: the staging folder is renamed over
+    it in one step. `out` an empty mount point (another file system, or a bind mount): staged inside
+    it and its entries renamed into place, `last` (the file that makes the folder a release or a
+    corpus) last. Disk full: one error naming `out`'s file system, and nothing is left behind."""
+    inside = out.is_dir() and _is_mount_point(out)
+    staging = out / f".{purpose}" if inside else out.parent / f".{out.name}.{purpose}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    born = staging.with_name(f"{staging.name}.{os.getpid()}.new")
+    try:
+        shutil.rmtree(born, ignore_errors=True)
+        born.mkdir()
+        (born / OWNER).write_text(_writer() + "\n", encoding="utf-8")
+        os.rename(born, staging)  # fails if another writer's staging folder is there: nothing of its is touched
+    except OSError as exc:
+        shutil.rmtree(born, ignore_errors=True)
+        if staging.exists():
+            raise ManifestError(out, [f"{staging} is in use by another pack or import to the same folder: "
+                                      "wait for it to finish"]) from None
+        raise _disk_full(exc, out, staging) if exc.errno in NO_SPACE else exc
+    try:
+        yield staging
+        (staging / OWNER).unlink()
+        if inside:
+            for entry in sorted(staging.iterdir(), key=lambda p: (p.name == last, p.name)):
+                os.replace(entry, out / entry.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, out)  # an empty `out` is replaced; a non-empty one was refused before
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno in NO_SPACE:
+            raise _disk_full(exc, out, staging) from exc
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Corpus.read(out)
+
+
+def _disk_full(exc: OSError, out: Path, staging: Path) -> NothingWritten:
+    written = Path(exc.filename) if exc.filename else None
+    return NothingWritten(out, written.relative_to(staging).as_posix() if written and staging in written.parents
+                          else "its files")
 
 
 def dataset_card(corpus: Corpus, name: str, license: str, corpus_sha256: str, manifest_sha256: str,
@@ -320,6 +462,10 @@ def _checksum_problems(src: Path, corpus: Corpus) -> list[str]:
         digest, sep, rel = line.partition("  ")
         if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
             problems.append(f"{CHECKSUMS} line {number}: not '<sha256>  <path>'")
+            continue
+        outside = outside_problem(src, rel)
+        if outside:
+            problems.append(f"{CHECKSUMS} line {number}: {outside}: a release lists its own files only")
             continue
         listed[rel] = digest
         problem = None if (src / rel).is_file() else "missing file"

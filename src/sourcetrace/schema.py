@@ -207,7 +207,8 @@ RECIPE_TRAINING = Record({"config": str, "pretrained": Optional(OneOf(("train", 
                           "pretrained_seed": Optional(int), "batch_size": Optional(Int(min=1)),
                           "tensorboard": Optional(bool), "deterministic": Optional(bool)}, extra=False)
 RECIPE_FEATURES = Record({"extractors": ListOf(Record({"spec": str, "attributor": str, "random": Optional(bool)},
-                                                      extra=False), non_empty=True)}, extra=False)
+                                                      extra=False), non_empty=True),
+                          "max_seconds": Optional(Number())}, extra=False)  # longer clips refused (0: no limit)
 RECIPE_BENCHMARK = Record({"suite": Optional(str), "protocols": Optional(ListOf(str, non_empty=True)),
                            "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)
 RECIPE_SLURM = Record({"partition": Optional(str), "gpus_per_training": Optional(Int(min=0)),

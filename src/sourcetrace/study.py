@@ -226,7 +226,8 @@ class Study:
         index, _, count = name.partition("/")
         corpus = Corpus.read(self.corpus_dir)
         for spec, _ in self.extractor_specs():
-            store = FeatureStore(corpus, build_extractor(spec, device=self.recipe.study.device))
+            store = FeatureStore(corpus, build_extractor(spec, device=self.recipe.study.device),
+                                 max_seconds=self.recipe.max_clip_seconds)
             report = store.compute(part=(int(index), int(count)))
             log(f"[features] {store.extractor.name} part {name}: {report.computed} computed, {report.reused} reused, "
                 f"{len(report.rejects)} rejected")
@@ -244,7 +245,8 @@ class Study:
 
         failures = run_bench(self.corpus_dir, self.protocols(), self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,
-                             log=log, command=f"sourcetrace run {self.recipe_path.name}")
+                             log=log, command=f"sourcetrace run {self.recipe_path.name}",
+                             max_seconds=self.recipe.max_clip_seconds)
         page = build_leaderboard(sorted(self.path("results").glob("*.json")), self.path("site"), title=self.title)
         log(f"[bench] leaderboard: {page}; figures: {self.path('results/figures')}")
         if failures:
