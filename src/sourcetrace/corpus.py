@@ -261,9 +261,7 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
         for path in placed:
             path.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            written = Path(exc.filename) if exc.filename else None
-            raise NothingWritten(out, written.relative_to(out).as_posix() if written and out in written.parents
-                                 else "its files") from exc
+            raise NothingWritten.from_os_error(exc, out, out) from exc
         raise
     return corpus
 

@@ -27,3 +27,10 @@ class NothingWritten(SourcetraceError, OSError):
         super().__init__(f"{target}: no space left on the device (disk full or quota reached) while writing {what}: "
                          f"nothing was written (this output is complete or absent); free space on the file system "
                          f"of {folder} (`df -h {folder}`) and rerun")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, target: str | Path, root: Path) -> "NothingWritten":
+        """For the disk-full `exc` met while writing under `root` (the output or its staging folder),
+        naming the file by its path there."""
+        written = Path(exc.filename) if exc.filename else None
+        return cls(target, written.relative_to(root).as_posix() if written and root in written.parents else "its files")

@@ -193,10 +193,17 @@ def _release_target(out: Path, log: Callable[[str], None]) -> Path:
                 _remove_if_stale(entry, log)
     if out.exists() and (not out.is_dir() or _contents(out)):
         raise ManifestError(out, ["already exists and is not empty: choose a new (or empty) --out folder"])
-    existing = next(p for p in [out, *out.parents] if p.exists())
+    staged_in = _staging_parent(out)
+    existing = next(p for p in [staged_in, *staged_in.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ManifestError(out, [f"{existing} is not writable: choose an output folder you can write to"])
     return out
+
+
+def _staging_parent(out: Path) -> Path:
+    """Where `out`'s staging folder goes: beside it, or inside it when it is a mount point (so the
+    staging is on its file system and the final renames stay there)."""
+    return out if out.is_dir() and _is_mount_point(out) else out.parent
 
 
 def _contents(folder: Path) -> list[Path]:
@@ -244,6 +251,9 @@ def _remove_if_stale(staging: Path, log: Callable[[str], None]) -> None:
     try:
         boot, host, pid, started = (staging / OWNER).read_text(encoding="utf-8").split()
     except (OSError, ValueError):
+        being_born = re.search(r"\.(\d+)\.new$", staging.name)  # named by its writer's pid until it has OWNER
+        if being_born and _process_alive(int(being_born.group(1))):
+            return
         shutil.rmtree(staging, ignore_errors=True)
         log(f"[release] removed {staging}: left by an interrupted or older pack or import")
         return
@@ -274,7 +284,7 @@ def _staged(out: Path, purpose: str, last: str, log: Callable[[str], None]) -> I
     it in one step. `out` an empty mount point (another file system, or a bind mount): staged inside
     it and its entries renamed into place, `last` (the file that makes the folder a release or a
     corpus) last. Disk full: one error naming `out`'s file system, and nothing is left behind."""
-    inside = out.is_dir() and _is_mount_point(out)
+    inside = _staging_parent(out) == out
     staging = out / f".{purpose}" if inside else out.parent / f".{out.name}.{purpose}"
     out.parent.mkdir(parents=True, exist_ok=True)
     born = staging.with_name(f"{staging.name}.{os.getpid()}.new")
@@ -288,7 +298,7 @@ def _staged(out: Path, purpose: str, last: str, log: Callable[[str], None]) -> I
         if staging.exists():
             raise ManifestError(out, [f"{staging} is in use by another pack or import to the same folder: "
                                       "wait for it to finish"]) from None
-        raise _disk_full(exc, out, staging) if exc.errno in NO_SPACE else exc
+        raise NothingWritten.from_os_error(exc, out, staging) if exc.errno in NO_SPACE else exc
     try:
         yield staging
         (staging / OWNER).unlink()
@@ -301,17 +311,11 @@ def _staged(out: Path, purpose: str, last: str, log: Callable[[str], None]) -> I
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if exc.errno in NO_SPACE:
-            raise _disk_full(exc, out, staging) from exc
+            raise NothingWritten.from_os_error(exc, out, staging) from exc
         raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _disk_full(exc: OSError, out: Path, staging: Path) -> NothingWritten:
-    written = Path(exc.filename) if exc.filename else None
-    return NothingWritten(out, written.relative_to(staging).as_posix() if written and staging in written.parents
-                          else "its files")
 
 
 def dataset_card(corpus: Corpus, name: str, license: str, corpus_sha256: str, manifest_sha256: str,
