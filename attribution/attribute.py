@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected
+from sourcetrace.attribution.extractors.base import FeatureExtractor
+from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.attribution.store import ExtractionReport, FeatureStore
+from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector
+from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
+from sourcetrace.core.fileio import sha256_file
 from sourcetrace.corpus import Corpus, label_values
-from sourcetrace.fileio import sha256_file
-
-from .extractors.base import FeatureExtractor
-from .knn import KNNAttributor
-from .store import ExtractionReport, FeatureStore
-from .unknown import UNKNOWN, UnknownDetector
 
 
 @dataclass

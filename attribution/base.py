@@ -2,7 +2,7 @@
 
 A new attributor is one file: subclass `Attributor`, set `name`, implement `fit`, `predict_scores`
 and (for unknown detection) `outlier_score`, and add it to the built-ins of
-`sourcetrace.plugins.ATTRIBUTORS`, or ship it as a plug-in (entry point group `sourcetrace.attributors`).
+`sourcetrace.core.plugins.ATTRIBUTORS`, or ship it as a plug-in (entry point group `sourcetrace.attributors`).
 """
 
 from __future__ import annotations

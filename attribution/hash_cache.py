@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from sourcetrace.fileio import sha256_file, write_json_atomic
+from sourcetrace.core.fileio import sha256_file, write_json_atomic
 
 RACY_WINDOW_NS = 2_000_000_000
 

@@ -17,9 +17,8 @@ import warnings
 import numpy as np
 import torch
 
-from sourcetrace.device import resolve_device
-
-from .base import Attributor, check_query, check_support
+from sourcetrace.attribution.base import Attributor, check_query, check_support
+from sourcetrace.core.device import resolve_device
 
 METRICS = ("cosine", "euclidean")
 #: On the CPU, pick each query's neighbours with the compiled selection (`knn_select`, about half
@@ -32,7 +31,7 @@ def compiled_selection():
     the installed numba supports), said once as a warning: `top_k_by_sorting` then picks the same
     neighbours, at about twice the CPU time."""
     try:
-        from .knn_select import select_nearest  # compiled on first use
+        from sourcetrace.attribution.knn_select import select_nearest  # compiled on first use
     except ImportError as exc:
         global select_on_cpu
         select_on_cpu = False

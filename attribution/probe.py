@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attributor, check_query, check_support
+from sourcetrace.attribution.base import Attributor, check_query, check_support
 
 
 class LinearProbeAttributor(Attributor):

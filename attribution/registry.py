@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sourcetrace.plugins import ATTRIBUTORS
-
-from .base import Attributor
+from sourcetrace.attribution.base import Attributor
+from sourcetrace.core.plugins import ATTRIBUTORS
 
 
 def build_attributor(name: str, **params) -> Attributor:

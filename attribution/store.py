@@ -35,13 +35,12 @@ from typing import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
-from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected
+from sourcetrace.attribution.extractors.base import FeatureExtractor
+from sourcetrace.attribution.hash_cache import HashCache
+from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
+from sourcetrace.core.device import usable_cpus
+from sourcetrace.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sourcetrace.corpus import Corpus
-from sourcetrace.device import usable_cpus
-from sourcetrace.fileio import atomic_path, write_json_atomic, write_text_atomic
-
-from .extractors.base import FeatureExtractor
-from .hash_cache import HashCache
 
 SHARD_MAX_CLIPS = 1024
 SHARD_MAX_SECONDS = 30.0

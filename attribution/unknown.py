@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Attributor
-from .metrics import ood_metrics
+from sourcetrace.attribution.base import Attributor
+from sourcetrace.attribution.metrics import ood_metrics
 
 UNKNOWN = "unknown"
 

@@ -10,15 +10,14 @@ import numpy as np
 
 from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
-from sourcetrace.audio import MAX_CLIP_SECONDS
+from sourcetrace.benchmark.figures import plot_checkpoint_confusions, plot_f1_versus_k
+from sourcetrace.benchmark.protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
+from sourcetrace.benchmark.report import table1_summary
+from sourcetrace.benchmark.results import ResultError, file_slug, load_result, result_file_name
+from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
+from sourcetrace.core.audio import MAX_CLIP_SECONDS
+from sourcetrace.core.fileio import write_json_atomic, write_text_atomic
 from sourcetrace.corpus import Corpus, corpus_identity
-from sourcetrace.fileio import write_json_atomic, write_text_atomic
-
-from .figures import plot_checkpoint_confusions, plot_f1_versus_k
-from .protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
-from .report import table1_summary
-from .results import ResultError, file_slug, load_result, result_file_name
-from .runner import AttributorSpec, make_result, run_protocol
 
 
 def _up_to_date(path: Path, identity: dict) -> dict | None:

@@ -21,7 +21,16 @@ import re
 from pathlib import Path, PurePosixPath
 
 from sourcetrace import __version__
-from sourcetrace.fileio import (
+from sourcetrace.benchmark.protocol import Protocol, load_protocol, load_suite
+from sourcetrace.benchmark.results import (
+    ResultError,
+    now_utc,
+    number_problems,
+    read_result_bytes,
+    result_file_name,
+    validate_result,
+)
+from sourcetrace.core.fileio import (
     atomic_path,
     copy_file_atomic,
     sha256_file,
@@ -29,10 +38,7 @@ from sourcetrace.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from sourcetrace.schema import BOARD, check
-
-from .protocol import Protocol, load_protocol, load_suite
-from .results import ResultError, now_utc, number_problems, read_result_bytes, result_file_name, validate_result
+from sourcetrace.core.schema import BOARD, check
 
 BOARD_FILE, LEDGER, RESULTS = "board.json", "ledger.jsonl", "results"
 _SUBMITTER = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -222,7 +228,7 @@ def add_results(board: str | Path, files: list[str | Path], submitter: str, log=
 
 def _copy_figure(results_dir: Path, rel: str, entry_dir: Path) -> None:
     """A figure the result links, kept at the same relative path beside it (images only, see figure_file)."""
-    from .report import figure_file
+    from sourcetrace.benchmark.report import figure_file
 
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel:
@@ -234,8 +240,8 @@ def _copy_figure(results_dir: Path, rel: str, entry_dir: Path) -> None:
 
 def build_board(board: str | Path, out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """The leaderboard site of a board, after checking every result again and against its ledger line."""
-    from .report import build_leaderboard
-    from .results import load_result
+    from sourcetrace.benchmark.report import build_leaderboard
+    from sourcetrace.benchmark.results import load_result
 
     board = Path(board)
     meta = read_board(board)

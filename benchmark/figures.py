@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.fileio import atomic_path
+from sourcetrace.core.fileio import atomic_path
 
 
 def _pyplot():

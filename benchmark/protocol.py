@@ -1,7 +1,7 @@
 """Protocols: which checkpoints go to support and query, how prompts split, which vocoders.
 
 A protocol is a TOML file (see `protocols/`), validated when loaded. Checkpoint roles come from
-the checkpoint names of the corpus contract (sourcetrace.naming):
+the checkpoint names of the corpus contract (sourcetrace.core.naming):
 
     <arch>/pretrained           pretrained      the official pretrained model
     <arch>/step-<N>             scheduled       a from-scratch checkpoint at step N (ordered by N)
@@ -13,7 +13,7 @@ Vocoder conditions read two manifest columns: `vocoder` (the vocoder's name) and
 `vocoder_swapped` (1 for a clip vocoded by a HiFi-GAN other than its architecture's default; empty
 or 0 otherwise). Architectures with swapped clips are the mel-spectrogram ones.
 
-A protocol scores one or more label levels (sourcetrace.schema.LEVELS); LEVEL_COLUMNS names the
+A protocol scores one or more label levels (sourcetrace.core.schema.LEVELS); LEVEL_COLUMNS names the
 manifest column each label comes from. Beyond the study's two:
 
     implementation      the codebase: the `implementation` column without its version
@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.naming import checkpoint_role, finetune_speaker, step_of
-from sourcetrace.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
-
-from .splits import split_prompts
+from sourcetrace.benchmark.splits import split_prompts
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.naming import checkpoint_role, finetune_speaker, step_of
+from sourcetrace.core.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
 
 
 class ProtocolError(SourcetraceError, ValueError):
@@ -109,7 +108,7 @@ class Protocol:
 
 
 def _selection(raw: dict, where: str) -> Selection:
-    """A support or query table, already type-checked against sourcetrace.schema.PROTOCOL."""
+    """A support or query table, already type-checked against sourcetrace.core.schema.PROTOCOL."""
     sel = Selection(roles=tuple(raw.get("roles", ())), scheduled_positions=tuple(raw.get("scheduled_positions", ())),
                     random_scheduled=raw.get("random_scheduled", 0), exclude_support=raw.get("exclude_support", False),
                     holdout=raw.get("holdout", False), exclude_holdout=raw.get("exclude_holdout", False))

@@ -10,10 +10,9 @@ from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-from sourcetrace.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
-from sourcetrace.schema import LEVELS, STUDY_LEVELS
-
-from .results import ResultError
+from sourcetrace.benchmark.results import ResultError
+from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
+from sourcetrace.core.schema import LEVELS, STUDY_LEVELS
 
 LEVEL_SHORT = {"checkpoint": "ckpt", "architecture": "arch", "implementation": "impl", "vocoder-family": "vocoder",
                "finetune-speaker": "speaker"}
@@ -184,7 +183,7 @@ def _short_protocol(name: str) -> str:
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
     results/*.json and figures/: relative links only, absolute paths cut (public_copy)."""
-    from .results import load_result, number_problems, result_file_name
+    from sourcetrace.benchmark.results import load_result, number_problems, result_file_name
 
     loaded = [(str(f), load_result(f)) for f in result_files]
     if not loaded:

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.schema import PER_SEED, RESULT, check
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.schema import PER_SEED, RESULT, check
 
 SCHEMA_VERSION = 1
 # The largest results file read (leaderboards load every file whole; a Table-1 result is ~0.1 MiB,
@@ -98,7 +98,7 @@ def number_problems(result: dict) -> list[str]:
 
 
 def validate_result(obj, source: str = "<result>") -> dict:
-    """Check a results object against its schema (sourcetrace.schema.RESULT); raise ResultError
+    """Check a results object against its schema (sourcetrace.core.schema.RESULT); raise ResultError
     naming the file and the key."""
     if not isinstance(obj, dict):
         raise ResultError(f"{source}: not a JSON object")

@@ -12,8 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from sourcetrace.naming import PRETRAINED, checkpoint_label, finetune_name, finetune_speaker, step_name, zero_init_name
-from sourcetrace.plugins import STUDY_ARCHITECTURES
+from sourcetrace.core.naming import (
+    PRETRAINED,
+    checkpoint_label,
+    finetune_name,
+    finetune_speaker,
+    step_name,
+    zero_init_name,
+)
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES
 
 END_TO_END = ("vits", "vits-espnet")  # no mel spectrogram: its vocoder cannot be swapped
 STUDY_STEPS = (50_000, 75_000, 100_000, 250_000, 275_000, 300_000, 450_000, 475_000, 500_000)

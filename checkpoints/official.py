@@ -28,9 +28,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError
 
-#: how messages name what a file holds, by its architecture or vocoder kind: the names are sourcetrace.plugins'
+#: how messages name what a file holds, by its architecture or vocoder kind: the names are sourcetrace.core.plugins'
 #: (GENERATORS, VOCODERS; tests/test_checkpoints.py holds these keys to them), the words are this file's
 MODELS = {
     "fastpitch": "a NeMo FastPitch model", "nemo-hifigan": "a NeMo HiFi-GAN vocoder",

@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.fileio import sha256_file
-from sourcetrace.plugins import GENERATORS, VOCODERS
-
-from .official import describe, inspect_file
+from sourcetrace.checkpoints.official import describe, inspect_file
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.plugins import GENERATORS, VOCODERS
 
 FORMATS = ("nemo", "torch", "espnet")
 TRUST = ("weights_only", "full-unpickling", "unknown")

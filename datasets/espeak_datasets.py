@@ -10,11 +10,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from sourcetrace.espeak import sentences, speak
-from sourcetrace.fileio import atomic_path, write_text_atomic
-
-from .ljspeech import LJSpeech
-from .prompts import DatasetError
+from sourcetrace.core.espeak import sentences, speak
+from sourcetrace.core.fileio import atomic_path, write_text_atomic
+from sourcetrace.datasets.ljspeech import LJSpeech
+from sourcetrace.datasets.prompts import DatasetError
 
 LJ_VOICE = ("en-us+f3", 165, 55)       # voice, words per minute, pitch: the "LJ" speaker
 HIFITTS_VOICE = ("en-gb+m3", 150, 40)  # the new speaker of the study's fine-tune (9136)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ljspeech import Utterance
-from .prompts import DatasetError
+from sourcetrace.datasets.ljspeech import Utterance
+from sourcetrace.datasets.prompts import DatasetError
 
 MANIFEST = re.compile(r"^(?P<speaker>\d+)_manifest_(?P<quality>clean|other)_(?P<split>train|dev|test)\.json$")
 STUDY_SPEAKER = "9136"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .prompts import DatasetError, Prompt
+from sourcetrace.datasets.prompts import DatasetError, Prompt
 
 SPLITS = ("train", "val", "test")
 

@@ -10,9 +10,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.fileio import write_text_atomic
-from sourcetrace.naming import UnsafeName, plain_name
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import write_text_atomic
+from sourcetrace.core.naming import UnsafeName, plain_name
 
 HEADER = ("prompt_id", "text")
 

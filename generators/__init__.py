@@ -1,7 +1,7 @@
 """TTS generators behind one interface (`base.Generator`); one file per architecture.
 
 Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to the
-built-ins of `sourcetrace.plugins.GENERATORS`, or ship it outside the project as a plug-in (entry
+built-ins of `sourcetrace.core.plugins.GENERATORS`, or ship it outside the project as a plug-in (entry
 point group `sourcetrace.generators`, README "Write a plug-in"). The classes import their TTS
 stacks lazily, so the light core never needs them.
 """
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sourcetrace.plugins import GENERATORS as ARCHITECTURES
-
-from .base import Generator, GeneratorError, load_config, read_checkpoint_meta
+from sourcetrace.core.plugins import GENERATORS as ARCHITECTURES
+from sourcetrace.generators.base import Generator, GeneratorError, load_config, read_checkpoint_meta
 
 
 def generator_class(architecture: str) -> type[Generator]:

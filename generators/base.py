@@ -22,10 +22,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from sourcetrace.device import resolve_device
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.fileio import atomic_path, write_json_atomic
-from sourcetrace.mel import MelConfig, mel_spectrogram
+from sourcetrace.core.device import resolve_device
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import atomic_path, write_json_atomic
+from sourcetrace.core.mel import MelConfig, mel_spectrogram
 
 # A reference written `speaker:NAME` is a voice the checkpoint stores (XTTS's speakers_xtts.pth), not a clip.
 STORED_VOICE = "speaker:"

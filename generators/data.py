@@ -17,11 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sourcetrace.audio import AudioRejected, load_audio
+from sourcetrace.core.audio import AudioRejected, load_audio
+from sourcetrace.core.fileio import atomic_path
 from sourcetrace.datasets.ljspeech import Utterance
-from sourcetrace.fileio import atomic_path
-
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 FRAME_MULTIPLE = 4  # both U-Net decoders downsample twice: mel frames padded to a multiple of 4
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sourcetrace.nemo_support import nemo_tts_models
-
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.core.nemo_support import nemo_tts_models
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 TEXT_NORMALIZER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sourcetrace" / "nemo-text-processing"
 DATASET_CLASS = "nemo.collections.tts.data.dataset.TTSDataset"  # NeMo checks the name; no dataset is built

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 
 @lru_cache(maxsize=1)

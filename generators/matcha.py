@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 
 class MatchaGenerator(Generator):

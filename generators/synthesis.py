@@ -3,7 +3,7 @@
 Each clip's noise comes from a seed derived from (seed, prompt id) (of a batch's first prompt), so a
 clip does not depend on which other prompts were synthesised, in what order, or whether the run was
 interrupted. Each clip is written to a temporary file and renamed. Which clips to make, and the
-journal that makes a killed run resumable, are sourcetrace.regenerate's (`synth CHECKPOINT` is its
+journal that makes a killed run resumable, are sourcetrace.pipeline.regenerate's (`synth CHECKPOINT` is its
 one-job case).
 """
 
@@ -15,10 +15,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from sourcetrace.fileio import atomic_path
+from sourcetrace.core.fileio import atomic_path
+from sourcetrace.generators.base import Generator
 from sourcetrace.vocoders.base import Vocoder
-
-from .base import Generator
 
 
 def make_clips(generator: Generator, vocoder: Vocoder | None, texts: list[str], seed: int,

@@ -28,11 +28,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sourcetrace.fileio import atomic_path, sha256_file, torn_writes, write_json_atomic
-from sourcetrace.naming import step_name, step_of
-
-from .base import CHECKPOINT_META, CHECKPOINT_WEIGHTS, Generator, GeneratorError, read_checkpoint_meta
-from .data import TrainingData
+from sourcetrace.core.fileio import atomic_path, sha256_file, torn_writes, write_json_atomic
+from sourcetrace.core.naming import step_name, step_of
+from sourcetrace.generators.base import (
+    CHECKPOINT_META,
+    CHECKPOINT_WEIGHTS,
+    Generator,
+    GeneratorError,
+    read_checkpoint_meta,
+)
+from sourcetrace.generators.data import TrainingData
 
 RESUME = "resume"
 TRAINER_STATE = "trainer.pt"        # step, optimizer and RNG states: plain tensors and lists (weights-only)
@@ -188,7 +193,7 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     `sample_vocoder` (mel -> waveform) adds the checkpoint's sample as audio to TensorBoard.
     `deterministic` makes a run reproducible bit for bit: on CPU it turns oneDNN off (its
     convolution backward is not: FastPitch's aligner gradients drift by ~1e-9 between identical
-    steps), which costs up to 2x on full-size CPU models (benchmarks/bench_generators.py
+    steps), which costs up to 2x on full-size CPU models (perf/bench_generators.py
     --nondeterministic); on CUDA it asks cuDNN for deterministic kernels and makes torch refuse any
     op that has none (`determinism(strict=True)`), so a run is reproducible or stops naming the op.
     """

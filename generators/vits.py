@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 PHASES = ("discriminator", "generator")  # Coqui's optimizer indices 0 and 1
 TERMS = {"loss_gen": "adversarial", "loss_kl": "kl", "loss_feat": "feature_matching", "loss_mel": "mel",

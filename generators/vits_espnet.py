@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, Generator, GeneratorError
 
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<space>")  # ESPnet's padding/blank, unknown and space symbols
 END_TOKEN = "<sos/eos>"  # last in every ESPnet token list

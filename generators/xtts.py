@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base import STORED_VOICE, Batch, Generator, GeneratorError
+from sourcetrace.generators.base import STORED_VOICE, Batch, Generator, GeneratorError
 
 #: the tokens Coqui's `VoiceBpeTokenizer` relies on (stop/start text tokens, spaces, the language tag)
 SPECIAL_TOKENS = ("[STOP]", "[UNK]", "[SPACE]", "[START]", "[en]")

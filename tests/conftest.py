@@ -44,7 +44,7 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def speech_tree(tmp_path_factory):
     """Real speech from espeak-ng: <architecture>/<checkpoint>/<prompt>.wav, 3 voices x 2 variants x 8 prompts."""
-    from sourcetrace.espeak import sentences, speak
+    from sourcetrace.core.espeak import sentences, speak
 
     root = tmp_path_factory.mktemp("speech")
     texts = sentences(8, seed=1)

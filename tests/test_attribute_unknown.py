@@ -31,7 +31,7 @@ UNSEEN = "croak"
 @pytest.fixture(scope="module")
 def voices_corpus(tmp_path_factory):
     """The whole tree as one corpus with its LFCC features stored, and which clips are fresh."""
-    from sourcetrace.espeak import sentences, speak
+    from sourcetrace.core.espeak import sentences, speak
 
     root = tmp_path_factory.mktemp("voices")
     for i, text in enumerate(sentences(N_PROMPTS, seed=2)):

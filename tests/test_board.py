@@ -21,7 +21,7 @@ from sourcetrace.benchmark.report import build_leaderboard
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main
-from sourcetrace.fileio import sha256_json
+from sourcetrace.core.fileio import sha256_json
 
 CORPUS_SHA = "a" * 64
 

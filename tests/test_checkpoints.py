@@ -31,12 +31,12 @@ def test_schedules():
 
 
 def test_architecture_names_come_from_the_plugin_registry_alone(tmp_path, monkeypatch):
-    """sourcetrace.plugins is the one list of names: a registry entry of a plug-in architecture needs
+    """sourcetrace.core.plugins is the one list of names: a registry entry of a plug-in architecture needs
     no second list; official.MODELS only puts names into words, never one that nothing registers."""
     from test_plugins import fake_distribution
 
     from sourcetrace.checkpoints.official import MODELS, model_name
-    from sourcetrace.plugins import GENERATORS, VOCODERS
+    from sourcetrace.core.plugins import GENERATORS, VOCODERS
 
     assert set(MODELS) <= set(GENERATORS.builtins) | set(VOCODERS.builtins)
     fake_distribution(tmp_path, "toyplug", "[sourcetrace.generators]\ntoyarch = toyplug.model:ToyGenerator\n")

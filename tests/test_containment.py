@@ -19,9 +19,9 @@ from sourcetrace.benchmark.results import ResultError
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main
+from sourcetrace.core.fileio import atomic_path, outside_note, write_text_atomic
 from sourcetrace.corpus import Corpus, ManifestError, import_corpus, verify_corpus
-from sourcetrace.fileio import atomic_path, outside_note, write_text_atomic
-from sourcetrace.recipe import RecipeError, load_recipe
+from sourcetrace.pipeline.recipe import RecipeError, load_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
@@ -377,8 +377,8 @@ def test_leaderboard_markdown_escapes_markup(result, tmp_path):
 def test_prompt_ids_and_labels_cannot_place_clips_outside_the_corpus(tmp_path, capsys):
     """A prompt id or checkpoint label becomes part of a clip's path: `../` in either is refused."""
     pytest.importorskip("grad_tts", reason="the TTS stacks are installed by tools/setup.sh")
+    from sourcetrace.core.naming import UnsafeName, clip_location
     from sourcetrace.datasets.prompts import DatasetError, read_prompts
-    from sourcetrace.naming import UnsafeName, clip_location
 
     prompts = tmp_path / "prompts.tsv"
     prompts.write_text("prompt_id\ttext\n../../escaped\tHello there.\n")

@@ -1,5 +1,5 @@
 """One home for each piece of knowledge: checkpoint names and clip locations round-trip through
-sourcetrace.naming; every user error is a SourcetraceError the CLI prints without loading the
+sourcetrace.core.naming; every user error is a SourcetraceError the CLI prints without loading the
 generator stack; light commands never import torch."""
 
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sourcetrace import naming
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.core import naming
+from sourcetrace.core.errors import SourcetraceError
 
 
 @pytest.mark.parametrize("step", [0, 1, 50_000, 500_000, 1_234_567])
@@ -44,19 +44,19 @@ def test_clip_locations_and_journals_of_default_and_swapped_vocoders():
 
 def _error_classes():
     from sourcetrace.attribution.extractors.ssl import ModelFolderError
-    from sourcetrace.audio import AudioRejected
     from sourcetrace.benchmark.board import BoardError
     from sourcetrace.benchmark.protocol import ProtocolError, UnsatisfiableProtocol
     from sourcetrace.benchmark.results import ResultError
     from sourcetrace.checkpoints.official import OfficialFileError
     from sourcetrace.checkpoints.registry import RegistryError
+    from sourcetrace.core.audio import AudioRejected
+    from sourcetrace.core.errors import StageFailed
+    from sourcetrace.core.espeak import EspeakMissing
     from sourcetrace.corpus import ManifestError
+    from sourcetrace.corpus.release import IncompleteRelease
     from sourcetrace.datasets.prompts import DatasetError
-    from sourcetrace.errors import StageFailed
-    from sourcetrace.espeak import EspeakMissing
     from sourcetrace.generators.base import GeneratorError
-    from sourcetrace.recipe import RecipeError
-    from sourcetrace.release import IncompleteRelease
+    from sourcetrace.pipeline.recipe import RecipeError
     from sourcetrace.vocoders.base import VocoderError
 
     return [ModelFolderError, AudioRejected, BoardError, ProtocolError, UnsatisfiableProtocol, ResultError,
@@ -163,7 +163,7 @@ def _parser_options(parser) -> set[str]:
 
 
 def _schema_keys(spec) -> set[str]:
-    from sourcetrace import schema
+    from sourcetrace.core import schema
 
     if isinstance(spec, schema.Record):
         return set(spec.fields) | {k for v in spec.fields.values() for k in _schema_keys(v)}
@@ -175,7 +175,7 @@ def test_every_flag_and_recipe_key_a_message_names_exists():
     import re
 
     from sourcetrace.cli import build_parser
-    from sourcetrace.schema import RECIPE_CORPUS
+    from sourcetrace.core.schema import RECIPE_CORPUS
 
     options = _parser_options(build_parser())
     recipe_keys = _schema_keys(RECIPE_CORPUS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sourcetrace.audio import AudioRejected, load_audio
+from sourcetrace.core.audio import AudioRejected, load_audio
 from sourcetrace.corpus import Corpus, ManifestError, import_corpus
 
 

@@ -37,7 +37,7 @@ def test_compute_then_resume_computes_only_what_is_missing(corpus):
     second = FeatureStore(corpus, counting).compute(progress=False)
     assert (second.computed, second.reused, counting.seen) == (0, 48, 0)
     vectors = FeatureStore(corpus, lfcc).load()
-    direct = lfcc.extract([__import__("sourcetrace.audio", fromlist=["x"]).load_audio(corpus.audio_path(r)) for r in corpus.rows[:3]])
+    direct = lfcc.extract([__import__("sourcetrace.core.audio", fromlist=["x"]).load_audio(corpus.audio_path(r)) for r in corpus.rows[:3]])
     np.testing.assert_allclose(vectors[:3], direct, rtol=1e-6)
 
 

@@ -3,7 +3,7 @@
 
 import os
 
-from sourcetrace.fileio import atomic_path, torn_writes, write_text_atomic
+from sourcetrace.core.fileio import atomic_path, torn_writes, write_text_atomic
 
 
 def test_rewriting_a_private_file_keeps_it_private(tmp_path):

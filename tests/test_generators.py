@@ -14,6 +14,8 @@ pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.s
 pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/setup.sh")
 
 from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.core.mel import MelConfig, mel_filterbank  # noqa: E402
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like  # noqa: E402
 from sourcetrace.datasets.hifitts import HiFiTTS  # noqa: E402
@@ -21,8 +23,6 @@ from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
 from sourcetrace.generators import GeneratorError, build_generator, generator_class, load_generator  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
 from sourcetrace.generators.training import train  # noqa: E402
-from sourcetrace.mel import MelConfig, mel_filterbank  # noqa: E402
-from sourcetrace.plugins import STUDY_ARCHITECTURES  # noqa: E402
 from sourcetrace.vocoders import VocoderError  # noqa: E402
 from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config  # noqa: E402
 
@@ -179,7 +179,7 @@ def test_all_architectures_through_one_code_path_into_one_corpus(data, tmp_path,
     the same CLI calls; the corpus is accepted by the benchmark."""
     lj, _ = data
     prompts = [Prompt(f"p{i:02d}", text) for i, text in enumerate(
-        __import__("sourcetrace.espeak", fromlist=["x"]).sentences(10, seed=3))]
+        __import__("sourcetrace.core.espeak", fromlist=["x"]).sentences(10, seed=3))]
     write_prompts(tmp_path / "prompts.tsv", prompts)
     for arch in ARCHS:
         run = tmp_path / arch

@@ -1,4 +1,4 @@
-"""The one GPU check (benchmarks/gpu_check.py) is run in sessions with a few minutes of device time
+"""The one GPU check (perf/gpu_check.py) is run in sessions with a few minutes of device time
 and no way to fix it there: its dry run, the same code with tiny models on the CPU, must finish
 every section and report figures that agree with themselves, in an environment that holds only
 what the device's GPU image has plus what tools/gpu-wheels.sh brings (tools/gpu_image.py)."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+SCRIPT = ROOT / "perf" / "gpu_check.py"
 
 
 def stock_image_python(folder: Path) -> tuple[str, dict]:

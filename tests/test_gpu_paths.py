@@ -153,9 +153,9 @@ def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech
     import sourcetrace.attribution.store as store_mod
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
     from sourcetrace.attribution.store import FeatureStore
-    from sourcetrace.audio import load_audio
+    from sourcetrace.core.audio import load_audio
+    from sourcetrace.core.fileio import sha256_file
     from sourcetrace.corpus import import_corpus
-    from sourcetrace.fileio import sha256_file
 
     corpus = import_corpus(speech_tree, tmp_path / "corpus")
     extractor = SSLExtractor(tiny_models[name], [2], device="cpu", batch_size=5)
@@ -186,7 +186,7 @@ def test_phase_timing_breaks_extraction_down_without_changing_it(tiny_models):
 
 
 def test_setup_warms_the_numba_kernels_runs_reach_into_the_cache(tmp_path):
-    """tools/setup.sh runs `python -m sourcetrace.numba_cache` once, so parallel processes only read
+    """tools/setup.sh runs `python -m sourcetrace.pipeline.numba_cache` once, so parallel processes only read
     numba's cache (its writes are not safe when two processes first compile a kernel at once)."""
     import os
     import subprocess
@@ -195,7 +195,7 @@ def test_setup_warms_the_numba_kernels_runs_reach_into_the_cache(tmp_path):
 
     pytest.importorskip("librosa", reason="the TTS stacks are installed by tools/setup.sh")
     cache = Path(os.environ.get("NUMBA_CACHE_DIR") or tmp_path)  # a test worker's own, else a fresh one
-    done = subprocess.run([sys.executable, "-m", "sourcetrace.numba_cache"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "sourcetrace.pipeline.numba_cache"], capture_output=True, text=True,
                           env={**os.environ, "NUMBA_CACHE_DIR": str(cache)}, timeout=600)
     assert done.returncode == 0 and "cache warmed: kNN neighbour selection, librosa pyin" in done.stdout, done.stderr
     indexes = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}

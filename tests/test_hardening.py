@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sourcetrace import release
-from sourcetrace.audio import AudioRejected, load_audio
 from sourcetrace.cli import main
-from sourcetrace.corpus import Corpus, ManifestError, import_corpus
-from sourcetrace.fileio import sha256_file
-from sourcetrace.release import IncompleteRelease, pack_corpus
+from sourcetrace.core.audio import AudioRejected, load_audio
+from sourcetrace.core.fileio import sha256_file
+from sourcetrace.corpus import Corpus, ManifestError, import_corpus, release
+from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
 
 CLI = [sys.executable, "-m", "sourcetrace.cli"]
 
@@ -87,7 +86,7 @@ def test_a_full_disk_names_the_copy_destination(tmp_path):
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(400_000))
     mount = tmp_path / "small"
-    code = (f"from sourcetrace.fileio import copy_file_atomic\ntry:\n copy_file_atomic('{source}', '{mount}/copy.bin')\n"
+    code = (f"from sourcetrace.core.fileio import copy_file_atomic\ntry:\n copy_file_atomic('{source}', '{mount}/copy.bin')\n"
             "except OSError as exc:\n print(exc.errno, exc.filename, exc.filename2)")
     run = _in_a_small_file_system(f"{sys.executable} -c \"{code}\"", mount, "100k")
     assert run.stdout.strip() == f"28 {mount}/copy.bin None", run.stderr  # ENOSPC, the destination
@@ -172,7 +171,7 @@ def test_import_of_a_tree_refuses_clips_that_cannot_be_decoded(speech_tree, tmp_
 
 
 def test_a_killed_pack_leaves_a_staging_folder_the_next_pack_removes(corpus, tmp_path):
-    slow = ("import sys, time; from sourcetrace import release; real = release.place_file\n"
+    slow = ("import sys, time; from sourcetrace.corpus import release; real = release.place_file\n"
             "release.place_file = lambda *a: (time.sleep(0.25), real(*a))\n"
             f"release.pack_corpus('{corpus}', '{tmp_path}/out/rel')")
     run = subprocess.Popen([sys.executable, "-c", slow])

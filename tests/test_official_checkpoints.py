@@ -205,7 +205,7 @@ def test_synth_hashes_the_file_an_alias_names_and_pins_the_thread_count(tmp_path
 
 
 def inspect_sha(path):
-    from sourcetrace.fileio import sha256_file
+    from sourcetrace.core.fileio import sha256_file
 
     return sha256_file(path)
 

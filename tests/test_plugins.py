@@ -16,8 +16,8 @@ from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.probe import LinearProbeAttributor
 from sourcetrace.benchmark.runner import AttributorSpec
+from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.generators import GeneratorError, generator_class
-from sourcetrace.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.testing import ConformanceError, check_attributor, check_extractor, check_generator, check_vocoder
 from sourcetrace.vocoders import VocoderError, vocoder_class
 
@@ -175,10 +175,10 @@ def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
 
 
 def test_a_plugin_from_outside_trains_synthesises_and_is_benchmarked(toy_site, tmp_path):
+    from sourcetrace.core.espeak import sentences
     from sourcetrace.corpus import Corpus
     from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
     from sourcetrace.datasets.prompts import Prompt, write_prompts
-    from sourcetrace.espeak import sentences
 
     assert "toyarch" not in GENERATORS  # only the subprocesses see the plug-in
     lj = make_ljspeech_like(tmp_path / "lj", n_train=4, n_val=1, n_test=1, seed=0)

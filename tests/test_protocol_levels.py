@@ -27,7 +27,7 @@ from sourcetrace.benchmark.results import load_result
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.benchmark.synthetic import STUDY_ARCHITECTURES, clustered_vectors, study_rows
-from sourcetrace.fileio import write_json_atomic
+from sourcetrace.core.fileio import write_json_atomic
 
 ARCHITECTURES = (*STUDY_ARCHITECTURES, "vits-espnet")
 SPEAKERS = ("92", "6097", "9136")

@@ -18,14 +18,14 @@ pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.s
 from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite  # noqa: E402
 from sourcetrace.checkpoints.registry import load_schedule  # noqa: E402
 from sourcetrace.cli import main  # noqa: E402
+from sourcetrace.core.espeak import sentences  # noqa: E402
+from sourcetrace.core.naming import step_name, zero_init_name  # noqa: E402
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES as ARCHITECTURES  # noqa: E402  (the study's corpus)
 from sourcetrace.corpus import Corpus  # noqa: E402
 from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.espeak import sentences  # noqa: E402
 from sourcetrace.generators import build_generator  # noqa: E402
-from sourcetrace.naming import step_name, zero_init_name  # noqa: E402
-from sourcetrace.plugins import STUDY_ARCHITECTURES as ARCHITECTURES  # noqa: E402  (the study's corpus)
-from sourcetrace.recipe import RecipeError, expand, load_recipe  # noqa: E402
-from sourcetrace.regenerate import condition_counts, regenerate  # noqa: E402
+from sourcetrace.pipeline.recipe import RecipeError, expand, load_recipe  # noqa: E402
+from sourcetrace.pipeline.regenerate import condition_counts, regenerate  # noqa: E402
 
 N_PROMPTS = 10
 VOCODERS = {"fastpitch": ("nemo-hifigan", 0), "gradtts": ("hifigan", 1), "matcha": ("hifigan", 2)}
@@ -261,6 +261,6 @@ def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, 
     for clip in runs["a"]:
         assert runs["a"][clip]["duration_s"] == runs["single"][clip]["duration_s"], clip
     assert any(runs["a"][c]["sha256"] != runs["single"][c]["sha256"] for c in batched)  # other noise
-    from sourcetrace.regenerate import check_against_recipe
+    from sourcetrace.pipeline.regenerate import check_against_recipe
 
     assert check_against_recipe(Corpus.read(tmp_path / "a"), load_recipe(study / "batched.toml", base=study)) == []

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from sourcetrace.cli import main
+from sourcetrace.core.fileio import sha256_file
 from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, import_corpus
-from sourcetrace.fileio import sha256_file
-from sourcetrace.release import pack_corpus
+from sourcetrace.corpus.release import pack_corpus
 
 
 def _identity(root: Path) -> str:

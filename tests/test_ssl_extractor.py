@@ -45,7 +45,7 @@ def reference_vectors(model_dir, waves, layer, pooling="mean"):
 def speech_and_edge_clips(speech_tree):
     """Six espeak-ng sentences plus edge lengths: the shortest clip (2 fbank frames) and odd and
     even fbank frame counts next to it."""
-    from sourcetrace.audio import load_audio
+    from sourcetrace.core.audio import load_audio
 
     speech = [load_audio(p, 16000) for p in sorted(speech_tree.rglob("*.wav"))[:12:2]]
     edges = [np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1 for n in (560, 720, 880, 1041)]

@@ -17,8 +17,8 @@ pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.s
 
 from sourcetrace.cli import main  # noqa: E402
 from sourcetrace.corpus import Corpus  # noqa: E402
-from sourcetrace.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
-from sourcetrace.study import STAGES, Study  # noqa: E402
+from sourcetrace.pipeline.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
+from sourcetrace.pipeline.study import STAGES, Study  # noqa: E402
 
 MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini.toml"
 
@@ -93,7 +93,7 @@ def test_a_unit_gives_the_same_bytes_alone_in_a_fresh_process(local_run, tmp_pat
     shutil.copytree(local / "data", work / "data")
     shutil.copytree(local / "runs", work / "runs", ignore=lambda folder, names: [
         n for n in names if n.endswith("-ft") or (Path(folder).name == "features" and n == "hifitts")])
-    script = ("import sys; from sourcetrace.study import Study; study = Study(sys.argv[1], sys.argv[2]); "
+    script = ("import sys; from sourcetrace.pipeline.study import Study; study = Study(sys.argv[1], sys.argv[2]); "
               "units = {u.name: u for u in study.units('train')}; [study.run_unit(units[n]) for n in sys.argv[3:]]")
     done = subprocess.run([sys.executable, "-c", script, str(recipe), str(work), *FINE_TUNES], capture_output=True,
                           text=True, timeout=600)
@@ -160,8 +160,8 @@ def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
         assert len(recipe.corpus.finetune_speakers) == 10 and len(tuned) == 10 * len(recipe.corpus.architectures)
     # Every protocol the recipe benchmarks can split the corpus the recipe makes (labels as synth writes them).
     from sourcetrace.benchmark.protocol import ClipTable, build_splits
+    from sourcetrace.core.naming import clip_location
     from sourcetrace.generators import generator_class
-    from sourcetrace.naming import clip_location
     from sourcetrace.vocoders import vocoder_class
 
     rows = []
@@ -239,7 +239,7 @@ def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300
 
 
 def test_a_preempted_slurm_training_job_is_requeued_and_resumes_bit_for_bit(slurm_cluster, local_run, tmp_path):
-    from sourcetrace.backends import SlurmBackend
+    from sourcetrace.pipeline.backends import SlurmBackend
 
     recipe, local = local_run
     work = tmp_path / "preempted"

@@ -19,12 +19,12 @@ pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools
 pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/setup.sh")
 
+from sourcetrace.core.fileio import sha256_file  # noqa: E402
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES  # noqa: E402
 from sourcetrace.datasets.espeak_datasets import make_ljspeech_like  # noqa: E402
 from sourcetrace.datasets.ljspeech import LJSpeech  # noqa: E402
-from sourcetrace.fileio import sha256_file  # noqa: E402
 from sourcetrace.generators import build_generator, training  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
-from sourcetrace.plugins import STUDY_ARCHITECTURES  # noqa: E402
 
 ARCHS = sorted(STUDY_ARCHITECTURES)  # the kit's resume check covers the others (tests/test_vits_espnet.py)
 STEPS = [2, 3, 5]   # checkpoints; every case starts from the step-2 resume point and is killed at step 3 or 4
@@ -191,7 +191,7 @@ def test_a_checkpoint_write_cut_by_a_kill_leaves_no_temporary_file_after_the_nex
     """SIGKILL inside a checkpoint file's write leaves atomic_path's temporary file beside it: the next
     start removes those (only those) and `checkpoints verify` on the run folder is not misled by them."""
     from sourcetrace.cli import main
-    from sourcetrace.naming import step_name
+    from sourcetrace.core.naming import step_name
 
     root = reference("gradtts")
     run_dir = tmp_path / "run"

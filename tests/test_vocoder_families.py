@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("vocos", reason="the vocos package is installed by tools/setup.sh")
 pytest.importorskip("bigvgan", reason="the bigvgan package is installed by tools/setup.sh")
 
-from sourcetrace.audio import load_audio  # noqa: E402
-from sourcetrace.espeak import speak  # noqa: E402
-from sourcetrace.mel import MelConfig, mel_spectrogram, reanalyse_mel, reanalysed_frames  # noqa: E402
+from sourcetrace.core.audio import load_audio  # noqa: E402
+from sourcetrace.core.espeak import speak  # noqa: E402
+from sourcetrace.core.mel import MelConfig, mel_spectrogram, reanalyse_mel, reanalysed_frames  # noqa: E402
 from sourcetrace.testing import check_vocoder  # noqa: E402
 from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder, vocoder_class  # noqa: E402
 

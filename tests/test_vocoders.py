@@ -6,10 +6,10 @@ import torch
 
 pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
 
-from sourcetrace.audio import load_audio  # noqa: E402
-from sourcetrace.espeak import speak  # noqa: E402
+from sourcetrace.core.audio import load_audio  # noqa: E402
+from sourcetrace.core.espeak import speak  # noqa: E402
+from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
 from sourcetrace.generators import build_generator  # noqa: E402
-from sourcetrace.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
 from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
 
 JIK876 = MelConfig()

@@ -113,9 +113,9 @@ def test_a_recipe_gives_each_prompt_a_reference_and_verify_checks_it(tmp_path, r
     from sourcetrace.cli import main
     from sourcetrace.corpus import Corpus
     from sourcetrace.datasets.prompts import Prompt, write_prompts
-    from sourcetrace.recipe import load_recipe
-    from sourcetrace.regenerate import regenerate
-    from sourcetrace.training_runs import save_zero_inits
+    from sourcetrace.pipeline.recipe import load_recipe
+    from sourcetrace.pipeline.regenerate import regenerate
+    from sourcetrace.pipeline.training_runs import save_zero_inits
 
     for i, clip in enumerate(references):
         (tmp_path / f"ref{i}.wav").write_bytes(Path(clip).read_bytes())
@@ -145,8 +145,8 @@ def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, refe
     clips equal those spoken from the clip that voice was made of, and rows record it as written."""
     from sourcetrace.corpus import Corpus
     from sourcetrace.datasets.prompts import Prompt, write_prompts
-    from sourcetrace.recipe import RecipeError, load_recipe
-    from sourcetrace.regenerate import regenerate
+    from sourcetrace.pipeline.recipe import RecipeError, load_recipe
+    from sourcetrace.pipeline.regenerate import regenerate
 
     original = build_generator("xtts", "tiny", seed=3)
     write_release(original, tmp_path / "XTTS-v2")

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Wheels for benchmarks/gpu_check.py on the device's GPU image (no network there), in one folder
+# Wheels for perf/gpu_check.py on the device's GPU image (no network there), in one folder
 # the device tool carries (about 5 MB): sourcetrace itself, tools/gpu-wheels.txt (downloaded from
 # PyPI for the image's Python and glibc >= 2.28), and grad-tts: a wheel where a local interpreter
 # of that version exists, else its source, built there (its extension is compiled). Usage:
 #   bash tools/gpu-wheels.sh [OUT_DIR [PYTHON_VERSION]]       # default: .whl 3.12 (.whl/ is git-ignored)
-# How to install them there: benchmarks/gpu_check.py's header.
+# How to install them there: perf/gpu_check.py's header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-.whl}
@@ -22,7 +22,7 @@ elif command -v "python$version" >/dev/null 2>&1 && "python$version" -m pip --ve
 fi
 if [ -n "$builder" ]; then
   "$builder" -m pip wheel -q --no-deps --no-binary grad-tts grad-tts==0.0.4 -w "$out"
-else  # built there, with the image's Cython, numpy and compiler (see benchmarks/gpu_check.py's header)
+else  # built there, with the image's Cython, numpy and compiler (see perf/gpu_check.py's header)
   "$py" -m pip download -q --no-deps --no-build-isolation --no-binary grad-tts grad-tts==0.0.4 -d "$out"
 fi
 ls "$out"

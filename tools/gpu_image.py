@@ -1,4 +1,4 @@
-"""Rehearse benchmarks/gpu_check.py on this machine as on a stock PyTorch GPU image.
+"""Rehearse perf/gpu_check.py on this machine as on a stock PyTorch GPU image.
 
 `image OUT_DIR [--with-wheel-list]` links into OUT_DIR the packages the device's image has
 (tools/gpu-image-packages.txt), as installed in this environment; with `--with-wheel-list` also

@@ -80,5 +80,5 @@ else
 fi
 # numba's on-disk cache is not safe for processes that first compile a kernel at once (a segfault
 # seen in CI): compile the project's kernels here, alone, so parallel jobs (Slurm arrays) only read it.
-.venv/bin/python -m sourcetrace.numba_cache
+.venv/bin/python -m sourcetrace.pipeline.numba_cache
 .venv/bin/python -c 'import sourcetrace, torch; print(f"[setup] sourcetrace {sourcetrace.__version__}, torch {torch.__version__}, cuda: {torch.cuda.is_available()}")'

@@ -1,14 +1,13 @@
 """Vocoders (mel -> waveform) behind one interface (`base.Vocoder`); one file per kind.
 
 Adding a kind: write `<name>.py` with a `Vocoder` subclass and add one line to the built-ins of
-`sourcetrace.plugins.VOCODERS`, or ship it as a plug-in (entry point group `sourcetrace.vocoders`).
+`sourcetrace.core.plugins.VOCODERS`, or ship it as a plug-in (entry point group `sourcetrace.vocoders`).
 """
 
 from __future__ import annotations
 
-from sourcetrace.plugins import VOCODERS
-
-from .base import Vocoder, VocoderError
+from sourcetrace.core.plugins import VOCODERS
+from sourcetrace.vocoders.base import Vocoder, VocoderError
 
 
 def vocoder_class(kind: str) -> type[Vocoder]:

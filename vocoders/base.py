@@ -20,8 +20,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.mel import MelConfig, convert_mel, reanalyse_mel, same_filterbank
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.mel import MelConfig, convert_mel, reanalyse_mel, same_filterbank
 
 
 class VocoderError(SourcetraceError, ValueError):
@@ -177,7 +177,7 @@ def official_files(path: str | Path, weights_name: str, config_name: str, config
 
 
 def file_identity(path: str | Path) -> str:
-    from sourcetrace.fileio import sha256_file
+    from sourcetrace.core.fileio import sha256_file
 
     return sha256_file(Path(path))
 

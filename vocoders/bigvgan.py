@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.mel import MelConfig
-
-from .base import Vocoder, VocoderError, file_identity, official_files, random_identity
+from sourcetrace.core.mel import MelConfig
+from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
 SHIPPED_CONFIGS = ("v2-22khz-80band-fmax8k-256x", "tiny")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "bigvgan_generator.pt"

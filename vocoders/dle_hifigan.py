@@ -35,10 +35,9 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.mel import MelConfig
-
-from .base import Vocoder, VocoderError, file_identity, random_identity
-from .hifigan import _build_generator
+from sourcetrace.core.mel import MelConfig
+from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
+from sourcetrace.vocoders.hifigan import _build_generator
 
 SHIPPED_CONFIGS = ("ljs22khz-finetune", "tiny")
 

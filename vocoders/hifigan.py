@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.mel import MelConfig
-
-from .base import Vocoder, VocoderError, file_identity, random_identity
+from sourcetrace.core.mel import MelConfig
+from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
 SHIPPED_CONFIGS = ("v1", "tiny")
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.mel import MelConfig
-from sourcetrace.nemo_support import nemo_tts_models
-
-from .base import Vocoder, VocoderError, file_identity, random_identity
+from sourcetrace.core.mel import MelConfig
+from sourcetrace.core.nemo_support import nemo_tts_models
+from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
 SHIPPED_CONFIGS = ("v1", "tiny")
 

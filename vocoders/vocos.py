@@ -9,7 +9,7 @@ config is accepted only when it names the package's own mel feature extractor, b
 Its mel convention (torchaudio's MelSpectrogram defaults, power 1): 24 kHz, n_fft 1024, hop 256,
 100 HTK-scale unnormalised bands up to 12 kHz, centred reflect-padded frames, log(max(mel, 1e-7)).
 The study's mel architectures make 22.05 kHz mels of 80 Slaney bands up to 8 kHz, so such a mel is
-re-analysed (`sourcetrace.mel.reanalyse_mel`: pseudo-inverse of the source filterbank, frames
+re-analysed (`sourcetrace.core.mel.reanalyse_mel`: pseudo-inverse of the source filterbank, frames
 interpolated at the 24 kHz frame centres, Vocos's filterbank) and the 24 kHz waveform resampled back
 to 22.05 kHz (soxr): frames x 256 samples at the mel's rate, like every vocoder. Vocos then gets no
 content above 8 kHz, which 22.05 kHz audio keeps up to 11.025 kHz.
@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from sourcetrace.mel import MelConfig
-
-from .base import Vocoder, VocoderError, file_identity, official_files, random_identity
+from sourcetrace.core.mel import MelConfig
+from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
 SHIPPED_CONFIGS = ("mel-24khz", "tiny")
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "pytorch_model.bin"

@@ -9,7 +9,7 @@ Spec grammar (what `--extractor` takes):
   any SSL spec + :<pooling>        mean (default, the study's) or masked-mean (see ssl.POOLINGS),
                                    e.g. w2v-bert-2.0@4:masked-mean
   <plug-in> | <plug-in>:<argument> an extractor of the entry point group `sourcetrace.extractors`
-                                   (sourcetrace.plugins.EXTRACTORS), called with the argument if any
+                                   (sourcetrace.core.plugins.EXTRACTORS), called with the argument if any
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from sourcetrace.plugins import EXTRACTORS
-
-from .base import FeatureExtractor
-from .spectral import CepstralExtractor
-from .ssl import POOLINGS, ModelFolderError, SSLExtractor
+from sourcetrace.attribution.extractors.base import FeatureExtractor
+from sourcetrace.attribution.extractors.spectral import CepstralExtractor
+from sourcetrace.attribution.extractors.ssl import POOLINGS, ModelFolderError, SSLExtractor
+from sourcetrace.core.plugins import EXTRACTORS
 
 NAMED_MODELS = ("xls-r-2b", "w2v-bert-2.0")
 BASELINES = {"lfcc": "linear", "mfcc": "mel"}

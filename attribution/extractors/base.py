@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sourcetrace.audio import MAX_CLIP_SECONDS, AudioRejected, load_audio
-from sourcetrace.fileio import sha256_json
+from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected, load_audio
+from sourcetrace.core.fileio import sha256_json
 
 # Bumped whenever a change to extraction code can change a vector: part of every fingerprint,
 # so stored features computed by older code are never reused.

@@ -8,8 +8,8 @@ runs on tensor cores in bf16/fp16), and the layer norm and GELU act on the last 
 transpose. Same parameters, same arithmetic up to summation order.
 
 Used where measured faster: `SSLExtractor`'s default on the CPU (xls-r-2b's front end 1.5x in
-fp32, benchmarks/bench_frontend.py); on a GPU only when asked (`frontend="gemm"`) until
-`benchmarks/gpu_check.py`, which times both, says it wins there. Layer-normalised front ends only
+fp32, perf/bench_frontend.py); on a GPU only when asked (`frontend="gemm"`) until
+`perf/gpu_check.py`, which times both, says it wins there. Layer-normalised front ends only
 (xls-r, wav2vec2-large-lv60 style): a group-normalised one normalises over time and keeps its
 conv layers.
 """

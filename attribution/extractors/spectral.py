@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from scipy.fft import dct
 
-from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor
 
 
 def _hz_to_mel(hz):

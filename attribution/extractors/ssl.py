@@ -27,16 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sourcetrace.device import resolve_device
-from sourcetrace.errors import SourcetraceError
-from sourcetrace.fileio import sha256_file
-
-from ..hash_cache import HashCache
-from .base import EXTRACTOR_CODE_VERSION, FeatureExtractor
-from .fbank import BatchFbank
-from .fbank import supports as fbank_supports
-from .frontend import FRONTENDS, use_gemm_frontend
-from .frontend import fits as gemm_fits
+from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+from sourcetrace.attribution.extractors.fbank import BatchFbank
+from sourcetrace.attribution.extractors.fbank import supports as fbank_supports
+from sourcetrace.attribution.extractors.frontend import FRONTENDS, use_gemm_frontend
+from sourcetrace.attribution.extractors.frontend import fits as gemm_fits
+from sourcetrace.attribution.hash_cache import HashCache
+from sourcetrace.core.device import resolve_device
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import sha256_file
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -157,7 +156,7 @@ class SSLExtractor(FeatureExtractor):
         # The conv front end as the backend's conv kernels run it ("conv") or as GEMMs in
         # channels-last layout ("gemm", frontend.py): the same vectors within float rounding. On the
         # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
-        # benchmarks/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
+        # perf/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
         # (gpu_check.py times both), so "conv" stays the default there.
         if frontend is None:
             frontend = "gemm" if self.device.type == "cpu" and gemm_fits(config) else "conv"

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from sourcetrace.audio import MAX_CLIP_SECONDS
+from sourcetrace.core.audio import MAX_CLIP_SECONDS
 
 
 def _extractor_args(p: argparse.ArgumentParser) -> None:
@@ -34,8 +34,8 @@ def _max_seconds(text: str) -> float | None:
 
 
 def _extractor_help() -> str:
-    """The --extractor grammar, with the installed extractor plug-ins (sourcetrace.plugins)."""
-    from sourcetrace.plugins import EXTRACTORS
+    """The --extractor grammar, with the installed extractor plug-ins (sourcetrace.core.plugins)."""
+    from sourcetrace.core.plugins import EXTRACTORS
 
     plugins = "".join(f" | {name}[:<argument>]" for name in EXTRACTORS.plugin_names())
     return ("lfcc | mfcc | ssl:<model-folder>@<layer> | <shipped-model>@<layer>, e.g. xls-r-2b@8, w2v-bert-2.0@4, "
@@ -51,7 +51,7 @@ def _build_extractor(args):
 
 
 def cmd_demo(args) -> int:
-    from sourcetrace.demo import run_demo
+    from sourcetrace.pipeline.demo import run_demo
 
     results = run_demo(args.out, n_prompts=args.prompts, k=args.k, progress=not args.quiet)
     return 1 if results["failures"] else 0
@@ -81,8 +81,8 @@ def cmd_corpus_verify(args) -> int:
     corpus = Corpus.read(args.corpus, require_files=False)
     problems = verify_corpus(corpus)
     if args.recipe:
-        from sourcetrace.recipe import load_recipe
-        from sourcetrace.regenerate import check_against_recipe
+        from sourcetrace.pipeline.recipe import load_recipe
+        from sourcetrace.pipeline.regenerate import check_against_recipe
 
         problems += check_against_recipe(corpus, load_recipe(args.recipe))
     for problem in problems:
@@ -92,7 +92,7 @@ def cmd_corpus_verify(args) -> int:
 
 
 def cmd_corpus_pack(args) -> int:
-    from sourcetrace.release import IncompleteRelease, pack_corpus
+    from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
 
     try:
         report = pack_corpus(args.corpus, args.out, license=args.license, recipe=args.recipe, link=args.link,
@@ -307,10 +307,10 @@ def _training_utterances(data: str, speaker: str, clips: int):
 
 def cmd_train(args) -> int:
     from sourcetrace.checkpoints.registry import load_schedule
+    from sourcetrace.core.naming import finetune_name, is_speaker_id
     from sourcetrace.generators import generator_class
     from sourcetrace.generators.data import TrainingData
-    from sourcetrace.naming import finetune_name, is_speaker_id
-    from sourcetrace.training_runs import save_zero_inits, train_run
+    from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
 
     schedule = load_schedule(args.schedule)
     run_dir = Path(args.run_dir)
@@ -348,12 +348,12 @@ def cmd_synth(args) -> int:
         return _synth_recipe(args)
     if not args.checkpoint or not args.prompts:
         raise ValueError("give a CHECKPOINT (folder or official file) and --prompts, or --recipe FILE")
+    from sourcetrace.core.device import pin_threads
+    from sourcetrace.core.naming import PRETRAINED, checkpoint_label, checkpoint_role
     from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.device import pin_threads
     from sourcetrace.generators import load_checkpoint
-    from sourcetrace.naming import PRETRAINED, checkpoint_label, checkpoint_role
-    from sourcetrace.recipe import Job, Reference
-    from sourcetrace.regenerate import hash_checkpoint, synthesize_checkpoint
+    from sourcetrace.pipeline.recipe import Job, Reference
+    from sourcetrace.pipeline.regenerate import hash_checkpoint, synthesize_checkpoint
     from sourcetrace.vocoders import load_vocoder
 
     threads = pin_threads(args.threads)
@@ -391,9 +391,9 @@ def _threads_note(threads: int) -> str:
 
 
 def _synth_recipe(args) -> int:
-    from sourcetrace.device import pin_threads
-    from sourcetrace.recipe import load_recipe
-    from sourcetrace.regenerate import regenerate
+    from sourcetrace.core.device import pin_threads
+    from sourcetrace.pipeline.recipe import load_recipe
+    from sourcetrace.pipeline.regenerate import regenerate
 
     index, _, count = (args.shard or "0/1").partition("/")
     if not (index.isdigit() and count.isdigit()):
@@ -415,8 +415,8 @@ def _synth_recipe(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from sourcetrace.backends import LocalBackend, SlurmBackend
-    from sourcetrace.study import STAGES, Study
+    from sourcetrace.pipeline.backends import LocalBackend, SlurmBackend
+    from sourcetrace.pipeline.study import STAGES, Study
 
     study = Study(args.recipe, args.workdir)
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -441,7 +441,7 @@ def _trust_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sourcetrace.plugins import ATTRIBUTORS, GENERATORS, VOCODERS
+    from sourcetrace.core.plugins import ATTRIBUTORS, GENERATORS, VOCODERS
 
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
@@ -638,7 +638,7 @@ def os_error_message(exc: OSError) -> str:
     """One line for a failed file operation: the path, what went wrong, and what to do."""
     import errno
 
-    from sourcetrace.fileio import NO_SPACE
+    from sourcetrace.core.fileio import NO_SPACE
 
     path = exc.filename if exc.filename is not None else "(unnamed file)"
     if exc.errno in NO_SPACE:
@@ -655,8 +655,8 @@ def os_error_message(exc: OSError) -> str:
 
 def error_line(exc: BaseException) -> tuple[str, int]:
     """The message and exit code of a failed command: what went wrong and what to do, in one line.
-    Only `sourcetrace.errors` is imported: an error must not load the generator stack."""
-    from sourcetrace.errors import SourcetraceError, StageFailed
+    Only `sourcetrace.core.errors` is imported: an error must not load the generator stack."""
+    from sourcetrace.core.errors import SourcetraceError, StageFailed
 
     if isinstance(exc, StageFailed):
         return f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", 1

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .naming import step_name
+from sourcetrace.core.naming import step_name
 
 
 class ConformanceError(AssertionError):
@@ -69,8 +69,8 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     `data`: an LJSpeech folder (default: a few espeak-ng clips under `workdir`); `write_official`
     (generator, folder) -> file: writes the official format, which must load back exactly (with
     `trust`: for formats that need full unpickling)."""
+    from sourcetrace.core.mel import MelConfig
     from sourcetrace.generators.base import Generator, GeneratorError
-    from sourcetrace.mel import MelConfig
 
     workdir = Path(workdir)
     _require(isinstance(cls, type) and issubclass(cls, Generator), cls, "is not a sourcetrace Generator subclass")
@@ -191,7 +191,7 @@ def check_vocoder(cls, workdir: str | Path, config: str = "tiny",
     seed; a mel of its own convention becomes frames x hop samples in [-1, 1]; a mel given with its
     own convention is vocoded unchanged and a foreign sample rate is refused; batches keep each
     clip's length. `write_official` (vocoder, folder) -> file: the official format loads back exactly."""
-    from sourcetrace.mel import MelConfig
+    from sourcetrace.core.mel import MelConfig
     from sourcetrace.vocoders.base import Vocoder, VocoderError
 
     workdir = Path(workdir)

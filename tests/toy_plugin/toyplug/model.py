@@ -18,8 +18,8 @@ from torch import nn
 
 from sourcetrace.attribution.extractors.base import FeatureExtractor
 from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.core.mel import MelConfig
 from sourcetrace.generators.base import Batch, Generator, GeneratorError
-from sourcetrace.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
 SYMBOLS = " abcdefghijklmnopqrstuvwxyz.,?!'-"

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .device import pin_threads
-from .errors import StageFailed
-from .fileio import outside_note, write_json_atomic
-from .naming import step_of
-from .recipe import CorpusRecipe, StudyRecipe, load_study_recipe
+from sourcetrace.core.device import pin_threads
+from sourcetrace.core.errors import StageFailed
+from sourcetrace.core.fileio import outside_note, write_json_atomic
+from sourcetrace.core.naming import step_of
+from sourcetrace.pipeline.recipe import CorpusRecipe, StudyRecipe, load_study_recipe
 
 STAGES = ("data", "train", "synth", "features", "bench")
 _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
@@ -159,8 +159,7 @@ class Study:
 
     def _run_train(self, name: str, log) -> None:
         from sourcetrace.checkpoints.registry import load_schedule
-
-        from .training_runs import save_zero_inits, train_run
+        from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
 
         arch_name, kind, speaker = (name.split("/") + [None])[:3]
         arch = self.corpus.architectures[arch_name]
@@ -191,7 +190,7 @@ class Study:
             + outside_note(run_dir, self.workdir))
 
     def _run_synth(self, name: str, log) -> None:
-        from .regenerate import regenerate
+        from sourcetrace.pipeline.regenerate import regenerate
 
         index, _, count = name.partition("/")
         report = regenerate(self.corpus, self.corpus_dir, shard=(int(index), int(count)), device=self.recipe.study.device,

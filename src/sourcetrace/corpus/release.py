@@ -34,11 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from . import __version__
-from .audio import file_problem
-from .corpus import MANIFEST, Corpus, ManifestError, audio_header_problem, corpus_identity, outside_problem, place_file
-from .errors import NothingWritten
-from .fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace import __version__
+from sourcetrace.core.audio import file_problem
+from sourcetrace.core.errors import NothingWritten
+from sourcetrace.core.fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace.corpus.journal import PARTS, read_journal
+from sourcetrace.corpus.manifest import (
+    MANIFEST,
+    Corpus,
+    ManifestError,
+    audio_header_problem,
+    corpus_identity,
+    outside_problem,
+    place_file,
+)
 
 CARD = "README.md"
 METADATA = "metadata.jsonl"
@@ -454,8 +463,6 @@ def _refuse_private(text: str, private: list[str], source: Path) -> None:
 
 def _journals(root: Path) -> list[tuple[str, int, str]]:
     """(relative path, clip count, sha256) of each synthesis journal `synth --recipe` left in the corpus."""
-    from .regenerate import PARTS, read_journal
-
     return [(p.relative_to(root).as_posix(), len(read_journal(p)), sha256_file(p))
             for p in sorted((root / PARTS).glob("*.jsonl"))]
 

@@ -12,8 +12,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
-from .errors import StageFailed
-from .study import Study, Unit
+from sourcetrace.core.errors import StageFailed
+from sourcetrace.pipeline.study import Study, Unit
 
 
 class LocalBackend:

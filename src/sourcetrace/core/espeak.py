@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import SourcetraceError
-from .fileio import atomic_path
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import atomic_path
 
 
 class EspeakMissing(SourcetraceError, RuntimeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .naming import step_name, zero_init_name
+from sourcetrace.core.naming import step_name, zero_init_name
 
 
 def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path) -> list[Path]:

@@ -26,7 +26,7 @@ knn         the `table1` suite's kNN (69,600 clips, both extractor widths) on th
 
 `--small` is a dry run of the same code with tiny models and few clips (about a minute on two CPU
 cores): the same JSON shape, `"dry_run": true`. Only a full run on a GPU gives figures to report;
-do not commit a dry run's JSON under benchmarks/results/.
+do not commit a dry run's JSON under perf/results/.
 
 On the device tool's GPU image (no network; its packages: tools/gpu-image-packages.txt), bring
 what it lacks, built here (about 5 MB; the image's Python is 3.12):
@@ -40,7 +40,7 @@ fails, Grad-TTS is reported as not available):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     if ls .whl/*.tar.gz >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps \
         --no-build-isolation --target /tmp/site .whl/*.tar.gz; fi
-    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json \
+    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 perf/gpu_check.py --out $OUT/gpu_check.json \
         --budget-s 420 --workdir /tmp/gpu-check 2>&1 | tee $OUT/gpu_check.log
 
 Rehearsed on the CPU by tests/test_gpu_check.py: `python tools/gpu_image.py image DIR
@@ -156,8 +156,8 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
     from sourcetrace.attribution.extractors import named_model_spec
     from sourcetrace.attribution.extractors.frontend import fits as gemm_fits
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
-    from sourcetrace.audio import load_audio
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.audio import load_audio
+    from sourcetrace.core.device import resolve_device
 
     device = resolve_device(device_name)
     paths = write_clips(workdir / "ssl-clips", size["fast_clips"], size["seconds"], seed=1)
@@ -236,7 +236,7 @@ def check_features(size: dict, device_name: str, workdir: Path, log) -> dict:
     from bench_decode import decode_ceiling
 
     from sourcetrace.attribution.store import default_decode_threads
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     name, layer = size["corpus_model"]
     model_dir = random_model(name, workdir)
@@ -275,12 +275,12 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
     import torch
     from bench_generators import check_resume, measure_generator
 
+    from sourcetrace.core.device import resolve_device
+    from sourcetrace.core.espeak import sentences
+    from sourcetrace.core.fileio import write_text_atomic
+    from sourcetrace.core.plugins import STUDY_ARCHITECTURES
     from sourcetrace.datasets.ljspeech import LJSpeech
-    from sourcetrace.device import resolve_device
-    from sourcetrace.espeak import sentences
-    from sourcetrace.fileio import write_text_atomic
     from sourcetrace.generators.base import GeneratorError
-    from sourcetrace.plugins import STUDY_ARCHITECTURES
 
     device = str(resolve_device(device_name))
     lj_root = workdir / "lj-synthetic"  # no espeak-ng on GPU images: synthetic audio, real sentences
@@ -336,7 +336,7 @@ def check_generators(size: dict, device_name: str, workdir: Path, log) -> dict:
 def check_knn(size: dict, device_name: str, workdir: Path, log) -> dict:
     from bench_table1 import table1_timings
 
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     device = str(resolve_device(device_name))
     return table1_timings(size["knn_prompts"], device=device, compare_device="cpu",
@@ -349,7 +349,7 @@ CHECKS = {"ssl": check_ssl, "features": check_features, "generators": check_gene
 def environment(device_name: str) -> dict:
     import torch
 
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     device = resolve_device(device_name)
     env = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),

@@ -4,7 +4,7 @@ The same prompts (espeak-ng sentences, a few seconds each) go through `make_clip
 the architecture's vocoder kind, random weights: speed does not depend on them) one at a time
 and in chunks of --batch-size; clips/s of both and their ratio come from the same run. Usage:
 
-    python benchmarks/bench_batched_synthesis.py [--configs tiny,default] [--batch-size 8] [--prompts 16]
+    python perf/bench_batched_synthesis.py [--configs tiny,default] [--batch-size 8] [--prompts 16]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from sourcetrace.espeak import sentences
+    from sourcetrace.core.espeak import sentences
     from sourcetrace.generators import ARCHITECTURES, build_generator, generator_class
     from sourcetrace.generators.synthesis import make_clips
     from sourcetrace.vocoders import load_vocoder

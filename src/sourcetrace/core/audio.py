@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError
 
 if TYPE_CHECKING:
     import numpy as np

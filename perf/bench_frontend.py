@@ -6,7 +6,7 @@ is 4.2 M parameters, so this runs in seconds on a GPU (a minute on two CPU cores
 makes are what the encoder's layers read; each path's difference is max |x - ref| / max |ref| over
 them, ref = the conv front end in the first dtype named (float32 by default). Usage:
 
-    python benchmarks/bench_frontend.py --model xls-r-2b --device cuda --dtypes float32,bfloat16
+    python perf/bench_frontend.py --model xls-r-2b --device cuda --dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def frontend_timings(model: str = "xls-r-2b", device: str = "auto", dtypes: tupl
 
     from sourcetrace.attribution.extractors import named_model_spec
     from sourcetrace.attribution.extractors.frontend import GemmFeatureEncoder
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     target = resolve_device(device)
     config = AutoConfig.for_model(**named_model_spec(model)["config"])

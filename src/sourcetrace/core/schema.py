@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .naming import ROLES
+from sourcetrace.core.naming import ROLES
 
 HEX64 = r"[0-9a-f]{64}"
 

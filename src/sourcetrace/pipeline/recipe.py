@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import naming
-from .audio import MAX_CLIP_SECONDS
-from .errors import SourcetraceError
-from .naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
-from .schema import (
+from sourcetrace.core import naming
+from sourcetrace.core.audio import MAX_CLIP_SECONDS
+from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
+from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
     RECIPE_CORPUS,
     RECIPE_DATA,

@@ -11,8 +11,8 @@ audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). `
 also trains each model again in a fresh process and once stopped halfway and resumed (in two more
 processes), and says whether the checkpoints are the same bit for bit (deterministic runs only). Usage:
 
-    python benchmarks/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4] [--check-resume]
-    python benchmarks/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
+    python perf/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4] [--check-resume]
+    python perf/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def check_resume(arch: str, config: str, lj, work: Path, steps: int, batch_size:
 
 def measure_vocoder(kind: str, config: str, lj, device: str) -> dict:
     """Synthesis RTF of one vocoder kind on the study's mels (22.05 kHz, 80 bands) of real audio."""
-    from sourcetrace.audio import load_audio
-    from sourcetrace.mel import MelConfig, mel_spectrogram
+    from sourcetrace.core.audio import load_audio
+    from sourcetrace.core.mel import MelConfig, mel_spectrogram
     from sourcetrace.vocoders import load_vocoder
 
     vocoder, study = load_vocoder(kind, config=config, seed=0).to(device), MelConfig()

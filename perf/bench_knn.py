@@ -4,7 +4,7 @@ The study's scale: 24,000 support vectors of 1920 dimensions (40 classes x 600 p
 width), 4,800 queries, k = 56. Reports fit+predict time of each, the ratio, and how many
 predictions agree. Usage:
 
-    python benchmarks/bench_knn.py [--metric cosine] [--repeats 3]
+    python perf/bench_knn.py [--metric cosine] [--repeats 3]
 """
 
 from __future__ import annotations

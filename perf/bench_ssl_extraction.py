@@ -21,8 +21,8 @@ kept under --workdir for reruns: 8.1 GB for xls-r-2b, 2.2 GB for w2v-bert-2.0; d
 Each path runs in its own process, so peak memory (max RSS on CPU, max allocated on CUDA) is its
 own. Usage:
 
-    python benchmarks/bench_ssl_extraction.py --model xls-r-2b --layer 8 --clips 12
-    python benchmarks/bench_ssl_extraction.py --model w2v-bert-2.0 --layer 4 --clips 12
+    python perf/bench_ssl_extraction.py --model xls-r-2b --layer 8 --clips 12
+    python perf/bench_ssl_extraction.py --model w2v-bert-2.0 --layer 4 --clips 12
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def preprocessing_breakdown(model_dir: Path, clips: list[np.ndarray], device: st
     import torch
 
     from sourcetrace.attribution.extractors.ssl import SSLExtractor
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     torch.set_num_threads(threads)
     extractor = SSLExtractor(model_dir, [0], device=device, batch_fbank=True)
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", default="benchmarks/.work", help="random-init model folders are kept here")
+    parser.add_argument("--workdir", default="perf/.work", help="random-init model folders are kept here")
     parser.add_argument("--paths", default="naive,float32,bfloat16")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -6,7 +6,7 @@ faster than one thread decodes: this says where the store, not the model, would 
 The clips are synthetic (noise under a tone, 1-10 s); each store first hashes every clip (what
 a first run does; timed apart), then computes. Usage:
 
-    python benchmarks/bench_decode.py [--clips 600] [--threads 1,2,4]
+    python perf/bench_decode.py [--clips 600] [--threads 1,2,4]
 """
 
 from __future__ import annotations

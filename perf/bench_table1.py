@@ -14,7 +14,7 @@ times one scikit-learn KNeighborsClassifier fit and predict per (protocol, seed,
 (`os.getloadavg`) and the process's CPU seconds (all threads) are printed with the wall times: on
 a shared machine, CPU seconds measure the work. Usage:
 
-    python benchmarks/bench_table1.py [--threads 2] [--device cpu|cuda] [--compare-device cpu] [--compare-topk] [--naive] [--json OUT]
+    python perf/bench_table1.py [--threads 2] [--device cpu|cuda] [--compare-device cpu] [--compare-topk] [--naive] [--json OUT]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def table1_timings(prompts: int = 600, device: str = "cpu", compare_device: str 
     from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite
     from sourcetrace.benchmark.runner import AttributorSpec, predict_levels, run_protocol
     from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
-    from sourcetrace.device import resolve_device
+    from sourcetrace.core.device import resolve_device
 
     rows = study_rows(prompts)
     table = ClipTable.from_rows(rows)

@@ -5,7 +5,7 @@ in the miniature study's bench stage. Shapes of the study's validation split at 
 40 classes, 60 prompts each. Reports microseconds per call of each, the ratio, and whether every
 value is the same float (it must be: results files keep their bytes). Usage:
 
-    python benchmarks/bench_macro_f1.py [--classes 40] [--per-class 60] [--calls 2000] [--json out.json]
+    python perf/bench_macro_f1.py [--classes 40] [--per-class 60] [--calls 2000] [--json out.json]
 """
 
 from __future__ import annotations

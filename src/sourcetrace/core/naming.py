@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from sourcetrace.errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError
 
 PRETRAINED = "pretrained"
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .corpus import MANIFEST, Corpus, audio_facts
-from .device import resolve_device
-from .fileio import sha256_file
-from .naming import clip_location, journal_name, prompt_seed
-from .recipe import CorpusRecipe, Job, expand
-
-PARTS = "parts"
+from sourcetrace.core.device import resolve_device
+from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.naming import clip_location, journal_name, prompt_seed
+from sourcetrace.corpus.journal import PARTS, append_journal, read_journal
+from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts
+from sourcetrace.pipeline.recipe import CorpusRecipe, Job, expand
 
 
 @dataclass
@@ -68,30 +65,6 @@ def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def read_journal(path: Path) -> dict[str, dict]:
-    """clip_id -> row of every complete line (a torn last line from a kill is ignored)."""
-    rows = {}
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        try:
-            row = json.loads(line)
-        except ValueError:
-            break
-        rows[row["clip_id"]] = row
-    return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _drop_torn_writes(clip: Path) -> None:
@@ -204,7 +177,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
             _fail(report, job, "failed at synthesis", exc, log, bar, len(pending))
             return
         for k, (prompt, (clip_id, rel)) in enumerate(zip(chunk, where)):
-            _append(_journal_path(out, job), {
+            append_journal(_journal_path(out, job), {
                 "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
                 "batch_size": str(size), **provenance, **({"reference": references[k].name} if references else {}),

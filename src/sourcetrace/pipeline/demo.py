@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import MANIFEST, Corpus, import_corpus
-from .espeak import sentences, speak
-from .fileio import write_json_atomic
+from sourcetrace.core.espeak import sentences, speak
+from sourcetrace.core.fileio import write_json_atomic
+from sourcetrace.corpus import MANIFEST, Corpus, import_corpus
 
 # architecture (espeak voice) -> checkpoints (voice variant, words per minute, pitch)
 DEMO_GENERATORS = {

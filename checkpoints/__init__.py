@@ -1,0 +1,2 @@
+"""Official checkpoint files: reading their containers without unpickling, and the registry of the
+study's pretrained models."""

@@ -1,0 +1,162 @@
+"""Importers: a folder tree, a manifest-style CSV, a pipe-separated protocol list or a release ->
+one corpus folder with copies (or hard links) of the audio."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from sourcetrace.core.audio import AUDIO_SUFFIXES, file_problem
+from sourcetrace.core.errors import NothingWritten
+from sourcetrace.core.fileio import NO_SPACE
+from sourcetrace.core.naming import checkpoint_label, clip_location
+from sourcetrace.corpus.manifest import (
+    MANIFEST,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    Corpus,
+    ManifestError,
+    audio_facts,
+    audio_header_problem,
+    label_problems,
+    outside_kind,
+    place_file,
+    read_csv_rows,
+)
+from sourcetrace.corpus.release import import_release, is_release
+
+
+def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
+    """Build a corpus in `out` from a folder tree, a manifest-style CSV, a pipe-separated protocol list,
+    or a release that `corpus pack` wrote."""
+    src = Path(src)
+    if src.is_dir() and is_release(src):
+        return import_release(src, out, link)
+    if src.is_dir():
+        entries, source = _entries_from_tree(src), src
+    elif src.suffix.lower() == ".csv":
+        entries, source = _entries_from_csv(src), src
+    elif src.is_file():
+        entries, source = _entries_from_protocol(src), src
+    else:
+        raise ManifestError(src, ["no such file or folder"])
+    if not entries:
+        raise ManifestError(source, ["no audio clips found"])
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    problems: list[str] = []
+    present = []
+    destinations: dict[str, str] = {}
+    audio_root = out.resolve() / "audio"
+    for where, src_audio, row in entries:
+        if not src_audio.is_file():
+            problems.append(f"{where}: {file_problem(src_audio) or 'missing file'} {str(src_audio)!r}")
+            continue
+        unreadable = audio_header_problem(src_audio, {})
+        if unreadable:
+            problems.append(f"{where}: {str(src_audio)!r}: {unreadable}")
+            continue
+        inside = PurePosixPath(row["checkpoint"], row["clip_id"].replace("/", "__") + src_audio.suffix.lower()).as_posix()
+        row["path"] = f"audio/{inside}"
+        if outside_kind(audio_root, inside):
+            problems.append(f"{where}: checkpoint {row['checkpoint']!r} or clip_id {row['clip_id']!r} would put the "
+                            f"audio at {row['path']!r}, outside {out / 'audio'}; use names without '..' or a leading '/'")
+        elif row["path"] in destinations:
+            problems.append(f"{where}: clip would be written to {row['path']!r}, as the clip at {destinations[row['path']]}")
+        destinations.setdefault(row["path"], where)
+        present.append((where, src_audio, row))
+    # Validate labels and destinations before touching the disk, with the source's own line numbers:
+    # a refused input leaves nothing behind.
+    problems += label_problems([(where, row) for where, _, row in present])
+    if problems:
+        raise ManifestError(source, problems)
+    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
+    placed: list[Path] = []
+    try:
+        for _, src_audio, row in present:
+            place_file(src_audio, out / row["path"], link)
+            placed.append(out / row["path"])
+            row.update(audio_facts(out / row["path"]))
+        corpus = Corpus(root=out, rows=[row for _, _, row in present], columns=list(REQUIRED_COLUMNS))
+        corpus.write()
+    except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise NothingWritten.from_os_error(exc, out, out) from exc
+        raise
+    return corpus
+
+
+def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """`<architecture>/<checkpoint>/*.wav`; optional transcript `<stem>.txt` beside each clip."""
+    entries = []
+    for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()):
+        rel = audio.relative_to(src)
+        if len(rel.parts) != 3:
+            raise ManifestError(audio, [f"expected <architecture>/<checkpoint>/<clip> under {src}, got {rel.as_posix()!r}"])
+        arch, ckpt_dir, _ = rel.parts
+        transcript = audio.with_suffix(".txt")
+        text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
+        checkpoint = checkpoint_label(arch, ckpt_dir)
+        entries.append((rel.as_posix(), audio, {
+            "clip_id": clip_location(checkpoint, audio.stem)[0], "architecture": arch, "checkpoint": checkpoint,
+            "prompt_id": audio.stem, "text": text,
+        }))
+    return entries
+
+
+def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """A CSV with the manifest columns; paths relative to the CSV. `path`, `architecture` and
+    `checkpoint` are required; clip_id defaults to `<checkpoint>/<stem>`, prompt_id to the stem."""
+    columns, located = read_csv_rows(src)
+    missing = [c for c in ("path", "architecture", "checkpoint") if c not in columns]
+    if missing:
+        raise ManifestError(src, [f"header lacks required column(s): {', '.join(missing)}"])
+    entries = []
+    for n, raw in located:
+        row = {k: v.strip() for k, v in raw.items()}
+        rel = row["path"]
+        if not rel:
+            raise ManifestError(src, [f"line {n}: empty path"])
+        if outside_kind(src.parent, rel) == "escapes":
+            raise ManifestError(src, [f"line {n}: path {rel!r} escapes the folder of the CSV"])
+        audio = src.parent / rel
+        stem = PurePosixPath(rel).stem
+        row.setdefault("prompt_id", "")
+        row["prompt_id"] = row["prompt_id"] or stem
+        row["clip_id"] = row.get("clip_id") or f"{row['checkpoint']}/{stem}"
+        row.setdefault("text", "")
+        for col in OPTIONAL_COLUMNS:
+            row.setdefault(col, "")
+        entries.append((f"line {n}", audio, row))
+    return entries
+
+
+def _entries_from_protocol(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+    """`path|speaker|system` lines (TADA / MLAAD source-tracing protocols); an optional header
+    line starting with `path` is skipped. The system is both architecture and checkpoint label."""
+    entries = []
+    with open(src, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            line = line.rstrip("\n")
+            if not line.strip() or (n == 1 and line.lower().startswith("path|")):
+                continue
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) < 3:
+                raise ManifestError(src, [f"line {n}: expected 'path|speaker|system', got {len(fields)} field(s)"])
+            rel, speaker, system = fields[:3]
+            if not rel or not system:
+                raise ManifestError(src, [f"line {n}: empty {'path' if not rel else 'system'}"])
+            if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
+                raise ManifestError(src, [f"line {n}: path {rel!r} must be relative and stay inside {src.parent}"])
+            stem = PurePosixPath(rel).stem
+            entries.append((f"line {n}", src.parent / rel, {
+                "clip_id": f"{system}/{stem}", "architecture": system, "checkpoint": system,
+                "prompt_id": stem, "text": "", "speaker": speaker,
+            }))
+    return entries
