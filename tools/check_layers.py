@@ -4,7 +4,7 @@ import-linter (grimp) does not see namespace packages, and `datasets/` must stay
 package of that name would shadow Hugging Face's `datasets` when the repository root is on
 sys.path). So this builds, in a temporary folder, the package tree that pyproject's package-dir
 mapping describes, as links to the real files plus an empty `__init__.py` where a folder has none,
-and runs `lint-imports` on it. Exit status: import-linter's (non-zero when a contract is broken).
+and runs `lint-imports` on it. Usage: `python tools/check_layers.py [CHECKOUT]`. Exit status: import-linter's (non-zero when a contract is broken).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def link_tree(dest: Path) -> None:
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+def link_tree(root: Path, dest: Path) -> None:
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = setuptools["package-dir"]
     for package in setuptools["packages"]:
         parent = next(p for p in sorted(folders, key=len, reverse=True) if package == p or package.startswith(p + "."))
-        source = ROOT / folders[parent] / Path(*package[len(parent):].split(".")[1:])
+        source = root / folders[parent] / Path(*package[len(parent):].split(".")[1:])
         target = dest / Path(*package.split("."))
         target.mkdir(parents=True, exist_ok=True)
         for module in source.glob("*.py"):
@@ -32,14 +32,14 @@ def link_tree(dest: Path) -> None:
         (target / "__init__.py").touch()  # a no-op where the link already exists
 
 
-def main() -> int:
+def main(root: Path = ROOT) -> int:
+    """Check the checkout at `root` (default: this script's own)."""
     with tempfile.TemporaryDirectory(prefix="sourcetrace-layers-") as tmp:
-        link_tree(Path(tmp))
+        link_tree(root, Path(tmp))
         env = {**os.environ, "PYTHONPATH": tmp}
-        command = [str(Path(sys.executable).with_name("lint-imports")), "--config", str(ROOT / ".importlinter"),
-                   "--no-cache"]
+        command = [str(Path(sys.executable).with_name("lint-imports")), str(root / ".importlinter"), "--no-cache"]
         return subprocess.call(command, env=env, cwd=tmp)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT))
