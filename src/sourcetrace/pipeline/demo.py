@@ -50,8 +50,8 @@ def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, p
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.attribution.unknown import UnknownDetector
     from sourcetrace.benchmark.bench import run_bench
+    from sourcetrace.benchmark.leaderboard import build_leaderboard
     from sourcetrace.benchmark.protocol import load_protocol
-    from sourcetrace.benchmark.report import build_leaderboard
     from sourcetrace.benchmark.splits import split_prompts
 
     out = Path(out)

@@ -240,7 +240,7 @@ class Study:
 
     def _run_bench(self, _name: str, log) -> None:
         from sourcetrace.benchmark.bench import run_bench
-        from sourcetrace.benchmark.report import build_leaderboard
+        from sourcetrace.benchmark.leaderboard import build_leaderboard
 
         failures = run_bench(self.corpus_dir, self.protocols(), self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,
