@@ -148,15 +148,15 @@ class SSLExtractor(FeatureExtractor):
         self._model = None
         # w2v-bert's fbank for a whole batch on the device (fbank.py), within 1e-4 of the processor's:
         # by default where the processor's per-clip numpy loop would feed an accelerator. On the CPU
-        # the processor (the study's exact path) stays: there the model's forward takes ~45x as long
-        # (w2v-bert-2.0 at layer 4), so the batched fbank's 5-7x would save ~2 %.
+        # the processor (the study's exact path) stays: there the model's forward takes far longer
+        # than the fbank, so batching the fbank would save little.
         if batch_fbank is None:
             batch_fbank = self.device.type != "cpu"
         self.batch_fbank = BatchFbank(self.processor, self.device) if batch_fbank and fbank_supports(self.processor) else None
         # The conv front end as the backend's conv kernels run it ("conv") or as GEMMs in
         # channels-last layout ("gemm", frontend.py): the same vectors within float rounding. On the
-        # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
-        # perf/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
+        # CPU the GEMMs are faster (xls-r-2b in fp32, measured by perf/bench_frontend.py and
+        # bench_ssl_extraction.py); on a GPU it is not measured yet
         # (gpu_check.py times both), so "conv" stays the default there.
         if frontend is None:
             frontend = "gemm" if self.device.type == "cpu" and gemm_fits(config) else "conv"
