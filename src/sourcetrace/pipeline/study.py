@@ -202,8 +202,7 @@ class Study:
     def extractor_specs(self) -> list[tuple[str, str]]:
         """(extractor spec, attributor spec) per [features] entry; a `random = true` SSL entry is a
         model built from its named config with the study's seed (miniature studies)."""
-        from sourcetrace.attribution.extractors import named_model_spec
-        from sourcetrace.attribution.extractors.ssl import save_random_model
+        from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
         systems = []
         for entry in self.recipe.features:
