@@ -16,7 +16,7 @@ def macro_f1(y_true, y_pred, labels=None) -> float:
     f1_score(average="macro", zero_division=0) computes it, bit for bit (tested): per label
     2 tp / (true + predicted) in float64, 0 where a label is neither, and their mean. Counted here
     because the benchmark asks for it thousands of times (F1 versus k for every k), where
-    scikit-learn's input checks took 3 ms a call, 80 % of the miniature study's bench stage."""
+    scikit-learn's per-call input checks dominated the miniature study's bench stage (perf/bench_macro_f1.py)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")

@@ -45,8 +45,9 @@ from sourcetrace.corpus import Corpus
 SHARD_MAX_CLIPS = 1024
 SHARD_MAX_SECONDS = 30.0
 DECODE_AHEAD = 2  # batches decoded and resampled in the background while the extractor runs
-# shard-[p<k>of<n>-]<number>.<sha256 of the file>.npz; a name without the hash is an unchecked
-# shard of an older sourcetrace, treated as corrupt (recomputed).
+# shard-[p<k>of<n>-]<number>.<sha256 of the file>.npz. A shard named without the hash (renamed, or
+# written before shards were checksummed) cannot be checked: it is matched only to be refused
+# like a damaged shard (compute sets it aside and recomputes its clips), never read.
 SHARD_NAME = re.compile(r"^(?P<prefix>shard-(?:p\d{4}of\d{4}-)?)(?P<number>\d{6})(?:\.(?P<sha256>[0-9a-f]{64}))?\.npz$")
 
 

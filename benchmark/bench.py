@@ -12,9 +12,9 @@ from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.figures import plot_checkpoint_confusions, plot_f1_versus_k
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
-from sourcetrace.benchmark.report import table1_summary
 from sourcetrace.benchmark.results import ResultError, file_slug, load_result, result_file_name
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
+from sourcetrace.benchmark.summary import table1_summary
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.fileio import write_json_atomic, write_text_atomic
 from sourcetrace.corpus import Corpus, corpus_identity

@@ -18,12 +18,17 @@ import contextlib
 import fcntl
 import json
 import re
+import tomllib
+from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from sourcetrace import __version__
+from sourcetrace.benchmark.figures import figure_file
+from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.protocol import Protocol, load_protocol, load_suite
 from sourcetrace.benchmark.results import (
     ResultError,
+    load_result,
     now_utc,
     number_problems,
     read_result_bytes,
@@ -39,6 +44,7 @@ from sourcetrace.core.fileio import (
     write_text_atomic,
 )
 from sourcetrace.core.schema import BOARD, check
+from sourcetrace.corpus import Corpus, corpus_identity
 
 BOARD_FILE, LEDGER, RESULTS = "board.json", "ledger.jsonl", "results"
 _SUBMITTER = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
@@ -50,9 +56,6 @@ class BoardError(ResultError):
 
 def protocols_from(spec: str) -> list[Protocol]:
     """`table1` or `generic` (a suite), or built-in protocol names and .toml files, comma-separated."""
-    import tomllib
-    from importlib import resources
-
     suites = tomllib.loads(resources.files(__package__).joinpath("suites.toml").read_text(encoding="utf-8"))
     if spec in suites:
         return load_suite(spec)
@@ -64,8 +67,6 @@ def protocols_from(spec: str) -> list[Protocol]:
 
 def corpus_sha256(corpus_dir: str | Path) -> str:
     """The corpus sha256 `sourcetrace bench` writes into results (manifest bytes + every clip's audio hash)."""
-    from sourcetrace.corpus import Corpus, corpus_identity
-
     corpus = Corpus.read(corpus_dir)
     return corpus_identity(corpus, {row["clip_id"]: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
 
@@ -228,8 +229,6 @@ def add_results(board: str | Path, files: list[str | Path], submitter: str, log=
 
 def _copy_figure(results_dir: Path, rel: str, entry_dir: Path) -> None:
     """A figure the result links, kept at the same relative path beside it (images only, see figure_file)."""
-    from sourcetrace.benchmark.report import figure_file
-
     parts = PurePosixPath(rel).parts
     if PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel:
         return
@@ -240,9 +239,6 @@ def _copy_figure(results_dir: Path, rel: str, entry_dir: Path) -> None:
 
 def build_board(board: str | Path, out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """The leaderboard site of a board, after checking every result again and against its ledger line."""
-    from sourcetrace.benchmark.report import build_leaderboard
-    from sourcetrace.benchmark.results import load_result
-
     board = Path(board)
     meta = read_board(board)
     ledger = {entry["result"]: entry["sha256"] for entry in read_ledger(board)}

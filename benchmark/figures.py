@@ -1,7 +1,9 @@
-"""The study's figures: validation F1 versus k (figure 1) and checkpoint confusion matrices (figure 2)."""
+"""The study's figures: validation F1 versus k (figure 1) and checkpoint confusion matrices (figure 2);
+and which linked figure files a leaderboard may publish."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,24 @@ def plot_checkpoint_confusions(labels: list[str], matrix, architecture_of: dict[
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label="share of the true checkpoint's clips")
     fig.suptitle(title)
     return _save(fig, Path(out))
+
+
+IMAGE_MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".pdf": (b"%PDF-",), ".svg": (b"<?xml", b"<svg")}
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def figure_file(results_dir: Path, rel: str) -> Path | None:
+    """The figure a results file links, if it is an image (PNG, SVG or PDF, by content) inside the
+    results folder with a plain file name; None otherwise. A hostile results file cannot make the
+    leaderboard copy /etc/hostname into the site."""
+    src = results_dir / rel
+    try:
+        inside = results_dir.resolve() in src.resolve().parents
+    except (RuntimeError, OSError):  # a symlink loop
+        return None
+    magic = IMAGE_MAGIC.get(src.suffix.lower())
+    if not (inside and magic and _FIGURE_NAME.fullmatch(src.name) and src.is_file()):
+        return None
+    with open(src, "rb") as fh:
+        head = fh.read(256).lstrip()
+    return src if head.startswith(magic) else None

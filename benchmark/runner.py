@@ -10,9 +10,9 @@ import numpy as np
 from sourcetrace.attribution.base import Attributor
 from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.metrics import confusion, macro_f1, per_class_report
-from sourcetrace.attribution.registry import ATTRIBUTORS
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits
 from sourcetrace.benchmark.results import SCHEMA_VERSION, now_utc, package_versions, seed_summary
+from sourcetrace.core.plugins import ATTRIBUTORS
 
 DEFAULT_SEEDS = (0, 1, 2)
 MAX_K_CURVE = 150

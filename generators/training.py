@@ -193,8 +193,8 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     `sample_vocoder` (mel -> waveform) adds the checkpoint's sample as audio to TensorBoard.
     `deterministic` makes a run reproducible bit for bit: on CPU it turns oneDNN off (its
     convolution backward is not: FastPitch's aligner gradients drift by ~1e-9 between identical
-    steps), which costs up to 2x on full-size CPU models (perf/bench_generators.py
-    --nondeterministic); on CUDA it asks cuDNN for deterministic kernels and makes torch refuse any
+    steps), which slows full-size CPU models markedly (perf/bench_generators.py
+    --nondeterministic measures it); on CUDA it asks cuDNN for deterministic kernels and makes torch refuse any
     op that has none (`determinism(strict=True)`), so a run is reproducible or stops naming the op.
     """
     if generator.inference_only:

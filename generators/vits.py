@@ -151,7 +151,7 @@ def narrow_discriminator(disc: torch.nn.Module, divisor: int) -> None:
     are divided too (at least 1), so grouped layers stay grouped where the widths allow.
 
     Coqui fixes these widths in code (up to 1,024 channels) and offers no config field for them; at
-    the tiny configs' size the full-width discriminator is 99 % of the parameters and ~90 % of a
+    the tiny configs' size the full-width discriminator is 99 % of the parameters and most of a
     training step. The generator, which makes the clips, is Coqui's own, untouched. Only tiny
     configs narrow (`discriminator_width_divisor`); the study's config keeps Coqui's discriminator."""
     from torch import nn

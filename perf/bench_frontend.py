@@ -23,8 +23,8 @@ def frontend_timings(model: str = "xls-r-2b", device: str = "auto", dtypes: tupl
     from transformers import AutoConfig
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
 
-    from sourcetrace.attribution.extractors import named_model_spec
     from sourcetrace.attribution.extractors.frontend import GemmFeatureEncoder
+    from sourcetrace.attribution.extractors.ssl import named_model_spec
     from sourcetrace.core.device import resolve_device
 
     target = resolve_device(device)

@@ -173,8 +173,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from sourcetrace.attribution.extractors import named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
     spec = named_model_spec(args.model)
     workdir = Path(args.workdir)

@@ -88,8 +88,7 @@ RATE = 22050  # the TTS models' rate: clips are decoded and resampled to 16 kHz,
 
 
 def random_model(name: str, workdir: Path) -> Path:
-    from sourcetrace.attribution.extractors import named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
     spec = named_model_spec(name)
     return save_random_model(spec["config"], spec["preprocessor"], workdir / f"random-{name}", seed=0)
@@ -153,9 +152,8 @@ def check_ssl(size: dict, device_name: str, workdir: Path, log) -> dict:
     from bench_ssl_extraction import load_naive, naive_vectors
     from transformers import AutoConfig
 
-    from sourcetrace.attribution.extractors import named_model_spec
     from sourcetrace.attribution.extractors.frontend import fits as gemm_fits
-    from sourcetrace.attribution.extractors.ssl import SSLExtractor
+    from sourcetrace.attribution.extractors.ssl import SSLExtractor, named_model_spec
     from sourcetrace.core.audio import load_audio
     from sourcetrace.core.device import resolve_device
 

@@ -30,8 +30,7 @@ def _seeded(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random-init models of both study architectures, saved as Hugging Face folders."""
-    from sourcetrace.attribution.extractors import named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
     root = tmp_path_factory.mktemp("models")
     out = {}

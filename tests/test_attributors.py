@@ -5,8 +5,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.metrics import confusion, macro_f1, ood_metrics, per_class_report
 from sourcetrace.attribution.probe import LinearProbeAttributor
-from sourcetrace.attribution.registry import build_attributor
 from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector, calibrate_holding_out, prompt_folds
+from sourcetrace.core.plugins import ATTRIBUTORS
 
 
 def blobs(n_classes=6, per_class=40, dim=16, spread=1.0, seed=0):
@@ -139,11 +139,11 @@ def test_calibration_holds_out_whole_architectures():
 
 def test_linear_probe_and_registry():
     X, y = blobs(spread=0.5)
-    probe = build_attributor("probe").fit(X, y)
+    probe = ATTRIBUTORS["probe"]().fit(X, y)
     assert isinstance(probe, LinearProbeAttributor)
     assert macro_f1(y, probe.predict(X)) > 0.95
     with pytest.raises(ValueError, match="unknown attributor"):
-        build_attributor("svm")
+        ATTRIBUTORS["svm"]
 
 
 def test_bad_inputs_are_refused():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.protocol import ClipTable, load_protocol
-from sourcetrace.benchmark.report import build_leaderboard
 from sourcetrace.benchmark.results import ResultError, load_result
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows

@@ -16,8 +16,8 @@ from test_bench_and_leaderboard import render
 from sourcetrace import __version__
 from sourcetrace.benchmark.board import BoardError, add_results, build_board, init_board, protocols_from
 from sourcetrace.benchmark.figures import plot_f1_versus_k
+from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.protocol import ClipTable, load_suite
-from sourcetrace.benchmark.report import build_leaderboard
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main

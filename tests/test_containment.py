@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.protocol import ClipTable, ProtocolError, load_protocol, parse_protocol
-from sourcetrace.benchmark.report import build_leaderboard
 from sourcetrace.benchmark.results import ResultError
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows

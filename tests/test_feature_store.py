@@ -243,3 +243,16 @@ def test_an_extractor_planning_empty_batches_still_gets_every_clip(corpus, decod
     planner = Planner(lfcc)
     report = FeatureStore(corpus, planner, decode_threads=decode_threads).compute(progress=False)
     assert (report.computed, report.rejects, planner.seen) == (48, [], 48)
+
+
+def test_every_extractor_kind_is_built_through_the_registry(monkeypatch):
+    """build_extractor has no table of its own: the class registered under a spec's name builds it."""
+    from sourcetrace.attribution.extractors.spectral import CepstralExtractor
+    from sourcetrace.core.plugins import EXTRACTORS
+
+    class Marked(CepstralExtractor):
+        pass
+
+    monkeypatch.setitem(EXTRACTORS._loaded, "mfcc", Marked)
+    assert type(build_extractor("mfcc")) is Marked and build_extractor("mfcc").name == "mfcc"
+    assert type(build_extractor("lfcc")) is CepstralExtractor

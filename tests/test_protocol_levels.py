@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import f1_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.protocol import (
     ClipTable,
     ProtocolError,
@@ -22,10 +23,10 @@ from sourcetrace.benchmark.protocol import (
     load_suite,
     parse_protocol,
 )
-from sourcetrace.benchmark.report import build_leaderboard, table1_summary
 from sourcetrace.benchmark.results import load_result
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.splits import split_prompts
+from sourcetrace.benchmark.summary import table1_summary
 from sourcetrace.benchmark.synthetic import STUDY_ARCHITECTURES, clustered_vectors, study_rows
 from sourcetrace.core.fileio import write_json_atomic
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
-from sourcetrace.attribution.extractors import ModelFolderError, build_extractor
-from sourcetrace.attribution.extractors.ssl import SSLExtractor
+from sourcetrace.attribution.extractors import build_extractor
+from sourcetrace.attribution.extractors.ssl import ModelFolderError, SSLExtractor
 
 
 def clips(seed=1):
@@ -291,8 +291,7 @@ def test_other_wav2vec2_family_models_are_exact_too(tmp_path, model_type, extra)
     """HuBERT, WavLM (relative position bias, tuple layer outputs) and data2vec-audio (one clip per
     batch) through the same path, the GEMM front end included (the CPU's default: their conv
     layers are told by their parts, whatever their classes are called)."""
-    from sourcetrace.attribution.extractors import named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
     spec = named_model_spec("tiny-wav2vec2")
     config = {**spec["config"], "model_type": model_type, **extra}
@@ -315,8 +314,7 @@ def test_other_wav2vec2_family_models_are_exact_too(tmp_path, model_type, extra)
 
 def test_group_norm_front_end_runs_one_clip_per_batch(tmp_path):
     """wav2vec2-base-style models normalise the conv output over time: padding would change them."""
-    from sourcetrace.attribution.extractors import named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
     spec = named_model_spec("tiny-wav2vec2")
     config = {**spec["config"], "feat_extract_norm": "group", "do_stable_layer_norm": False}

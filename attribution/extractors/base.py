@@ -16,6 +16,11 @@ from sourcetrace.core.fileio import sha256_json
 EXTRACTOR_CODE_VERSION = "1"
 
 
+class SpecNotTaken(ValueError):
+    """A spec that the registered kind its name picks does not take (`lfcc:3`, `ssl` without a
+    layer): build_extractor answers it with the grammar."""
+
+
 class FeatureExtractor(ABC):
     """Subclasses define `fingerprint`, `min_samples` and `extract`; batching is planned here."""
 
@@ -24,6 +29,15 @@ class FeatureExtractor(ABC):
     max_batch_seconds: float | None = None
     #: at most this many clips a batch (None: limited by max_batch_seconds only)
     batch_size: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str, **options) -> FeatureExtractor:
+        """The extractor `spec` (what `--extractor` takes) names, for the kind the EXTRACTORS registry
+        found by the spec's name. A plug-in kind is called with the spec's argument (`name:argument`)
+        or with none; built-ins read their own grammar and the `options` (models_dir, device, dtype,
+        batch_size)."""
+        _, _, argument = spec.partition(":")
+        return cls(argument) if argument else cls()
 
     @property
     @abstractmethod

@@ -36,8 +36,8 @@ NORM_EPSILON = 1e-7
 MIN_BIN_VARIANCE = 1e-2
 POWER_SCALE = float(INT16_SCALE) ** 2
 # Clips are transformed in pieces of PIECE_FRAMES frames; on the CPU CPU_GROUP_FRAMES frames of
-# pieces at a time, whose buffers stay in cache (measured on the 2-core CPU: whole batches of 16
-# clips took 1.6x as long per clip; groups of 256 to 1,024 frames were within noise, 512 best).
+# pieces at a time, whose buffers stay in cache (whole batches at once were slower per clip on
+# a CPU; the group size was chosen by measuring a range of them).
 # On a GPU the whole batch is one group. Not thread-safe: one caller at a time (buffers are reused).
 PIECE_FRAMES, CPU_GROUP_FRAMES = 64, 512
 PIECE_SAMPLES = (PIECE_FRAMES - 1) * HOP_LENGTH + FRAME_LENGTH
@@ -62,7 +62,7 @@ class BatchFbank:
 
     def _scratch(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """A float64 buffer of this shape, zeroed when new. On the CPU it is kept from call to call:
-        fresh multi-MB buffers cost page faults that took as long as the arithmetic there."""
+        fresh multi-MB buffers cost page faults on the order of the arithmetic there."""
         size = math.prod(shape)
         if self.group_frames is None:  # a GPU: its caching allocator reuses memory; kept buffers would only grow
             return torch.zeros(shape, dtype=torch.float64, device=self.device)

@@ -1,14 +1,14 @@
 """wav2vec2's convolutional front end as matrix products in channels-last layout.
 
-Profiled on an H200 (shared/notes/gpu.md), xls-r-2b's front end took 63 % of the bf16 GPU time:
+Profiled on a GPU (shared/notes/gpu.md), xls-r-2b's front end took most of the bf16 GPU time:
 cuDNN ran its bf16 conv1d layers on implicit-GEMM kernels without tensor cores, and each layer
 norm over channels needed two transposes. Here each layer keeps (batch, frames, channels): the
 kernel windows are cut out with `unfold` and multiplied by the conv weight as one GEMM (which
 runs on tensor cores in bf16/fp16), and the layer norm and GELU act on the last axis with no
 transpose. Same parameters, same arithmetic up to summation order.
 
-Used where measured faster: `SSLExtractor`'s default on the CPU (xls-r-2b's front end 1.5x in
-fp32, perf/bench_frontend.py); on a GPU only when asked (`frontend="gemm"`) until
+Used where measured faster: `SSLExtractor`'s default on the CPU (perf/bench_frontend.py measures
+it); on a GPU only when asked (`frontend="gemm"`) until
 `perf/gpu_check.py`, which times both, says it wins there. Layer-normalised front ends only
 (xls-r, wav2vec2-large-lv60 style): a group-normalised one normalises over time and keeps its
 conv layers.

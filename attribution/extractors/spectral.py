@@ -11,7 +11,10 @@ from typing import Sequence
 import numpy as np
 from scipy.fft import dct
 
-from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor, SpecNotTaken
+
+#: The spec names of the two baselines and their filter scales.
+SCALES = {"lfcc": "linear", "mfcc": "mel"}
 
 
 def _hz_to_mel(hz):
@@ -59,9 +62,16 @@ class CepstralExtractor(FeatureExtractor):
         self._window = np.hamming(win_length).astype(np.float32)
         self.batch_size = 64  # no padding is involved: batches only amortise Python overhead
 
+    @classmethod
+    def from_spec(cls, spec: str, **options) -> CepstralExtractor:
+        """`lfcc` or `mfcc`, with no argument."""
+        if spec not in SCALES:
+            raise SpecNotTaken(spec)
+        return cls(SCALES[spec])
+
     @property
     def name(self) -> str:
-        return "lfcc" if self.scale == "linear" else "mfcc"
+        return next(name for name, scale in SCALES.items() if scale == self.scale)
 
     @property
     def fingerprint(self) -> dict:

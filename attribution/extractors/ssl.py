@@ -21,13 +21,14 @@ import functools
 import json
 import os
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor
+from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor, SpecNotTaken
 from sourcetrace.attribution.extractors.fbank import BatchFbank
 from sourcetrace.attribution.extractors.fbank import supports as fbank_supports
 from sourcetrace.attribution.extractors.frontend import FRONTENDS, use_gemm_frontend
@@ -108,9 +109,77 @@ def check_model_folder(model_dir: Path) -> None:
         )
 
 
+NAMED_MODELS = ("xls-r-2b", "w2v-bert-2.0")
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("SOURCETRACE_MODELS", Path.home() / ".cache" / "sourcetrace" / "models"))
+
+
+def shipped_models() -> list[str]:
+    """Every model description shipped with the project: the study's models and tiny test models."""
+    folder = resources.files(__package__).joinpath("models")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def named_model_spec(name: str) -> dict:
+    """The shipped description of a model: its HF name, study layer, config and preprocessor."""
+    if name not in shipped_models():
+        raise ValueError(f"unknown model {name!r}; shipped models: {', '.join(shipped_models())}")
+    text = resources.files(__package__).joinpath("models", f"{name}.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def parse_layers(text: str, spec: str) -> list[int]:
+    try:
+        if ".." in text:
+            first, last = (int(x) for x in text.split("..", 1))
+            if first > last:
+                raise ValueError
+            return list(range(first, last + 1))
+        return [int(text)]
+    except ValueError:
+        raise ValueError(f"extractor spec {spec!r}: layer must be an integer L or a range A..B") from None
+
+
 class SSLExtractor(FeatureExtractor):
     """Pooled hidden_states[L] (or every layer in `layers`) of each clip, as computed for the clip
     alone; batching pads only with frames that are masked and left out of the pooling."""
+
+    @classmethod
+    def from_spec(cls, spec: str, *, models_dir: str | os.PathLike | None = None, device: str = "auto",
+                  dtype: str = "float32", batch_size: int | None = None) -> SSLExtractor:
+        """`ssl:<model-folder>@<layers>[:<pooling>]`, or `<shipped model>@<layers>[:<pooling>]`
+        loaded from `models_dir`/<shipped model>/ after checking its config is that model's."""
+        if "@" not in spec:
+            raise SpecNotTaken(spec)
+        source, layer_text = spec.rsplit("@", 1)
+        layer_text, _, pooling = layer_text.partition(":")
+        pooling = pooling or "mean"
+        if pooling not in POOLINGS:
+            raise ValueError(f"extractor spec {spec!r}: unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        layers = parse_layers(layer_text, spec)
+        if source.startswith("ssl:"):
+            return cls(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
+        if source not in shipped_models():  # the study's models and the tiny test ones: one grammar for CLI and recipes
+            raise ValueError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(shipped_models())}")
+        named = named_model_spec(source)
+        folder = Path(models_dir) if models_dir else default_models_dir()
+        model_dir = folder / source
+        if not model_dir.is_dir():
+            raise ModelFolderError(
+                f"{model_dir}: no such folder. Download the published {named['hf_name'] or source + ' (a test model)'} "
+                f"(config.json, preprocessor_config.json, model weights) into it, or point "
+                f"--models-dir / SOURCETRACE_MODELS at the folder that holds {source}/."
+            )
+        config_file = model_dir / "config.json"
+        if config_file.is_file():
+            found, expected = json.loads(config_file.read_text()), named["config"]
+            for key in ("model_type", "hidden_size", "num_hidden_layers"):
+                if found.get(key) != expected[key]:
+                    raise ModelFolderError(f"{config_file}: {key} is {found.get(key)!r}, but {named['hf_name']} "
+                                           f"has {expected[key]!r}: wrong model in this folder?")
+        return cls(model_dir, layers, device=device, dtype=dtype, batch_size=batch_size, label=source, pooling=pooling)
 
     def __init__(self, model_dir: str | os.PathLike, layers: Sequence[int], device: str = "auto",
                  dtype: str = "float32", batch_size: int | None = None, max_batch_seconds: float | None = None,
@@ -148,15 +217,15 @@ class SSLExtractor(FeatureExtractor):
         self._model = None
         # w2v-bert's fbank for a whole batch on the device (fbank.py), within 1e-4 of the processor's:
         # by default where the processor's per-clip numpy loop would feed an accelerator. On the CPU
-        # the processor (the study's exact path) stays: there the model's forward takes ~45x as long
-        # (w2v-bert-2.0 at layer 4), so the batched fbank's 5-7x would save ~2 %.
+        # the processor (the study's exact path) stays: there the model's forward takes far longer
+        # than the fbank, so batching the fbank would save little.
         if batch_fbank is None:
             batch_fbank = self.device.type != "cpu"
         self.batch_fbank = BatchFbank(self.processor, self.device) if batch_fbank and fbank_supports(self.processor) else None
         # The conv front end as the backend's conv kernels run it ("conv") or as GEMMs in
         # channels-last layout ("gemm", frontend.py): the same vectors within float rounding. On the
-        # CPU the GEMMs are faster (xls-r-2b: 1.5x the front end, 1.09x extraction to layer 8, fp32,
-        # perf/bench_frontend.py and bench_ssl_extraction.py); on a GPU it is not measured yet
+        # CPU the GEMMs are faster (xls-r-2b in fp32, measured by perf/bench_frontend.py and
+        # bench_ssl_extraction.py); on a GPU it is not measured yet
         # (gpu_check.py times both), so "conv" stays the default there.
         if frontend is None:
             frontend = "gemm" if self.device.type == "cpu" and gemm_fits(config) else "conv"

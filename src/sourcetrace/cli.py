@@ -211,7 +211,7 @@ def _result_files(items: list[str]) -> list[Path]:
 def cmd_leaderboard(args) -> int:
     """`leaderboard init|add|build ...`, or the bare `leaderboard RESULTS... --out SITE` of one machine's results."""
     from sourcetrace.benchmark import board
-    from sourcetrace.benchmark.report import build_leaderboard
+    from sourcetrace.benchmark.leaderboard import build_leaderboard
 
     action, rest = args.results[0], args.results[1:]
     if action not in LEADERBOARD_ACTIONS:  # a results folder named like an action is given as ./build

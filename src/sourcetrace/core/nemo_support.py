@@ -32,8 +32,8 @@ def nemo_tts_models() -> ModuleType:
 
 
 def _parse_cmudict_once() -> None:
-    """NeMo's `EnglishG2p` parses its CMUdict file (~130,000 lines) at every FastPitch build: 1.3 s a
-    build on a CPU, paid for each of the 14 FastPitch checkpoints a corpus recipe loads. Its parse of
+    """NeMo's `EnglishG2p` parses its CMUdict file (~130,000 lines) at every FastPitch build, a cost
+    paid again for each FastPitch checkpoint a corpus recipe loads. Its parse of
     a file is a function of the file alone, so it is kept per (path, size, mtime); each model gets its
     own dict, whose pronunciation lists are shared (EnglishG2p only reads them; NeMo's IpaG2p, which
     edits its table, has its own parser and is not cached). A path NeMo would download for (None)

@@ -42,7 +42,7 @@ class UnitTask:
             lines.append(message)
 
         # Unless the recipe fixes [study] threads: as many as CPUs Slurm granted. torch would start
-        # one per CPU of the node, and jobs sharing a node then oversubscribe it (seen: 30x slower).
+        # one per CPU of the node, and jobs sharing a node then oversubscribe it (seen: many times slower).
         Study(self.recipe, self.workdir).run_unit(self.unit, log, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         return "\n".join(lines)
 

@@ -44,14 +44,14 @@ def make_demo_tree(out: Path, n_prompts: int, seed: int = 0) -> Path:
 
 
 def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, progress: bool = True) -> dict:
-    from sourcetrace.attribution.extractors import build_extractor, named_model_spec
-    from sourcetrace.attribution.extractors.ssl import save_random_model
+    from sourcetrace.attribution.extractors import build_extractor
+    from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
     from sourcetrace.attribution.knn import KNNAttributor
     from sourcetrace.attribution.store import FeatureStore
     from sourcetrace.attribution.unknown import UnknownDetector
     from sourcetrace.benchmark.bench import run_bench
+    from sourcetrace.benchmark.leaderboard import build_leaderboard
     from sourcetrace.benchmark.protocol import load_protocol
-    from sourcetrace.benchmark.report import build_leaderboard
     from sourcetrace.benchmark.splits import split_prompts
 
     out = Path(out)

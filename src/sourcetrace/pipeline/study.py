@@ -202,8 +202,7 @@ class Study:
     def extractor_specs(self) -> list[tuple[str, str]]:
         """(extractor spec, attributor spec) per [features] entry; a `random = true` SSL entry is a
         model built from its named config with the study's seed (miniature studies)."""
-        from sourcetrace.attribution.extractors import named_model_spec
-        from sourcetrace.attribution.extractors.ssl import save_random_model
+        from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
 
         systems = []
         for entry in self.recipe.features:
@@ -240,7 +239,7 @@ class Study:
 
     def _run_bench(self, _name: str, log) -> None:
         from sourcetrace.benchmark.bench import run_bench
-        from sourcetrace.benchmark.report import build_leaderboard
+        from sourcetrace.benchmark.leaderboard import build_leaderboard
 
         failures = run_bench(self.corpus_dir, self.protocols(), self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,

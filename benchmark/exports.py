@@ -1,0 +1,83 @@
+"""The leaderboard's tables beside its page: leaderboard.md, leaderboard.csv and leaderboard.json
+(Hugging Face model-index). `columns` are (protocol name, Table-1 row, title, levels) in Table-1
+order; `rows` are the systems, then the published reference rows (those with a `source`)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+
+from sourcetrace.benchmark.scrub import last_part
+from sourcetrace.benchmark.summary import LEVEL_SHORT, score_cell
+
+
+def escaped(text) -> str:
+    """Every text field of the page and the Markdown table goes through here: markup is shown, never run."""
+    return html.escape(str(text), quote=True)
+
+
+def _md(text) -> str:
+    """A Markdown table cell: escaped as in the HTML page, and no `|` or newline to break the row."""
+    return escaped(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def corpus_line(corpus: dict) -> tuple[str, str, str]:
+    """(path, short sha256, number of clips) of the results' corpus, as both pages name it."""
+    return str(corpus.get("path", "")), corpus["sha256"][:16], str(corpus.get("n_clips", "?"))
+
+
+def markdown_table(title, corpus, columns, rows) -> str:
+    head = ["attributor", "extractor"] + [f"{_md(name)} {LEVEL_SHORT[lv]}" for name, _, _, levels in columns for lv in levels]
+    path, sha, clips = corpus_line(corpus)
+    lines = [f"# {_md(title)}", "", f"Corpus {_md(path)} (sha256 {sha}), {_md(clips)} clips. Macro F1, mean ± std over seeds.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        label = _md(row["attributor"]) + (" **[published reference, full-scale corpus]**" if "source" in row else "")
+        cells = [score_cell(row["cells"].get((name, lv))) for name, _, _, levels in columns for lv in levels]
+        lines.append("| " + " | ".join([label, _md(row["extractor"]), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(columns, rows) -> str:
+    """The table as CSV: one row per system, mean and std per (protocol, level). Text cells that a
+    spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe."""
+
+    def text(value) -> str:
+        value = str(value)
+        return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["attributor", "extractor", "published_reference"]
+                    + [f"{name} {level} {stat}" for name, _, _, levels in columns for level in levels for stat in ("mean", "std")])
+    for row in rows:
+        numbers = []
+        for name, _, _, levels in columns:
+            for level in levels:
+                entry = row["cells"].get((name, level))
+                numbers += ["", ""] if entry is None else [repr(float(entry["mean"])), repr(float(entry["std"]))]
+        writer.writerow([text(row["attributor"]), text(row["extractor"]), "source" in row, *numbers])
+    return buffer.getvalue()
+
+
+def model_index(corpus, columns, systems) -> dict:
+    """Hugging Face model-index (the model card metadata leaderboards read): one entry per system,
+    one metric per (protocol, level), std and seeds in the metric's args."""
+    entries = []
+    for system in systems:
+        metrics = []
+        for name, _, _, levels in columns:
+            for level in levels:
+                entry = system["cells"].get((name, level))
+                if entry is not None:
+                    metrics.append({"type": "f1", "name": f"macro F1, {name} ({level} level)", "value": entry["mean"],
+                                    "config": f"{name}/{level}",
+                                    "args": {"average": "macro", "protocol": name, "level": level, "std": entry["std"],
+                                             "seeds": system["seeds"][name]}})
+        entries.append({"name": f"{system['attributor']} + {system['extractor']}", "results": [{
+            "task": {"type": "audio-classification", "name": "audio deepfake model attribution (source tracing)"},
+            "dataset": {"type": "sourcetrace-corpus", "name": last_part(str(corpus.get("path") or "corpus")),
+                        "revision": corpus["sha256"]},
+            "metrics": metrics}]})
+    return {"model-index": entries}

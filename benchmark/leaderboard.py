@@ -1,0 +1,200 @@
+"""The leaderboard site: results files in; index.html (templates/site.html.j2), the exports, the
+published results and their figures out, with relative links only and machine paths cut."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tomllib
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from sourcetrace.benchmark.exports import corpus_line, csv_table, escaped, markdown_table, model_index
+from sourcetrace.benchmark.figures import figure_file
+from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name
+from sourcetrace.benchmark.scrub import public_copy
+from sourcetrace.benchmark.summary import protocol_order, system_key
+from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
+from sourcetrace.core.plugins import ATTRIBUTORS
+from sourcetrace.core.schema import LEVELS, STUDY_LEVELS
+
+# Score columns shown side by side before the page opens on one level (the architecture level,
+# the one most protocols have); the page's script still shows every level where they fit the window.
+MAX_COLUMNS_BOTH_LEVELS = 10
+
+
+def check_comparable(results: list[tuple[str, dict]]) -> None:
+    """One corpus, and one definition per protocol name: otherwise numbers are not comparable."""
+    corpora = defaultdict(list)
+    for source, r in results:
+        corpora[r["corpus"]["sha256"]].append(source)
+    if len(corpora) > 1:
+        groups = "; ".join(f"{h[:12]}: {', '.join(files[:3])}" for h, files in corpora.items())
+        raise ResultError(f"results come from {len(corpora)} different corpora (corpus sha256 {groups}); "
+                          "a leaderboard compares systems on one corpus: pass results of one corpus only")
+    seen: dict[str, tuple[int, str, str]] = {}
+    for source, r in results:
+        p = r["protocol"]
+        first = seen.setdefault(p["name"], (p["version"], p["sha256"], source))
+        if (p["version"], p["sha256"]) != first[:2]:
+            raise ResultError(f"{source}: protocol {p['name']!r} version {p['version']} (sha256 {p['sha256'][:12]}) "
+                              f"differs from version {first[0]} (sha256 {first[1][:12]}) in {first[2]}; "
+                              "rerun both with the same protocol definition")
+    keys = defaultdict(list)
+    for source, r in results:
+        keys[(r["protocol"]["name"], system_key(r))].append(source)
+    dupes = [files for files in keys.values() if len(files) > 1]
+    if dupes:
+        raise ResultError(f"the same protocol and system appear twice: {', '.join(dupes[0])}")
+
+
+def reference_rows() -> list[dict]:
+    """The study's published Table 1 (reference/study-table1.toml), one row per system."""
+    data = tomllib.loads(resources.files(__package__).joinpath("reference", "study-table1.toml").read_text())
+    rows = []
+    for system in data["system"]:
+        cells = {}
+        for key, value in system.items():
+            if "." in key:
+                number, level = key.split(".")
+                cells[(int(number), level)] = {"mean": value[0], "std": value[1]}
+        rows.append({"attributor": system["attributor"], "extractor": system["extractor"], "cells": cells,
+                     "source": data["source"]})
+    return rows
+
+
+def _columns(results: list[dict]) -> list[tuple[str, int | None, str, list[str]]]:
+    """(protocol name, table1 row, title, levels) in Table-1 order."""
+    cols = {}
+    for r in sorted(results, key=protocol_order):
+        p = r["protocol"]
+        entry = cols.setdefault(p["name"], (p["name"], p.get("table1_row"), p["title"], []))
+        for level in LEVELS:
+            if level in r["levels"] and level not in entry[3]:
+                entry[3].append(level)
+    return [(n, row, t, sorted(lv, key=LEVELS.index)) for n, row, t, lv in cols.values()]
+
+
+def short_attributor(attributor: dict, limit: int = 32) -> str:
+    """`knn k=5` for knn(k=5,metric=cosine,standardize=False,weights=uniform): only the parameters
+    that differ from the attributor's defaults (the full id goes on hover)."""
+    cls, params = ATTRIBUTORS.get(attributor["name"]), attributor.get("params")
+    written = re.fullmatch(r"\w+\(([^()]*)\)", attributor["id"])
+    if not isinstance(params, dict) and written:  # a results file without params: read them from the id
+        params = dict(item.partition("=")[::2] for item in written.group(1).split(","))
+    if cls is None or not isinstance(params, dict):
+        text = attributor["id"]
+    else:
+        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+        changed = [f"{k}={v}" for k, v in sorted(params.items()) if k not in defaults or str(defaults[k]) != str(v)]
+        text = " ".join([attributor["name"], *changed])
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _short_protocol(name: str) -> str:
+    """table1-04-ood-five-random -> ood five random (the row number is shown beside it)."""
+    return re.sub(r"^table1-\d+-", "", name).replace("-", " ")
+
+
+def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
+    """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
+    results/*.json and figures/: relative links only, absolute paths cut (public_copy)."""
+    loaded = [(str(f), load_result(f)) for f in result_files]
+    if not loaded:
+        raise ResultError("no results files given")
+    refused = [f"{source}: refused: {'; '.join(problems)}" for source, problems
+               in ((source, number_problems(r)) for source, r in loaded) if problems]
+    if refused:
+        raise ResultError("\n".join(refused))
+    check_comparable(loaded)
+    out = Path(out)
+    title = public_copy(title)
+    results = [public_copy(r) for _, r in loaded]
+    columns = _columns(results)
+    systems: dict[tuple[str, str], dict] = {}
+    for (source, _), r in zip(loaded, results):
+        system = systems.setdefault(system_key(r), {"attributor": r["attributor"]["id"], "short": short_attributor(r["attributor"]),
+                                                    "extractor": r["features"]["extractor"], "cells": {}, "links": {},
+                                                    "seeds": {}, "figures": []})
+        link = f"results/{result_file_name(r['protocol']['name'], r['attributor']['id'], r['features']['extractor'])}"
+        write_json_atomic(out / link, r)
+        system["links"][r["protocol"]["name"]], system["seeds"][r["protocol"]["name"]] = link, r["seeds"]
+        for level, entry in r["levels"].items():
+            system["cells"][(r["protocol"]["name"], level)] = entry
+        for name, rel in sorted(r.get("figures", {}).items()):
+            src = figure_file(Path(source).parent, rel)
+            if src is not None:
+                # A content hash and a checked image name: dest stays in out, and one figure is copied once.
+                figure = (name, f"figures/{sha256_file(src)[:12]}-{src.name}")
+                copy_file_atomic(src, out / figure[1])
+                if figure not in system["figures"]:
+                    system["figures"].append(figure)
+    shorts = [(s["short"], s["extractor"]) for s in systems.values()]
+    for system in systems.values():  # two ids with one short name (a hand-edited id): show the ids
+        if shorts.count((system["short"], system["extractor"])) > 1:
+            system["short"] = short_attributor({"name": "", "id": system["attributor"]})
+    refs = []
+    if any(row is not None for _, row, _, _ in columns):
+        for ref in reference_rows():
+            cells = {(name, level): ref["cells"].get((row, level)) for name, row, _, levels in columns
+                     if row is not None for level in levels}
+            refs.append({**ref, "short": ref["attributor"], "cells": {k: v for k, v in cells.items() if v}})
+    corpus, rows = results[0]["corpus"], [*systems.values(), *refs]
+    write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows))
+    write_text_atomic(out / "leaderboard.csv", csv_table(columns, rows))
+    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows))
+    write_json_atomic(out / "leaderboard.json", model_index(corpus, columns, list(systems.values())))
+    return out / "index.html"
+
+
+def _escape_output(value) -> Markup:
+    """Autoescaping as the page has always spelled it (html.escape: &quot;, &#x27;): every `{{ }}`
+    of the template is escaped here, and nothing reaches it as Markup, so nothing is trusted."""
+    return Markup(escaped(value))
+
+
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("sourcetrace.benchmark", "templates"), autoescape=True,
+                                finalize=_escape_output, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+def _page(title, corpus, columns, rows) -> str:
+    """index.html: the table (sortable, one level or all), its protocols' legend, links to the exports."""
+    by_level = [(level, [(name, row, ptitle) for name, row, ptitle, levels in columns if level in levels])
+                for level in LEVELS]
+    by_level = [(level, cols) for level, cols in by_level if cols]
+    present = [level for level, _ in by_level]
+    n_scores = sum(len(cols) for _, cols in by_level)
+    one = "architecture" if "architecture" in present else present[0]
+    shown = "both" if n_scores <= MAX_COLUMNS_BOTH_LEVELS or len(by_level) == 1 else one
+    # "both" shows every level (the study has two); selecting one level hides the others' columns.
+    named = [level for level in LEVELS if level in STUDY_LEVELS or level in present]
+    headers = [{"level": level, "name": name, "title": ptitle, "number": "" if row is None else f"{row:02d}",
+                "label": _short_protocol(name)} for level, cols in by_level for name, row, ptitle in cols]
+    every = "both" if len(by_level) == 2 else "all levels"
+    choices = [(level, f"{level} level") for level in present] + ([("both", every)] if len(by_level) > 1 else [])
+    references = [r["source"] for r in rows if "source" in r]
+    path, sha, clips = corpus_line(corpus)
+    return _TEMPLATES.get_template("site.html.j2").render(
+        title=title, corpus_path=path, corpus_sha=sha, n_clips=clips, shown=shown, choices=choices,
+        hidden_columns=", ".join(f"table[data-level={a}] .lv-{b}" for a in named for b in named if a != b),
+        hash_levels="|".join(named + ["both"]), level_spans=[(level, len(cols)) for level, cols in by_level],
+        headers=headers, rows=[_page_row(row, headers) for row in rows],
+        reference_source=references[0] if references else None,
+        legend=[("" if row is None else f"{row:02d}", name, ptitle) for name, row, ptitle, _ in columns])
+
+
+def _page_row(row: dict, headers: list[dict]) -> dict:
+    """One system's (or published reference's) row of the page: names, figure links, one score per header."""
+    scores = []
+    for header in headers:
+        entry = row["cells"].get((header["name"], header["level"]))
+        scores.append({"level": header["level"], "link": row.get("links", {}).get(header["name"]),
+                       **({"mean": None} if entry is None else
+                          {"mean": f"{entry['mean']:.3f}", "std": f"±{entry['std']:.3f}", "value": f"{entry['mean']:.6f}"})})
+    return {"reference": "source" in row, "short": row["short"], "attributor": row["attributor"],
+            "extractor": row["extractor"], "scores": scores,
+            "figures": [(name.replace("_", " "), path) for name, path in row.get("figures", [])]}
