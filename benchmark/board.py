@@ -67,7 +67,7 @@ def corpus_sha256(corpus_dir: str | Path) -> str:
     from sourcetrace.corpus import Corpus, corpus_identity
 
     corpus = Corpus.read(corpus_dir)
-    return corpus_identity(corpus, {row["clip_id"]: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
+    return corpus_identity(corpus, {row.clip_id: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
 
 
 def init_board(board: str | Path, corpus_hash: str, protocols: list[Protocol]) -> Path:
