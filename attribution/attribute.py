@@ -40,11 +40,11 @@ class Support:
         store = FeatureStore(corpus, extractor, root=store_root, max_seconds=max_seconds)
         report = store.compute(progress=progress)
         rejected = {clip_id for clip_id, _, _ in report.rejects}
-        rows = [row for row in corpus.rows if row["clip_id"] not in rejected]
+        rows = [row for row in corpus.rows if row.clip_id not in rejected]
         if not rows:
             raise ValueError(f"{corpus.manifest_path}: no support clips to attribute against "
                              f"({len(corpus.rows)} in the manifest, {len(rejected)} rejected by {extractor.name})")
-        return cls(store, rows, store.load([row["clip_id"] for row in rows]), store.audio_hashes(), report)
+        return cls(store, rows, store.load([row.clip_id for row in rows]), store.audio_hashes(), report)
 
     @property
     def corpus(self) -> Corpus:
@@ -56,9 +56,9 @@ class Support:
 
     def labels(self, level: str) -> np.ndarray:
         """Every kept clip's value of manifest column `level`."""
-        kept = {row["clip_id"] for row in self.rows}
+        kept = {row.clip_id for row in self.rows}
         values = label_values(self.corpus, level)
-        return np.array([v for row, v in zip(self.corpus.rows, values) if row["clip_id"] in kept])
+        return np.array([v for row, v in zip(self.corpus.rows, values) if row.clip_id in kept])
 
 
 class SupportAttributor:
@@ -87,7 +87,7 @@ class SupportAttributor:
                                                 level=self.unknown_level)
         self._support_clips: dict[str, list[int]] = {}
         for i, row in enumerate(support.rows):
-            self._support_clips.setdefault(support.audio_sha256[row["clip_id"]], []).append(i)
+            self._support_clips.setdefault(support.audio_sha256[row.clip_id], []).append(i)
         self._labels = labels
 
     @property
@@ -116,7 +116,7 @@ class SupportAttributor:
         unknown = self.detector.is_unknown_score(scores) if self.detector else np.zeros(len(Q), bool)
         answers = []
         for clip, ranked, score, is_unknown in zip(kept, self.knn.rank(Q), scores, unknown):
-            same = [{"clip_id": self.support.rows[i]["clip_id"], "label": str(self._labels[i])}
+            same = [{"clip_id": self.support.rows[i].clip_id, "label": str(self._labels[i])}
                     for i in self._support_clips.get(sha256_file(clip), [])]
             answers.append({"clip": str(clip), "verdict": UNKNOWN if is_unknown and not same else ranked[0]["label"],
                             "outlier_score": float(score), "threshold": self.threshold, "support_clips": same,

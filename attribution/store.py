@@ -40,7 +40,7 @@ from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.core.device import usable_cpus
 from sourcetrace.core.fileio import atomic_path, write_json_atomic, write_text_atomic
-from sourcetrace.corpus import Corpus
+from sourcetrace.corpus import ClipRecord, Corpus
 
 SHARD_MAX_CLIPS = 1024
 SHARD_MAX_SECONDS = 30.0
@@ -140,14 +140,14 @@ class FeatureStore:
         """clip_id -> sha256 of its audio file, re-hashing only files whose stat signature changed
         (size, mtime, ctime, inode: see hash_cache.py); by the decode threads (hashlib releases the GIL)."""
         cache = HashCache(self.root / "audio-sha256.json")
-        def digests(rows: list[dict[str, str]]) -> list[str]:
-            return [cache.sha256(self.corpus.audio_path(row), row["path"]) for row in rows]
+        def digests(rows: list[ClipRecord]) -> list[str]:
+            return [cache.sha256(self.corpus.audio_path(row), row.path) for row in rows]
 
         runs = _runs(self.corpus.rows, self.decode_threads)
         with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="hash") as pool:
             hashes = [sha for run in pool.map(digests, runs) for sha in run]
         cache.save()
-        return {row["clip_id"]: sha for row, sha in zip(self.corpus.rows, hashes)}
+        return {row.clip_id: sha for row, sha in zip(self.corpus.rows, hashes)}
 
     # ---- shards -------------------------------------------------------------------------------
     def _shards(self) -> list[Path]:
@@ -209,7 +209,7 @@ class FeatureStore:
         report = ExtractionReport()
         todo = []
         for row in self.corpus.rows[index_k::count]:
-            if (row["clip_id"], hashes[row["clip_id"]]) in index:
+            if (row.clip_id, hashes[row.clip_id]) in index:
                 report.reused += 1
             else:
                 todo.append(row)
@@ -248,7 +248,7 @@ class FeatureStore:
                 waves, kept = [], []
                 for row, wave in (clip for run in decoded for clip in run.result()):
                     if isinstance(wave, AudioRejected):
-                        report.rejects.append((row["clip_id"], row["path"], wave.reason))
+                        report.rejects.append((row.clip_id, row.path, wave.reason))
                     else:
                         waves.append(wave)
                         kept.append(row)
@@ -256,10 +256,10 @@ class FeatureStore:
                     vectors = self.extractor.extract(waves)
                     for row, vector in zip(kept, vectors):
                         if not np.isfinite(vector).all():
-                            report.rejects.append((row["clip_id"], row["path"], "extractor produced non-finite values"))
+                            report.rejects.append((row.clip_id, row.path, "extractor produced non-finite values"))
                             continue
-                        pending[0].append(row["clip_id"])
-                        pending[1].append(hashes[row["clip_id"]])
+                        pending[0].append(row.clip_id)
+                        pending[1].append(hashes[row.clip_id])
                         pending[2].append(vector)
                         report.computed += 1
                 bar.update(len(batch))
@@ -277,12 +277,12 @@ class FeatureStore:
         self._write_rejects(report.rejects, "rejects.csv" if count == 1 else f"rejects-p{index_k:04d}of{count:04d}.csv")
         return report
 
-    def _decode(self, rows: list[dict[str, str]]) -> list[tuple[dict[str, str], np.ndarray | AudioRejected]]:
+    def _decode(self, rows: list[ClipRecord]) -> list[tuple[ClipRecord, np.ndarray | AudioRejected]]:
         """Each row's mono wave at the extractor's rate, or why it cannot serve."""
         out = []
         for row in rows:
             try:
-                wave = self.extractor.read_clip(self.corpus.audio_path(row), self.max_seconds, name=row["path"])
+                wave = self.extractor.read_clip(self.corpus.audio_path(row), self.max_seconds, name=row.path)
             except AudioRejected as exc:
                 wave = exc
             out.append((row, wave))

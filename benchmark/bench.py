@@ -41,7 +41,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
     Returns the number of failures (rejected clips count as one, each protocol that cannot run as one).
     """
     corpus = Corpus.read(corpus_dir)
-    table = ClipTable.from_rows(corpus.rows, source=str(corpus.root))
+    table = ClipTable.from_records(corpus.rows, source=str(corpus.root))
     out = Path(out)
     failures = 0
     command = command or shlex.join(sys.argv)

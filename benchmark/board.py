@@ -68,7 +68,7 @@ def protocols_from(spec: str) -> list[Protocol]:
 def corpus_sha256(corpus_dir: str | Path) -> str:
     """The corpus sha256 `sourcetrace bench` writes into results (manifest bytes + every clip's audio hash)."""
     corpus = Corpus.read(corpus_dir)
-    return corpus_identity(corpus, {row["clip_id"]: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
+    return corpus_identity(corpus, {row.clip_id: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
 
 
 def init_board(board: str | Path, corpus_hash: str, protocols: list[Protocol]) -> Path:

@@ -9,9 +9,9 @@ the checkpoint names of the corpus contract (sourcetrace.core.naming):
     <arch>/ft-<name>            finetuned       a fine-tune (e.g. ft-9136)
     anything else               other
 
-Vocoder conditions read two manifest columns: `vocoder` (the vocoder's name) and
-`vocoder_swapped` (1 for a clip vocoded by a HiFi-GAN other than its architecture's default; empty
-or 0 otherwise). Architectures with swapped clips are the mel-spectrogram ones.
+Vocoder conditions read two manifest columns (sourcetrace.corpus.columns says what each means):
+`vocoder` and `vocoder_swapped` (empty counts as not swapped). Architectures with swapped clips
+are the mel-spectrogram ones.
 
 A protocol scores one or more label levels (sourcetrace.core.schema.LEVELS); LEVEL_COLUMNS names the
 manifest column each label comes from. Beyond the study's two:
@@ -37,6 +37,7 @@ from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.naming import checkpoint_role, finetune_speaker, step_of
 from sourcetrace.core.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
+from sourcetrace.corpus.columns import ClipRecord
 
 
 class ProtocolError(SourcetraceError, ValueError):
@@ -196,10 +197,9 @@ class ClipTable:
         self._labels: dict[str, np.ndarray] = {}
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, str]], source: str = "") -> "ClipTable":
-        col = lambda name: np.array([r.get(name, "") or "" for r in rows], dtype=object)  # noqa: E731
-        swapped = np.array([(r.get("vocoder_swapped") or "0").strip().lower() in ("1", "true", "yes") for r in rows],
-                           dtype=bool)
+    def from_records(cls, rows: list[ClipRecord], source: str = "") -> "ClipTable":
+        col = lambda name: np.array([r.cell(name) for r in rows], dtype=object)  # noqa: E731
+        swapped = np.array([bool(r.vocoder_swapped) for r in rows], dtype=bool)
         extra = {LEVEL_COLUMNS[lv]: col(LEVEL_COLUMNS[lv]) for lv in LEVELS if lv not in STUDY_LEVELS}
         return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped,
                    extra, source)

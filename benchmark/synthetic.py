@@ -21,6 +21,7 @@ from sourcetrace.core.naming import (
     zero_init_name,
 )
 from sourcetrace.core.plugins import STUDY_ARCHITECTURES
+from sourcetrace.corpus.columns import ClipRecord
 
 END_TO_END = ("vits", "vits-espnet")  # no mel spectrogram: its vocoder cannot be swapped
 STUDY_STEPS = (50_000, 75_000, 100_000, 250_000, 275_000, 300_000, 450_000, 475_000, 500_000)
@@ -38,7 +39,7 @@ def study_checkpoints(arch: str, steps=STUDY_STEPS, zero_init_seeds=(1, 2, 3), f
 
 def study_rows(n_prompts: int = 600, architectures=STUDY_ARCHITECTURES, vocoder_variants: bool = True, *,
                finetune_speakers=("9136",), other_vocoders: dict[str, str] | None = None,
-               provenance: bool = False) -> list[dict]:
+               provenance: bool = False) -> list[ClipRecord]:
     """Rows of a complete study corpus: every checkpoint x prompt with its default vocoder, plus,
     for mel architectures' pretrained and scheduled checkpoints, the other mel architectures' HiFi-GANs
     and `other_vocoders` ({name: family}, e.g. {"vocos-mel24k": "vocos"}; the HiFi-GANs are family
@@ -53,21 +54,20 @@ def study_rows(n_prompts: int = 600, architectures=STUDY_ARCHITECTURES, vocoder_
             speaker = finetune_speaker(ckpt) or TRAINING_SPEAKER
             for p in range(n_prompts):
                 prompt = f"LJ-{p:04d}"
-                clips = [(f"{ckpt}/{prompt}", f"{ckpt}/{prompt}.wav", default, "0")]
+                clips = [(f"{ckpt}/{prompt}", f"{ckpt}/{prompt}.wav", default, False)]
                 swappable = ckpt.endswith("/pretrained") or "/step-" in ckpt
                 if vocoder_variants and arch in mel and swappable:
-                    clips += [(f"{ckpt}/{prompt}@{v}", f"{ckpt}/{prompt}@{v.removeprefix('hifigan-')}.wav", v, "1")
+                    clips += [(f"{ckpt}/{prompt}@{v}", f"{ckpt}/{prompt}@{v.removeprefix('hifigan-')}.wav", v, True)
                               for v in swaps]
                 for clip_id, path, vocoder, swapped in clips:
-                    rows.append({"clip_id": clip_id, "path": path, "architecture": arch, "checkpoint": ckpt,
-                                 "prompt_id": prompt, "text": "", "vocoder": vocoder, "vocoder_swapped": swapped})
-                    if provenance:
-                        rows[-1].update(implementation=IMPLEMENTATIONS[arch], speaker=speaker,
-                                        vocoder_family=families.get(vocoder, ""))
+                    labels = dict(implementation=IMPLEMENTATIONS[arch], speaker=speaker,
+                                  vocoder_family=families.get(vocoder, "")) if provenance else {}
+                    rows.append(ClipRecord(clip_id=clip_id, path=path, architecture=arch, checkpoint=ckpt,
+                                           prompt_id=prompt, text="", vocoder=vocoder, vocoder_swapped=swapped, **labels))
     return rows
 
 
-def clustered_vectors(rows: list[dict], dim: int = 64, seed: int = 0, arch_spread: float = 4.0,
+def clustered_vectors(rows: list[ClipRecord], dim: int = 64, seed: int = 0, arch_spread: float = 4.0,
                       ckpt_spread: float = 1.0, noise: float = 1.0) -> np.ndarray:
     """One vector per row: architecture centre + checkpoint offset + vocoder offset + noise."""
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def clustered_vectors(rows: list[dict], dim: int = 64, seed: int = 0, arch_sprea
 
     out = np.empty((len(rows), dim), np.float32)
     for i, r in enumerate(rows):
-        out[i] = (centre("a:" + r["architecture"], arch_spread) + centre("c:" + r["checkpoint"], ckpt_spread)
-                  + centre("v:" + r.get("vocoder", ""), ckpt_spread))
+        out[i] = (centre("a:" + r.architecture, arch_spread) + centre("c:" + r.checkpoint, ckpt_spread)
+                  + centre("v:" + r.vocoder, ckpt_spread))
     out += rng.standard_normal(out.shape).astype(np.float32) * noise
     return out

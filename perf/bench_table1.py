@@ -42,7 +42,7 @@ def table1_timings(prompts: int = 600, device: str = "cpu", compare_device: str 
     from sourcetrace.core.device import resolve_device
 
     rows = study_rows(prompts)
-    table = ClipTable.from_rows(rows)
+    table = ClipTable.from_records(rows)
     suite = load_suite("table1")
     spec = AttributorSpec.parse("knn:k=56")
     splits = [(p, s) for p in suite for s in build_splits(p, table, [0, 1, 2])]

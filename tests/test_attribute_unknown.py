@@ -47,7 +47,7 @@ def voices_corpus(tmp_path_factory):
 
 
 def support_without(corpus: Corpus, fresh: np.ndarray, voice: str) -> Corpus:
-    rows = [row for row, is_fresh in zip(corpus.rows, fresh) if row["architecture"] != voice and not is_fresh]
+    rows = [row for row, is_fresh in zip(corpus.rows, fresh) if row.architecture != voice and not is_fresh]
     return dataclasses.replace(corpus, rows=rows)
 
 
@@ -56,8 +56,8 @@ def test_every_support_clip_is_known_at_checkpoint_level(voices_corpus, tmp_path
     support = support_without(corpus, fresh, UNSEEN)
     support.root = tmp_path / "support"
     for row in support.rows:  # a corpus folder of its own, as a user's support corpus is
-        (support.root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (support.root / row["path"]).write_bytes((corpus.root / row["path"]).read_bytes())
+        (support.root / row.path).parent.mkdir(parents=True, exist_ok=True)
+        (support.root / row.path).write_bytes((corpus.root / row.path).read_bytes())
     support.write()
     clips = [str(support.audio_path(row)) for row in support.rows]
     capsys.readouterr()
@@ -71,7 +71,7 @@ def test_every_support_clip_is_known_at_checkpoint_level(voices_corpus, tmp_path
     assert len(out["results"]) == len(clips)
     assert [r["verdict"] for r in out["results"] if r["verdict"] == "unknown"] == []
     for r, row in zip(out["results"], support.rows):
-        assert r["support_clips"] == [{"clip_id": row["clip_id"], "label": row["checkpoint"]}]
+        assert r["support_clips"] == [{"clip_id": row.clip_id, "label": row.checkpoint}]
         assert r["threshold"] == calibration["threshold"]
     # Not only by the identity rule: the threshold alone calls no support clip unknown either.
     attributor = SupportAttributor(Support.load(support, build_extractor("lfcc")), k=K, standardize=True)
@@ -84,7 +84,7 @@ def test_every_support_clip_is_known_at_checkpoint_level(voices_corpus, tmp_path
     text = capsys.readouterr().out
     first = support.rows[0]
     assert text.startswith(f"{clips[0]}: ") and "unknown" not in text.splitlines()[0]
-    assert f"(identical to support clip {first['clip_id']} [{first['checkpoint']}])" in text.splitlines()[0]
+    assert f"(identical to support clip {first.clip_id} [{first.checkpoint}])" in text.splitlines()[0]
     assert "the equal-error point with each architecture held out in turn (7 architectures, 5 prompt folds)" in text
 
 

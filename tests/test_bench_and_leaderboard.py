@@ -159,7 +159,7 @@ def test_leaderboard_refuses_incomparable_results(bench_out, tmp_path):
 
 def test_table1_results_get_the_published_reference_rows(tmp_path):
     rows = study_rows(n_prompts=10, vocoder_variants=False)
-    table, X = ClipTable.from_rows(rows), clustered_vectors(rows, dim=8)
+    table, X = ClipTable.from_records(rows), clustered_vectors(rows, dim=8)
     spec = AttributorSpec.parse("knn:k=3")
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, table, X, spec, seeds=[0])

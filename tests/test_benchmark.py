@@ -24,7 +24,7 @@ from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 @pytest.fixture(scope="module")
 def study():
     rows = study_rows(n_prompts=30)
-    return rows, ClipTable.from_rows(rows), clustered_vectors(rows, dim=24)
+    return rows, ClipTable.from_records(rows), clustered_vectors(rows, dim=24)
 
 
 def test_roles_from_checkpoint_names():
@@ -53,10 +53,10 @@ def test_baseline_equals_an_independent_sklearn_computation(study):
     rows, table, X = study
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, table, X, AttributorSpec.parse("knn:k=7"), seeds=[0, 1])
-    arch = np.array([r["architecture"] for r in rows])
-    ckpt = np.array([r["checkpoint"] for r in rows])
-    prompt = np.array([r["prompt_id"] for r in rows])
-    swapped = np.array([r["vocoder_swapped"] == "1" for r in rows])
+    arch = np.array([r.architecture for r in rows])
+    ckpt = np.array([r.checkpoint for r in rows])
+    prompt = np.array([r.prompt_id for r in rows])
+    swapped = np.array([r.vocoder_swapped for r in rows])
     trained = np.array([c.endswith("/pretrained") or "/step-" in c for c in ckpt])
     expected = {"checkpoint": [], "architecture": []}
     for seed in (0, 1):
@@ -127,16 +127,16 @@ def test_vocoder_conditions(study):
 
 def test_a_corpus_missing_pieces_fails_with_the_list(study):
     rows, _, _ = study
-    gaps = [r for r in rows if r["checkpoint"] != "vits/pretrained" and r["clip_id"] != "matcha/step-100000/LJ-0003"]
-    table = ClipTable.from_rows(gaps)
+    gaps = [r for r in rows if r.checkpoint != "vits/pretrained" and r.clip_id != "matcha/step-100000/LJ-0003"]
+    table = ClipTable.from_records(gaps)
     with pytest.raises(UnsatisfiableProtocol) as err:
         build_splits(load_protocol("table1-01-baseline"), table, [0, 1, 2])
     text = str(err.value)
     assert "architecture 'vits' has no pretrained checkpoint" in text
     with pytest.raises(UnsatisfiableProtocol, match=r"matcha/step-100000' lacks 1 prompt"):
-        build_splits(load_protocol("table1-01-baseline"), ClipTable.from_rows(
-            [r for r in rows if r["clip_id"] != "matcha/step-100000/LJ-0003"]), [0, 1, 2])
-    no_swaps = ClipTable.from_rows([r for r in rows if r["vocoder_swapped"] == "0"])
+        build_splits(load_protocol("table1-01-baseline"), ClipTable.from_records(
+            [r for r in rows if r.clip_id != "matcha/step-100000/LJ-0003"]), [0, 1, 2])
+    no_swaps = ClipTable.from_records([r for r in rows if not r.vocoder_swapped])
     with pytest.raises(UnsatisfiableProtocol, match="swapped vocoders"):
         build_splits(load_protocol("table1-06-same-vocoder"), no_swaps, [0])
 
@@ -145,7 +145,7 @@ def test_unusable_clips_count_as_missing(study):
     rows, table, _ = study
     usable = np.ones(len(table), bool)
     usable[0] = False
-    with pytest.raises(UnsatisfiableProtocol, match=rows[0]["checkpoint"]):
+    with pytest.raises(UnsatisfiableProtocol, match=rows[0].checkpoint):
         build_splits(load_protocol("table1-08-speaker-finetuned"), table, [0, 1, 2], usable=usable)
 
 

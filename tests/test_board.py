@@ -33,7 +33,7 @@ def table1(tmp_path_factory):
     root = tmp_path_factory.mktemp("table1")
     corpus_path = root / "my-corpus"
     rows = study_rows(n_prompts=10)
-    table = ClipTable.from_rows(rows)
+    table = ClipTable.from_records(rows)
     out = root / "results"
     plot_f1_versus_k({"xls-r-2b@8 · checkpoint": {"1": 0.5, "2": 0.6}}, out / "figures" / "f1_vs_k.png", "F1 versus k")
     command = f"sourcetrace bench {corpus_path} --suite table1 --models-dir {Path.home() / 'models'} --out {out}"

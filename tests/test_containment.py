@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def files_under(folder: Path) -> set[Path]:
 def result(tmp_path_factory) -> dict:
     """A genuine results object of a small synthetic corpus (no audio, no features)."""
     rows = study_rows(n_prompts=10, vocoder_variants=False)
-    table, X = ClipTable.from_rows(rows), clustered_vectors(rows, dim=8)
+    table, X = ClipTable.from_records(rows), clustered_vectors(rows, dim=8)
     spec = AttributorSpec.parse("knn:k=3")
     protocol = load_protocol("indomain")
     run = run_protocol(protocol, table, X, spec, seeds=[0])
@@ -171,20 +172,20 @@ def test_manifest_with_a_repeated_column_is_refused(corpus_dir):
 
 def test_messages_give_physical_lines_after_quoted_newlines(corpus_dir, capsys):
     corpus = Corpus.read(corpus_dir)
-    corpus.rows[0]["text"] = "two\nlines"
-    corpus.rows[1]["text"] = "three\r\nphysical\rlines"
+    corpus.rows[0] = replace(corpus.rows[0], text="two\nlines")
+    corpus.rows[1] = replace(corpus.rows[1], text="three\r\nphysical\rlines")
     corpus.write()
     # Rows start on lines 2, 4 and 7; break the third row (clip 3) in two ways.
     text = (corpus_dir / "manifest.csv").read_text()
-    assert text.splitlines()[6].startswith(corpus.rows[2]["clip_id"] + ",")
-    (corpus_dir / corpus.rows[2]["path"]).unlink()
-    with pytest.raises(ManifestError, match=rf"line 7: missing file '{corpus.rows[2]['path']}'"):
+    assert text.splitlines()[6].startswith(corpus.rows[2].clip_id + ",")
+    (corpus_dir / corpus.rows[2].path).unlink()
+    with pytest.raises(ManifestError, match=rf"line 7: missing file '{corpus.rows[2].path}'"):
         Corpus.read(corpus_dir)
     again = Corpus.read(corpus_dir, require_files=False)
     assert again.lines[:4] == [2, 4, 7, 8]
-    assert f"line 7 ({corpus.rows[2]['path']}): missing file" in verify_corpus(again)
-    start = text.index("\n" + corpus.rows[2]["clip_id"] + ",")
-    arch = f",{corpus.rows[2]['architecture']},"
+    assert f"line 7 ({corpus.rows[2].path}): missing file" in verify_corpus(again)
+    start = text.index("\n" + corpus.rows[2].clip_id + ",")
+    arch = f",{corpus.rows[2].architecture},"
     (corpus_dir / "manifest.csv").write_text(text[:start] + text[start:].replace(arch, ",,", 1))
     with pytest.raises(ManifestError, match="line 7: empty architecture"):
         Corpus.read(corpus_dir, require_files=False)
@@ -192,10 +193,10 @@ def test_messages_give_physical_lines_after_quoted_newlines(corpus_dir, capsys):
 
 def test_a_symlink_loop_is_a_manifest_problem(corpus_dir):
     rows = Corpus.read(corpus_dir).rows
-    path = corpus_dir / rows[3]["path"]
+    path = corpus_dir / rows[3].path
     path.unlink()
     path.symlink_to(path)
-    with pytest.raises(ManifestError, match=rf"manifest\.csv: 1 problem.*\n  line 5: path '{rows[3]['path']}' is a symlink loop"):
+    with pytest.raises(ManifestError, match=rf"manifest\.csv: 1 problem.*\n  line 5: path '{rows[3].path}' is a symlink loop"):
         Corpus.read(corpus_dir)
 
 
@@ -351,7 +352,7 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(speech_tree, result, tmp_pa
         os.umask(old)
     expected = 0o666 & ~umask
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == expected
-    for path in (tmp_path / "atomic.txt", corpus.manifest_path, tmp_path / "c" / corpus.rows[0]["path"], page,
+    for path in (tmp_path / "atomic.txt", corpus.manifest_path, tmp_path / "c" / corpus.rows[0].path, page,
                  tmp_path / "site" / "leaderboard.md"):
         assert path.stat().st_mode & 0o777 == expected, path
 

@@ -15,10 +15,10 @@ def test_import_folder_tree(speech_tree, tmp_path):
     corpus = import_corpus(speech_tree, tmp_path / "c")
     assert len(corpus.rows) == 48
     again = Corpus.read(tmp_path / "c")
-    row = next(r for r in again.rows if r["clip_id"] == "en-us/step-a/p3")
-    assert row["architecture"] == "en-us" and row["checkpoint"] == "en-us/step-a" and row["prompt_id"] == "p3"
-    assert row["text"] == (speech_tree / "en-us/step-a/p3.txt").read_text()
-    assert (tmp_path / "c" / row["path"]).read_bytes() == (speech_tree / "en-us/step-a/p3.wav").read_bytes()
+    row = next(r for r in again.rows if r.clip_id == "en-us/step-a/p3")
+    assert row.architecture == "en-us" and row.checkpoint == "en-us/step-a" and row.prompt_id == "p3"
+    assert row.text == (speech_tree / "en-us/step-a/p3.txt").read_text()
+    assert (tmp_path / "c" / row.path).read_bytes() == (speech_tree / "en-us/step-a/p3.wav").read_bytes()
 
 
 def test_import_csv_with_defaults_and_extras(speech_tree, tmp_path):
@@ -29,9 +29,9 @@ def test_import_csv_with_defaults_and_extras(speech_tree, tmp_path):
                    "audio/step-b/p0.wav,vits,vits/step-050000,,x\n")
     corpus = import_corpus(src, tmp_path / "c")
     rows = Corpus.read(tmp_path / "c").rows
-    assert [r["clip_id"] for r in rows] == ["fastpitch/pretrained/p0", "vits/step-050000/p0"]
-    assert rows[0]["vocoder"] == "hifigan-nemo" and rows[0]["my_note"] == "hello"  # unknown columns kept
-    assert rows[1]["prompt_id"] == "p0" and rows[1]["text"] == ""
+    assert [r.clip_id for r in rows] == ["fastpitch/pretrained/p0", "vits/step-050000/p0"]
+    assert rows[0].vocoder == "hifigan-nemo" and rows[0].extra["my_note"] == "hello"  # unknown columns kept
+    assert rows[1].prompt_id == "p0" and rows[1].text == ""
     assert corpus.columns[:6] == ["clip_id", "path", "architecture", "checkpoint", "prompt_id", "text"]
 
 
@@ -40,7 +40,7 @@ def test_import_protocol_list(speech_tree, tmp_path):
     src = tmp_path / "protocol.txt"
     src.write_text("data/en-us/step-a/p0.wav|spk1|tts_a\ndata/en-gb-x-rp/step-a/p1.wav|spk2|tts_b\n")
     rows = import_corpus(src, tmp_path / "c").rows
-    assert [(r["architecture"], r["checkpoint"], r["speaker"]) for r in rows] == [("tts_a", "tts_a", "spk1"), ("tts_b", "tts_b", "spk2")]
+    assert [(r.architecture, r.checkpoint, r.speaker) for r in rows] == [("tts_a", "tts_a", "spk1"), ("tts_b", "tts_b", "spk2")]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -136,18 +136,18 @@ def test_corpus_verify_finds_corrupted_truncated_and_missing_clips(speech_tree, 
 
     corpus = import_corpus(speech_tree, tmp_path / "c")
     row = corpus.rows[0]
-    assert row["sha256"] and row["sample_rate"] == "22050" and float(row["duration_s"]) > 0.5
+    assert row.sha256 and row.sample_rate == 22050 and float(row.duration_s) > 0.5
     assert main(["corpus", "verify", str(tmp_path / "c")]) == 0
     capsys.readouterr()
     rows = corpus.rows
-    wave, rate = sf.read(tmp_path / "c" / rows[0]["path"])
-    sf.write(tmp_path / "c" / rows[0]["path"], wave[: len(wave) // 2], rate, subtype="PCM_16")  # truncated
-    damaged = bytearray((tmp_path / "c" / rows[1]["path"]).read_bytes())
+    wave, rate = sf.read(tmp_path / "c" / rows[0].path)
+    sf.write(tmp_path / "c" / rows[0].path, wave[: len(wave) // 2], rate, subtype="PCM_16")  # truncated
+    damaged = bytearray((tmp_path / "c" / rows[1].path).read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte in the samples
-    (tmp_path / "c" / rows[1]["path"]).write_bytes(bytes(damaged))
-    (tmp_path / "c" / rows[2]["path"]).unlink()
+    (tmp_path / "c" / rows[1].path).write_bytes(bytes(damaged))
+    (tmp_path / "c" / rows[2].path).unlink()
     assert main(["corpus", "verify", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
-    assert f"line 2 ({rows[0]['path']}): sha256 differs" in err and "(truncated?)" in err
-    assert f"line 3 ({rows[1]['path']}): sha256 differs" in err
-    assert f"line 4 ({rows[2]['path']}): missing file" in err
+    assert f"line 2 ({rows[0].path}): sha256 differs" in err and "(truncated?)" in err
+    assert f"line 3 ({rows[1].path}): sha256 differs" in err
+    assert f"line 4 ({rows[2].path}): missing file" in err

@@ -92,21 +92,21 @@ def test_changed_audio_and_changed_extractor_never_get_stale_vectors(corpus):
 
 def test_bad_clips_are_rejected_with_reasons_and_the_rest_kept(corpus, tiny_models):
     rows = corpus.rows
-    (corpus.root / rows[0]["path"]).write_bytes(b"not audio at all")
-    sf.write(corpus.root / rows[1]["path"], np.zeros(30, np.float32), 22050)  # shorter than a frame
-    sf.write(corpus.root / rows[2]["path"], np.zeros(0, np.float32), 22050)
+    (corpus.root / rows[0].path).write_bytes(b"not audio at all")
+    sf.write(corpus.root / rows[1].path, np.zeros(30, np.float32), 22050)  # shorter than a frame
+    sf.write(corpus.root / rows[2].path, np.zeros(0, np.float32), 22050)
     extractor = build_extractor(f"ssl:{tiny_models['tiny-wav2vec2']}@2", device="cpu")
     store = FeatureStore(corpus, extractor)
     report = store.compute(progress=False)
     reasons = {clip: reason for clip, _, reason in report.rejects}
-    assert set(reasons) == {rows[0]["clip_id"], rows[1]["clip_id"], rows[2]["clip_id"]}
-    assert "unreadable" in reasons[rows[0]["clip_id"]]
-    assert "receptive field" in reasons[rows[1]["clip_id"]]
-    assert "empty" in reasons[rows[2]["clip_id"]]
+    assert set(reasons) == {rows[0].clip_id, rows[1].clip_id, rows[2].clip_id}
+    assert "unreadable" in reasons[rows[0].clip_id]
+    assert "receptive field" in reasons[rows[1].clip_id]
+    assert "empty" in reasons[rows[2].clip_id]
     assert report.computed == 45
     rejects = (store.dir / "rejects.csv").read_text().splitlines()
     assert rejects[0] == "clip_id,path,reason" and len(rejects) == 4
-    assert store.load([r["clip_id"] for r in rows[3:]]).shape == (45, 32)
+    assert store.load([r.clip_id for r in rows[3:]]).shape == (45, 32)
 
 
 def test_export_npz(corpus, tmp_path):

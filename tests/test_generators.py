@@ -194,19 +194,19 @@ def test_all_architectures_through_one_code_path_into_one_corpus(data, tmp_path,
                          "--out", str(tmp_path / "corpus"), *vocoder]) == 0
     corpus = Corpus.read(tmp_path / "corpus")
     assert len(corpus.rows) == len(ARCHS) * 2 * 10
-    assert {r["checkpoint"] for r in corpus.rows} == {f"{a}/{c}" for a in ARCHS for c in ("zero-init-s1", "step-000002")}
-    by_arch = {r["architecture"]: r for r in corpus.rows}
+    assert {r.checkpoint for r in corpus.rows} == {f"{a}/{c}" for a in ARCHS for c in ("zero-init-s1", "step-000002")}
+    by_arch = {r.architecture: r for r in corpus.rows}
     assert by_arch["vits"]["vocoder"] == "" and by_arch["fastpitch"]["vocoder"] == "nemo-hifigan-tiny-random-s0"
     assert by_arch["fastpitch"]["implementation"].startswith("nemo-toolkit")
     for row in corpus.rows:
-        assert row["sample_rate"] == "22050" and row["vocoder_swapped"] == "0" and len(row["checkpoint_sha256"]) == 64
+        assert row.sample_rate == 22050 and row.vocoder_swapped is False and len(row.checkpoint_sha256) == 64
     # Resumable and deterministic: a deleted clip is remade with the same bytes, the rest skipped.
-    victim_row = next(r for r in corpus.rows if r["architecture"] == "fastpitch")
-    victim = tmp_path / "corpus" / victim_row["path"]
+    victim_row = next(r for r in corpus.rows if r.architecture == "fastpitch")
+    victim = tmp_path / "corpus" / victim_row.path
     original = victim.read_bytes()
     victim.unlink()
     capsys.readouterr()
-    assert main(["synth", str(tmp_path / "fastpitch" / "checkpoints" / victim_row["checkpoint"].split("/")[1]),
+    assert main(["synth", str(tmp_path / "fastpitch" / "checkpoints" / victim_row.checkpoint.split("/")[1]),
                  "--prompts", str(tmp_path / "prompts.tsv"), "--out", str(tmp_path / "corpus"),
                  "--random-vocoder", "0", "--vocoder-config", "tiny"]) == 0
     assert "1 clips made, 9 already there" in capsys.readouterr().out

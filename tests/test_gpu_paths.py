@@ -89,7 +89,7 @@ def test_knn_search_equals_a_naive_reference_on_a_corpus_with_ties(monkeypatch):
     np.testing.assert_array_equal(knn.predict(Q), np.argmax(votes, axis=1))  # vote ties: first class
 
     rows = study_rows(n_prompts=12)
-    table = ClipTable.from_rows(rows)
+    table = ClipTable.from_records(rows)
     X = np.round(clustered_vectors(rows, dim=8) * 2) / 2  # coarse values: many equal distances
     spec = AttributorSpec.parse("knn:k=9")
     compiled = run_protocol(load_suite("table1")[0], table, X, spec, seeds=[0, 1])
@@ -128,7 +128,7 @@ def test_knn_device_is_a_setting_not_an_identity(monkeypatch):
     asked = []  # the device names kNN is built with, each run on the CPU here
     monkeypatch.setattr(knn_module, "resolve_device", lambda name: (asked.append(name), torch.device("cpu"))[1])
     rows = study_rows(n_prompts=12)
-    run_protocol(load_suite("table1")[0], ClipTable.from_rows(rows), clustered_vectors(rows, dim=8), spec, seeds=[0],
+    run_protocol(load_suite("table1")[0], ClipTable.from_records(rows), clustered_vectors(rows, dim=8), spec, seeds=[0],
                  device="cuda:3")
     assert asked and set(asked) == {"cuda:3"}  # the runner's device reaches every search
 
@@ -136,7 +136,7 @@ def test_knn_device_is_a_setting_not_an_identity(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_knn_on_the_gpu_predicts_as_on_the_cpu():
     rows = study_rows(n_prompts=60)
-    table, X = ClipTable.from_rows(rows), clustered_vectors(rows, dim=64)
+    table, X = ClipTable.from_records(rows), clustered_vectors(rows, dim=64)
     protocol = load_suite("table1")[0]
     spec = AttributorSpec.parse("knn:k=15")
     cpu = run_protocol(protocol, table, X, spec, seeds=[0], device="cpu")
@@ -169,7 +169,7 @@ def test_pipelined_store_is_bit_identical_to_the_serial_loop(tiny_models, speech
         serial[batch] = extractor.extract([waves[i] for i in batch])
     np.testing.assert_array_equal(store.load(), serial)
     # hashed by the decode threads too: each clip gets its own file's hash
-    assert store.audio_hashes() == {r["clip_id"]: sha256_file(corpus.audio_path(r)) for r in corpus.rows}
+    assert store.audio_hashes() == {r.clip_id: sha256_file(corpus.audio_path(r)) for r in corpus.rows}
 
 
 def test_phase_timing_breaks_extraction_down_without_changing_it(tiny_models):

@@ -128,7 +128,7 @@ def test_two_rows_sharing_one_audio_file_are_refused_everywhere(corpus, tmp_path
         manifest = folder / "manifest.csv"
         lines = manifest.read_text().splitlines(keepends=True)
         second = Corpus.read(folder).rows[1]
-        lines[2] = lines[2].replace(second["path"], Corpus.read(folder).rows[0]["path"])  # row 2 -> row 1's file
+        lines[2] = lines[2].replace(second.path, Corpus.read(folder).rows[0].path)  # row 2 -> row 1's file
         manifest.write_text("".join(lines))
     shared = "line 3: path '.*' is the audio file of the row at line 2 too"
     with pytest.raises(ManifestError, match=shared):
@@ -145,10 +145,10 @@ def test_an_empty_clip_whose_hash_matches_is_refused_by_pack_and_import(corpus, 
     pack_corpus(corpus, rel, log=lambda _: None)
     row, empty = Corpus.read(corpus).rows[4], hashlib.sha256(b"").hexdigest()
     for folder in (corpus, rel):  # a 0-byte clip, and every hash that names it made to match
-        (folder / row["path"]).write_bytes(b"")
+        (folder / row.path).write_bytes(b"")
         for name in ("manifest.csv", "metadata.jsonl", "SHA256SUMS"):
             if (folder / name).exists():
-                (folder / name).write_text((folder / name).read_text().replace(row["sha256"], empty))
+                (folder / name).write_text((folder / name).read_text().replace(row.sha256, empty))
     sums = rel / "SHA256SUMS"
     sums.write_text(re.sub(r"^[0-9a-f]{64}(?=  (manifest\.csv|metadata\.jsonl)$)",
                            lambda m: sha256_file(rel / m.group(1)), sums.read_text(), flags=re.M))
@@ -210,9 +210,9 @@ def test_a_fifo_is_refused_by_name_not_read(corpus, tmp_path):
     assert run.returncode == 1 and f"error: {fifo}: not a regular file (a FIFO): give an audio file" in run.stderr
     # in a corpus, and in a tree to import: refused by name, never opened
     row = Corpus.read(corpus).rows[2]
-    (corpus / row["path"]).unlink()
-    os.mkfifo(corpus / row["path"])
-    with pytest.raises(ManifestError, match=rf"line 4: not a regular file \(a FIFO\): give an audio file '{row['path']}'"):
+    (corpus / row.path).unlink()
+    os.mkfifo(corpus / row.path)
+    with pytest.raises(ManifestError, match=rf"line 4: not a regular file \(a FIFO\): give an audio file '{row.path}'"):
         Corpus.read(corpus)
     tree = tmp_path / "tree" / "vits" / "step-1"
     tree.mkdir(parents=True)
@@ -231,6 +231,6 @@ def test_an_over_long_clip_is_refused_from_its_header_unless_the_limit_is_raised
     assert main(["attribute", str(long_clip), "--support", str(corpus), "--extractor", "lfcc", "--k", "3", "--quiet",
                  "--max-seconds", "61.5"]) == 0
     # the feature store: rejected with its length, the rest computed
-    shutil.copy(long_clip, corpus / Corpus.read(corpus).rows[0]["path"])
+    shutil.copy(long_clip, corpus / Corpus.read(corpus).rows[0].path)
     assert main(["features", str(corpus), "--extractor", "lfcc", "--store", str(tmp_path / "store"), "--quiet"]) == 1
     assert "61.0 s long, above the limit of 60 s" in capsys.readouterr().err

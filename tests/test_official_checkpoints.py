@@ -149,9 +149,9 @@ def test_synth_takes_official_files_and_tells_their_architecture(official, tmp_p
     assert "--trust-checkpoint" not in err
     assert main([*matcha, "--trust"]) == 0
     rows = Corpus.read(out).rows
-    assert {r["checkpoint"] for r in rows} == {"gradtts/pretrained", "vits/pretrained", "fastpitch/pretrained",
+    assert {r.checkpoint for r in rows} == {"gradtts/pretrained", "vits/pretrained", "fastpitch/pretrained",
                                                "matcha/pretrained"}
-    assert {r["checkpoint_sha256"] for r in rows if r["architecture"] == "gradtts"} == {inspect_sha(official / "grad-tts.pt")}
+    assert {r.checkpoint_sha256 for r in rows if r.architecture == "gradtts"} == {inspect_sha(official / "grad-tts.pt")}
     # The generic vocoder name works too: generator_v1 when only hifigan_T2_v1 is there.
     assert load_vocoder("hifigan", str(official / "generator_v1"), "tiny").name == "hifigan_T2_v1"
 
@@ -199,7 +199,7 @@ def test_synth_hashes_the_file_an_alias_names_and_pins_the_thread_count(tmp_path
     assert "0 job(s) failed, 3 CPU threads; manifest written" in capsys.readouterr().out
     assert torch.get_num_threads() == 3
     for corpus in ("one", "all"):
-        assert [r["checkpoint_sha256"] for r in Corpus.read(tmp_path / corpus).rows] == [inspect_sha(tmp_path / "grad-tts.pt")]
+        assert [r.checkpoint_sha256 for r in Corpus.read(tmp_path / corpus).rows] == [inspect_sha(tmp_path / "grad-tts.pt")]
     assert main(["synth", "--recipe", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "x"), "--threads", "0"]) == 2
     assert "threads must be a positive integer, got 0" in capsys.readouterr().err
 

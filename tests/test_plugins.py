@@ -199,9 +199,9 @@ def test_a_plugin_from_outside_trains_synthesises_and_is_benchmarked(toy_site, t
     sourcetrace(toy_site, "synth", "--recipe", str(tmp_path / "recipe.toml"), "--out", str(tmp_path / "corpus"))
     corpus = Corpus.read(tmp_path / "corpus")
     assert len(corpus.rows) == 12 * 10
-    assert {r["checkpoint"] for r in corpus.rows} == {f"toyarch/step-{s:06d}" for s in steps} | {
+    assert {r.checkpoint for r in corpus.rows} == {f"toyarch/step-{s:06d}" for s in steps} | {
         f"toyarch/zero-init-s{s}" for s in (1, 2, 3)}
-    assert {r["implementation"] for r in corpus.rows} == {"toyplug 0.1"} and {r["vocoder"] for r in corpus.rows} == {"toy"}
+    assert {r.implementation for r in corpus.rows} == {"toyplug 0.1"} and {r.vocoder for r in corpus.rows} == {"toy"}
     # One architecture: attribution between its checkpoints only (the indomain protocol at checkpoint level).
     indomain = resources.files("sourcetrace.benchmark").joinpath("protocols", "indomain.toml").read_text()
     (tmp_path / "indomain.toml").write_text(indomain.replace('levels = ["checkpoint", "architecture"]',

@@ -5,6 +5,7 @@ the errors a corpus that cannot ask a question gets, and the existing protocols 
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def beyond_rows(**overrides) -> list[dict]:
 @pytest.fixture(scope="module")
 def beyond():
     rows = beyond_rows()
-    return rows, ClipTable.from_rows(rows, source=CORPUS), clustered_vectors(rows, dim=16)
+    return rows, ClipTable.from_records(rows, source=CORPUS), clustered_vectors(rows, dim=16)
 
 
 def _prompts_never_cross(table, split):
@@ -93,12 +94,12 @@ def test_label_columns_do_not_change_existing_protocols():
     """The same corpus with and without the columns the new levels read: identical runs."""
     plain = study_rows(n_prompts=10)
     labelled = study_rows(n_prompts=10, provenance=True)
-    assert [{k: r[k] for k in p} for p, r in zip(plain, labelled)] == plain
+    assert [replace(r, implementation="", speaker="", vocoder_family="") for r in labelled] == plain
     X = clustered_vectors(plain, dim=8)
     assert np.array_equal(X, clustered_vectors(labelled, dim=8))
     spec = AttributorSpec.parse("knn:k=5")
     for protocol in load_suite("table1"):
-        runs = [run_protocol(protocol, ClipTable.from_rows(rows), X, spec, seeds=[0, 1]) for rows in (plain, labelled)]
+        runs = [run_protocol(protocol, ClipTable.from_records(rows), X, spec, seeds=[0, 1]) for rows in (plain, labelled)]
         assert json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True), protocol.name
 
 
@@ -115,8 +116,8 @@ def test_implementation_level_compares_two_codebases_of_one_architecture(beyond)
             assert dict(zip(*np.unique(table.labels("implementation")[side], return_counts=True))) == {
                 "coqui-tts": len(side) // 2, "espnet": len(side) // 2}
     # The label is the codebase, whatever version a clip records.
-    older = [dict(r, implementation="coqui-tts 0.27.1") if r["checkpoint"] == "vits/pretrained" else r for r in rows]
-    assert sorted(set(ClipTable.from_rows(older).labels("implementation")[splits[0].support])) == ["coqui-tts", "espnet"]
+    older = [replace(r, implementation="coqui-tts 0.27.1") if r.checkpoint == "vits/pretrained" else r for r in rows]
+    assert sorted(set(ClipTable.from_records(older).labels("implementation")[splits[0].support])) == ["coqui-tts", "espnet"]
     run = run_protocol(protocol, table, X, AttributorSpec.parse("knn:k=5"), seeds=[0, 1])
     assert list(run["levels"]) == ["implementation"]
     assert run["levels"]["implementation"]["confusion"]["labels"] == ["coqui-tts", "espnet"]
@@ -127,9 +128,9 @@ def test_vocoder_family_level_equals_an_independent_sklearn_computation(beyond):
     rows, table, X = beyond
     protocol = load_protocol("vocoder-family")
     run = run_protocol(protocol, table, X, AttributorSpec.parse("knn:k=7"), seeds=[0, 1])
-    ckpt, prompt = np.array([r["checkpoint"] for r in rows]), np.array([r["prompt_id"] for r in rows])
-    family = np.array([r["vocoder_family"] for r in rows])
-    mel_trained = np.array([r["architecture"] in ("fastpitch", "gradtts", "matcha")
+    ckpt, prompt = np.array([r.checkpoint for r in rows]), np.array([r.prompt_id for r in rows])
+    family = np.array([r.vocoder_family for r in rows])
+    mel_trained = np.array([r.architecture in ("fastpitch", "gradtts", "matcha")
                             and (c.endswith("/pretrained") or "/step-" in c) for r, c in zip(rows, ckpt)])
     expected = []
     for seed, split in zip((0, 1), build_splits(protocol, table, [0, 1])):
@@ -147,9 +148,9 @@ def test_vocoder_family_level_equals_an_independent_sklearn_computation(beyond):
 
 def test_vocoder_family_needs_every_vocoder_of_every_checkpoint(beyond):
     rows, _, _ = beyond
-    gap = [r for r in rows if r["clip_id"] != "gradtts/step-050000/LJ-0004@vocos-mel24k"]
+    gap = [r for r in rows if r.clip_id != "gradtts/step-050000/LJ-0004@vocos-mel24k"]
     with pytest.raises(UnsatisfiableProtocol, match=r"'gradtts/step-050000' with vocoder vocos-mel24k lacks 1 prompt"):
-        build_splits(load_protocol("vocoder-family"), ClipTable.from_rows(gap), [0, 1, 2])
+        build_splits(load_protocol("vocoder-family"), ClipTable.from_records(gap), [0, 1, 2])
 
 
 def test_finetune_speaker_level_from_the_speaker_column_or_the_name(beyond):
@@ -162,14 +163,14 @@ def test_finetune_speaker_level_from_the_speaker_column_or_the_name(beyond):
     assert [labels[split.support].tolist().count(s) for s in SPEAKERS] == [len(split.support) // 3] * 3
     assert set(labels) == {*SPEAKERS, "LJ"}  # every other checkpoint speaks the training speaker
     # A corpus without the speaker column (e.g. imported): the ft-<speaker> names give the same labels.
-    unnamed = ClipTable.from_rows([{k: v for k, v in r.items() if k != "speaker"} for r in rows])
+    unnamed = ClipTable.from_records([replace(r, speaker="") for r in rows])
     assert np.array_equal(unnamed.labels("finetune-speaker")[split.support], labels[split.support])
     run = run_protocol(protocol, table, X, AttributorSpec.parse("knn:k=3"), seeds=[0, 1])
     assert run["levels"]["finetune-speaker"]["confusion"]["labels"] == sorted(SPEAKERS)
     # A speaker column that contradicts the checkpoint's name is refused, naming the checkpoint.
-    wrong = [dict(r, speaker="92") if r["checkpoint"] == "matcha/ft-6097" else r for r in rows]
+    wrong = [replace(r, speaker="92") if r.checkpoint == "matcha/ft-6097" else r for r in rows]
     with pytest.raises(UnsatisfiableProtocol, match=r"'matcha/ft-6097' is the fine-tune of speaker '6097'.*\['92'\]"):
-        build_splits(protocol, ClipTable.from_rows(wrong), [0])
+        build_splits(protocol, ClipTable.from_records(wrong), [0])
 
 
 def test_a_corpus_that_cannot_ask_the_question_is_told_what_is_missing(beyond):
@@ -177,9 +178,9 @@ def test_a_corpus_that_cannot_ask_the_question_is_told_what_is_missing(beyond):
     study = study_rows(n_prompts=10, provenance=True)  # the study's corpus: one VITS, HiFi-GANs only, one speaker
     cases = [
         ("implementation", study, r"architecture 'vits-espnet' is not in the corpus"),
-        ("implementation", [dict(r, implementation="coqui-tts 0.28.0") if r["architecture"] == "vits-espnet" else r
+        ("implementation", [replace(r, implementation="coqui-tts 0.28.0") if r.architecture == "vits-espnet" else r
                             for r in rows], r"support holds 1 implementation class \['coqui-tts'\]: the question needs two implementations"),
-        ("implementation", [dict(r, implementation="") if r["checkpoint"] == "vits-espnet/step-050000" else r for r in rows],
+        ("implementation", [replace(r, implementation="") if r.checkpoint == "vits-espnet/step-050000" else r for r in rows],
          r"10 clip\(s\) of checkpoint 'vits-espnet/step-050000' have no implementation label \(manifest column 'implementation' empty\)"),
         ("vocoder-family", study, r"support holds 1 vocoder-family class \['hifigan'\]"),
         ("vocoder-family", study_rows(n_prompts=10), r"none of the protocol's \d+ clips records one \(manifest column 'vocoder_family'"),
@@ -189,7 +190,7 @@ def test_a_corpus_that_cannot_ask_the_question_is_told_what_is_missing(beyond):
     ]
     for name, corpus_rows, message in cases:
         with pytest.raises(UnsatisfiableProtocol, match=message) as err:
-            build_splits(load_protocol(name), ClipTable.from_rows(corpus_rows, source=CORPUS), [0])
+            build_splits(load_protocol(name), ClipTable.from_records(corpus_rows, source=CORPUS), [0])
         assert str(err.value).startswith(f"protocol {name!r} cannot run on corpus {CORPUS!r}; missing:"), str(err.value)
 
 
@@ -233,10 +234,10 @@ def test_a_fine_tune_question_leaves_out_an_architecture_without_fine_tunes(beyo
     """An inference-only generator (XTTS: zero-init models only) sits in the corpus beside the
     fine-tuned architectures; finetune-speaker asks its question of the others."""
     rows, _, _ = beyond
-    xtts = [dict(r, clip_id=r["clip_id"].replace("vits/", "xtts/", 1), architecture="xtts",
-                 checkpoint=r["checkpoint"].replace("vits/", "xtts/", 1), implementation="coqui-tts 0.28.0")
-            for r in rows if r["checkpoint"].startswith("vits/zero-init")]
-    table = ClipTable.from_rows(rows + xtts, source=CORPUS)
+    xtts = [replace(r, clip_id=r.clip_id.replace("vits/", "xtts/", 1), architecture="xtts",
+                 checkpoint=r.checkpoint.replace("vits/", "xtts/", 1), implementation="coqui-tts 0.28.0")
+            for r in rows if r.checkpoint.startswith("vits/zero-init")]
+    table = ClipTable.from_records(rows + xtts, source=CORPUS)
     splits = build_splits(load_protocol("finetune-speaker"), table, [0, 1])
     used = {a for s in splits for a in table.architecture[np.concatenate([s.support, s.query])]}
     assert "xtts" not in used and {"vits", "vits-espnet"} <= used

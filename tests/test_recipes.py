@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -147,12 +148,12 @@ def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study
     assert "default: 560 clips" in output and "swapped to hifigan-matcha: 200 clips" in output
     corpus = Corpus.read(whole)
     assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * N_PROMPTS
-    table = ClipTable.from_rows(corpus.rows)
+    table = ClipTable.from_records(corpus.rows)
     for protocol in load_suite("table1"):
         assert build_splits(protocol, table, [0]), protocol.name  # raises if the corpus lacks anything
-    row = next(r for r in corpus.rows if r["vocoder_swapped"] == "1")
-    assert row["vocoder"] != f"hifigan-{row['architecture']}" and len(row["vocoder_sha256"]) == 64
-    assert {r["speaker"] for r in corpus.rows if r["checkpoint"].endswith("ft-9136")} == {"9136"}
+    row = next(r for r in corpus.rows if r.vocoder_swapped)
+    assert row.vocoder != f"hifigan-{row.architecture}" and len(row.vocoder_sha256) == 64
+    assert {r.speaker for r in corpus.rows if r.checkpoint.endswith("ft-9136")} == {"9136"}
 
     # kill -9 in the middle, twice, then resume: the same manifest and the same audio bytes.
     cut = tmp_path / "cut"
@@ -168,7 +169,7 @@ def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study
     assert rest.returncode == 0, output
     assert (cut / "manifest.csv").read_bytes() == (whole / "manifest.csv").read_bytes()
     for r in corpus.rows:
-        assert (cut / r["path"]).read_bytes() == (whole / r["path"]).read_bytes()
+        assert (cut / r.path).read_bytes() == (whole / r.path).read_bytes()
     assert not list(cut.rglob("*.tmp*"))  # nothing half-written left behind
 
     # A rerun has nothing to do; verify checks audio and the recipe.
@@ -215,15 +216,15 @@ def test_verify_finds_corruption_and_departures_from_the_recipe(study, tmp_path,
     monkeypatch.chdir(study)
     assert main(["corpus", "verify", str(out), "--recipe", recipe]) == 0
     corpus = Corpus.read(out)
-    victim = out / corpus.rows[5]["path"]
+    victim = out / corpus.rows[5].path
     victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])  # truncated
-    corpus.rows[7]["seed"] = "12345"                                          # provenance edited
+    corpus.rows[7] = replace(corpus.rows[7], seed=12345)                     # provenance edited
     del corpus.rows[9]                                                        # a clip dropped
     corpus.write()
     capsys.readouterr()
     assert main(["corpus", "verify", str(out), "--recipe", recipe]) == 1
     err = capsys.readouterr().err
-    assert corpus.rows[5]["path"] in err and "seed is '12345'" in err and "1 clip(s) of the recipe are not" in err
+    assert corpus.rows[5].path in err and "seed is '12345'" in err and "1 clip(s) of the recipe are not" in err
 
 
 def test_a_bad_checkpoint_is_reported_and_skipped_the_rest_kept(study, tmp_path, capsys, monkeypatch):
@@ -254,13 +255,13 @@ def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, 
     runs = {}
     for name, recipe in (("a", "batched.toml"), ("b", "batched.toml"), ("single", "single.toml")):
         regenerate(load_recipe(study / recipe, base=study), tmp_path / name, progress=False, log=lambda m: None)
-        runs[name] = {r["clip_id"]: r for r in Corpus.read(tmp_path / name).rows}
+        runs[name] = {r.clip_id: r for r in Corpus.read(tmp_path / name).rows}
     assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
-    batched = [c for c, r in runs["a"].items() if r["batch_size"] == "4"]
-    assert {runs["a"][c]["architecture"] for c in batched} == {"gradtts", "matcha"}
+    batched = [c for c, r in runs["a"].items() if r.batch_size == 4]
+    assert {runs["a"][c].architecture for c in batched} == {"gradtts", "matcha"}
     for clip in runs["a"]:
         assert runs["a"][clip]["duration_s"] == runs["single"][clip]["duration_s"], clip
-    assert any(runs["a"][c]["sha256"] != runs["single"][c]["sha256"] for c in batched)  # other noise
+    assert any(runs["a"][c].sha256 != runs["single"][c].sha256 for c in batched)  # other noise
     from sourcetrace.pipeline.regenerate import check_against_recipe
 
     assert check_against_recipe(Corpus.read(tmp_path / "a"), load_recipe(study / "batched.toml", base=study)) == []

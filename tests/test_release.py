@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from sourcetrace.corpus.release import pack_corpus
 
 def _identity(root: Path) -> str:
     corpus = Corpus.read(root)
-    return corpus_identity(corpus, {r["clip_id"]: sha256_file(corpus.audio_path(r)) for r in corpus.rows})["sha256"]
+    return corpus_identity(corpus, {r.clip_id: sha256_file(corpus.audio_path(r)) for r in corpus.rows})["sha256"]
 
 
 def _require_datasets_audio():
@@ -106,7 +107,7 @@ def test_release_holds_no_path_or_name_of_this_machine(corpus_and_release):
 def test_corrupt_clip_fails_the_pack_by_name_and_writes_nothing(corpus_and_release, tmp_path, capsys):
     corpus_dir, _ = corpus_and_release
     shutil.copytree(corpus_dir, tmp_path / "corpus")
-    clip = Corpus.read(tmp_path / "corpus").rows[7]["path"]
+    clip = Corpus.read(tmp_path / "corpus").rows[7].path
     data = bytearray((tmp_path / "corpus" / clip).read_bytes())
     data[-100] ^= 0xFF
     (tmp_path / "corpus" / clip).write_bytes(bytes(data))
@@ -127,7 +128,7 @@ def test_pack_refuses_a_non_empty_out_and_fills_an_empty_one(corpus_and_release,
     assert main(["corpus", "pack", str(corpus_dir), "--out", str(tmp_path / "empty"), "--link", "hardlink",
                  "--license", "cc0-1.0"]) == 0
     row = Corpus.read(corpus_dir).rows[0]
-    assert os.path.samefile(tmp_path / "empty" / row["path"], corpus_dir / row["path"])
+    assert os.path.samefile(tmp_path / "empty" / row.path, corpus_dir / row.path)
     assert 'license: "cc0-1.0"' in (tmp_path / "empty/README.md").read_text(encoding="utf-8")
 
 
@@ -156,10 +157,10 @@ def test_import_refuses_an_edited_release(corpus_and_release, tmp_path):
     _, release = corpus_and_release
     shutil.copytree(release, tmp_path / "rel")
     rows = Corpus.read(tmp_path / "rel").rows
-    (tmp_path / "rel" / rows[3]["path"]).write_bytes(b"RIFF")
-    with pytest.raises(ManifestError, match=re.escape(f"{rows[3]['path']}: sha256 differs from SHA256SUMS")):
+    (tmp_path / "rel" / rows[3].path).write_bytes(b"RIFF")
+    with pytest.raises(ManifestError, match=re.escape(f"{rows[3].path}: sha256 differs from SHA256SUMS")):
         import_corpus(tmp_path / "rel", tmp_path / "back")
-    shutil.copy(release / rows[3]["path"], tmp_path / "rel" / rows[3]["path"])
+    shutil.copy(release / rows[3].path, tmp_path / "rel" / rows[3].path)
     lines = (tmp_path / "rel/metadata.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     lines[2] = lines[2].replace('"prompt_id": "p2"', '"prompt_id": "p9"')
     (tmp_path / "rel/metadata.jsonl").write_text("".join(lines), encoding="utf-8")
@@ -181,11 +182,9 @@ def test_pack_refuses_names_a_release_or_datasets_would_misread(corpus_and_relea
     corpus_dir, _ = corpus_and_release
     shutil.copytree(corpus_dir, tmp_path / "corpus")
     corpus = Corpus.read(tmp_path / "corpus")
-    (tmp_path / "corpus/README.md").write_bytes((tmp_path / "corpus" / corpus.rows[1]["path"]).read_bytes())
-    corpus.rows[1]["path"] = "README.md"
-    corpus.rows[1]["sha256"] = ""
-    for row in corpus.rows:
-        row["audio_file_name"] = "x"
+    (tmp_path / "corpus/README.md").write_bytes((tmp_path / "corpus" / corpus.rows[1].path).read_bytes())
+    corpus.rows[1] = replace(corpus.rows[1], path="README.md", sha256="")
+    corpus.rows = [replace(row, extra={"audio_file_name": "x"}) for row in corpus.rows]
     corpus.write()
     with pytest.raises(ManifestError) as caught:
         pack_corpus(tmp_path / "corpus", tmp_path / "rel")

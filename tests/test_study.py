@@ -16,7 +16,7 @@ pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.
 pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
 
 from sourcetrace.cli import main  # noqa: E402
-from sourcetrace.corpus import Corpus  # noqa: E402
+from sourcetrace.corpus import ClipRecord, Corpus  # noqa: E402
 from sourcetrace.pipeline.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
 from sourcetrace.pipeline.study import STAGES, Study  # noqa: E402
 
@@ -168,12 +168,12 @@ def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
     for job in jobs:
         family = vocoder_class(recipe.corpus.vocoders[job.vocoder].kind).family if job.vocoder else ""
         for k in range(60):
-            rows.append({"clip_id": clip_location(job.checkpoint, f"P{k:03d}", job.vocoder or "", job.swapped)[0],
-                         "architecture": job.architecture, "checkpoint": job.checkpoint, "prompt_id": f"P{k:03d}",
-                         "vocoder": job.vocoder or "", "vocoder_swapped": "1" if job.swapped else "0",
-                         "speaker": job.speaker, "vocoder_family": family,
-                         "implementation": f"{generator_class(job.architecture).package} 1.0"})
-    table = ClipTable.from_rows(rows)
+            rows.append(ClipRecord(
+                clip_id=clip_location(job.checkpoint, f"P{k:03d}", job.vocoder or "", job.swapped)[0], path="",
+                architecture=job.architecture, checkpoint=job.checkpoint, prompt_id=f"P{k:03d}", text="",
+                vocoder=job.vocoder or "", vocoder_swapped=job.swapped, speaker=job.speaker, vocoder_family=family,
+                implementation=f"{generator_class(job.architecture).package} 1.0"))
+    table = ClipTable.from_records(rows)
     for protocol in Study(MINI.parent / name, tmp_path).protocols():
         assert build_splits(protocol, table, [0]), protocol.name
 
@@ -207,7 +207,7 @@ def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, loc
     assert main(["run", str(recipe), "--workdir", str(work), "--backend", "slurm", "--stages", "synth,features"]) == 0
     assert (work / "corpus" / "manifest.csv").read_bytes() == (local / "corpus" / "manifest.csv").read_bytes()
     for row in Corpus.read(local / "corpus").rows:
-        assert (work / "corpus" / row["path"]).read_bytes() == (local / "corpus" / row["path"]).read_bytes()
+        assert (work / "corpus" / row.path).read_bytes() == (local / "corpus" / row.path).read_bytes()
     # The job array's feature parts hold exactly the vectors the local run computed.
     import numpy as np
 

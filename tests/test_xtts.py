@@ -4,6 +4,7 @@ with Coqui's own code and read back, and zero-shot synthesis that follows its re
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,12 +129,12 @@ def test_a_recipe_gives_each_prompt_a_reference_and_verify_checks_it(tmp_path, r
     report = regenerate(load_recipe(tmp_path / "recipe.toml"), out, progress=False, log=lambda _: None)
     assert report.failed == [] and report.made == 3 * 3
     corpus = Corpus.read(out)
-    for checkpoint in {r["checkpoint"] for r in corpus.rows}:
-        rows = sorted((r for r in corpus.rows if r["checkpoint"] == checkpoint), key=lambda r: r["prompt_id"])
-        assert [r["reference"] for r in rows] == ["ref0.wav", "ref1.wav", "ref0.wav"]
+    for checkpoint in {r.checkpoint for r in corpus.rows}:
+        rows = sorted((r for r in corpus.rows if r.checkpoint == checkpoint), key=lambda r: r.prompt_id)
+        assert [r.reference for r in rows] == ["ref0.wav", "ref1.wav", "ref0.wav"]
     monkeypatch.chdir(tmp_path)
     assert main(["corpus", "verify", "corpus", "--recipe", "recipe.toml"]) == 0
-    corpus.rows[0]["reference"] = "ref1.wav" if corpus.rows[0]["reference"] == "ref0.wav" else "ref0.wav"
+    corpus.rows[0] = replace(corpus.rows[0], reference="ref1.wav" if corpus.rows[0].reference == "ref0.wav" else "ref0.wav")
     corpus.write()
     capsys.readouterr()
     assert main(["corpus", "verify", "corpus", "--recipe", "recipe.toml"]) == 1
@@ -170,9 +171,9 @@ def test_a_recipe_reference_can_name_a_speaker_the_release_stores(tmp_path, refe
                        in line for line in failures), failures
             continue
         assert report.failed == [] and report.made == 2
-        rows = sorted(Corpus.read(tmp_path / name).rows, key=lambda r: r["prompt_id"])
-        assert [r["reference"] for r in rows] == [reference] * 2
-        clips[name] = [(tmp_path / name / r["path"]).read_bytes() for r in rows]
+        rows = sorted(Corpus.read(tmp_path / name).rows, key=lambda r: r.prompt_id)
+        assert [r.reference for r in rows] == [reference] * 2
+        clips[name] = [(tmp_path / name / r.path).read_bytes() for r in rows]
     assert clips["stored"] == clips["clip"]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nobody").write_bytes(Path(references[0]).read_bytes())  # a clip of that name changes nothing:

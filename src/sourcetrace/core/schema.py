@@ -124,10 +124,16 @@ def _problems(value, spec, where: str, out: list[str]) -> None:
         raise TypeError(f"not a schema: {spec!r}")
 
 
-def check(value, spec, source: str, error: type[Exception] = ValueError):
-    """Return `value` when it fits `spec`; else raise `error` naming `source` and every problem."""
+def problems(value, spec) -> list[str]:
+    """Every way `value` departs from `spec`, each naming its key (for readers that add a line number)."""
     out: list[str] = []
     _problems(value, spec, "", out)
+    return out
+
+
+def check(value, spec, source: str, error: type[Exception] = ValueError):
+    """Return `value` when it fits `spec`; else raise `error` naming `source` and every problem."""
+    out = problems(value, spec)
     if out:
         shown = "; ".join(out[:10]) + (f"; ... and {len(out) - 10} more" if len(out) > 10 else "")
         raise error(f"{source}: {shown}")
@@ -135,6 +141,13 @@ def check(value, spec, source: str, error: type[Exception] = ValueError):
 
 
 # ---- the schemas -----------------------------------------------------------------------------
+
+# The typed values of a corpus manifest, spelled as CSV text (sourcetrace.corpus.columns.ClipRecord says
+# which column has which): one spelling each, the one sourcetrace writes, so a file reads back to its bytes.
+MANIFEST_TEXT = str
+MANIFEST_INT = Text(r"-?(0|[1-9][0-9]*)", "an integer written as sourcetrace writes it (digits, no leading zeros)")
+MANIFEST_SECONDS = Text(r"(0|[1-9][0-9]*)(\.[0-9]+)?", "a number of seconds written as sourcetrace writes it (e.g. 2.768)")
+MANIFEST_BOOL = OneOf(("1", "0"), "boolean spelling: sourcetrace writes 1 for true and 0 for false")
 
 # The label levels a protocol can score (benchmark/protocol.py LEVEL_COLUMNS says where each label comes from);
 # the study's two are what a protocol balances unless it says otherwise.

@@ -5,6 +5,7 @@ Every stage after synthesis reads corpora through `Corpus.read`, so every later 
 checks made in `corpus.manifest`. This package is the domain layer's bottom: it imports `core` only.
 """
 
+from sourcetrace.corpus.columns import ClipRecord
 from sourcetrace.corpus.importers import import_corpus
 from sourcetrace.corpus.manifest import (
     MANIFEST,
@@ -16,5 +17,5 @@ from sourcetrace.corpus.manifest import (
     verify_corpus,
 )
 
-__all__ = ["MANIFEST", "Corpus", "ManifestError", "audio_facts", "corpus_identity", "import_corpus", "label_values",
+__all__ = ["MANIFEST", "ClipRecord", "Corpus", "ManifestError", "audio_facts", "corpus_identity", "import_corpus", "label_values",
            "verify_corpus"]

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from sourcetrace.core.audio import AUDIO_SUFFIXES, file_problem
 from sourcetrace.core.errors import NothingWritten
 from sourcetrace.core.fileio import NO_SPACE
 from sourcetrace.core.naming import checkpoint_label, clip_location
+from sourcetrace.corpus.columns import AUDIO_FACTS, IMPORTED_COLUMNS, REQUIRED_COLUMNS, ClipRecord, columns_of
 from sourcetrace.corpus.manifest import (
     MANIFEST,
-    OPTIONAL_COLUMNS,
-    REQUIRED_COLUMNS,
     Corpus,
     ManifestError,
     audio_facts,
@@ -23,6 +23,7 @@ from sourcetrace.corpus.manifest import (
     outside_kind,
     place_file,
     read_csv_rows,
+    records,
 )
 from sourcetrace.corpus.release import import_release, is_release
 
@@ -34,11 +35,11 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     if src.is_dir() and is_release(src):
         return import_release(src, out, link)
     if src.is_dir():
-        entries, source = _entries_from_tree(src), src
+        (entries, columns), source = _entries_from_tree(src), src
     elif src.suffix.lower() == ".csv":
-        entries, source = _entries_from_csv(src), src
+        (entries, columns), source = _entries_from_csv(src), src
     elif src.is_file():
-        entries, source = _entries_from_protocol(src), src
+        (entries, columns), source = _entries_from_protocol(src), src
     else:
         raise ManifestError(src, ["no such file or folder"])
     if not entries:
@@ -54,18 +55,18 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
         if not src_audio.is_file():
             problems.append(f"{where}: {file_problem(src_audio) or 'missing file'} {str(src_audio)!r}")
             continue
-        unreadable = audio_header_problem(src_audio, {})
+        unreadable = audio_header_problem(src_audio, None)
         if unreadable:
             problems.append(f"{where}: {str(src_audio)!r}: {unreadable}")
             continue
-        inside = PurePosixPath(row["checkpoint"], row["clip_id"].replace("/", "__") + src_audio.suffix.lower()).as_posix()
-        row["path"] = f"audio/{inside}"
+        inside = PurePosixPath(row.checkpoint, row.clip_id.replace("/", "__") + src_audio.suffix.lower()).as_posix()
+        row = replace(row, path=f"audio/{inside}")
         if outside_kind(audio_root, inside):
-            problems.append(f"{where}: checkpoint {row['checkpoint']!r} or clip_id {row['clip_id']!r} would put the "
-                            f"audio at {row['path']!r}, outside {out / 'audio'}; use names without '..' or a leading '/'")
-        elif row["path"] in destinations:
-            problems.append(f"{where}: clip would be written to {row['path']!r}, as the clip at {destinations[row['path']]}")
-        destinations.setdefault(row["path"], where)
+            problems.append(f"{where}: checkpoint {row.checkpoint!r} or clip_id {row.clip_id!r} would put the "
+                            f"audio at {row.path!r}, outside {out / 'audio'}; use names without '..' or a leading '/'")
+        elif row.path in destinations:
+            problems.append(f"{where}: clip would be written to {row.path!r}, as the clip at {destinations[row.path]}")
+        destinations.setdefault(row.path, where)
         present.append((where, src_audio, row))
     # Validate labels and destinations before touching the disk, with the source's own line numbers:
     # a refused input leaves nothing behind.
@@ -75,11 +76,12 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
     placed: list[Path] = []
     try:
+        rows = []
         for _, src_audio, row in present:
-            place_file(src_audio, out / row["path"], link)
-            placed.append(out / row["path"])
-            row.update(audio_facts(out / row["path"]))
-        corpus = Corpus(root=out, rows=[row for _, _, row in present], columns=list(REQUIRED_COLUMNS))
+            place_file(src_audio, out / row.path, link)
+            placed.append(out / row.path)
+            rows.append(replace(row, **audio_facts(out / row.path)))
+        corpus = Corpus(root=out, rows=rows, columns=columns)
         corpus.write()
     except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
         if first_new is not None:
@@ -92,7 +94,10 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     return corpus
 
 
-def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+Entries = list[tuple[str, Path, ClipRecord]]  # (where in the source, audio file, its record without a path yet)
+
+
+def _entries_from_tree(src: Path) -> tuple[Entries, list[str]]:
     """`<architecture>/<checkpoint>/*.wav`; optional transcript `<stem>.txt` beside each clip."""
     entries = []
     for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()):
@@ -103,21 +108,21 @@ def _entries_from_tree(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
         transcript = audio.with_suffix(".txt")
         text = transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else ""
         checkpoint = checkpoint_label(arch, ckpt_dir)
-        entries.append((rel.as_posix(), audio, {
-            "clip_id": clip_location(checkpoint, audio.stem)[0], "architecture": arch, "checkpoint": checkpoint,
-            "prompt_id": audio.stem, "text": text,
-        }))
-    return entries
+        entries.append((rel.as_posix(), audio, ClipRecord(
+            clip_id=clip_location(checkpoint, audio.stem)[0], path="", architecture=arch, checkpoint=checkpoint,
+            prompt_id=audio.stem, text=text)))
+    return entries, [*REQUIRED_COLUMNS, *AUDIO_FACTS]
 
 
-def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+def _entries_from_csv(src: Path) -> tuple[Entries, list[str]]:
     """A CSV with the manifest columns; paths relative to the CSV. `path`, `architecture` and
-    `checkpoint` are required; clip_id defaults to `<checkpoint>/<stem>`, prompt_id to the stem."""
+    `checkpoint` are required; clip_id defaults to `<checkpoint>/<stem>`, prompt_id to the stem.
+    The manifest gets the CSV's columns (unknown ones kept) and every column an import writes."""
     columns, located = read_csv_rows(src)
     missing = [c for c in ("path", "architecture", "checkpoint") if c not in columns]
     if missing:
         raise ManifestError(src, [f"header lacks required column(s): {', '.join(missing)}"])
-    entries = []
+    entries, rows = [], []
     for n, raw in located:
         row = {k: v.strip() for k, v in raw.items()}
         rel = row["path"]
@@ -131,13 +136,15 @@ def _entries_from_csv(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
         row["prompt_id"] = row["prompt_id"] or stem
         row["clip_id"] = row.get("clip_id") or f"{row['checkpoint']}/{stem}"
         row.setdefault("text", "")
-        for col in OPTIONAL_COLUMNS:
-            row.setdefault(col, "")
+        rows.append(row)
         entries.append((f"line {n}", audio, row))
-    return entries
+    # the audio facts the CSV may give are measured again on import: only the others are read
+    typed = records(src, [(where, {k: v for k, v in row.items() if k not in AUDIO_FACTS}) for where, _, row in entries])
+    return ([(where, audio, record) for (where, audio, _), record in zip(entries, typed)],
+            columns_of(rows + [dict.fromkeys(IMPORTED_COLUMNS)]))
 
 
-def _entries_from_protocol(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
+def _entries_from_protocol(src: Path) -> tuple[Entries, list[str]]:
     """`path|speaker|system` lines (TADA / MLAAD source-tracing protocols); an optional header
     line starting with `path` is skipped. The system is both architecture and checkpoint label."""
     entries = []
@@ -155,8 +162,7 @@ def _entries_from_protocol(src: Path) -> list[tuple[str, Path, dict[str, str]]]:
             if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
                 raise ManifestError(src, [f"line {n}: path {rel!r} must be relative and stay inside {src.parent}"])
             stem = PurePosixPath(rel).stem
-            entries.append((f"line {n}", src.parent / rel, {
-                "clip_id": f"{system}/{stem}", "architecture": system, "checkpoint": system,
-                "prompt_id": stem, "text": "", "speaker": speaker,
-            }))
-    return entries
+            entries.append((f"line {n}", src.parent / rel, ClipRecord(
+                clip_id=f"{system}/{stem}", path="", architecture=system, checkpoint=system, prompt_id=stem, text="",
+                speaker=speaker)))
+    return entries, [*REQUIRED_COLUMNS, "speaker", *AUDIO_FACTS]

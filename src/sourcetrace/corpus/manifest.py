@@ -13,6 +13,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
 import soundfile as sf
@@ -20,15 +21,9 @@ import soundfile as sf
 from sourcetrace.core.audio import file_problem
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace.corpus.columns import COLUMNS, NON_EMPTY_COLUMNS, REQUIRED_COLUMNS, ClipRecord, row_problems
 
 MANIFEST = "manifest.csv"
-REQUIRED_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id", "text")
-OPTIONAL_COLUMNS = (
-    "vocoder", "vocoder_family", "speaker", "seed", "sample_rate", "duration_s", "sha256", "implementation", "split_group",
-    "reference",  # the reference (a clip, or speaker:NAME) a zero-shot generator (XTTS) spoke the prompt in the voice of
-)
-# Columns whose value is a label or a key: an empty one is an error, not a default.
-NON_EMPTY_COLUMNS = ("clip_id", "path", "architecture", "checkpoint", "prompt_id")
 
 
 class ManifestError(SourcetraceError, ValueError):
@@ -45,8 +40,8 @@ class ManifestError(SourcetraceError, ValueError):
 @dataclass
 class Corpus:
     root: Path
-    rows: list[dict[str, str]]
-    columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))
+    rows: list[ClipRecord]
+    columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))  # the manifest's, in its order
     manifest_name: str = MANIFEST  # relative to root; a generator's partial manifests live elsewhere
     lines: list[int] = field(default_factory=list)  # the physical line each row starts on (quoted newlines)
 
@@ -54,11 +49,12 @@ class Corpus:
     def manifest_path(self) -> Path:
         return self.root / self.manifest_name
 
-    def audio_path(self, row: dict[str, str]) -> Path:
-        return self.root / row["path"]
+    def audio_path(self, row: ClipRecord) -> Path:
+        return self.root / row.path
 
     def column(self, name: str) -> list[str]:
-        return [row.get(name, "") for row in self.rows]
+        """Every clip's value of `name` as the manifest spells it."""
+        return [row.cell(name) for row in self.rows]
 
     def where(self, index: int) -> str:
         """Where row `index` is: its line in the manifest, or its position for rows not yet written."""
@@ -80,8 +76,8 @@ class Corpus:
             raise ManifestError(manifest, [f"header lacks required column(s): {', '.join(missing)}"])
         if not located and not allow_empty:
             raise ManifestError(manifest, ["no clips: the manifest has a header but no rows"])
-        corpus = cls(root=root, rows=[row for _, row in located], columns=columns, manifest_name=manifest_name,
-                     lines=[line for line, _ in located])
+        corpus = cls(root=root, rows=records(manifest, [(f"line {line}", row) for line, row in located]),
+                     columns=columns, manifest_name=manifest_name, lines=[line for line, _ in located])
         corpus.validate(source=manifest, require_files=require_files)
         return corpus
 
@@ -93,34 +89,37 @@ class Corpus:
         root = self.root.resolve()
         audio_of: dict[Path, str] = {}
         for where, row in located:
-            problem = _path_problem(root, row["path"], require_files) if row.get("path") else None
+            problem = _path_problem(root, row.path, require_files) if row.path else None
             if problem:
                 problems.append(f"{where}: {problem}")
-            elif row.get("path"):
+            elif row.path:
                 # one audio file under two rows could sit on both sides of a split
-                first = audio_of.setdefault((root / row["path"]).resolve(), where)
+                first = audio_of.setdefault((root / row.path).resolve(), where)
                 if first != where:
-                    problems.append(f"{where}: path {row['path']!r} is the audio file of the row at {first} too; "
+                    problems.append(f"{where}: path {row.path!r} is the audio file of the row at {first} too; "
                                     "each row needs its own file")
         if problems:
             raise ManifestError(source, problems)
 
     def write(self) -> None:
-        """Validate, then write manifest.csv atomically (required columns first, extras kept)."""
+        """Validate, then write manifest.csv atomically: required columns first, then `columns`, then
+        any other column a row holds a value of (table order, then the rows' unknown columns)."""
         self.validate(source=self.manifest_path)
         extra = [c for c in self.columns if c not in REQUIRED_COLUMNS]
+        extra += [c for c in COLUMNS if c not in REQUIRED_COLUMNS and c not in extra
+                  and any(row.cell(c) for row in self.rows)]
         for row in self.rows:
-            extra.extend(c for c in row if c not in REQUIRED_COLUMNS and c not in extra)
+            extra.extend(c for c in row.extra if c not in extra)
         columns = list(REQUIRED_COLUMNS) + extra
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
         lines, line = [], 2
         for row in self.rows:
-            values = {c: row.get(c, "") for c in columns}
+            values = [row.cell(c) for c in columns]
             writer.writerow(values)
             lines.append(line)
-            line += 1 + sum(len(_LINE_BREAK.findall(str(v))) for v in values.values())
+            line += 1 + sum(len(_LINE_BREAK.findall(v)) for v in values)
         self.columns, self.lines = columns, lines
         text = buf.getvalue()
         if self.manifest_path.is_file() and self.manifest_path.read_text(encoding="utf-8") == text:
@@ -193,6 +192,15 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
     return header, rows
 
 
+def records(source: str | Path, located_rows: list[tuple[str, dict[str, str]]]) -> list[ClipRecord]:
+    """The typed records of CSV rows; ManifestError naming `source`, the place and column of every
+    value that is not its column's one spelling."""
+    problems = [f"{where}: {problem}" for where, row in located_rows for problem in row_problems(row)]
+    if problems:
+        raise ManifestError(source, problems)
+    return [ClipRecord.from_row(row) for _, row in located_rows]
+
+
 def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
     """The manifest's bytes and every clip's audio hash: a different corpus never shares this sha256."""
     digest = hashlib.sha256(corpus.manifest_path.read_bytes())
@@ -201,18 +209,19 @@ def corpus_identity(corpus: Corpus, audio_hashes: dict[str, str]) -> dict:
     return {"path": str(corpus.root), "sha256": digest.hexdigest(), "n_clips": len(corpus.rows)}
 
 
-def audio_facts(path: Path) -> dict[str, str]:
-    """The manifest's provenance columns for one audio file: sha256, sample rate, duration."""
-    facts = {"sha256": sha256_file(path)}
+def audio_facts(path: Path) -> dict[str, object]:
+    """The manifest's provenance columns for one audio file (columns.AUDIO_FACTS): sha256, sample
+    rate, duration, as ClipRecord types them."""
+    facts: dict[str, object] = {"sha256": sha256_file(path)}
     try:
         info = sf.info(str(path))
-        facts.update(sample_rate=str(info.samplerate), duration_s=f"{info.frames / info.samplerate:.3f}")
+        facts.update(sample_rate=info.samplerate, duration_s=Decimal(f"{info.frames / info.samplerate:.3f}"))
     except Exception:  # noqa: BLE001 - unreadable audio is reported by `verify`/feature extraction
         pass
     return facts
 
 
-def audio_header_problem(path: Path, row: dict[str, str]) -> str | None:
+def audio_header_problem(path: Path, row: ClipRecord | None) -> str | None:
     """The cheap decode check (header only): audio that libsndfile reads, not empty, and of the
     manifest's duration and sample rate where the row records them. None when it holds."""
     try:
@@ -222,13 +231,12 @@ def audio_header_problem(path: Path, row: dict[str, str]) -> str | None:
     if info.frames <= 0 or info.samplerate <= 0:
         return "audio holds no samples"
     duration = f"{info.frames / info.samplerate:.3f}"
-    try:
-        if row.get("duration_s") and abs(float(row["duration_s"]) - float(duration)) > 0.002:
-            return f"{duration} s of audio, manifest says {row['duration_s']} s (truncated?)"
-    except ValueError:
-        return f"duration_s {row['duration_s']!r} is not a number"
-    if row.get("sample_rate") and row["sample_rate"] != str(info.samplerate):
-        return f"sample rate {info.samplerate}, manifest says {row['sample_rate']}"
+    if row is None:
+        return None
+    if row.duration_s is not None and abs(row.duration_s - Decimal(duration)) > Decimal("0.002"):
+        return f"{duration} s of audio, manifest says {row.duration_s} s (truncated?)"
+    if row.sample_rate is not None and row.sample_rate != info.samplerate:
+        return f"sample rate {info.samplerate}, manifest says {row.sample_rate}"
     return None
 
 
@@ -237,13 +245,13 @@ def verify_corpus(corpus: Corpus) -> list[str]:
     problems = []
     for i, row in enumerate(corpus.rows):
         path = corpus.audio_path(row)
-        where = f"{corpus.where(i)} ({row['path']})"
+        where = f"{corpus.where(i)} ({row.path})"
         if not path.is_file():
             problems.append(f"{where}: {file_problem(path) or 'missing file'}")
             continue
-        if not row.get("sha256"):
+        if not row.sha256:
             problems.append(f"{where}: no sha256 recorded, cannot verify")
-        elif sha256_file(path) != row["sha256"]:
+        elif sha256_file(path) != row.sha256:
             problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
         problem = audio_header_problem(path, row)
         if problem:
@@ -256,20 +264,20 @@ def verify_corpus(corpus: Corpus) -> list[str]:
     return problems
 
 
-def label_problems(located_rows: list[tuple[str, dict[str, str]]]) -> list[str]:
+def label_problems(located_rows: list[tuple[str, ClipRecord]]) -> list[str]:
     """Empty labels, duplicate clip ids, and a checkpoint name shared by two architectures."""
     problems: list[str] = []
     first_seen: dict[str, str] = {}
     owner: dict[str, tuple[str, str]] = {}
     for where, row in located_rows:
         for col in NON_EMPTY_COLUMNS:
-            if not (row.get(col) or "").strip():
+            if not getattr(row, col).strip():
                 problems.append(f"{where}: empty {col}")
-        clip_id = row.get("clip_id", "")
+        clip_id = row.clip_id
         if clip_id and clip_id in first_seen:
             problems.append(f"{where}: duplicate clip_id {clip_id!r} (first at {first_seen[clip_id]})")
         first_seen.setdefault(clip_id, where)
-        arch, ckpt = row.get("architecture", ""), row.get("checkpoint", "")
+        arch, ckpt = row.architecture, row.checkpoint
         if arch and ckpt:
             prev_arch, prev_where = owner.setdefault(ckpt, (arch, where))
             if prev_arch != arch:
@@ -297,7 +305,7 @@ def place_file(src: Path, dest: Path, link: str) -> None:
 
 def label_values(corpus: Corpus, level: str) -> list[str]:
     """Labels of every clip at `level` (a manifest column such as checkpoint or architecture)."""
-    if level not in corpus.columns and not any(level in r for r in corpus.rows):
+    if level not in corpus.columns and not any(r.cell(level) for r in corpus.rows):
         raise ManifestError(corpus.manifest_path, [f"no column {level!r} to use as label level"])
     values = corpus.column(level)
     empty = [corpus.where(i) for i, v in enumerate(values) if not v]

@@ -38,6 +38,7 @@ from sourcetrace import __version__
 from sourcetrace.core.audio import file_problem
 from sourcetrace.core.errors import NothingWritten
 from sourcetrace.core.fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace.corpus.columns import COLUMNS
 from sourcetrace.corpus.journal import PARTS, read_journal
 from sourcetrace.corpus.manifest import (
     MANIFEST,
@@ -61,18 +62,6 @@ _METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 # The Hub's size_categories, by clip count.
 _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                     (10_000_000, "1M<n<10M")]
-_COLUMN_NOTES = {
-    "clip_id": "unique id of the clip", "path": "the clip's path in the corpus (equals the audio's `file_name`)",
-    "architecture": "the generator's architecture (label)", "checkpoint": "the generator's checkpoint (label)",
-    "prompt_id": "id of the text prompt", "text": "the text spoken", "vocoder": "the vocoder that made the waveform",
-    "speaker": "the speaker the generator was trained on", "seed": "the synthesis seed",
-    "sample_rate": "sample rate of the audio, Hz", "duration_s": "duration of the audio, seconds",
-    "sha256": "sha256 of the audio file", "implementation": "the generator's package and version",
-    "split_group": "group kept on one side of any split", "role": "the checkpoint's role (pretrained, scheduled, ...)",
-    "checkpoint_sha256": "sha256 of the checkpoint's weights", "vocoder_sha256": "identity of the vocoder's weights",
-    "vocoder_swapped": "1 if vocoded by another architecture's HiFi-GAN", "batch_size": "synthesis batch size",
-    "sourcetrace": "sourcetrace version that synthesised the clip",
-}
 
 
 class IncompleteRelease(ManifestError):
@@ -116,20 +105,20 @@ def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_
     with _staged(out, "packing", last=METADATA, log=log) as staging:
         audio_hashes, problems, size = {}, [], 0
         for i, row in enumerate(corpus.rows):
-            source, dest = corpus.audio_path(row), staging / row["path"]
-            where = f"{corpus.where(i)} ({row['path']})"
+            source, dest = corpus.audio_path(row), staging / row.path
+            where = f"{corpus.where(i)} ({row.path})"
             if not source.is_file():
                 problems.append(f"{where}: {file_problem(source) or 'missing file'}")
                 continue
             place_file(source, dest, link)
             digest = sha256_file(dest)
-            if row.get("sha256") and digest != row["sha256"]:
+            if row.sha256 and digest != row.sha256:
                 problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
             else:
                 problem = audio_header_problem(dest, row)
                 if problem:
                     problems.append(f"{where}: {problem}")
-            audio_hashes[row["clip_id"]] = digest
+            audio_hashes[row.clip_id] = digest
             size += dest.stat().st_size
         if problems:
             raise IncompleteRelease(corpus.manifest_path, problems + ["nothing was written: a release must be complete"])
@@ -137,7 +126,7 @@ def pack_corpus(corpus_dir: str | Path, out: str | Path, license: str = DEFAULT_
         write_text_atomic(staging / METADATA, texts[METADATA])
         if recipe is not None:
             copy_file_atomic(recipe, staging / PROVENANCE / recipe.name)
-        sums = {row["path"]: audio_hashes[row["clip_id"]] for row in corpus.rows}
+        sums = {row.path: audio_hashes[row.clip_id] for row in corpus.rows}
         for rel in sorted(set(texts)):
             sums[rel] = sha256_file(staging / rel)
         write_text_atomic(staging / CHECKSUMS, "".join(f"{h}  {rel}\n" for rel, h in sums.items()))
@@ -167,12 +156,12 @@ def import_release(src: str | Path, out: str | Path, link: str = "copy", log: Ca
     for i, row in enumerate([] if problems else corpus.rows):
         problem = audio_header_problem(corpus.audio_path(row), row)
         if problem:
-            problems.append(f"{corpus.where(i)} ({row['path']}): {problem}")
+            problems.append(f"{corpus.where(i)} ({row.path}): {problem}")
     if problems:
         raise ManifestError(src, problems)
     with _staged(out, "importing", last=MANIFEST, log=log) as staging:
         for row in corpus.rows:
-            place_file(corpus.audio_path(row), staging / row["path"], link)
+            place_file(corpus.audio_path(row), staging / row.path, link)
         copy_file_atomic(corpus.manifest_path, staging / MANIFEST)
     return Corpus.read(out)
 
@@ -335,7 +324,7 @@ def dataset_card(corpus: Corpus, name: str, license: str, corpus_sha256: str, ma
     q = json.dumps
     n = len(corpus.rows)
     size_category = next((c for limit, c in _SIZE_CATEGORIES if n < limit), "n>10M")
-    tops = sorted({PurePosixPath(r["path"]).parts[0] for r in corpus.rows})
+    tops = sorted({PurePosixPath(r.path).parts[0] for r in corpus.rows})
     data_paths = [METADATA] + [glob.escape(t) + ("/**" if (corpus.root / t).is_dir() else "") for t in tops]
     header = ["---", f"license: {q(license)}", f"pretty_name: {q(name)}", "task_categories:",
               "- \"audio-classification\"", "tags:", "- \"audio-deepfake\"", "- \"model-attribution\"",
@@ -365,15 +354,16 @@ def dataset_card(corpus: Corpus, name: str, license: str, corpus_sha256: str, ma
              "the manifest has no value). `datasets` infers types from the JSON: a column whose every value is an "
              "ISO date would load as a timestamp (none of sourcetrace's own columns is one).", "",
              "| column | meaning |", "|---|---|", "| `audio` | the clip, decoded by `datasets` |"]
-    lines += [f"| `{_cell(c)}` | {_COLUMN_NOTES.get(c, 'a column of this corpus')} |" for c in corpus.columns]
+    lines += [f"| `{_cell(c)}` | {COLUMNS[c]['meaning'] if c in COLUMNS else 'a column of this corpus'} |"
+              for c in corpus.columns]
 
     lines += ["", "## Provenance", "", "Generated from the manifest.", "", "### Generators", "",
               "| architecture | implementation | checkpoints | clips |", "|---|---|---|---|"]
     by_arch: dict[str, set[str]] = defaultdict(set)
     impls: dict[str, set[str]] = defaultdict(set)
     for row in corpus.rows:
-        by_arch[row["architecture"]].add(row["checkpoint"])
-        impls[row["architecture"]].add(row.get("implementation", ""))
+        by_arch[row.architecture].add(row.checkpoint)
+        impls[row.architecture].add(row.implementation)
     for arch in sorted(archs):
         lines.append(f"| {_cell(arch)} | {_cell(', '.join(sorted(i for i in impls[arch] if i)) or 'not recorded')} "
                      f"| {len(by_arch[arch])} | {archs[arch]} |")
@@ -382,16 +372,16 @@ def dataset_card(corpus: Corpus, name: str, license: str, corpus_sha256: str, ma
               "|---" * (3 + len(recorded)) + "|"]
     first = {}
     for row in corpus.rows:
-        first.setdefault(row["checkpoint"], row)
+        first.setdefault(row.checkpoint, row)
     for ckpt in sorted(ckpts):
-        cells = [ckpt, first[ckpt]["architecture"], *(first[ckpt].get(c, "") for c in recorded)]
+        cells = [ckpt, first[ckpt].architecture, *(first[ckpt].cell(c) for c in recorded)]
         lines.append("| " + " | ".join(map(_cell, cells)) + f" | {ckpts[ckpt]} |")
-    vocoders = Counter((r.get("vocoder", ""), r.get("vocoder_sha256", "")) for r in corpus.rows if r.get("vocoder"))
+    vocoders = Counter((r.vocoder, r.vocoder_sha256) for r in corpus.rows if r.vocoder)
     if vocoders:
         lines += ["", "### Vocoders", "", "| vocoder | identity | clips |", "|---|---|---|"]
         lines += [f"| {_cell(v)} | {_cell(h)} | {c} |" for (v, h), c in sorted(vocoders.items())]
-    versions = sorted({r.get("implementation", "") for r in corpus.rows} - {""})
-    made_with = sorted({r.get("sourcetrace", "") for r in corpus.rows} - {""})
+    versions = sorted({r.implementation for r in corpus.rows} - {""})
+    made_with = sorted({r.sourcetrace for r in corpus.rows} - {""})
     lines += ["", "### Package versions", "",
               f"- generator implementations: {_cell(', '.join(versions)) or 'not recorded in the manifest'}",
               f"- synthesised with sourcetrace: {_cell(', '.join(made_with)) or 'not recorded in the manifest'}",
@@ -420,7 +410,7 @@ def _check_packable(corpus: Corpus) -> None:
         if _AUDIOFOLDER_NAMES.match(column):
             problems.append(f"column {column!r}: `datasets` gives this name a meaning in an audio folder; rename it")
     for i, row in enumerate(corpus.rows):
-        path = row["path"]
+        path = row.path
         parts = PurePosixPath(path).parts
         if parts and parts[0] in RESERVED:
             problems.append(f"{corpus.where(i)}: path {path!r} is a file of the release itself; move the clip")
@@ -433,7 +423,7 @@ def _check_packable(corpus: Corpus) -> None:
 
 
 def _metadata_text(corpus: Corpus) -> str:
-    return "".join(json.dumps({"file_name": row["path"], **{c: row.get(c, "") for c in corpus.columns}},
+    return "".join(json.dumps({"file_name": row.path, **{c: row.cell(c) for c in corpus.columns}},
                               ensure_ascii=False) + "\n" for row in corpus.rows)
 
 
@@ -484,7 +474,7 @@ def _checksum_problems(src: Path, corpus: Corpus) -> list[str]:
             problem = "sha256 differs from SHA256SUMS (file changed or corrupted)"
         if problem:
             problems.append(f"{rel}: {problem}")
-    unlisted = [r["path"] for r in corpus.rows if r["path"] not in listed] + [n for n in (MANIFEST, METADATA) if n not in listed]
+    unlisted = [r.path for r in corpus.rows if r.path not in listed] + [n for n in (MANIFEST, METADATA) if n not in listed]
     problems += [f"{rel}: not in {CHECKSUMS}" for rel in unlisted]
     return problems
 
@@ -499,7 +489,7 @@ def _metadata_problems(src: Path, corpus: Corpus) -> list[str]:
             meta = json.loads(line)
         except ValueError:
             return [f"{METADATA} line {number}: not JSON"]
-        expected = {"file_name": row["path"], **{c: row.get(c, "") for c in corpus.columns}}
+        expected = {"file_name": row.path, **{c: row.cell(c) for c in corpus.columns}}
         if meta != expected:
             differ = sorted(k for k in set(meta) | set(expected) if meta.get(k) != expected.get(k))
             return [f"{METADATA} line {number}: {', '.join(differ)} differ(s) from {MANIFEST} "

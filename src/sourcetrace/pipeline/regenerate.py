@@ -20,8 +20,9 @@ from typing import Callable, Iterator
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.naming import clip_location, journal_name, prompt_seed
+from sourcetrace.corpus.columns import ClipRecord, columns_of, spell
 from sourcetrace.corpus.journal import PARTS, append_journal, read_journal
-from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts
+from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts, records
 from sourcetrace.pipeline.recipe import CorpusRecipe, Job, expand
 
 
@@ -147,7 +148,7 @@ def job_provenance(job: Job, generator, vocoder, checkpoint_sha256: str) -> dict
 
     return {"checkpoint_sha256": checkpoint_sha256, "role": job.role, "implementation": generator.implementation(),
             "sourcetrace": sourcetrace.__version__, "speaker": job.speaker, "vocoder": job.vocoder or "",
-            "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": "1" if job.swapped else "0",
+            "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": spell(job.swapped),
             "vocoder_family": type(vocoder).family if vocoder is not None else ""}
 
 
@@ -181,7 +182,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
                 "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
                 "batch_size": str(size), **provenance, **({"reference": references[k].name} if references else {}),
-                **audio_facts(out / rel)})
+                **{column: spell(value) for column, value in audio_facts(out / rel).items()}})
             if prompt.prompt_id in pending:
                 pending.discard(prompt.prompt_id)
                 report.made += 1
@@ -196,11 +197,11 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
 
     out = Path(out)
     corpus = Corpus.read(out, require_files=False, allow_empty=True) if (out / MANIFEST).is_file() else Corpus(out, [])
-    if any(r["checkpoint"] == job.checkpoint and r["architecture"] != job.architecture for r in corpus.rows):
+    if any(r.checkpoint == job.checkpoint and r.architecture != job.architecture for r in corpus.rows):
         raise ValueError(f"{out / MANIFEST}: checkpoint {job.checkpoint!r} already belongs to another architecture")
     ids = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0] for p in prompts]
     mine = set(ids)
-    listed = {r["clip_id"]: r for r in corpus.rows if r["clip_id"] in mine and (out / r["path"]).is_file()}
+    listed = {r.clip_id: r for r in corpus.rows if r.clip_id in mine and (out / r.path).is_file()}
     with _job_lock(out, job, wait=True):  # a second process on this job waits, then finds it done
         done = listed.keys() | _done_clips(out, job)
         todo = [p for p, clip_id in zip(prompts, ids) if clip_id not in done]
@@ -213,9 +214,10 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
         if (out / MANIFEST).is_file():
             corpus = Corpus.read(out, require_files=False, allow_empty=True)
         journal = read_journal(_journal_path(out, job))
-        rows = [journal.get(c) or listed.get(c) for c in ids]
-        corpus.rows = [r for r in corpus.rows if r["clip_id"] not in mine] + [
-            r for r in rows if r is not None and (out / r["path"]).is_file()]
+        journalled = dict(zip(journal, _records(out, job, journal.values())))
+        rows = [r for r in (journalled.get(c) or listed.get(c) for c in ids) if r is not None and (out / r.path).is_file()]
+        corpus.columns = columns_of([journal[r.clip_id] for r in rows if r.clip_id in journal], corpus.columns)
+        corpus.rows = [r for r in corpus.rows if r.clip_id not in mine] + rows
         corpus.write()
     report.manifest_written = True
     return report
@@ -285,16 +287,22 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
 
 def write_manifest(recipe: CorpusRecipe, out: Path, jobs: list[Job], prompts) -> bool:
     """manifest.csv from the journals, in recipe order, once every clip of every job exists."""
-    rows = []
+    rows, clips = [], []
     for job in jobs:
         journal = read_journal(_journal_path(out, job))
-        for prompt in prompts:
-            row = journal.get(clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)[0])
-            if row is None or not (out / row["path"]).is_file():
-                return False
-            rows.append(row)
-    Corpus(root=out, rows=rows).write()
+        mine = [journal.get(clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)[0])
+                for prompt in prompts]
+        if any(row is None or not (out / row["path"]).is_file() for row in mine):
+            return False
+        rows += mine
+        clips += _records(out, job, mine)
+    Corpus(root=out, rows=clips, columns=columns_of(rows)).write()
     return True
+
+
+def _records(out: Path, job: Job, rows) -> list[ClipRecord]:
+    """The manifest records of journal rows (checked as a manifest's rows are)."""
+    return records(_journal_path(out, job), [(f"clip {row['clip_id']!r}", row) for row in rows])
 
 
 def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
@@ -315,7 +323,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     problems = []
     seen = set()
     for line, row in enumerate(corpus.rows, start=2):
-        clip_id = row["clip_id"]
+        clip_id = row.clip_id
         if clip_id not in expected:
             problems.append(f"{MANIFEST} line {line}: clip {clip_id!r} is not in the recipe")
             continue
@@ -323,7 +331,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
         job, prompt, rel, seed_prompt, reference = expected[clip_id]
         want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
-                "vocoder_swapped": "1" if job.swapped else "0", "speaker": job.speaker,
+                "vocoder_swapped": spell(job.swapped), "speaker": job.speaker,
                 "vocoder_family": vocoder_class(recipe.vocoders[job.vocoder].kind).family if job.vocoder else "",
                 "seed": str(prompt_seed(recipe.seed, seed_prompt))}
         if reference is not None:
@@ -333,8 +341,8 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
         except FileNotFoundError:
             pass  # the checkpoint is not on this machine: its hash cannot be checked here
         for key, value in want.items():
-            if row.get(key, "") != value:
-                problems.append(f"{MANIFEST} line {line}: {key} is {row.get(key, '')!r}, the recipe says {value!r}")
+            if row.cell(key) != value:
+                problems.append(f"{MANIFEST} line {line}: {key} is {row.cell(key)!r}, the recipe says {value!r}")
     missing = [c for c in expected if c not in seen]
     if missing:
         problems.append(f"{len(missing)} clip(s) of the recipe are not in the manifest, e.g. {missing[:3]}")
