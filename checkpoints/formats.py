@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sourcetrace.core.errors import SourcetraceError
 
-CONTAINERS = ("torch", "nemo", "espnet")  # what official.inspect_file reads (FileReport.format)
+CONTAINERS = ("nemo", "torch", "espnet")  # what official.inspect_file reads (FileReport.format)
 
 #: Python containers and numpy values: what any official format that pickles more than tensors
 #: may hold beyond the weights-only globals (a building block of `pickle_globals` patterns).

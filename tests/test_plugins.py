@@ -144,7 +144,8 @@ def toy_site(tmp_path_factory):
 
 def sourcetrace(site: Path, *args: str) -> str:
     """The CLI in a fresh process that sees the plug-in only through PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *inherited]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "sourcetrace.cli", *args], capture_output=True, text=True, env=env)
     assert done.returncode == 0, f"sourcetrace {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
