@@ -3,14 +3,14 @@
 `inspect_file` says what a file is (a `.nemo` archive, a torch.save file, zip or legacy
 pickle, or an ESPnet packed model: a zip or tar with meta.yaml, the training config.yaml and a
 torch.save state dict), whether it is complete (every tar member, zip entry and legacy storage is
-all there), which model it holds (from its state-dict keys, NeMo's `target` class or ESPnet's
-`tts` choice) and which globals its pickle would call (`pickletools.genops` reads the opcodes;
-nothing is executed).
+all there), which model it holds (the registered class whose `official_formats` claims its state-dict keys,
+NeMo's `target` class or ESPnet's `tts` choice: checkpoints/formats.py) and which globals its
+pickle would call (checkpoints/pickle_scan.py reads the opcodes; nothing is executed).
 
 The trust rule (`load_torch_file`; every loader, verify and the messages use it): a file is
 first read with torch's weights-only unpickler. A file that needs full unpickling loads only
 with `--trust` (the recipe key `trust = true`), and only when every global its pickle calls is
-one that the official format of that model needs (omegaconf and Lightning classes for
+one that the official format of that model declares (omegaconf and Lightning classes for
 Matcha-TTS's `.ckpt`, Coqui config classes for VITS): any other global (`posix.system`,
 `builtins.eval`, ...) is refused, trust or not, and named. Trust is never suggested for a file
 that is truncated, of another format or of another model.
@@ -19,33 +19,46 @@ that is truncated, of another format or of another model.
 from __future__ import annotations
 
 import io
-import pickletools
 import re
 import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.pickle_scan import PickleScan, scan_pickle
 from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.plugins import GENERATORS, VOCODERS
 
-#: how messages name what a file holds, by its architecture or vocoder kind: the names are sourcetrace.core.plugins'
-#: (GENERATORS, VOCODERS; tests/test_checkpoints.py holds these keys to them), the words are this file's
-MODELS = {
-    "fastpitch": "a NeMo FastPitch model", "nemo-hifigan": "a NeMo HiFi-GAN vocoder",
-    "vits": "a Coqui VITS model", "gradtts": "a Grad-TTS model", "matcha": "a Matcha-TTS model",
-    "hifigan": "a jik876 HiFi-GAN generator", "dle-hifigan": "a DeepLearningExamples HiFi-GAN generator",
-    "xtts": "a Coqui XTTS model",
-    "bigvgan": "a BigVGAN generator", "vocos": "a Vocos vocoder",
-    "vits-espnet": "an ESPnet2 VITS model",
-}
 TRUST_HINT = "--trust (recipe: trust = true)"
 
 
+def _formats(model: str | None) -> tuple[OfficialFormat, ...]:
+    """The official formats that the class registered as `model` (an architecture or a vocoder
+    kind, built-in or plug-in) declares; none for a name nothing registers."""
+    for registry in (GENERATORS, VOCODERS):
+        if model in registry:
+            return registry[model].official_formats
+    return ()
+
+
 def model_name(model: str) -> str:
-    """How messages name `model`; a plug-in's architecture or vocoder kind is named by itself."""
-    return MODELS.get(model, f"a {model} model")
+    """How messages name `model`: its official format's words, else the name itself."""
+    formats = _formats(model)
+    return formats[0].display_name if formats else f"a {model} model"
+
+
+def _claimant(container: str, claims: Callable[[OfficialFormat], bool]) -> str | None:
+    """The one registered model whose official format of `container` claims a file, or None (none
+    claims it, or several do and none outranks the others)."""
+    found = {name: fmt for registry in (GENERATORS, VOCODERS) for name, cls in registry.items()
+             for fmt in cls.official_formats if fmt.container == container and claims(fmt)}
+    winners = [name for name in found if not any(name in fmt.outranks for fmt in found.values())]
+    return winners[0] if len(winners) == 1 else None
+
 
 # Globals torch's weights-only unpickler accepts in a plain state dict.
 _TORCH = re.compile(r"^(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.(device|Size|dtype|b?float\d*|"
@@ -54,29 +67,12 @@ _TORCH = re.compile(r"^(torch\._utils\._rebuild_\w+|torch\.\w*Storage|torch\.(de
                     r"torch\.serialization\._get_layout|torch\._tensor\._rebuild_from_type_v2|"
                     r"torch\.nn\.parameter\.Parameter|builtins\.(set|frozenset|bytearray|dict|list|tuple|int|float|"
                     r"str|bool|bytes|complex|slice|range))$")
-# What each official format needs beyond that: only these make trust meaningful. Both hold
-# Python containers and may hold numpy values; Matcha's Lightning .ckpt holds omegaconf objects,
-# Coqui's files Coqpit config classes.
-_PLAIN = (r"typing\.Any|collections\.defaultdict|pathlib\.(Path|PosixPath|WindowsPath)|numpy\.(dtype|ndarray|"
-          r"(_core|core)\.multiarray\.(_reconstruct|scalar)|dtypes\.\w+DType)")
-_OFFICIAL_EXTRAS = {
-    "matcha": re.compile(rf"^({_PLAIN}|builtins\.object|omegaconf\.(dictconfig\.DictConfig|listconfig\.ListConfig|"
-                         r"base\.ContainerMetadata|base\.Metadata|nodes\.\w+Node)|"
-                         r"(lightning\.fabric|lightning_fabric|lightning\.pytorch|pytorch_lightning)\.utilities\."
-                         r"(data|parsing)\.AttributeDict)$"),
-    # classes only: a module-wide pattern would admit its functions and the modules it imports
-    # (coqpit.coqpit._rgetattr, coqpit.coqpit.argparse), i.e. code a pickle could call
-    "vits": re.compile(rf"^({_PLAIN}|TTS(\.\w+)*\.[A-Z]\w*(Config|Args)|coqpit\.coqpit\.Coqpit)$"),
-}
-_OFFICIAL_EXTRAS["xtts"] = _OFFICIAL_EXTRAS["vits"]  # an XTTS release that pickles its XttsConfig
 _ELEMENT_SIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                  "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1, "QInt8": 1,
                  "QUInt8": 1, "QInt32": 4, "Float8_e4m3fn": 1, "Float8_e5m2": 1}
 # What reading a damaged file can raise (zip, zlib, tar, pickletools and the symbolic stack).
 _READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, EOFError, RuntimeError, NotImplementedError,
                 struct.error, zlib.error, zipfile.BadZipFile, tarfile.TarError, OSError, MemoryError)
-_NEMO_TARGETS = {"FastPitchModel": "fastpitch", "HifiGanModel": "nemo-hifigan"}
-_ESPNET_TTS = {"vits": "vits-espnet"}  # config.yaml's `tts` choice -> the model it holds
 ESPNET_META = "meta.yaml"  # what makes a zip or tar an ESPnet packed model (espnet2/main_funcs/pack_funcs.py)
 
 
@@ -90,7 +86,7 @@ class FileReport:
     format: str | None = None          # "nemo", "torch" or "espnet"; None when it is none of them
     container: str = ""                # what was found: "torch zip", "legacy torch pickle", ".nemo tar", ...
     problem: str | None = None         # why it cannot be a complete checkpoint (truncated, not one at all)
-    holds: str | None = None           # a key of MODELS, when the file tells
+    holds: str | None = None           # the architecture or vocoder kind whose official format claims the file
     globals: set[str] = field(default_factory=set)
 
     def beyond_weights_only(self) -> list[str]:
@@ -100,8 +96,8 @@ class FileReport:
     def foreign_globals(self, model: str | None) -> list[str]:
         """Globals that no official format of `model` needs (code a pickle could run); with no
         model, every global beyond weights-only."""
-        extras = _OFFICIAL_EXTRAS.get(model)
-        return [g for g in self.beyond_weights_only() if extras is None or not extras.match(g)]
+        formats = _formats(model) if model else ()
+        return [g for g in self.beyond_weights_only() if not any(f.allows(g) for f in formats)]
 
     def refusal(self, model: str | None) -> str | None:
         """Why this file must not be loaded as `model` (with or without trust), or None; with no
@@ -126,142 +122,18 @@ class FileReport:
                 f"load it with {TRUST_HINT} only if you trust where the file came from")
 
 
-# ---- reading pickles without running them --------------------------------------------------------
-
-_MARK = object()
-_STRINGS = {"UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "STRING", "BINSTRING", "SHORT_BINSTRING"}
-
-
-@dataclass
-class _Scan:
-    globals: set[str] = field(default_factory=set)
-    strings: set[str] = field(default_factory=set)
-    storages: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (storage type, numel)
-
-
-def _scan_pickle(stream, scan: _Scan) -> None:
-    """Walk one pickle's opcodes with a symbolic stack: records the globals it names, its strings
-    and torch's persistent storage ids; raises ValueError where the stream ends before STOP."""
-    stack: list = []
-    memo: dict = {}
-    for opcode, arg, _ in pickletools.genops(stream):
-        name = opcode.name
-        if name in ("GLOBAL", "INST"):
-            module, _, attr = arg.partition(" ")
-            glob = _global(module, attr)
-            scan.globals.add(glob)
-            if name == "INST":
-                _pop_mark(stack)
-            stack.append(glob)
-        elif name == "STACK_GLOBAL":
-            attr, module = stack.pop(), stack.pop()
-            glob = _global(module, attr) if isinstance(module, str) and isinstance(attr, str) else "?.?"
-            scan.globals.add(glob)
-            stack.append(glob)
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            scan.globals.add(f"copyreg extension {arg}")
-            stack.append(None)
-        elif name in _STRINGS:
-            value = arg if isinstance(arg, str) else str(arg)
-            scan.strings.add(value)
-            stack.append(value)
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-            memo[arg] = stack[-1]
-        elif name == "MEMOIZE":
-            memo[len(memo)] = stack[-1]
-        elif name in ("BINGET", "LONG_BINGET", "GET"):
-            stack.append(memo.get(arg))
-        elif name == "MARK":
-            stack.append(_MARK)
-        elif name == "TUPLE":
-            stack.append(tuple(_pop_mark(stack)))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(name[-1])
-            items = stack[-n:]
-            del stack[-n:]
-            stack.append(tuple(items))
-        elif name == "EMPTY_TUPLE":
-            stack.append(())
-        elif name in ("BINPERSID", "PERSID"):
-            pid = stack.pop() if name == "BINPERSID" else arg
-            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
-                scan.storages[str(pid[2])] = (str(pid[1]), pid[4] if isinstance(pid[4], int) else -1)
-            stack.append(None)
-        elif name == "DUP":
-            stack.append(stack[-1])
-        elif name == "NONE":
-            stack.append(None)
-        elif name in ("NEWTRUE", "NEWFALSE"):
-            stack.append(name == "NEWTRUE")
-        elif name in ("PROTO", "FRAME", "STOP"):
-            continue
-        elif opcode.stack_after == [pickletools.anyobject] and not opcode.stack_before and arg is not None:
-            stack.append(arg)  # ints, floats, bytes
-        else:  # everything else only by its stack effect
-            before = opcode.stack_before
-            if pickletools.markobject in before:
-                _pop_mark(stack)
-                count = before.index(pickletools.markobject)
-            else:
-                count = len(before)
-            if count:
-                del stack[-count:]
-            stack.extend([None] * len(opcode.stack_after))
-
-
-def _global(module: str, attr: str) -> str:
-    """module.name as Python 3 resolves it (protocol 2 pickles name `__builtin__`, `copy_reg`)."""
-    module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
-    return f"{module}.{attr}"
-
-
-def _pop_mark(stack: list) -> list:
-    for i in range(len(stack) - 1, -1, -1):
-        if stack[i] is _MARK:
-            items = stack[i + 1:]
-            del stack[i:]
-            return items
-    raise ValueError("MARK missing")
-
-
-def _holds(strings: set[str]) -> str | None:
-    """Which model a state dict is, from its keys (the official checkpoints' layouts)."""
-    if "state_dict" in strings and "hyper_parameters" in strings and any(
-            s.startswith("decoder.estimator.down_blocks.") for s in strings):
-        return "matcha"
-    if any(s.startswith("text_encoder.") for s in strings) and any(
-            s.startswith(("waveform_decoder.", "posterior_encoder.")) for s in strings):
-        return "vits"
-    if any(s.startswith(("gpt.conditioning_encoder.", "xtts.gpt.conditioning_encoder.")) for s in strings) and any(
-            s.startswith(("hifigan_decoder.waveform_decoder.", "xtts.hifigan_decoder.")) for s in strings):
-        return "xtts"
-    if any(s.startswith("decoder.estimator.") for s in strings) and any(
-            s.startswith("encoder.proj_w") for s in strings):
-        return "gradtts"
-    if "generator" in strings and any(s.startswith("activation_post.") for s in strings):
-        return "bigvgan"  # a HiFi-GAN layout with Snake activations
-    if any(s.startswith("backbone.convnext.") for s in strings) and any(s.startswith("head.") for s in strings):
-        return "vocos"
-    if {"generator", "config"} <= strings and any(s.startswith(("conv_pre.", "module.conv_pre.")) for s in strings):
-        return "dle-hifigan"  # DeepLearningExamples' file: jik876's keys (or DDP's module.) beside its 'config'
-    if "generator" in strings and any(s.startswith("conv_pre.") for s in strings) and any(
-            s.startswith("ups.") for s in strings):
-        return "hifigan"
-    return None
-
-
 # ---- containers ----------------------------------------------------------------------------------
 
-def _scan_zip(archive: zipfile.ZipFile, deep: bool, where: str) -> tuple[_Scan, str | None]:
+def _scan_zip(archive: zipfile.ZipFile, deep: bool, where: str) -> tuple[PickleScan, str | None]:
     names = archive.namelist()
     pickles = [n for n in names if n.endswith(".pkl")]
     if len(pickles) != 1 or not (pickles[0] == "data.pkl" or pickles[0].endswith("/data.pkl")):
         # TorchScript archives hold constants.pkl too, which torch.load would hand to torch.jit.load unscanned
-        return _Scan(), f"{where}zip archive that is not a torch.save file (not exactly one pickle, data.pkl)"
+        return PickleScan(), f"{where}zip archive that is not a torch.save file (not exactly one pickle, data.pkl)"
     prefix = pickles[0][: -len("data.pkl")]
-    scan = _Scan()
+    scan = PickleScan()
     try:
-        _scan_pickle(io.BytesIO(archive.read(pickles[0])), scan)
+        scan_pickle(io.BytesIO(archive.read(pickles[0])), scan)
     except _READ_ERRORS as exc:
         return scan, f"{where}torch zip whose pickle is damaged ({type(exc).__name__}: {exc})"
     missing = [k for k in scan.storages if f"{prefix}data/{k}" not in names]
@@ -298,16 +170,16 @@ class _Bounded:
         return self.fh.seek(offset, whence)
 
 
-def _scan_legacy(fh, size: int) -> tuple[_Scan, str | None]:
+def _scan_legacy(fh, size: int) -> tuple[PickleScan, str | None]:
     """torch.save's legacy format: magic, protocol and sys-info pickles, the object's pickle, the
     storage keys' pickle, then each storage as an 8-byte element count and its bytes."""
-    scan = _Scan()
+    scan = PickleScan()
     try:
-        _scan_pickle(fh, scan)
+        scan_pickle(fh, scan)
         if scan.globals or fh.tell() == size:  # torch's first pickle is only its magic number
             return scan, "a plain pickle, not a torch.save file"
         for _ in range(4):
-            _scan_pickle(fh, scan)
+            scan_pickle(fh, scan)
     except _READ_ERRORS as exc:
         return scan, f"legacy torch pickle that ends early or is damaged ({type(exc).__name__}: {exc})"
     for key in sorted(scan.storages):
@@ -348,11 +220,14 @@ def _inspect_nemo(path: Path, size: int, deep: bool, report: FileReport, compres
             config = tar.extractfile(members["model_config.yaml"]).read().decode("utf-8", "replace")
             target = re.search(r"^target:\s*['\"]?([\w.]+)", config, re.MULTILINE)
             if target:
-                report.holds = _NEMO_TARGETS.get(target.group(1).rsplit(".", 1)[-1])
+                name = target.group(1).rsplit(".", 1)[-1]
+                report.holds = _claimant("nemo", lambda fmt: fmt.nemo_target == name)
             with zipfile.ZipFile(tar.extractfile(members["model_weights.ckpt"])) as archive:
                 scan, problem = _scan_zip(archive, deep, "model_weights.ckpt is a ")
             report.globals = scan.globals
             report.problem = problem
+    except SourcetraceError:
+        raise  # the registry's (a plug-in that cannot be loaded), not the file's
     except _READ_ERRORS as exc:
         what = ".nemo archive" if path.suffix == ".nemo" else "tar archive (a .nemo or an ESPnet packed model)"
         report.problem = f"truncated or damaged {what} ({type(exc).__name__}: {exc})"
@@ -441,10 +316,13 @@ def _inspect_espnet(packed, deep: bool, report: FileReport) -> FileReport:
             return report
         pack = _read_espnet_pack(packed)
         tts = pack.config.get("tts")
-        report.holds = _ESPNET_TTS.get(tts, f"espnet-{tts}") if isinstance(tts, str) else None
+        if isinstance(tts, str):
+            report.holds = _claimant("espnet", lambda fmt: fmt.espnet_tts == tts) or f"espnet-{tts}"
         with zipfile.ZipFile(packed.open(pack.model_member)) as archive:
             scan, report.problem = _scan_zip(archive, deep, f"{pack.model_member} is a ")
         report.globals = scan.globals
+    except SourcetraceError:
+        raise  # the registry's (a plug-in that cannot be loaded), not the file's
     except (*_READ_ERRORS, yaml.YAMLError) as exc:
         report.problem = f"truncated or damaged ESPnet packed model ({type(exc).__name__}: {exc})"
     return report
@@ -487,7 +365,7 @@ def inspect_file(path: str | Path, deep: bool = False) -> FileReport:
         report.problem = f"not a checkpoint: {what}"
         return report
     report.globals = scan.globals
-    report.holds = _holds(scan.strings)
+    report.holds = _claimant("torch", lambda fmt: fmt.holds_keys(scan.strings))
     return report
 
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from sourcetrace.checkpoints.formats import CONTAINERS
 from sourcetrace.checkpoints.official import describe, inspect_file
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.plugins import GENERATORS, VOCODERS
 
-FORMATS = ("nemo", "torch", "espnet")
 TRUST = ("weights_only", "full-unpickling", "unknown")
 _REQUIRED = ("id", "architecture", "kind", "file", "format", "source", "url", "sha256", "trust")
 
@@ -72,8 +72,8 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         missing = [k for k in _REQUIRED if k not in entry]
         if missing:
             raise RegistryError(f"{source}: checkpoint #{n}: missing {', '.join(missing)}")
-        if entry["format"] not in FORMATS or entry["trust"] not in TRUST:
-            raise RegistryError(f"{source}: {entry['id']}: format must be one of {FORMATS}, trust one of {TRUST}")
+        if entry["format"] not in CONTAINERS or entry["trust"] not in TRUST:
+            raise RegistryError(f"{source}: {entry['id']}: format must be one of {CONTAINERS}, trust one of {TRUST}")
         if entry["id"] in ids:
             raise RegistryError(f"{source}: duplicate id {entry['id']!r}")
         ids.add(entry["id"])

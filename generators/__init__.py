@@ -2,7 +2,9 @@
 
 Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to the
 built-ins of `sourcetrace.core.plugins.GENERATORS`, or ship it outside the project as a plug-in (entry
-point group `sourcetrace.generators`, README "Write a plug-in"). The classes import their TTS
+point group `sourcetrace.generators`, README "Write a plug-in"). The class declares what it is
+(`MelGenerator` or `EndToEndGenerator`, `ZeroShot`, `InferenceOnly`) and its official file
+formats (`official_formats`). The classes import their TTS
 stacks lazily, so the light core never needs them.
 """
 
@@ -11,7 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from sourcetrace.core.plugins import GENERATORS as ARCHITECTURES
-from sourcetrace.generators.base import Generator, GeneratorError, load_config, read_checkpoint_meta
+from sourcetrace.generators.base import (
+    EndToEndGenerator,
+    Generator,
+    GeneratorError,
+    InferenceOnly,
+    MelGenerator,
+    ZeroShot,
+    load_config,
+    read_checkpoint_meta,
+)
 
 
 def generator_class(architecture: str) -> type[Generator]:
@@ -72,11 +83,9 @@ def load_checkpoint(architecture: str | None, source: str | Path, config: str = 
     architecture = checkpoint_architecture(source, architecture)
     if source.is_dir():
         return load_generator(source)
-    cls = generator_class(architecture)
-    generator = cls.from_config_name(config, seed=0, build=not cls.official_defines_model)
-    generator.load_official(source, trust=trust)
-    return generator
+    return generator_class(architecture).from_official(source, config, trust=trust)
 
 
-__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "build_generator", "checkpoint_architecture",
-           "generator_class", "load_checkpoint", "load_config", "load_generator"]
+__all__ = ["ARCHITECTURES", "EndToEndGenerator", "Generator", "GeneratorError", "InferenceOnly", "MelGenerator",
+           "ZeroShot", "build_generator", "checkpoint_architecture", "generator_class", "load_checkpoint", "load_config",
+           "load_generator"]

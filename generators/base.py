@@ -2,9 +2,10 @@
 
 An architecture is one file: a `Generator` subclass that builds its official model class from a
 named config, turns text into symbol ids, computes its training loss on a batch, synthesises a
-mel spectrogram (or waveform) from ids, and loads its official pretrained format. Everything
-else (schedules, resuming, checkpoints, corpora) is shared code that never asks which
-architecture it is driving.
+mel spectrogram (or waveform) from ids, and loads its official pretrained format, which it
+declares (`official_formats`). What it can do is its type: a `MelGenerator` or an
+`EndToEndGenerator`, and optionally `ZeroShot` and `InferenceOnly`. Everything else (schedules,
+resuming, checkpoints, corpora) is shared code that never asks which architecture it is driving.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.fileio import atomic_path, write_json_atomic
 from sourcetrace.core.mel import MelConfig, mel_spectrogram
 
-# A reference written `speaker:NAME` is a voice the checkpoint stores (XTTS's speakers_xtts.pth), not a clip.
-STORED_VOICE = "speaker:"
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_META = "generator.json"
 
@@ -81,27 +81,21 @@ def load_config(architecture: str, name: str, package: str = __package__) -> dic
 
 
 class Generator(ABC):
+    """What every architecture provides; subclass `MelGenerator` or `EndToEndGenerator`."""
+
     architecture: ClassVar[str]
-    #: True for end-to-end models (VITS) whose output is a waveform, not a mel spectrogram
-    end_to_end: ClassVar[bool] = False
-    #: the vocoder kind (sourcetrace.vocoders) the study pairs with the architecture; None if end to end
-    default_vocoder: ClassVar[str | None] = None
     #: the package whose configs/ folder holds the named configs (<architecture>-<name>.toml): a
     #: plug-in names its own
     config_package: ClassVar[str] = __package__
-    #: why the architecture cannot be trained here ("" = it can); training refuses it with this reason
-    inference_only: ClassVar[str] = ""
-    #: True for zero-shot architectures (XTTS) that speak in the voice of a reference clip given per
-    #: prompt (`use_reference`); corpora record the clip in the `reference` column
-    takes_reference: ClassVar[bool] = False
-    #: True where an official file carries its own model config (XTTS's config.json, an ESPnet
-    #: pack's config.yaml): `load_official` builds the model, so loading one builds nothing before
-    #: (such a class's __init__ takes `build=False`)
-    official_defines_model: ClassVar[bool] = False
+    #: the official file formats of its pretrained checkpoints (what checkpoints/official.py
+    #: recognises files by and applies the trust rule with); a format with `own_config` carries
+    #: its model config (XTTS's config.json, an ESPnet pack's config.yaml), so `load_official`
+    #: builds the model and such a class's __init__ takes `build=False`
+    official_formats: ClassVar[tuple[OfficialFormat, ...]] = ()
 
     def __init__(self, config: dict, seed: int, build: bool = True):
         """Build the official model class from `config` with weights drawn from `seed` ("zero-init");
-        `build=False` leaves `model` to `load_official` (classes with `official_defines_model`)."""
+        `build=False` leaves `model` to `load_official` (an official format with `own_config`)."""
         self.config = config
         self.seed = int(seed)
         self.mel_config = MelConfig(**config["mel"])
@@ -137,6 +131,16 @@ class Generator(ABC):
         # `build` is passed only when False: a plug-in's own __init__(config, seed) keeps working
         return cls(config, seed) if build else cls(config, seed, build=False)
 
+    @classmethod
+    def from_official(cls, path: str | Path, config: str = "default", trust: bool = False,
+                      seed: int = 0) -> "Generator":
+        """An official file loaded into the named `config`, or into the model its own config
+        defines (a format with `own_config`: nothing is built first)."""
+        own_config = any(fmt.own_config for fmt in cls.official_formats)
+        generator = cls.from_config_name(config, seed, build=not own_config)
+        generator.load_official(path, trust=trust)
+        return generator
+
     # ---- what each architecture provides ------------------------------------------------------
     @abstractmethod
     def build_model(self, model_config: dict) -> torch.nn.Module:
@@ -157,13 +161,8 @@ class Generator(ABC):
 
     @abstractmethod
     def synthesize(self, ids: list[int]) -> torch.Tensor:
-        """(n_mels, frames) log-mel spectrogram (or (samples,) waveform if end_to_end), using the
-        global torch RNG for any noise: the caller seeds it per prompt."""
-
-    def use_reference(self, reference: str | Path) -> None:
-        """Speak in the voice of `reference` from the next synthesis on (zero-shot architectures:
-        `takes_reference`): a clip, or `speaker:NAME` (STORED_VOICE) for a voice the checkpoint stores."""
-        raise GeneratorError(f"{self.architecture} speaks in its trained voice: it takes no reference clip")
+        """(n_mels, frames) log-mel spectrogram (a `MelGenerator`) or (samples,) waveform (an
+        `EndToEndGenerator`), using the global torch RNG for any noise: the caller seeds it per prompt."""
 
     #: whether `synthesize_batch` runs the model on several utterances at once
     batched_synthesis: ClassVar[bool] = False
@@ -236,7 +235,7 @@ class Generator(ABC):
     def save(self, folder: str | Path, step: int, role: str,
              on_written: Callable[[str], None] | None = None) -> Path:
         """Weights (safetensors) and identity (JSON) in `folder`, each written atomically;
-        `on_written(file name)` is called once each file is in place (training's test hook)."""
+        `on_written(file name)` is called once each file is in place (training's `after_write`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state, _ = self._state_without_aliases()
@@ -275,6 +274,33 @@ class Generator(ABC):
         if missing or unexpected:
             raise GeneratorError(f"{folder}: weights do not fit {self.architecture} config "
                                  f"{self.config['name']!r}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+class MelGenerator(Generator):
+    """An architecture whose `synthesize` makes a log-mel spectrogram: a vocoder makes the waveform."""
+
+    #: the vocoder kind (sourcetrace.vocoders) the study pairs with the architecture
+    default_vocoder: ClassVar[str]
+
+
+class EndToEndGenerator(Generator):
+    """An architecture whose own decoder makes the waveform (VITS): it takes no vocoder."""
+
+
+class ZeroShot(ABC):
+    """A generator that speaks in the voice of a reference clip given per prompt (XTTS); corpora
+    record the clip in the `reference` column."""
+
+    @abstractmethod
+    def use_reference(self, reference: str | Path) -> None:
+        """Speak in the voice of `reference` from the next synthesis on: a clip, or `speaker:NAME`
+        (core.naming.STORED_VOICE) for a voice the checkpoint stores."""
+
+
+class InferenceOnly:
+    """A generator that cannot be trained here: training refuses it, giving `inference_only_reason`."""
+
+    inference_only_reason: ClassVar[str]
 
 
 def read_checkpoint_meta(folder: str | Path) -> dict:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.nemo_support import nemo_tts_models
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
 TEXT_NORMALIZER_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sourcetrace" / "nemo-text-processing"
 DATASET_CLASS = "nemo.collections.tts.data.dataset.TTSDataset"  # NeMo checks the name; no dataset is built
@@ -39,10 +40,11 @@ def _normalizer_config(whitelist: str | None = None) -> dict:
             "input_case": "cased", "whitelist": whitelist, "cache_dir": str(TEXT_NORMALIZER_CACHE)}
 
 
-class FastPitchGenerator(Generator):
+class FastPitchGenerator(MelGenerator):
     package = "nemo-toolkit"
     architecture = "fastpitch"
     default_vocoder = "nemo-hifigan"
+    official_formats = (OfficialFormat("nemo", "a NeMo FastPitch model", nemo_target="FastPitchModel"),)
 
     def _nemo_config(self, model_config: dict) -> dict:
         """The `model:` section of fastpitch_align_v1.05.yaml, from the project's config tables."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
 
 @lru_cache(maxsize=1)
@@ -18,10 +19,13 @@ def _cmudict():
     return cmudict.CMUDict()  # the CMUdict bundled with grad-tts: no download
 
 
-class GradTTSGenerator(Generator):
+class GradTTSGenerator(MelGenerator):
     package = "grad-tts"
     architecture = "gradtts"
     default_vocoder = "hifigan"
+    # the official grad-tts.pt: a plain state dict
+    official_formats = (OfficialFormat("torch", "a Grad-TTS model",
+                                       key_prefixes=(("decoder.estimator.",), ("encoder.proj_w",))),)
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from grad_tts import GradTTS

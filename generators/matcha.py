@@ -7,13 +7,23 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.checkpoints.formats import PLAIN_PICKLE_GLOBALS, OfficialFormat
+from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
 
-class MatchaGenerator(Generator):
+class MatchaGenerator(MelGenerator):
     package = "matcha-tts"
     architecture = "matcha"
     default_vocoder = "hifigan"
+    # the release's Lightning .ckpt: its state dict looks like Grad-TTS's, beside the Lightning
+    # keys; its hyper-parameters are omegaconf objects, so loading it needs trust
+    official_formats = (OfficialFormat(
+        "torch", "a Matcha-TTS model", keys=("state_dict", "hyper_parameters"),
+        key_prefixes=(("decoder.estimator.down_blocks.",),), outranks=("gradtts",),
+        pickle_globals=(rf"{PLAIN_PICKLE_GLOBALS}|builtins\.object|omegaconf\.(dictconfig\.DictConfig|"
+                        r"listconfig\.ListConfig|base\.ContainerMetadata|base\.Metadata|nodes\.\w+Node)|"
+                        r"(lightning\.fabric|lightning_fabric|lightning\.pytorch|pytorch_lightning)\.utilities\."
+                        r"(data|parsing)\.AttributeDict")),)
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         from matcha.models.matcha_tts import MatchaTTS

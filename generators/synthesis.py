@@ -23,7 +23,7 @@ from sourcetrace.vocoders.base import Vocoder
 def make_clips(generator: Generator, vocoder: Vocoder | None, texts: list[str], seed: int,
                paths: list[Path], references: list[str | Path] | None = None, outputs_of: dict | None = None) -> None:
     """Synthesise clips in one batch (noise drawn from `seed`) and write each (16-bit WAV) atomically;
-    `references`: one reference clip per text, for zero-shot generators (`takes_reference`).
+    `references`: one reference clip per text, for zero-shot generators (`ZeroShot`).
     `outputs_of`: a mel generator's outputs by (seed, texts), kept by the caller for one generator: its
     mels are made once for all the vocoders a recipe puts them through (they depend on nothing else)."""
     key, kept = (seed, tuple(texts)), outputs_of is not None and references is None and vocoder is not None

@@ -33,8 +33,10 @@ from sourcetrace.core.naming import step_name, step_of
 from sourcetrace.generators.base import (
     CHECKPOINT_META,
     CHECKPOINT_WEIGHTS,
+    EndToEndGenerator,
     Generator,
     GeneratorError,
+    InferenceOnly,
     read_checkpoint_meta,
 )
 from sourcetrace.generators.data import TrainingData
@@ -43,18 +45,6 @@ RESUME = "resume"
 TRAINER_STATE = "trainer.pt"        # step, optimizer and RNG states: plain tensors and lists (weights-only)
 RESUME_MANIFEST = "manifest.json"   # written last: the step and every other file's sha256
 RESUME_FILES = (CHECKPOINT_WEIGHTS, CHECKPOINT_META, TRAINER_STATE)
-
-#: Test hook: `after_write(what, step)` runs after each optimizer step ("trained") and after each
-#: file or folder put in place ("checkpoint/model.safetensors", "checkpoint/generator.json",
-#: "resume/<each of RESUME_FILES and RESUME_MANIFEST>", "resume/published", "resume/pruned"): the
-#: interruption tests kill the process there. None otherwise.
-after_write: Callable[[str, int], None] | None = None
-
-
-def _reached(what: str, step: int) -> None:
-    if after_write is not None:
-        after_write(what, step)
-
 
 @dataclass
 class TrainReport:
@@ -84,7 +74,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.optim.Optimizer], step: int,
-                 run: dict) -> None:
+                 run: dict, reached: Callable[[str, int], None]) -> None:
     """Publish the resume point of `step` whole: its files go into a hidden folder, then its manifest
     (step and hashes), then the folder is renamed to resume/step-N; all but it and the one before are
     removed after that, so an interruption at any moment leaves at least one complete resume point."""
@@ -92,19 +82,19 @@ def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.opt
     final = root / step_name(step)
     partial = root / f".partial-{final.name}"
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted write
-    generator.save(partial, step, role="resume", on_written=lambda name: _reached(f"resume/{name}", step))
+    generator.save(partial, step, role="resume", on_written=lambda name: reached(f"resume/{name}", step))
     with atomic_path(partial / TRAINER_STATE) as tmp:
         torch.save({"step": step, "optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state(),
                     "run": run}, tmp)
-    _reached(f"resume/{TRAINER_STATE}", step)
+    reached(f"resume/{TRAINER_STATE}", step)
     write_json_atomic(partial / RESUME_MANIFEST,
                       {"step": step, "sha256": {name: sha256_file(partial / name) for name in RESUME_FILES}})
-    _reached(f"resume/{RESUME_MANIFEST}", step)
+    reached(f"resume/{RESUME_MANIFEST}", step)
     if final.exists():
         shutil.rmtree(final)  # a refused resume point of this step (an intact one would have been resumed)
     os.replace(partial, final)
     _fsync_dir(root)
-    _reached("resume/published", step)
+    reached("resume/published", step)
     # Keep the previous resume point too: it is what a damaged newest one falls back to. Remove
     # older ones, partial folders and files of the layout before resume points were folders.
     earlier = sorted((e for e in root.iterdir() if e.is_dir() and (_resume_step(e) or step) < step), key=_resume_step)
@@ -112,7 +102,7 @@ def _save_resume(run_dir: Path, generator: Generator, optimizers: list[torch.opt
     for entry in root.iterdir():
         if entry not in keep:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    _reached("resume/pruned", step)
+    reached("resume/pruned", step)
 
 
 def _drop_torn_checkpoint_writes(run_dir: Path) -> None:
@@ -186,7 +176,8 @@ def _fallback(folders: list[Path], i: int) -> str:
 def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: list[int], batch_size: int,
           seed: int, names: Callable[[int], str] = step_name, resume_every: int = 100,
           stop_after: int | None = None, log: Callable[[str], None] = print, tensorboard: bool = True,
-          sample_vocoder=None, log_every_s: float = 60.0, deterministic: bool = True) -> TrainReport:
+          sample_vocoder=None, log_every_s: float = 60.0, deterministic: bool = True,
+          after_write: Callable[[str, int], None] | None = None) -> TrainReport:
     """Train until the last scheduled step, saving `checkpoints/<names(step)>` at each scheduled step.
 
     `stop_after` ends the run early at that step (as if interrupted; the resume point is kept).
@@ -196,13 +187,17 @@ def train(generator: Generator, data: TrainingData, run_dir: str | Path, steps: 
     steps), which slows full-size CPU models markedly (perf/bench_generators.py
     --nondeterministic measures it); on CUDA it asks cuDNN for deterministic kernels and makes torch refuse any
     op that has none (`determinism(strict=True)`), so a run is reproducible or stops naming the op.
+    `after_write(what, step)` is called after each optimizer step ("trained") and after each file
+    or folder put in place ("checkpoint/model.safetensors", "checkpoint/generator.json",
+    "resume/<each of RESUME_FILES and RESUME_MANIFEST>", "resume/published", "resume/pruned"):
+    where the interruption tests kill the process.
     """
-    if generator.inference_only:
-        raise GeneratorError(f"{generator.architecture} is inference-only: {generator.inference_only}")
+    if isinstance(generator, InferenceOnly):
+        raise GeneratorError(f"{generator.architecture} is inference-only: {generator.inference_only_reason}")
     _launch_numba_threads()
     with determinism(deterministic, strict=generator.device.type == "cuda"):
         return _train(generator, data, Path(run_dir), steps, batch_size, seed, names, resume_every, stop_after, log,
-                      tensorboard, sample_vocoder, log_every_s)
+                      tensorboard, sample_vocoder, log_every_s, after_write or (lambda what, step: None))
 
 
 def _launch_numba_threads() -> None:
@@ -252,7 +247,7 @@ def determinism(enabled: bool, strict: bool = False):
 
 def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[int], batch_size: int, seed: int,
            names: Callable[[int], str], resume_every: int, stop_after: int | None, log: Callable[[str], None],
-           tensorboard: bool, sample_vocoder, log_every_s: float) -> TrainReport:
+           tensorboard: bool, sample_vocoder, log_every_s: float, reached: Callable[[str, int], None]) -> TrainReport:
     steps = sorted(set(int(s) for s in steps))
     if not steps or steps[0] <= 0:
         raise GeneratorError(f"schedule steps must be positive, got {steps}")
@@ -292,21 +287,21 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
         losses = generator.train_step(batch, optimizers)
         total = sum(losses.values())
         done = step + 1
-        _reached("trained", done)
+        reached("trained", done)
         if writer is not None:
             for name, value in losses.items():
                 writer.add_scalar(f"loss/{name}", value.item(), done)
             writer.add_scalar("loss/total", total.item(), done)
         if done in steps:
             folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled",
-                                    on_written=lambda name: _reached(f"checkpoint/{name}", done))
+                                    on_written=lambda name: reached(f"checkpoint/{name}", done))
             saved.append(folder)
-            _save_resume(run_dir, generator, optimizers, done, run)
+            _save_resume(run_dir, generator, optimizers, done, run, reached)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")
             if writer is not None:
                 _log_sample(writer, generator, data, done, sample_vocoder)
         elif done % resume_every == 0:
-            _save_resume(run_dir, generator, optimizers, done, run)
+            _save_resume(run_dir, generator, optimizers, done, run, reached)
         now = time.perf_counter()
         if now - last_log > log_every_s:
             rate = (done - start) / (now - t0)
@@ -332,14 +327,15 @@ def _tensorboard(run_dir: Path):
 def _log_sample(writer, generator: Generator, data: TrainingData, step: int, vocoder=None) -> None:
     """The first training sentence synthesised at this checkpoint (fixed noise): mel image, and
     audio when a vocoder is given (or the model is end to end)."""
+    end_to_end = isinstance(generator, EndToEndGenerator)
     state = torch.get_rng_state()
     try:
         torch.manual_seed(0)
         output = generator.synthesize(data.ids[0].tolist())
-        wave = output if generator.end_to_end else (vocoder(output) if vocoder is not None else None)
+        wave = output if end_to_end else (vocoder(output) if vocoder is not None else None)
     finally:
         torch.set_rng_state(state)  # logging must not change the training run
-    if not generator.end_to_end:
+    if not end_to_end:
         image = (output - output.min()) / (output.max() - output.min() + 1e-9)
         writer.add_image("sample/mel", image.flip(0).unsqueeze(0), step)
     if wave is not None:

@@ -12,17 +12,27 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.checkpoints.formats import PLAIN_PICKLE_GLOBALS, OfficialFormat
+from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError
 
 PHASES = ("discriminator", "generator")  # Coqui's optimizer indices 0 and 1
 TERMS = {"loss_gen": "adversarial", "loss_kl": "kl", "loss_feat": "feature_matching", "loss_mel": "mel",
          "loss_duration": "duration"}
 
 
-class VitsGenerator(Generator):
+#: What a Coqui release's pickle holds beyond weights (VITS's model_file.pth, an XTTS release that
+#: pickles its XttsConfig): its config classes only. A module-wide pattern would admit its
+#: functions and the modules it imports (coqpit.coqpit._rgetattr, coqpit.coqpit.argparse), i.e.
+#: code a pickle could call.
+COQUI_PICKLE_GLOBALS = rf"{PLAIN_PICKLE_GLOBALS}|TTS(\.\w+)*\.[A-Z]\w*(Config|Args)|coqpit\.coqpit\.Coqpit"
+
+
+class VitsGenerator(EndToEndGenerator):
     package = "coqui-tts"
     architecture = "vits"
-    end_to_end = True
+    official_formats = (OfficialFormat("torch", "a Coqui VITS model",
+                                       key_prefixes=(("text_encoder.",), ("waveform_decoder.", "posterior_encoder.")),
+                                       pickle_globals=COQUI_PICKLE_GLOBALS),)
 
     def _coqui_config(self, model_config: dict):
         from TTS.config.shared_configs import BaseAudioConfig

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError
 
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<space>")  # ESPnet's padding/blank, unknown and space symbols
 END_TOKEN = "<sos/eos>"  # last in every ESPnet token list
@@ -66,11 +67,10 @@ def build_espnet_model(config: dict, where: str) -> torch.nn.Module:
                              pitch_normalize=None, energy_extract=None, energy_normalize=None, tts=tts)
 
 
-class VitsEspnetGenerator(Generator):
+class VitsEspnetGenerator(EndToEndGenerator):
     package = "espnet"
     architecture = "vits-espnet"
-    end_to_end = True
-    official_defines_model = True
+    official_formats = (OfficialFormat("espnet", "an ESPnet2 VITS model", espnet_tts="vits", own_config=True),)
 
     def build_model(self, model_config: dict) -> torch.nn.Module:
         self.espnet_config = espnet_config(model_config)

@@ -3,7 +3,7 @@ on a reference clip through its perceiver resampler, and a HiFi-GAN decoder cond
 speaker embedding), used for zero-shot voice cloning: every clip speaks in the voice of a reference
 clip given per prompt (`use_reference`), through Coqui's `get_conditioning_latents` then `inference`.
 
-Inference only (see `inference_only`). XTTS is end to end: `synthesize` returns its decoder's 24 kHz
+Inference only (`InferenceOnly`). XTTS is end to end: `synthesize` returns its decoder's 24 kHz
 waveform. Coqui's `inference` tokenises the text itself (cleaners, language tag, BPE), so the
 interface's symbol ids are the prompt's characters (code points), handed back to it as text.
 
@@ -17,7 +17,10 @@ from pathlib import Path
 
 import torch
 
-from sourcetrace.generators.base import STORED_VOICE, Batch, Generator, GeneratorError
+from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.core.naming import STORED_VOICE
+from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError, InferenceOnly, ZeroShot
+from sourcetrace.generators.vits import COQUI_PICKLE_GLOBALS
 
 #: the tokens Coqui's `VoiceBpeTokenizer` relies on (stop/start text tokens, spaces, the language tag)
 SPECIAL_TOKENS = ("[STOP]", "[UNK]", "[SPACE]", "[START]", "[en]")
@@ -42,16 +45,18 @@ def character_vocabulary():
     return tokenizer
 
 
-class XttsGenerator(Generator):
+class XttsGenerator(ZeroShot, InferenceOnly, EndToEndGenerator):
     package = "coqui-tts"
     architecture = "xtts"
-    end_to_end = True
-    takes_reference = True
-    inference_only = ("fine-tuning XTTS's GPT goes through Coqui's GPTTrainer, which needs the release's "
-                      "dvae.pth and mel_stats.pth and is not wired into sourcetrace's training loop; "
-                      "synthesise from zero-init or official weights instead")
-
-    official_defines_model = True
+    inference_only_reason = ("fine-tuning XTTS's GPT goes through Coqui's GPTTrainer, which needs the release's "
+                             "dvae.pth and mel_stats.pth and is not wired into sourcetrace's training loop; "
+                             "synthesise from zero-init or official weights instead")
+    # the release's model.pth, its config.json beside it
+    official_formats = (OfficialFormat(
+        "torch", "a Coqui XTTS model",
+        key_prefixes=(("gpt.conditioning_encoder.", "xtts.gpt.conditioning_encoder."),
+                      ("hifigan_decoder.waveform_decoder.", "xtts.hifigan_decoder.")),
+        pickle_globals=COQUI_PICKLE_GLOBALS, own_config=True),)
 
     def __init__(self, config: dict, seed: int, build: bool = True):
         self.speakers: dict[str, dict] = {}  # an official speakers_xtts.pth: name -> latents
@@ -93,7 +98,7 @@ class XttsGenerator(Generator):
 
     # ---- training -------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise GeneratorError(f"xtts is inference-only: {self.inference_only}")
+        raise GeneratorError(f"xtts is inference-only: {self.inference_only_reason}")
 
     # ---- synthesis ------------------------------------------------------------------------------
     def use_reference(self, reference: str | Path) -> None:

@@ -30,14 +30,14 @@ import torch
 def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_size: int, device: str,
                       deterministic: bool, vocoders: dict) -> dict:
     """Seconds per training step (after one warm-up step) and synthesis RTF of one architecture."""
-    from sourcetrace.generators import build_generator
+    from sourcetrace.generators import EndToEndGenerator, InferenceOnly, ZeroShot, build_generator
     from sourcetrace.generators.data import TrainingData
     from sourcetrace.generators.training import determinism
     from sourcetrace.vocoders import load_vocoder
 
     generator = build_generator(arch, config, seed=0).to(device)
     times = []
-    if not generator.inference_only:  # XTTS: no training step to time
+    if not isinstance(generator, InferenceOnly):  # XTTS: no training step to time
         data = TrainingData(generator, lj.items("train"), work / "features")
         optimizers = generator.optimizers()
         generator.model.train()
@@ -48,10 +48,10 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
                 if generator.device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-    if generator.takes_reference:  # zero-shot: the voice of a training clip (its conditioning is timed once)
+    if isinstance(generator, ZeroShot):  # zero-shot: the voice of a training clip (its conditioning is timed once)
         generator.use_reference(lj.items("train")[0].audio)
     vocoder = None
-    if not generator.end_to_end:
+    if not isinstance(generator, EndToEndGenerator):
         kind = generator.default_vocoder
         if kind not in vocoders:
             vocoders[kind] = load_vocoder(kind, config="v1", seed=0).to(device)

@@ -31,21 +31,45 @@ def test_schedules():
 
 
 def test_architecture_names_come_from_the_plugin_registry_alone(tmp_path, monkeypatch):
-    """sourcetrace.core.plugins is the one list of names: a registry entry of a plug-in architecture needs
-    no second list; official.MODELS only puts names into words, never one that nothing registers."""
+    """sourcetrace.core.plugins is the one list of names: a registry entry of a plug-in architecture
+    needs no second list."""
     from test_plugins import fake_distribution
 
-    from sourcetrace.checkpoints.official import MODELS, model_name
-    from sourcetrace.core.plugins import GENERATORS, VOCODERS
-
-    assert set(MODELS) <= set(GENERATORS.builtins) | set(VOCODERS.builtins)
     fake_distribution(tmp_path, "toyplug", "[sourcetrace.generators]\ntoyarch = toyplug.model:ToyGenerator\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "registry.toml").write_text('[[checkpoint]]\nid = "toyarch/pretrained"\narchitecture = "toyarch"\n'
                                             'kind = "acoustic"\nfile = "toy.pt"\nformat = "torch"\nsource = "s"\n'
                                             'url = ""\nsha256 = ""\ntrust = "unknown"\n')
     [entry] = load_registry(tmp_path / "registry.toml")
-    assert entry.model == "toyarch" and model_name(entry.model) == "a toyarch model"  # named by itself
+    assert entry.model == "toyarch"
+
+
+def test_each_model_declares_its_official_formats(tmp_path):
+    """Every built-in class declares its official formats (checkpoints/official.py holds no table of
+    models); a name nothing registers is named by itself; a file that two formats match is the one
+    that outranks the other's (BigVGAN's keys are a HiFi-GAN's and more)."""
+    from sourcetrace.checkpoints.formats import OfficialFormat
+    from sourcetrace.checkpoints.official import model_name
+    from sourcetrace.core.errors import SourcetraceError
+    from sourcetrace.core.plugins import GENERATORS, VOCODERS
+
+    declared = {name for registry in (GENERATORS, VOCODERS) for name, cls in registry.items() if cls.official_formats}
+    assert declared == set(GENERATORS.builtins) | set(VOCODERS.builtins)
+    assert model_name("vits") == "a Coqui VITS model" and model_name("espnet-tacotron2") == "a espnet-tacotron2 model"
+    with pytest.raises(SourcetraceError, match="a torch format must say how a file of it is recognised"):
+        OfficialFormat("torch", "a model of no keys")
+    t = torch.zeros(1)
+    hifigan = {"conv_pre.weight": t, "ups.0.weight": t}
+    estimator = {"decoder.estimator.down_blocks.0.weight": t, "encoder.proj_w.weight": t}
+    for content, holds in (({"generator": hifigan}, "hifigan"),
+                           ({"generator": {**hifigan, "activation_post.alpha": t}}, "bigvgan"),
+                           ({"generator": hifigan, "config": {}}, "dle-hifigan"),
+                           ({"generator": {**hifigan, "activation_post.alpha": t}, "config": {}}, "bigvgan"),
+                           ({"generator": {"module.conv_pre.weight": t}}, None),
+                           (estimator, "gradtts"),
+                           ({"state_dict": estimator, "hyper_parameters": {}}, "matcha")):
+        torch.save(content, tmp_path / "file.pt")
+        assert inspect_file(tmp_path / "file.pt").holds == holds, content
 
 
 def _nemo(path):

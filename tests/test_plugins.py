@@ -144,7 +144,8 @@ def toy_site(tmp_path_factory):
 
 def sourcetrace(site: Path, *args: str) -> str:
     """The CLI in a fresh process that sees the plug-in only through PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *inherited]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "sourcetrace.cli", *args], capture_output=True, text=True, env=env)
     assert done.returncode == 0, f"sourcetrace {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -155,9 +156,10 @@ def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     assert GENERATORS.origin("toyarch") == ("distribution toyplug 0.1, entry point toyarch = "
                                             "toyplug.model:ToyGenerator (group sourcetrace.generators)")
 
+    from toyplug.model import save_official
+
     def official(generator, folder):
-        torch.save(generator.model.state_dict(), folder / "toy.pt")
-        return folder / "toy.pt"
+        return save_official(generator, folder / "toy.pt")
 
     def official_vocoder(vocoder, folder):
         torch.save({"net": vocoder.net.state_dict()}, folder / "toyvoc.pt")
@@ -172,6 +174,52 @@ def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     check_extractor(build_extractor("toyext:320"))
     check_attributor(ATTRIBUTORS["toyknn"], k=5)
     assert AttributorSpec.parse("toyknn:k=3").build().k == 3
+
+
+def test_a_plugins_official_format_is_read_as_the_builtins_are(toy_site, tmp_path, monkeypatch, capsys):
+    """The toy declares an official file format of its own (toyplug.model.ToyGenerator.official_formats):
+    `synth FILE`, `train --init-from FILE` and `checkpoints verify` recognise its files with no
+    word about the toy in sourcetrace, and refuse another model's file by the toy's name."""
+    from sourcetrace.checkpoints.official import describe, inspect_file
+    from sourcetrace.cli import main
+    from sourcetrace.core.espeak import sentences
+    from sourcetrace.corpus import Corpus
+    from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
+    from sourcetrace.datasets.prompts import Prompt, write_prompts
+    from sourcetrace.generators import build_generator, checkpoint_architecture, load_generator
+
+    monkeypatch.syspath_prepend(str(toy_site))
+    from toyplug.model import save_official
+
+    official = tmp_path / "release" / "toy.pt"
+    official.parent.mkdir()
+    trained = build_generator("toyarch", "tiny", seed=5)
+    save_official(trained, official)
+    assert describe(inspect_file(official)) == "torch zip holding a toy text-to-mel model"
+    assert checkpoint_architecture(official) == "toyarch"  # told by the file: no --architecture
+
+    write_prompts(tmp_path / "prompts.tsv", [Prompt(f"p{i:02d}", t) for i, t in enumerate(sentences(2, seed=3))])
+    assert main(["synth", str(official), "--config", "tiny", "--prompts", str(tmp_path / "prompts.tsv"),
+                 "--random-vocoder", "0", "--vocoder-config", "tiny", "--out", str(tmp_path / "corpus"),
+                 "--device", "cpu"]) == 0
+    assert {r["checkpoint"] for r in Corpus.read(tmp_path / "corpus").rows} == {"toyarch/pretrained"}
+
+    lj = make_ljspeech_like(tmp_path / "lj", n_train=2, n_val=1, n_test=1, seed=0)
+    assert main(["train", "toyarch", "--config", "tiny", "--init-from", str(official), "--steps", "1",
+                 "--data", str(lj.root), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-tensorboard"]) == 0
+    [finetuned] = (tmp_path / "run" / "checkpoints").iterdir()
+    assert load_generator(finetuned).architecture == "toyarch"
+
+    registry = tmp_path / "registry.toml"
+    registry.write_text('[[checkpoint]]\nid = "toyarch/pretrained"\narchitecture = "toyarch"\nkind = "acoustic"\n'
+                        'file = "toy.pt"\nformat = "torch"\nsource = "s"\nurl = ""\nsha256 = ""\ntrust = "unknown"\n')
+    capsys.readouterr()
+    assert main(["checkpoints", "verify", str(official.parent), "--registry", str(registry)]) == 0
+    assert "1 ok, 0 bad, 0 missing" in capsys.readouterr().out
+    torch.save({"generator": {"conv_pre.weight": torch.zeros(1), "ups.0.weight": torch.zeros(1)}}, official)
+    assert main(["checkpoints", "verify", str(official.parent), "--registry", str(registry)]) == 1
+    assert "problem: holds a jik876 HiFi-GAN generator, not a toy text-to-mel model" in capsys.readouterr().out
 
 
 def test_a_plugin_from_outside_trains_synthesises_and_is_benchmarked(toy_site, tmp_path):

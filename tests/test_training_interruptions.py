@@ -56,9 +56,9 @@ def _killed_run(arch: str, root: Path, run_dir: Path, signum: int, write: str, s
     Python's default handler, as in a terminal: a pytest-xdist worker ignores SIGINT (its controller
     takes Ctrl-C) and its children inherit that."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    training.after_write = lambda what, at: (what, at) == (write, step) and os.kill(os.getpid(), signum)
     try:
-        _run(arch, root, run_dir)
+        _run(arch, root, run_dir,
+             after_write=lambda what, at: (what, at) == (write, step) and os.kill(os.getpid(), signum))
     except KeyboardInterrupt:
         sys.exit(130)
 

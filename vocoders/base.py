@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.mel import MelConfig, convert_mel, reanalyse_mel, same_filterbank
 
@@ -48,6 +49,9 @@ class Vocoder(ABC):
     config_format: ClassVar[str] = "json"  # or "toml", "yaml"
     #: sample rates of foreign mels re-analysed into this vocoder's convention (any other is refused)
     reanalysed_rates: ClassVar[tuple[int, ...]] = ()
+    #: the official file formats `from_official` reads (what checkpoints/official.py recognises
+    #: files by and applies the trust rule with)
+    official_formats: ClassVar[tuple[OfficialFormat, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
@@ -45,6 +46,9 @@ class BigVGAN(Vocoder):
 
     kind = "bigvgan"
     family = "bigvgan"
+    # a HiFi-GAN layout with Snake activations
+    official_formats = (OfficialFormat("torch", "a BigVGAN generator", keys=("generator",),
+                                       key_prefixes=(("activation_post.",),), outranks=("hifigan", "dle-hifigan")),)
     shipped_configs = SHIPPED_CONFIGS
     config_format = "json"
 

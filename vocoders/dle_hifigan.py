@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 from sourcetrace.vocoders.hifigan import _build_generator
@@ -72,6 +73,10 @@ class DLEHiFiGAN(Vocoder):
 
     kind = "dle-hifigan"
     family = "hifigan"
+    # jik876's keys (or DDP's module.) beside its own 'config'
+    official_formats = (OfficialFormat("torch", "a DeepLearningExamples HiFi-GAN generator",
+                                       keys=("generator", "config"), key_prefixes=(("conv_pre.", "module.conv_pre."),),
+                                       outranks=("hifigan",)),)
     shipped_configs = SHIPPED_CONFIGS
     config_format = "toml"
 

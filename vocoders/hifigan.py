@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
@@ -48,6 +49,8 @@ class HiFiGAN(Vocoder):
 
     kind = "hifigan"
     family = "hifigan"
+    official_formats = (OfficialFormat("torch", "a jik876 HiFi-GAN generator", keys=("generator",),
+                                       key_prefixes=(("conv_pre.",), ("ups.",))),)
     shipped_configs = SHIPPED_CONFIGS
     config_format = "json"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.core.nemo_support import nemo_tts_models
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
@@ -57,6 +58,7 @@ def _convention(preprocessor) -> MelConfig:
 class NemoHiFiGAN(Vocoder):
     kind = "nemo-hifigan"
     family = "hifigan"
+    official_formats = (OfficialFormat("nemo", "a NeMo HiFi-GAN vocoder", nemo_target="HifiGanModel"),)
     shipped_configs = SHIPPED_CONFIGS
     config_format = "toml"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
@@ -68,6 +69,7 @@ class Vocos(Vocoder):
 
     kind = "vocos"
     family = "vocos"
+    official_formats = (OfficialFormat("torch", "a Vocos vocoder", key_prefixes=(("backbone.convnext.",), ("head.",))),)
     shipped_configs = SHIPPED_CONFIGS
     config_format = "yaml"
     reanalysed_rates = (22050,)  # the study's mel architectures

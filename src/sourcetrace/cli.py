@@ -308,7 +308,7 @@ def _training_utterances(data: str, speaker: str, clips: int):
 def cmd_train(args) -> int:
     from sourcetrace.checkpoints.registry import load_schedule
     from sourcetrace.core.naming import finetune_name, is_speaker_id
-    from sourcetrace.generators import generator_class
+    from sourcetrace.generators import EndToEndGenerator, generator_class
     from sourcetrace.generators.data import TrainingData
     from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
 
@@ -328,7 +328,7 @@ def cmd_train(args) -> int:
     speaker = args.speaker or schedule.finetune_speaker
     utterances = _training_utterances(args.data, speaker, schedule.finetune_clips)
     vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
-    if args.vocoder_weights and not generator_class(args.architecture).end_to_end:
+    if args.vocoder_weights and not issubclass(generator_class(args.architecture), EndToEndGenerator):
         from sourcetrace.vocoders import load_vocoder
 
         vocoder = load_vocoder(args.vocoder_kind or generator_class(args.architecture).default_vocoder,
@@ -351,7 +351,7 @@ def cmd_synth(args) -> int:
     from sourcetrace.core.device import pin_threads
     from sourcetrace.core.naming import PRETRAINED, checkpoint_label, checkpoint_role
     from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.generators import load_checkpoint
+    from sourcetrace.generators import EndToEndGenerator, ZeroShot, load_checkpoint
     from sourcetrace.pipeline.recipe import Job, Reference
     from sourcetrace.pipeline.regenerate import hash_checkpoint, synthesize_checkpoint
     from sourcetrace.vocoders import load_vocoder
@@ -360,7 +360,7 @@ def cmd_synth(args) -> int:
     checkpoint = Path(args.checkpoint)
     generator = load_checkpoint(args.architecture, checkpoint, args.config, args.trust).to(args.device)
     vocoder = None
-    if not generator.end_to_end:
+    if not isinstance(generator, EndToEndGenerator):
         if not args.vocoder_weights and args.random_vocoder is None:
             raise ValueError(f"{generator.architecture} makes mel spectrograms: give --vocoder-weights FILE "
                              "(an official HiFi-GAN) or --random-vocoder SEED (untrained, for tests)")
@@ -368,10 +368,10 @@ def cmd_synth(args) -> int:
                                args.vocoder_config, args.random_vocoder, name=args.vocoder_name).to(generator.device)
     elif args.vocoder_weights or args.random_vocoder is not None:
         raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
-    if generator.takes_reference != bool(args.reference):
+    if isinstance(generator, ZeroShot) != bool(args.reference):
         raise ValueError(f"{generator.architecture} speaks in the voice of reference clips: give --reference CLIP "
                          "or --reference speaker:NAME (repeatable; prompt i gets reference i mod n)"
-                         if generator.takes_reference else
+                         if isinstance(generator, ZeroShot) else
                          f"{generator.architecture} speaks in its trained voice: it takes no --reference")
     label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
     job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,

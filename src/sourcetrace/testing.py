@@ -63,19 +63,20 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     synthesis is deterministic under a seeded RNG and makes a (n_mels, frames) mel in the class's
     mel convention (a waveform if end to end); training keeps exactly the scheduled checkpoints,
     and resuming an interrupted run gives the same weights, bit for bit; a checkpoint reloads. A
-    zero-shot class (`takes_reference`) speaks in the voice of a data clip, and another clip
-    changes its output; an `inference_only` class is refused by training, with its reason, and
+    zero-shot class (`ZeroShot`) speaks in the voice of a data clip, and another clip
+    changes its output; an `InferenceOnly` class is refused by training, with its reason, and
     its zero-init checkpoint reloads.
     `data`: an LJSpeech folder (default: a few espeak-ng clips under `workdir`); `write_official`
     (generator, folder) -> file: writes the official format, which must load back exactly (with
     `trust`: for formats that need full unpickling)."""
     from sourcetrace.core.mel import MelConfig
-    from sourcetrace.generators.base import Generator, GeneratorError
+    from sourcetrace.generators.base import EndToEndGenerator, Generator, GeneratorError, InferenceOnly, ZeroShot
 
     workdir = Path(workdir)
     _require(isinstance(cls, type) and issubclass(cls, Generator), cls, "is not a sourcetrace Generator subclass")
     _require(isinstance(getattr(cls, "architecture", None), str) and cls.architecture, cls, "sets no `architecture` name")
-    _require(cls.end_to_end or cls.default_vocoder, cls, "makes mels but names no `default_vocoder` kind")
+    end_to_end = issubclass(cls, EndToEndGenerator)
+    _require(end_to_end or getattr(cls, "default_vocoder", None), cls, "makes mels but names no `default_vocoder` kind")
     a, b, c = (cls.from_config_name(config, seed) for seed in (1, 1, 2))
     _require(isinstance(a.mel_config, MelConfig), cls, "has no MelConfig mel convention")
     _require(_same_weights(a.model, b.model), cls, f"zero-init weights of config {config!r} differ for one seed")
@@ -83,7 +84,7 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
 
     lj = speech_data(workdir / "data") if data is None else data
     references = [item.audio for item in lj.items("train")[:2]]
-    if cls.takes_reference:
+    if issubclass(cls, ZeroShot):
         for g in (a, b):
             g.use_reference(references[0])
     outputs = []
@@ -93,13 +94,13 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
             outputs.append(g.synthesize(g.synthesis_ids(SENTENCE)))
     out = outputs[0]
     _require(isinstance(out, torch.Tensor) and torch.isfinite(out).all(), cls, "synthesis is not a finite tensor")
-    if cls.end_to_end:
+    if end_to_end:
         _require(out.dim() == 1 and out.shape[0] > 1, cls, f"end to end, but synthesis is not a waveform: {tuple(out.shape)}")
     else:
         _require(out.dim() == 2 and out.shape[0] == a.mel_config.n_mels and out.shape[1] > 1, cls,
                  f"synthesis is {tuple(out.shape)}, not ({a.mel_config.n_mels} mels, frames)")
     _require(torch.equal(outputs[0], outputs[1]), cls, "synthesis differs under the same seed and weights")
-    if cls.takes_reference:
+    if issubclass(cls, ZeroShot):
         b.use_reference(references[1])
         torch.manual_seed(7)
         other = b.synthesize(b.synthesis_ids(SENTENCE))
@@ -109,7 +110,7 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     _require(len(batch) == 2 and all(x.shape[:-1] == out.shape[:-1] for x in batch), cls,
              "synthesize_batch does not give one output per utterance, shaped as synthesize's")
 
-    if cls.inference_only:
+    if issubclass(cls, InferenceOnly):
         _check_inference_only(cls, config, workdir, lj, a)
     else:
         _check_training(cls, config, workdir, lj, a)
@@ -117,8 +118,7 @@ def check_generator(cls, workdir: str | Path, config: str = "tiny", data=None,
     if write_official is not None:
         (workdir / "official").mkdir(exist_ok=True)
         path = write_official(a, workdir / "official")
-        fresh = cls.from_config_name(config, 2, build=not cls.official_defines_model)  # as load_checkpoint does
-        fresh.load_official(path, trust=trust)
+        fresh = cls.from_official(path, config, trust=trust, seed=2)  # as load_checkpoint does
         _require(_same_weights(a.model, fresh.model), cls, f"{path.name} does not load back to the weights it holds")
         junk = workdir / "official" / "junk.pt"
         junk.write_bytes(b"not a checkpoint")
@@ -132,7 +132,8 @@ def _check_inference_only(cls, config: str, workdir: Path, lj, zero_init) -> Non
     from sourcetrace.generators.data import TrainingData
     from sourcetrace.generators.training import train
 
-    _require(isinstance(cls.inference_only, str), cls, "inference_only is not a reason (str)")
+    _require(isinstance(getattr(cls, "inference_only_reason", None), str), cls,
+             "inference_only_reason is not a reason (str)")
     generator = cls.from_config_name(config, 1)
     try:
         train(generator, TrainingData(generator, lj.items("train"), workdir / "features"), workdir / "refused",
@@ -140,7 +141,7 @@ def _check_inference_only(cls, config: str, workdir: Path, lj, zero_init) -> Non
         refusal = ""
     except GeneratorError as exc:
         refusal = str(exc)
-    _require(refusal == f"{cls.architecture} is inference-only: {cls.inference_only}", cls,
+    _require(refusal == f"{cls.architecture} is inference-only: {cls.inference_only_reason}", cls,
              f"training an inference-only class does not raise GeneratorError with its reason (got {refusal!r})")
     folder = zero_init.save(workdir / "zero-init", 0, "zero-init")
     meta = read_checkpoint_meta(folder)

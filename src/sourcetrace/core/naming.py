@@ -20,6 +20,8 @@ import re
 from sourcetrace.core.errors import SourcetraceError
 
 PRETRAINED = "pretrained"
+#: A reference written `speaker:NAME` is a voice the checkpoint stores (XTTS's speakers_xtts.pth), not a clip.
+STORED_VOICE = "speaker:"
 ROLES = ("pretrained", "scheduled", "zero-init", "finetuned", "other")
 
 _STEP = re.compile(r"(?:^|/)step-(\d+)$")

@@ -10,7 +10,8 @@ Classes are imported only when asked for (a TTS stack is imported only by whoeve
 every loaded class is checked against the kind's base class, so a broken plug-in fails with its
 distribution and entry point named. Names are read without importing anything: CLI help texts,
 recipe validation and the leaderboard list them cheaply. A built-in name always means the built-in;
-a plug-in reusing it is reported, never silently preferred.
+a plug-in reusing it is reported, never silently preferred. A question asked of every class (which
+one's official format claims a file: checkpoints/official.py) loads them all, through the mapping.
 """
 
 from __future__ import annotations
@@ -186,5 +187,3 @@ ATTRIBUTORS = Registry(
     {"knn": "sourcetrace.attribution.knn:KNNAttributor",
      "probe": "sourcetrace.attribution.probe:LinearProbeAttributor"},
     name_attribute="name")
-
-REGISTRIES = {"generators": GENERATORS, "vocoders": VOCODERS, "extractors": EXTRACTORS, "attributors": ATTRIBUTORS}

@@ -26,7 +26,7 @@ from typing import Callable
 from sourcetrace.core import naming
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError
-from sourcetrace.core.naming import PRETRAINED, checkpoint_label, finetune_name, step_name, zero_init_name
+from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
 from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
     RECIPE_CORPUS,
@@ -69,8 +69,6 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str, resolve: Callable[[str], Path]) -> "Reference":
-        from sourcetrace.generators.base import STORED_VOICE
-
         if not text.startswith(STORED_VOICE):
             return cls(text, str(resolve(text)))
         if not text.removeprefix(STORED_VOICE).strip():
@@ -155,7 +153,7 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
 
 def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
     """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key."""
-    from sourcetrace.generators import ARCHITECTURES, generator_class
+    from sourcetrace.generators import ARCHITECTURES, EndToEndGenerator, ZeroShot, generator_class
     from sourcetrace.vocoders import VOCODERS, vocoder_class
 
     path = Path(path)
@@ -188,12 +186,12 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         awhere = f"{path} [corpus.architectures.{name}]"
         if name not in ARCHITECTURES:
             raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
-        end_to_end = generator_class(name).end_to_end
+        end_to_end = issubclass(generator_class(name), EndToEndGenerator)
         try:
             references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))
         except ValueError as exc:
             raise RecipeError(f"{awhere}: {exc}") from None
-        if generator_class(name).takes_reference != bool(references):
+        if issubclass(generator_class(name), ZeroShot) != bool(references):
             raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
                                                "'references' (a list of audio files, or `speaker:NAME` for a "
                                                "voice the checkpoint stores)" if not references else
@@ -404,16 +402,17 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
     settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
                                 training.get("pretrained_seed", 1000), training.get("batch_size"),
                                 training.get("tensorboard", True), training.get("deterministic", True))
-    from sourcetrace.generators import generator_class
+    from sourcetrace.generators import InferenceOnly, generator_class
 
     for arch in corpus.architectures.values():
         where = f"{path} [corpus.architectures.{arch.name}]"
-        inference_only = generator_class(arch.name).inference_only
+        architecture = generator_class(arch.name)
         trained = [r for r in ("scheduled", "finetuned") if r in arch.roles and (r == "scheduled" or arch.finetuned)]
-        if inference_only and (trained or (settings.pretrained == "train" and arch.pretrained is not None)):
-            raise RecipeError(f"{where}: {arch.name} is inference-only ({inference_only}); give it roles = "
-                              "[\"zero-init\"] (seeded models) or an official 'pretrained' with [training] "
-                              "pretrained = 'official'")
+        if issubclass(architecture, InferenceOnly) and (
+                trained or (settings.pretrained == "train" and arch.pretrained is not None)):
+            raise RecipeError(f"{where}: {arch.name} is inference-only ({architecture.inference_only_reason}); "
+                              "give it roles = [\"zero-init\"] (seeded models) or an official 'pretrained' with "
+                              "[training] pretrained = 'official'")
         if arch.finetuned is not None and arch.pretrained is None:
             raise RecipeError(f"{where}: a fine-tune starts from the pretrained checkpoint: give 'pretrained' too")
         if settings.pretrained == "train" and arch.pretrained is not None and naming.step_of(arch.pretrained.name) is None:

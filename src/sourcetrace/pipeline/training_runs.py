@@ -35,7 +35,7 @@ def train_run(architecture: str, config: str | None, run_dir: Path, training_dat
     """Train from scratch (a model of `seed`), or fine-tune `init_from` with its last step saved as
     `final_name`; `training_data(generator)` gives the utterances' features. A `vocoder` adds each
     checkpoint's sample to TensorBoard as audio. Returns the trainer's report."""
-    from sourcetrace.generators import build_generator, load_checkpoint
+    from sourcetrace.generators import EndToEndGenerator, build_generator, load_checkpoint
     from sourcetrace.generators.training import train
 
     if init_from is not None:
@@ -46,7 +46,7 @@ def train_run(architecture: str, config: str | None, run_dir: Path, training_dat
         generator, names = build_generator(architecture, config, seed), step_name
     generator.to(device)
     sample_vocoder = None
-    if vocoder is not None and not generator.end_to_end:
+    if vocoder is not None and not isinstance(generator, EndToEndGenerator):
         sample_vocoder = lambda mel: vocoder(mel, generator.mel_config)  # noqa: E731
     return train(generator, training_data(generator), run_dir, steps, batch_size=batch_size, seed=seed, names=names,
                  tensorboard=tensorboard, sample_vocoder=sample_vocoder, deterministic=deterministic, log=log)

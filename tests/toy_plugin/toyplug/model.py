@@ -4,6 +4,11 @@ ToyGenerator: characters -> embedding -> two convolutions -> one mel frame group
 (`frames_per_symbol` frames each); training stretches the prediction to the clip's length.
 ToyVocoder: one convolution over the mel, then a linear map from each frame to its `hop` samples.
 ToyExtractor and ToyKNN: a feature extractor and an attributor, to show those kinds too.
+
+The toy's "official" checkpoint is a format of its own, which ToyGenerator declares
+(`official_formats`): a torch.save dict whose TOY_OFFICIAL_KEY holds the state dict. sourcetrace
+recognises such a file by that declaration alone (synth FILE, train --init-from FILE, checkpoints
+verify).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from torch import nn
 
 from sourcetrace.attribution.extractors.base import FeatureExtractor
 from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.mel import MelConfig
-from sourcetrace.generators.base import Batch, Generator, GeneratorError
+from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
 SYMBOLS = " abcdefghijklmnopqrstuvwxyz.,?!'-"
+TOY_OFFICIAL_KEY = "toy_text_to_mel"
 
 
 class ToyTextToMel(nn.Module):
@@ -42,11 +50,13 @@ class ToyTextToMel(nn.Module):
         return frames.view(b, self.frames_per_symbol, self.n_mels, s).permute(0, 2, 3, 1).reshape(b, self.n_mels, -1) - 5.0
 
 
-class ToyGenerator(Generator):
+class ToyGenerator(MelGenerator):
     architecture = "toyarch"
     default_vocoder = "toyvoc"
     config_package = "toyplug"  # its named configs: toyplug/configs/toyarch-<name>.toml
     package = "toyplug"
+    official_formats = (OfficialFormat("torch", "a toy text-to-mel model", keys=(TOY_OFFICIAL_KEY,),
+                                       key_prefixes=(("embedding.",), ("to_mel.",))),)
 
     def __init__(self, config: dict, seed: int):  # the constructor a plug-in may have written before `build`
         self.symbols = SYMBOLS
@@ -73,14 +83,17 @@ class ToyGenerator(Generator):
         return mel + float(self.config["synthesis"]["noise_scale"]) * torch.randn_like(mel)
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
-        """The toy's "official" format: its state dict saved by torch.save (read weights-only)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise GeneratorError(f"{path}: not a checkpoint ({exc})") from None
-        if not isinstance(state, dict):
-            raise GeneratorError(f"{path}: not a checkpoint (holds {type(state).__name__})")
-        self.model.load_state_dict(state)
+        """The toy's "official" format (read under sourcetrace's trust rule: weights-only)."""
+        checkpoint = load_torch_file(path, self.architecture, trust=trust, error=GeneratorError)
+        if not isinstance(checkpoint, dict) or TOY_OFFICIAL_KEY not in checkpoint:
+            raise GeneratorError(f"{path}: not a toyarch checkpoint (no {TOY_OFFICIAL_KEY!r})")
+        self.model.load_state_dict(checkpoint[TOY_OFFICIAL_KEY])
+
+
+def save_official(generator: ToyGenerator, path: str | Path) -> Path:
+    """The toy's "official" file of `generator`'s weights."""
+    torch.save({TOY_OFFICIAL_KEY: generator.model.state_dict()}, path)
+    return Path(path)
 
 
 def load_toyvoc_config(config: str) -> dict:
