@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sourcetrace.checkpoints.official import describe, inspect_file, model_name
+from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.plugins import GENERATORS as ARCHITECTURES
 from sourcetrace.generators.base import (
     EndToEndGenerator,
@@ -47,8 +49,6 @@ def checkpoint_architecture(source: str | Path, architecture: str | None = None)
     """The architecture of a checkpoint folder or official file: what the file tells (its keys,
     NeMo's model class), else `architecture`; a contradiction or a file that does not tell
     (without `architecture`) raises, naming the file."""
-    from sourcetrace.checkpoints.official import describe, inspect_file, model_name
-
     source = Path(source)
     if architecture is not None:
         generator_class(architecture)  # a known architecture, its stack installed
@@ -77,8 +77,6 @@ def load_checkpoint(architecture: str | None, source: str | Path, config: str = 
     """A project checkpoint folder or an official file (the registry's formats, `architecture`
     None: told by the file), official files loaded into the named config; full unpickling only
     with `trust` (checkpoints/official.py)."""
-    from sourcetrace.checkpoints.registry import official_path
-
     source = official_path(source)
     architecture = checkpoint_architecture(source, architecture)
     if source.is_dir():

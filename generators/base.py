@@ -15,7 +15,7 @@ import tomllib
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -190,8 +190,6 @@ class Generator(ABC):
     package: ClassVar[str] = ""
 
     def implementation(self) -> str:
-        from importlib import metadata
-
         try:
             return f"{self.package} {metadata.version(self.package)}"
         except metadata.PackageNotFoundError:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import check_file
 from sourcetrace.core.nemo_support import nemo_tts_models
 from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
@@ -31,8 +33,6 @@ def _bundled_cmudict() -> str:
 
 
 def _normalizer_config(whitelist: str | None = None) -> dict:
-    from importlib import resources
-
     if whitelist is None:
         whitelist = str(resources.files("nemo_text_processing").joinpath(
             "text_normalization/en/data/whitelist/lj_speech.tsv"))
@@ -185,8 +185,6 @@ class FastPitchGenerator(MelGenerator):
         loading and its allow-listed instantiation; its own G2P dictionary, heteronyms and whitelist
         come from the archive, and the normaliser's grammars are cached."""
         from omegaconf import OmegaConf, open_dict
-
-        from sourcetrace.checkpoints.official import check_file
 
         check_file(path, self.architecture, error=GeneratorError)  # complete, and a FastPitch model
         FastPitchModel = nemo_tts_models().FastPitchModel

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
 
@@ -73,8 +74,6 @@ class GradTTSGenerator(MelGenerator):
 
     def load_official(self, path: str | Path, trust: bool = False) -> None:
         """grad-tts.pt is a plain state dict: it loads weights-only, no trust needed."""
-        from sourcetrace.checkpoints.official import load_torch_file
-
         state = load_torch_file(path, self.architecture, trust, error=GeneratorError)
         if not isinstance(state, dict):
             raise GeneratorError(f"{path}: holds a {type(state).__name__}, not a Grad-TTS state dict")

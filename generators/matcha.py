@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import PLAIN_PICKLE_GLOBALS, OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.generators.base import Batch, GeneratorError, MelGenerator
 
 
@@ -84,8 +85,6 @@ class MatchaGenerator(MelGenerator):
         """matcha_ljspeech.ckpt is a Lightning checkpoint holding omegaconf objects: it loads only
         with full unpickling, so only with trust (see checkpoints/official.py), for a file you trust."""
         from matcha.models.matcha_tts import MatchaTTS
-
-        from sourcetrace.checkpoints.official import load_torch_file
 
         checkpoint = load_torch_file(path, self.architecture, trust, error=GeneratorError)
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import PLAIN_PICKLE_GLOBALS, OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError
 
 PHASES = ("discriminator", "generator")  # Coqui's optimizer indices 0 and 1
@@ -137,8 +138,6 @@ class VitsGenerator(EndToEndGenerator):
         weights-only; one that needs full unpickling loads only with trust (checkpoints/official.py)."""
         from TTS.config import load_config
         from TTS.tts.models.vits import Vits
-
-        from sourcetrace.checkpoints.official import load_torch_file
 
         path = Path(path)
         config_file = path.with_name("config.json")

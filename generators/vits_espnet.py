@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_espnet_pack
 from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError
 
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<space>")  # ESPnet's padding/blank, unknown and space symbols
@@ -180,8 +181,6 @@ class VitsEspnetGenerator(EndToEndGenerator):
         and the .pth state dict), read by checkpoints/official.py with weights-only loading; its
         config.yaml defines the model, the token list, cleaner and g2p. (`trust` is never needed:
         ESPnet saves plain state dicts.)"""
-        from sourcetrace.checkpoints.official import load_espnet_pack
-
         pack = load_espnet_pack(path, self.architecture, error=GeneratorError)
         rate = (pack.config.get("tts_conf") or {}).get("sampling_rate", 22050)
         if rate != self.mel_config.sample_rate:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.naming import STORED_VOICE
 from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError, InferenceOnly, ZeroShot
 from sourcetrace.generators.vits import COQUI_PICKLE_GLOBALS
@@ -155,8 +156,6 @@ class XttsGenerator(ZeroShot, InferenceOnly, EndToEndGenerator):
         Coqui's GPT trainer only and are not read."""
         from TTS.config import load_config
         from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-
-        from sourcetrace.checkpoints.official import load_torch_file
 
         path = Path(path)
         folder, model_file = (path, path / "model.pth") if path.is_dir() else (path.parent, path)

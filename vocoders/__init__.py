@@ -6,6 +6,7 @@ Adding a kind: write `<name>.py` with a `Vocoder` subclass and add one line to t
 
 from __future__ import annotations
 
+from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.plugins import VOCODERS
 from sourcetrace.vocoders.base import Vocoder, VocoderError
 
@@ -18,8 +19,6 @@ def vocoder_class(kind: str) -> type[Vocoder]:
 def load_vocoder(kind: str, weights: str | None = None, config: str | None = None, seed: int | None = None,
                  name: str | None = None) -> Vocoder:
     """The official `weights` of a vocoder kind, or (no weights) a random one of `config` drawn from `seed`."""
-    from sourcetrace.checkpoints.registry import official_path
-
     cls = vocoder_class(kind)
     if weights:
         return cls.from_official(official_path(weights), config=config, name=name)

@@ -22,6 +22,7 @@ import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.mel import MelConfig, convert_mel, reanalyse_mel, same_filterbank
 
 
@@ -181,8 +182,6 @@ def official_files(path: str | Path, weights_name: str, config_name: str, config
 
 
 def file_identity(path: str | Path) -> str:
-    from sourcetrace.core.fileio import sha256_file
-
     return sha256_file(Path(path))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
@@ -82,8 +83,6 @@ class BigVGAN(Vocoder):
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "BigVGAN":
         """The official folder (config.json + bigvgan_generator.pt), or its bigvgan_generator.pt with
         `config` (a shipped name or a config.json; default: the config.json beside it)."""
-        from sourcetrace.checkpoints.official import load_torch_file
-
         weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
         checkpoint = load_torch_file(weights, cls.kind, error=VocoderError)
         bigvgan_config = cls.read_config(config_source, sections=MEL_KEYS)

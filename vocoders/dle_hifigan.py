@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 from sourcetrace.vocoders.hifigan import _build_generator
@@ -91,8 +92,6 @@ class DLEHiFiGAN(Vocoder):
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "DLEHiFiGAN":
         """A DLE generator file: its 'config' builds the generator, its 'generator' the weights,
         `config` (default ljs22khz-finetune) gives the mel convention."""
-        from sourcetrace.checkpoints.official import load_torch_file
-
         checkpoint = load_torch_file(path, cls.kind, error=VocoderError)
         if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("generator"), dict)
                 and isinstance(checkpoint.get("config"), dict)):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
 
@@ -68,8 +69,6 @@ class HiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "HiFiGAN":
         """A jik876-format generator file (a dict whose 'generator' entry is the state dict)."""
-        from sourcetrace.checkpoints.official import load_torch_file
-
         checkpoint = load_torch_file(path, cls.kind, error=VocoderError)
         hifigan_config = load_hifigan_config(config or "v1")
         try:

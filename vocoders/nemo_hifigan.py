@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import check_file
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.core.nemo_support import nemo_tts_models
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, random_identity
@@ -69,8 +70,6 @@ class NemoHiFiGAN(Vocoder):
     @classmethod
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
         """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
-        from sourcetrace.checkpoints.official import check_file
-
         check_file(path, cls.kind, error=VocoderError)  # complete, and a NeMo HiFi-GAN
         HifiGanModel = nemo_tts_models().HifiGanModel
         try:

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from sourcetrace.checkpoints.formats import OfficialFormat
+from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.mel import MelConfig
 from sourcetrace.vocoders.base import Vocoder, VocoderError, file_identity, official_files, random_identity
 
@@ -97,8 +98,6 @@ class Vocos(Vocoder):
     def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "Vocos":
         """The official folder (config.yaml + pytorch_model.bin), or its pytorch_model.bin with
         `config` (a shipped name or a config.yaml; default: the config.yaml beside it)."""
-        from sourcetrace.checkpoints.official import load_torch_file
-
         weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
         state_dict = load_torch_file(weights, cls.kind, error=VocoderError)
         vocos_config = cls.read_config(config_source, sections=tuple(ALLOWED_CLASSES))

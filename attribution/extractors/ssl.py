@@ -20,6 +20,8 @@ import contextlib
 import functools
 import json
 import os
+import shutil
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -428,9 +430,6 @@ def save_random_model(config: dict, preprocessor: dict, out_dir: str | os.PathLi
     Used for tests, the miniature study and benchmarks with the real architectures: nothing is
     downloaded. Written to a temporary folder and renamed, so a folder that exists is complete.
     """
-    import shutil
-    import tempfile
-
     from transformers import AutoConfig, AutoModel
 
     out_dir = Path(out_dir)

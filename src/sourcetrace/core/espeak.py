@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,8 +34,6 @@ def speak(text: str, out_wav: str | Path, voice: str = "en-us", speed: int = 160
 
 def sentences(n: int, seed: int = 0) -> list[str]:
     """`n` distinct, pronounceable English sentences drawn with a fixed seed."""
-    import random
-
     rng = random.Random(seed)
     subjects = ["The old sailor", "A quiet student", "My neighbour", "The tall doctor", "Every child",
                 "The young painter", "A tired driver", "Our teacher", "The clever fox", "His sister"]

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import sourcetrace
+from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.naming import clip_location, journal_name, prompt_seed
 from sourcetrace.corpus.columns import ClipRecord, columns_of, spell
 from sourcetrace.corpus.journal import PARTS, append_journal, read_journal
 from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts, records
+from sourcetrace.datasets.prompts import read_prompts
 from sourcetrace.pipeline.recipe import CorpusRecipe, Job, expand
 
 
@@ -93,7 +96,6 @@ def condition_counts(jobs: list[Job], prompts: int) -> dict[str, int]:
 def hash_checkpoint(source: str | Path) -> str:
     """The hash of the weights a checkpoint is loaded from: a folder's safetensors, or the official
     file, found as loading finds it (official_path: a file given by another registry name of it)."""
-    from sourcetrace.checkpoints.registry import official_path
     from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
 
     source = official_path(source)
@@ -144,8 +146,6 @@ class _Sources:
 
 def job_provenance(job: Job, generator, vocoder, checkpoint_sha256: str) -> dict[str, str]:
     """The columns every clip of a job records: checkpoint hash, role, code and vocoder identities."""
-    import sourcetrace
-
     return {"checkpoint_sha256": checkpoint_sha256, "role": job.role, "implementation": generator.implementation(),
             "sourcetrace": sourcetrace.__version__, "speaker": job.speaker, "vocoder": job.vocoder or "",
             "vocoder_sha256": vocoder.identity if vocoder is not None else "", "vocoder_swapped": spell(job.swapped),
@@ -228,8 +228,6 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
     """Generate (this shard's part of) the recipe's corpus into `out`; see the module docstring."""
     from tqdm import tqdm
 
-    from sourcetrace.datasets.prompts import read_prompts
-
     out = Path(out)
     index, count = shard
     if not 0 <= index < count:
@@ -308,7 +306,6 @@ def _records(out: Path, job: Job, rows) -> list[ClipRecord]:
 def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     """Every way the manifest departs from what the recipe asks for (clip set, labels, vocoder
     conditions, seeds, checkpoint hashes), one line each, naming the manifest line."""
-    from sourcetrace.datasets.prompts import read_prompts
     from sourcetrace.generators import generator_class
     from sourcetrace.vocoders import vocoder_class
 
