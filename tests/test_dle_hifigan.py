@@ -19,6 +19,8 @@ from sourcetrace.pipeline.recipe import load_recipe  # noqa: E402
 from sourcetrace.testing import check_vocoder  # noqa: E402
 from sourcetrace.vocoders import VocoderError, load_vocoder, vocoder_class  # noqa: E402
 
+pytestmark = pytest.mark.tts
+
 OFFICIAL = "hifigan_gen_checkpoint_10000_ft.pt"
 DLE_FASTPITCH = MelConfig(framing="centered-reflect")  # TacotronSTFT: centred, reflect padding, log(max(mel, 1e-5))
 NEMO_FASTPITCH = MelConfig(framing="centered", log_guard="add")

@@ -111,6 +111,7 @@ def save_nemo_hifigan(vocoder, folder: Path) -> Path:
     return folder / "tts_hifigan.nemo"
 
 
+@pytest.mark.tts
 @pytest.mark.parametrize("kind, write_official", [("hifigan", save_hifigan), ("nemo-hifigan", save_nemo_hifigan)])
 def test_builtin_vocoders_conform(kind, write_official, tmp_path):
     if kind == "nemo-hifigan":
@@ -118,6 +119,8 @@ def test_builtin_vocoders_conform(kind, write_official, tmp_path):
     check_vocoder(vocoder_class(kind), tmp_path, write_official=write_official)
 
 
+@pytest.mark.slow
+@pytest.mark.tts
 def test_the_fastest_builtin_generator_conforms(tmp_path):
     """Matcha-TTS tiny (about 8 s): zero-init, synthesis, exact-step checkpoints, bit-identical
     resume, its official Lightning checkpoint (which needs trust)."""
@@ -150,6 +153,7 @@ def sourcetrace(site: Path, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(toy_site))
     assert GENERATORS.origin("toyarch") == ("distribution toyplug 0.1, entry point toyarch = "
@@ -174,6 +178,7 @@ def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     assert AttributorSpec.parse("toyknn:k=3").build().k == 3
 
 
+@pytest.mark.slow
 def test_a_plugin_from_outside_trains_synthesises_and_is_benchmarked(toy_site, tmp_path):
     from sourcetrace.core.espeak import sentences
     from sourcetrace.corpus import Corpus

@@ -13,6 +13,8 @@ from sourcetrace.generators import build_generator, generator_class, load_checkp
 from sourcetrace.generators.base import GeneratorError
 from sourcetrace.testing import check_generator
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 EXP = Path("exp") / "tts_train_vits_raw_phn_tacotron_espeak_ng_english_us_vits"
 
 

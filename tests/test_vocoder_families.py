@@ -16,6 +16,8 @@ from sourcetrace.core.mel import MelConfig, mel_spectrogram, reanalyse_mel, rean
 from sourcetrace.testing import check_vocoder  # noqa: E402
 from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder, vocoder_class  # noqa: E402
 
+pytestmark = pytest.mark.tts
+
 STUDY = MelConfig()  # the 22.05 kHz, 80-band mels of FastPitch, Grad-TTS and Matcha-TTS (jik876 framing)
 
 

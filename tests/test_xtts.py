@@ -17,6 +17,8 @@ from sourcetrace.testing import check_generator, speech_data
 
 pytest.importorskip("TTS")
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 SENTENCE = "A silver coin lay on the old pier."
 
 
