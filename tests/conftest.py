@@ -53,34 +53,3 @@ def speech_tree(tmp_path_factory):
                 speak(text, root / arch / ckpt / f"p{i}.wav", voice=f"{arch}+{variant}", speed=speed)
                 (root / arch / ckpt / f"p{i}.txt").write_text(text)
     return root
-
-
-# Markers (registered in pyproject.toml) are assigned here, by module, fixture or test name, rather
-# than test by test, so `pytest -m "not slow and not tts"` is the fast run without the TTS stacks.
-#   tts:   needs a TTS stack (NeMo, Coqui, Grad-TTS, Matcha-TTS; tools/setup.sh) or builds its models
-#   slow:  trains, synthesises or runs a whole study / plug-in pipeline (tens of seconds or more)
-#   slurm: needs a Slurm cluster (CI starts one: tools/slurm-localhost.sh)
-GPU_CHECK_DRY_RUN = "test_the_gpu_checks_dry_run_completes_every_section_consistently_on_a_stock_image"
-_MARKERS = {
-    "tts": {"modules": {"test_generators", "test_vocoders", "test_recipes", "test_official_checkpoints",
-                        "test_study", "test_training_interruptions", "test_vocoder_families", "test_xtts",
-                        "test_vits_espnet", "test_dle_hifigan"},
-            "fixtures": set(),
-            "tests": {"test_builtin_vocoders_conform", "test_the_fastest_builtin_generator_conforms",
-                      "test_a_pickle_named_safetensors_is_one_clear_line", GPU_CHECK_DRY_RUN,
-                      "test_setup_warms_the_numba_kernels_runs_reach_into_the_cache"}},
-    "slow": {"modules": {"test_generators", "test_recipes", "test_official_checkpoints", "test_study",
-                         "test_training_interruptions", "test_xtts", "test_vits_espnet"},
-             "fixtures": {"local_run", "slurm_cluster", "toy_site", "real_bench"},
-             "tests": {"test_the_fastest_builtin_generator_conforms", GPU_CHECK_DRY_RUN}},
-    "slurm": {"modules": set(), "fixtures": {"slurm_cluster"}, "tests": set()},
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rpartition(".")[2]
-        fixtures = set(getattr(item, "fixturenames", ()))
-        for marker, where in _MARKERS.items():
-            if module in where["modules"] or fixtures & where["fixtures"] or item.originalname in where["tests"]:
-                item.add_marker(marker)

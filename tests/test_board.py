@@ -63,6 +63,7 @@ def real_bench(speech_tree, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_board_takes_real_results_keeps_a_ledger_and_builds_a_site(real_bench, tmp_path, capsys):
     board, site = tmp_path / "board", tmp_path / "site"
     assert main(["leaderboard", "init", str(board), "--corpus", str(real_bench / "corpus"), "--protocols", "indomain,holdout"]) == 0

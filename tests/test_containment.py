@@ -325,6 +325,7 @@ def test_an_unexpected_exception_is_one_line_without_debug(monkeypatch, tmp_path
                                        "traceback, and report it)\n")
 
 
+@pytest.mark.tts
 def test_a_pickle_named_safetensors_is_one_clear_line(tmp_path, capsys):
     from sourcetrace.generators import build_generator
 

@@ -3,8 +3,10 @@ sourcetrace.core.naming; every user error is a SourcetraceError the CLI prints w
 generator stack; light commands never import torch."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +221,36 @@ def test_synth_checkpoint_journals_every_clip_and_resumes_after_an_interrupt(tmp
         assert (tmp_path / run / "manifest.csv").is_file()
     whole, cut = (sorted((tmp_path / run / "audio").rglob("*.wav")) for run in ("whole", "cut"))
     assert [p.read_bytes() for p in whole] == [p.read_bytes() for p in cut] and len(whole) == 4
+
+
+# Fixtures whose tests train, synthesise or run a whole pipeline, and the markers (pyproject.toml)
+# every test that uses one, directly or through another fixture, must carry.
+TRAINING_FIXTURES = {"local_run": {"slow"}, "slurm_cluster": {"slow", "slurm"}, "toy_site": {"slow"},
+                     "real_bench": {"slow"}}
+ITEM_REPORT = '''import json
+def pytest_collection_finish(session):
+    for item in session.items:
+        markers = sorted({m.name for m in item.iter_markers()})
+        print("item:", json.dumps([item.nodeid, sorted(item.fixturenames), markers]))
+'''
+
+
+def test_every_test_of_a_training_fixture_is_marked_so_the_fast_run_leaves_it_out(tmp_path):
+    """Markers sit beside the tests (`pytestmark`, decorators), so a renamed test keeps them; this
+    collects the whole suite, as `pytest -m` sees it, and names each test that lacks one."""
+    tests = Path(__file__).resolve().parent
+    sources = "\n".join(p.read_text() for p in tests.glob("*.py"))
+    assert [f for f in TRAINING_FIXTURES if f"\ndef {f}(" not in sources] == []  # a renamed fixture is renamed here too
+    (tmp_path / "item_report.py").write_text(ITEM_REPORT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider",
+                           "-p", "item_report", str(tests)], capture_output=True, text=True, env=env, cwd=tests.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    items = [json.loads(line[len("item: "):]) for line in done.stdout.splitlines() if line.startswith("item: ")]
+    assert len(items) > 100
+    unmarked = {}
+    for nodeid, fixtures, markers in items:
+        missing = set().union(*(TRAINING_FIXTURES.get(f, set()) for f in fixtures)) - set(markers)
+        if missing:
+            unmarked[nodeid] = sorted(missing)
+    assert unmarked == {}, f"mark these (module pytestmark or @pytest.mark.NAME on the test): {unmarked}"

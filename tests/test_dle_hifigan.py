@@ -16,8 +16,10 @@ pytest.importorskip("matcha", reason="the jik876 generator class comes with matc
 from sourcetrace.checkpoints.registry import load_registry, verify_folder  # noqa: E402
 from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
 from sourcetrace.pipeline.recipe import load_recipe  # noqa: E402
-from sourcetrace.testing import check_vocoder  # noqa: E402
+from sourcetrace.testing import parametrize_with_checks, vocoder_checks  # noqa: E402
 from sourcetrace.vocoders import VocoderError, load_vocoder, vocoder_class  # noqa: E402
+
+pytestmark = pytest.mark.tts
 
 OFFICIAL = "hifigan_gen_checkpoint_10000_ft.pt"
 DLE_FASTPITCH = MelConfig(framing="centered-reflect")  # TacotronSTFT: centred, reflect padding, log(max(mel, 1e-5))
@@ -59,8 +61,9 @@ def save_dle(vocoder, folder: Path, layout: str = "nested", name: str = OFFICIAL
     return path
 
 
-def test_the_kind_conforms_and_reads_its_official_file(tmp_path):
-    check_vocoder(vocoder_class("dle-hifigan"), tmp_path, write_official=save_dle)
+@parametrize_with_checks(vocoder_checks(vocoder_class("dle-hifigan"), write_official=save_dle))
+def test_the_kind_conforms_and_reads_its_official_file(check, tmp_path):
+    check(tmp_path)
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat", "channels-last"])

@@ -32,6 +32,8 @@ from sourcetrace.generators.training import train  # noqa: E402
 from sourcetrace.vocoders import VocoderError  # noqa: E402
 from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 # The study's four in depth; the architectures beyond it prove the same contract through the
 # conformance kit in their own files (tests/test_vits_espnet.py, tests/test_xtts.py).
 ARCHS = sorted(STUDY_ARCHITECTURES)

@@ -30,6 +30,8 @@ def stock_image_python(folder: Path) -> tuple[str, dict]:
     return str(folder / "venv" / "bin" / "python"), env
 
 
+@pytest.mark.slow
+@pytest.mark.tts
 def test_the_gpu_checks_dry_run_completes_every_section_consistently_on_a_stock_image(tmp_path):
     pytest.importorskip("grad_tts", reason="the Grad-TTS stack is installed by tools/setup.sh")
     python, env = stock_image_python(tmp_path / "stock")

@@ -185,6 +185,7 @@ def test_phase_timing_breaks_extraction_down_without_changing_it(tiny_models):
     assert all(v >= 0 for v in extractor.phase_seconds.values()) and extractor.phase_seconds["forward"] > 0
 
 
+@pytest.mark.tts
 def test_setup_warms_the_numba_kernels_runs_reach_into_the_cache(tmp_path):
     """tools/setup.sh runs `python -m sourcetrace.pipeline.numba_cache` once, so parallel processes only read
     numba's cache (its writes are not safe when two processes first compile a kernel at once)."""

@@ -21,6 +21,8 @@ from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
 from sourcetrace.generators import GeneratorError, build_generator, checkpoint_architecture, load_checkpoint  # noqa: E402
 from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 MARKER_NAME = "pwned"
 
 

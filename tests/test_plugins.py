@@ -18,7 +18,15 @@ from sourcetrace.attribution.probe import LinearProbeAttributor
 from sourcetrace.benchmark.runner import AttributorSpec
 from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.generators import GeneratorError, generator_class
-from sourcetrace.testing import ConformanceError, check_attributor, check_extractor, check_generator, check_vocoder
+from sourcetrace.testing import (
+    ConformanceError,
+    assert_conforms,
+    attributor_checks,
+    extractor_checks,
+    generator_checks,
+    parametrize_with_checks,
+    vocoder_checks,
+)
 from sourcetrace.vocoders import VocoderError, vocoder_class
 
 TOY_PLUGIN = Path(__file__).parent / "toy_plugin"
@@ -76,29 +84,52 @@ def test_a_bad_plugin_is_refused_naming_its_distribution_and_entry_point(tmp_pat
 
 
 # ---- the conformance kit on the project's own classes -------------------------------------------
-def test_builtin_attributors_conform():
-    check_attributor(KNNAttributor, k=5)
-    check_attributor(KNNAttributor, k=5, metric="euclidean", standardize=True)
-    check_attributor(LinearProbeAttributor)
+@parametrize_with_checks(attributor_checks(KNNAttributor, k=5),
+                         attributor_checks(KNNAttributor, k=5, metric="euclidean", standardize=True),
+                         attributor_checks(LinearProbeAttributor))
+def test_builtin_attributors_conform(check, tmp_path):
+    check(tmp_path)
 
 
-def test_the_kit_fails_an_attributor_that_breaks_the_contract():
-    class Constant(LinearProbeAttributor):
-        name = "constant"
+def test_the_kit_names_every_contract_a_broken_attributor_breaks(tmp_path):
+    """One pytest item per check, so a plug-in author sees every broken contract at once, not the first."""
+    class Broken(LinearProbeAttributor):
+        name = "Broken"  # not a lower-case word
+
+        def params(self):
+            return {**super().params(), "layers": 2}  # not a constructor parameter
 
         def predict_scores(self, X):
             scores = super().predict_scores(X)
             scores[:] = scores[0]  # every query gets the same answer
             return scores
 
-    with pytest.raises(ConformanceError, match="Constant: cannot separate well-separated classes"):
-        check_attributor(Constant)
+    checks = list(attributor_checks(Broken))
+    items = parametrize_with_checks(checks).mark.args[1]
+    assert [item.id for item in items] == [f"Broken-{check.name}" for check in checks] and len(items) == 9
+    failed = {}
+    for check in checks:
+        try:
+            check(tmp_path / check.name)
+        except ConformanceError as exc:
+            failed[check.name] = str(exc).partition("Broken: ")[2]
+    assert failed == {"check_declares_a_name_and_defaulted_parameters": "name 'Broken' is not a lower-case word",
+                      "check_params_are_plain_json_constructor_parameters":
+                          "params() {'C': 1.0, 'max_iter': 2000, 'seed': 0, 'layers': 2} are not constructor parameters",
+                      "check_separates_separable_classes": "cannot separate well-separated classes"}
+    with pytest.raises(ConformanceError) as failure:
+        assert_conforms(checks, tmp_path)
+    assert str(failure.value).splitlines()[0] == "3 checks failed:"
+    assert [line.partition(": ")[0] for line in str(failure.value).splitlines()[1:]] == [f"Broken-{c}" for c in failed]
 
 
-def test_builtin_extractors_conform(tiny_models):
-    check_extractor(build_extractor("lfcc"))
-    check_extractor(build_extractor("mfcc"))
-    check_extractor(build_extractor(f"ssl:{tiny_models['tiny-wav2vec2']}@2", device="cpu"))
+@parametrize_with_checks(extractor_checks(build_extractor("lfcc")), extractor_checks(build_extractor("mfcc")))
+def test_builtin_extractors_conform(check, tmp_path):
+    check(tmp_path)
+
+
+def test_the_ssl_extractor_conforms(tiny_models, tmp_path):
+    assert_conforms(extractor_checks(build_extractor(f"ssl:{tiny_models['tiny-wav2vec2']}@2", device="cpu")), tmp_path)
 
 
 def save_hifigan(vocoder, folder: Path) -> Path:
@@ -111,24 +142,34 @@ def save_nemo_hifigan(vocoder, folder: Path) -> Path:
     return folder / "tts_hifigan.nemo"
 
 
-@pytest.mark.parametrize("kind, write_official", [("hifigan", save_hifigan), ("nemo-hifigan", save_nemo_hifigan)])
-def test_builtin_vocoders_conform(kind, write_official, tmp_path):
-    if kind == "nemo-hifigan":
-        pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
-    check_vocoder(vocoder_class(kind), tmp_path, write_official=write_official)
+@pytest.mark.tts
+@parametrize_with_checks(vocoder_checks(vocoder_class("hifigan"), write_official=save_hifigan))
+def test_builtin_vocoders_conform(check, tmp_path):
+    check(tmp_path)
 
 
-def test_the_fastest_builtin_generator_conforms(tmp_path):
-    """Matcha-TTS tiny (about 8 s): zero-init, synthesis, exact-step checkpoints, bit-identical
-    resume, its official Lightning checkpoint (which needs trust)."""
+@pytest.mark.tts
+@parametrize_with_checks(vocoder_checks(vocoder_class("nemo-hifigan"), write_official=save_nemo_hifigan))
+def test_the_nemo_vocoder_conforms(check, tmp_path):
+    pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
+    check(tmp_path)
+
+
+def lightning_checkpoint(generator, folder: Path) -> Path:
+    """Matcha-TTS's official format, a Lightning checkpoint (which needs trust)."""
+    torch.save({"state_dict": generator.model.state_dict(), "hyper_parameters": dict(generator.model.hparams),
+                "pytorch-lightning_version": "2.0.0", "epoch": 0, "global_step": 0}, folder / "matcha.ckpt")
+    return folder / "matcha.ckpt"
+
+
+@pytest.mark.slow
+@pytest.mark.tts
+@parametrize_with_checks(generator_checks(generator_class("matcha"), write_official=lightning_checkpoint, trust=True))
+def test_the_fastest_builtin_generator_conforms(check, tmp_path):
+    """Matcha-TTS tiny (about 8 s in all): zero-init, synthesis, exact-step checkpoints, bit-identical
+    resume, its official Lightning checkpoint."""
     pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools/setup.sh")
-
-    def lightning_checkpoint(generator, folder):
-        torch.save({"state_dict": generator.model.state_dict(), "hyper_parameters": dict(generator.model.hparams),
-                    "pytorch-lightning_version": "2.0.0", "epoch": 0, "global_step": 0}, folder / "matcha.ckpt")
-        return folder / "matcha.ckpt"
-
-    check_generator(generator_class("matcha"), tmp_path, write_official=lightning_checkpoint, trust=True)
+    check(tmp_path)
 
 
 # ---- a plug-in from outside ---------------------------------------------------------------------
@@ -151,6 +192,7 @@ def sourcetrace(site: Path, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(toy_site))
     assert GENERATORS.origin("toyarch") == ("distribution toyplug 0.1, entry point toyarch = "
@@ -169,13 +211,14 @@ def test_a_plugin_from_outside_conforms(toy_site, tmp_path, monkeypatch):
     assert toyarch.from_config_name("tiny", 0).config["model"]["frames_per_symbol"] == 4  # the plug-in's own config
     with pytest.raises(GeneratorError, match="no config 'default' for toyarch in toyplug/configs; configs: tiny"):
         toyarch.from_config_name("default", 0)
-    check_generator(toyarch, tmp_path / "generator", write_official=official)
-    check_vocoder(vocoder_class("toyvoc"), tmp_path / "vocoder", write_official=official_vocoder)
-    check_extractor(build_extractor("toyext:320"))
-    check_attributor(ATTRIBUTORS["toyknn"], k=5)
+    assert_conforms([*generator_checks(toyarch, write_official=official),
+                     *vocoder_checks(vocoder_class("toyvoc"), write_official=official_vocoder),
+                     *extractor_checks(build_extractor("toyext:320")), *attributor_checks(ATTRIBUTORS["toyknn"], k=5)],
+                    tmp_path)
     assert AttributorSpec.parse("toyknn:k=3").build().k == 3
 
 
+@pytest.mark.slow
 def test_a_plugins_official_format_is_read_as_the_builtins_are(toy_site, tmp_path, monkeypatch, capsys):
     """The toy declares an official file format of its own (toyplug.model.ToyGenerator.official_formats):
     `synth FILE`, `train --init-from FILE` and `checkpoints verify` recognise its files with no
@@ -202,7 +245,7 @@ def test_a_plugins_official_format_is_read_as_the_builtins_are(toy_site, tmp_pat
     assert main(["synth", str(official), "--config", "tiny", "--prompts", str(tmp_path / "prompts.tsv"),
                  "--random-vocoder", "0", "--vocoder-config", "tiny", "--out", str(tmp_path / "corpus"),
                  "--device", "cpu"]) == 0
-    assert {r["checkpoint"] for r in Corpus.read(tmp_path / "corpus").rows} == {"toyarch/pretrained"}
+    assert {r.checkpoint for r in Corpus.read(tmp_path / "corpus").rows} == {"toyarch/pretrained"}
 
     lj = make_ljspeech_like(tmp_path / "lj", n_train=2, n_val=1, n_test=1, seed=0)
     assert main(["train", "toyarch", "--config", "tiny", "--init-from", str(official), "--steps", "1",
@@ -222,6 +265,7 @@ def test_a_plugins_official_format_is_read_as_the_builtins_are(toy_site, tmp_pat
     assert "problem: holds a jik876 HiFi-GAN generator, not a toy text-to-mel model" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_plugin_from_outside_trains_synthesises_and_is_benchmarked(toy_site, tmp_path):
     from sourcetrace.core.espeak import sentences
     from sourcetrace.corpus import Corpus

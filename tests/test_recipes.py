@@ -28,6 +28,8 @@ from sourcetrace.generators import build_generator  # noqa: E402
 from sourcetrace.pipeline.recipe import RecipeError, expand, load_recipe  # noqa: E402
 from sourcetrace.pipeline.regenerate import condition_counts, regenerate  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 N_PROMPTS = 10
 VOCODERS = {"fastpitch": ("nemo-hifigan", 0), "gradtts": ("hifigan", 1), "matcha": ("hifigan", 2)}
 

@@ -20,6 +20,8 @@ from sourcetrace.corpus import ClipRecord, Corpus  # noqa: E402
 from sourcetrace.pipeline.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
 from sourcetrace.pipeline.study import STAGES, Study  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini.toml"
 
 
@@ -195,6 +197,7 @@ def slurm_cluster():
     pytest.importorskip("submitit")
 
 
+@pytest.mark.slurm
 def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, local_run, tmp_path):
     recipe, local = local_run
     work = tmp_path / "slurm"
@@ -238,6 +241,7 @@ def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300
         sent.append(job_id)
 
 
+@pytest.mark.slurm
 def test_a_preempted_slurm_training_job_is_requeued_and_resumes_bit_for_bit(slurm_cluster, local_run, tmp_path):
     from sourcetrace.pipeline.backends import SlurmBackend
 

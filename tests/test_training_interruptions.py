@@ -26,6 +26,8 @@ from sourcetrace.datasets.ljspeech import LJSpeech  # noqa: E402
 from sourcetrace.generators import build_generator, training  # noqa: E402
 from sourcetrace.generators.data import TrainingData  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
+
 ARCHS = sorted(STUDY_ARCHITECTURES)  # the kit's resume check covers the others (tests/test_vits_espnet.py)
 STEPS = [2, 3, 5]   # checkpoints; every case starts from the step-2 resume point and is killed at step 3 or 4
 RESUME_EVERY = 4    # step 4: a resume point without a checkpoint

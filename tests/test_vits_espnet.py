@@ -11,7 +11,9 @@ import yaml
 
 from sourcetrace.generators import build_generator, generator_class, load_checkpoint, load_generator
 from sourcetrace.generators.base import GeneratorError
-from sourcetrace.testing import check_generator
+from sourcetrace.testing import generator_checks, parametrize_with_checks
+
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
 
 EXP = Path("exp") / "tts_train_vits_raw_phn_tacotron_espeak_ng_english_us_vits"
 
@@ -34,8 +36,9 @@ def pack_model(generator, folder: Path, name: str = "model.zip", config: dict | 
     return folder / name
 
 
-def test_vits_espnet_conforms(tmp_path):
-    check_generator(generator_class("vits-espnet"), tmp_path, write_official=pack_model)
+@parametrize_with_checks(generator_checks(generator_class("vits-espnet"), write_official=pack_model))
+def test_vits_espnet_conforms(check, tmp_path):
+    check(tmp_path)
 
 
 def test_packed_tgz_and_what_is_refused(tmp_path):

@@ -13,8 +13,10 @@ pytest.importorskip("bigvgan", reason="the bigvgan package is installed by tools
 from sourcetrace.core.audio import load_audio  # noqa: E402
 from sourcetrace.core.espeak import speak  # noqa: E402
 from sourcetrace.core.mel import MelConfig, mel_spectrogram, reanalyse_mel, reanalysed_frames  # noqa: E402
-from sourcetrace.testing import check_vocoder  # noqa: E402
+from sourcetrace.testing import parametrize_with_checks, vocoder_checks  # noqa: E402
 from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder, vocoder_class  # noqa: E402
+
+pytestmark = pytest.mark.tts
 
 STUDY = MelConfig()  # the 22.05 kHz, 80-band mels of FastPitch, Grad-TTS and Matcha-TTS (jik876 framing)
 
@@ -46,9 +48,10 @@ def speech():
         return load_audio(path, 22050).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind, write_official", [("vocos", save_vocos), ("bigvgan", save_bigvgan)])
-def test_new_vocoder_kinds_conform(kind, write_official, tmp_path):
-    check_vocoder(vocoder_class(kind), tmp_path, write_official=write_official)
+@parametrize_with_checks(vocoder_checks(vocoder_class("vocos"), write_official=save_vocos),
+                         vocoder_checks(vocoder_class("bigvgan"), write_official=save_bigvgan))
+def test_new_vocoder_kinds_conform(check, tmp_path):
+    check(tmp_path)
 
 
 @pytest.mark.parametrize("kind, write_official", [("vocos", save_vocos), ("bigvgan", save_bigvgan)])

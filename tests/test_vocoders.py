@@ -12,6 +12,8 @@ from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram  # noqa
 from sourcetrace.generators import build_generator  # noqa: E402
 from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
 
+pytestmark = pytest.mark.tts
+
 JIK876 = MelConfig()
 NEMO_FASTPITCH = MelConfig(framing="centered", log_guard="add")
 

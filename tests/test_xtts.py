@@ -14,9 +14,11 @@ import torch
 from sourcetrace.generators import build_generator, generator_class, load_checkpoint
 from sourcetrace.generators.base import GeneratorError
 from sourcetrace.generators.synthesis import make_clips
-from sourcetrace.testing import check_generator, speech_data
+from sourcetrace.testing import generator_checks, parametrize_with_checks, speech_data
 
 pytest.importorskip("TTS")
+
+pytestmark = [pytest.mark.slow, pytest.mark.tts]
 
 SENTENCE = "A silver coin lay on the old pier."
 
@@ -51,8 +53,9 @@ def write_release(generator, folder: Path, pickled_config: bool = False) -> Path
     return folder / "model.pth"
 
 
-def test_xtts_conforms(tmp_path, lj):
-    check_generator(generator_class("xtts"), tmp_path, data=lj, write_official=write_release)
+@parametrize_with_checks(generator_checks(generator_class("xtts"), write_official=write_release))
+def test_xtts_conforms(check, tmp_path):
+    check(tmp_path)
 
 
 def test_the_release_folder_loads_with_its_speakers_and_needs_trust_only_for_a_pickled_config(tmp_path, references,
