@@ -114,11 +114,11 @@ def write_clips(folder: Path, n: int, seconds: tuple[float, float], seed: int = 
 
 def synthetic_corpus(root: Path, n: int, seconds: tuple[float, float], seed: int):
     """A corpus of `n` synthetic clips under `root` (four architectures, eight checkpoints each)."""
-    from sourcetrace.corpus import Corpus
+    from sourcetrace.corpus import ClipRecord, Corpus
 
     paths = write_clips(root / "audio", n, seconds, seed=seed)
-    rows = [{"clip_id": p.stem, "path": f"audio/{p.name}", "architecture": f"arch{i % 4}",
-             "checkpoint": f"arch{i % 4}/ckpt{i % 8}", "prompt_id": f"p{i // 8}", "text": ""}
+    rows = [ClipRecord(clip_id=p.stem, path=f"audio/{p.name}", architecture=f"arch{i % 4}",
+                       checkpoint=f"arch{i % 4}/ckpt{i % 8}", prompt_id=f"p{i // 8}", text="")
             for i, p in enumerate(paths)]
     corpus = Corpus(root=root, rows=rows)
     corpus.write()

@@ -204,8 +204,8 @@ def test_all_architectures_through_one_code_path_into_one_corpus(data, tmp_path,
     assert len(corpus.rows) == len(ARCHS) * 2 * 10
     assert {r.checkpoint for r in corpus.rows} == {f"{a}/{c}" for a in ARCHS for c in ("zero-init-s1", "step-000002")}
     by_arch = {r.architecture: r for r in corpus.rows}
-    assert by_arch["vits"]["vocoder"] == "" and by_arch["fastpitch"]["vocoder"] == "nemo-hifigan-tiny-random-s0"
-    assert by_arch["fastpitch"]["implementation"].startswith("nemo-toolkit")
+    assert by_arch["vits"].vocoder == "" and by_arch["fastpitch"].vocoder == "nemo-hifigan-tiny-random-s0"
+    assert by_arch["fastpitch"].implementation.startswith("nemo-toolkit")
     for row in corpus.rows:
         assert row.sample_rate == 22050 and row.vocoder_swapped is False and len(row.checkpoint_sha256) == 64
     # Resumable and deterministic: a deleted clip is remade with the same bytes, the rest skipped.

@@ -262,7 +262,7 @@ def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, 
     batched = [c for c, r in runs["a"].items() if r.batch_size == 4]
     assert {runs["a"][c].architecture for c in batched} == {"gradtts", "matcha"}
     for clip in runs["a"]:
-        assert runs["a"][clip]["duration_s"] == runs["single"][clip]["duration_s"], clip
+        assert runs["a"][clip].duration_s == runs["single"][clip].duration_s, clip
     assert any(runs["a"][c].sha256 != runs["single"][c].sha256 for c in batched)  # other noise
     from sourcetrace.pipeline.regenerate import check_against_recipe
 
