@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from sourcetrace.core.errors import UsageError
+
 
 def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -21,11 +23,11 @@ def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
     if len(X) != len(y):
         raise ValueError(f"{len(X)} support vectors but {len(y)} labels")
     if len(X) == 0:
-        raise ValueError("empty support set")
+        raise UsageError("empty support set")
     if not np.isfinite(X).all():
         raise ValueError("support vectors contain NaN or inf")
     if len(np.unique(y)) < 2:
-        raise ValueError("support set has fewer than 2 classes: nothing to attribute between")
+        raise UsageError("support set has fewer than 2 classes: nothing to attribute between")
     return X, y
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sourcetrace.core.errors import UsageError
+
 
 def _labels(y_true, y_pred, labels) -> np.ndarray:
     if labels is None:
@@ -66,7 +68,7 @@ def ood_metrics(known_scores, unknown_scores) -> dict:
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(unknown_scores, dtype=np.float64)
     if len(known) == 0 or len(unknown) == 0:
-        raise ValueError("out-of-domain calibration needs both known and unknown validation clips")
+        raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
     y = np.concatenate([np.zeros(len(known)), np.ones(len(unknown))])
     s = np.concatenate([known, unknown])
     fpr, tpr, thresholds = roc_curve(y, s)

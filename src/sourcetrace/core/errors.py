@@ -34,3 +34,7 @@ class NothingWritten(SourcetraceError, OSError):
         naming the file by its path there."""
         written = Path(exc.filename) if exc.filename else None
         return cls(target, written.relative_to(root).as_posix() if written and root in written.parents else "its files")
+
+
+class UsageError(SourcetraceError, ValueError):
+    """A call or command line that cannot work (a bad value, flags that do not go together)."""
