@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 from sourcetrace.attribution.extractors.base import FeatureExtractor
 from sourcetrace.attribution.hash_cache import HashCache
@@ -201,7 +202,6 @@ class FeatureStore:
         array); parts write their own shard files, so n processes can run at once."""
         index_k, count = part
         prefix = "shard-" if count == 1 else f"shard-p{index_k:04d}of{count:04d}-"
-        from tqdm import tqdm
 
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.dir / "extractor.json", self.extractor.fingerprint)

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.schema import PER_SEED, RESULT, check
 
@@ -54,7 +56,6 @@ def now_utc() -> str:
 def seed_summary(per_seed: list[dict]) -> tuple[float, float]:
     """Mean and population std (ddof=0) over seeds of the per-seed macro F1; the entries of one
     seed (its vocoder variants) are averaged first, so std measures split-to-split spread."""
-    import numpy as np
 
     by_seed: dict[int, list[float]] = {}
     for entry in per_seed:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.checkpoints.pickle_scan import PickleScan, scan_pickle
 from sourcetrace.core.errors import SourcetraceError
@@ -284,7 +286,6 @@ def _read_espnet_pack(packed) -> EspnetPack:
     """meta.yaml names the training config (yaml_files.train_config) and the weights
     (files.model_file) by the paths they were packed under (pack_funcs.pack: relative to where it
     ran, or absolute, which archives store without the leading /). YAML is read with safe_load."""
-    import yaml
 
     names = set(packed.names())
     meta = yaml.safe_load(packed.open(ESPNET_META).read())
@@ -307,7 +308,6 @@ def _read_espnet_pack(packed) -> EspnetPack:
 
 
 def _inspect_espnet(packed, deep: bool, report: FileReport) -> FileReport:
-    import yaml
 
     report.format, report.container = "espnet", f"ESPnet packed model ({packed.kind})"
     try:

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sourcetrace.core.audio import AudioRejected, load_audio
 from sourcetrace.core.fileio import atomic_path
@@ -36,7 +37,6 @@ class TrainingData:
         self.ids: list[torch.Tensor] = []
         self.feature_files: list[Path] = []
         rejected = []
-        from tqdm import tqdm
 
         for utt in tqdm(utterances, desc="features", unit="clip", disable=not progress):
             ids = generator.text_to_ids(utt.text)

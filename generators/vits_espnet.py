@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import torch
+import yaml
 
 from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.checkpoints.official import load_espnet_pack
@@ -33,7 +34,6 @@ def espnet_config(model_config: dict) -> dict:
     """The config.yaml ESPnet would write for a named config: its `espnet_yaml` keys, the text
     pipeline and the token list; or, for a model loaded from a packed model, its config.yaml
     as it was (`espnet_config`, kept in the project's checkpoints so that they rebuild it)."""
-    import yaml
 
     if "espnet_config" in model_config:
         return dict(model_config["espnet_config"])

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import soxr
 import torch
+import yaml
 
 from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.core.errors import SourcetraceError
@@ -30,13 +32,7 @@ class VocoderError(SourcetraceError, ValueError):
     pass
 
 
-def _parse_yaml(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-CONFIG_PARSERS = {"json": json.loads, "toml": tomllib.loads, "yaml": _parse_yaml}
+CONFIG_PARSERS = {"json": json.loads, "toml": tomllib.loads, "yaml": yaml.safe_load}
 
 
 class Vocoder(ABC):
@@ -164,8 +160,6 @@ class Vocoder(ABC):
         the resampler's rounding) to its `frames` x hop samples; any other waveform as it is."""
         if convention is None or convention.sample_rate == self.sample_rate:
             return wave
-        import soxr
-
         resampled = soxr.resample(wave.numpy().astype(np.float32), self.sample_rate, convention.sample_rate, quality="HQ")
         samples = frames * convention.hop_length
         fitted = np.zeros(samples, dtype=np.float32)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+import soxr
 
 from sourcetrace.core.errors import SourcetraceError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # The longest clip an extractor takes by default (`--max-seconds`): an SSL model's memory grows with
@@ -55,10 +55,6 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
     samples and, with `max_seconds`, a clip longer than that (told from the header, before decoding).
     Silence is valid.
     """
-    import numpy as np  # here, not at the top: the CLI reads MAX_CLIP_SECONDS without loading them
-    import soundfile as sf
-    import soxr
-
     require_regular_file(path)
     if max_seconds is not None:
         try:
