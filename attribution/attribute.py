@@ -21,7 +21,7 @@ from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector
 from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.core.errors import UsageError
 from sourcetrace.core.fileio import sha256_file
-from sourcetrace.corpus import Corpus, label_values
+from sourcetrace.corpus import ClipRecord, Corpus, label_values
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Support:
     """The support corpus's vectors (clips the extractor rejected left out) and their audio hashes."""
 
     store: FeatureStore
-    rows: list[dict[str, str]]
+    rows: list[ClipRecord]
     vectors: np.ndarray
     audio_sha256: dict[str, str]  # clip_id -> sha256 of its audio
     report: ExtractionReport

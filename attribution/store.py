@@ -280,13 +280,12 @@ class FeatureStore:
 
     def _decode(self, rows: list[ClipRecord]) -> list[tuple[ClipRecord, np.ndarray | AudioRejected]]:
         """Each row's mono wave at the extractor's rate, or why it cannot serve."""
-        out = []
+        out: list[tuple[ClipRecord, np.ndarray | AudioRejected]] = []
         for row in rows:
             try:
-                wave = self.extractor.read_clip(self.corpus.audio_path(row), self.max_seconds, name=row.path)
+                out.append((row, self.extractor.read_clip(self.corpus.audio_path(row), self.max_seconds, name=row.path)))
             except AudioRejected as exc:
-                wave = exc
-            out.append((row, wave))
+                out.append((row, exc))
         return out
 
     def _write_rejects(self, rejects: list[tuple[str, str, str]], name: str = "rejects.csv") -> None:

@@ -69,7 +69,7 @@ def reference_rows() -> list[dict]:
 
 def _columns(results: list[dict]) -> list[tuple[str, int | None, str, list[str]]]:
     """(protocol name, table1 row, title, levels) in Table-1 order."""
-    cols = {}
+    cols: dict[str, tuple[str, int | None, str, list[str]]] = {}
     for r in sorted(results, key=protocol_order):
         p = r["protocol"]
         entry = cols.setdefault(p["name"], (p["name"], p.get("table1_row"), p["title"], []))
