@@ -19,6 +19,7 @@ from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.store import ExtractionReport, FeatureStore
 from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector
 from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
+from sourcetrace.core.errors import UsageError
 from sourcetrace.core.fileio import sha256_file
 from sourcetrace.corpus import Corpus, label_values
 
@@ -42,7 +43,7 @@ class Support:
         rejected = {clip_id for clip_id, _, _ in report.rejects}
         rows = [row for row in corpus.rows if row.clip_id not in rejected]
         if not rows:
-            raise ValueError(f"{corpus.manifest_path}: no support clips to attribute against "
+            raise UsageError(f"{corpus.manifest_path}: no support clips to attribute against "
                              f"({len(corpus.rows)} in the manifest, {len(rejected)} rejected by {extractor.name})")
         return cls(store, rows, store.load([row.clip_id for row in rows]), store.audio_hashes(), report)
 

@@ -19,6 +19,7 @@ import torch
 
 from sourcetrace.attribution.base import Attributor, check_query, check_support
 from sourcetrace.core.device import resolve_device
+from sourcetrace.core.errors import UsageError
 
 METRICS = ("cosine", "euclidean")
 #: On the CPU, pick each query's neighbours with the compiled selection (`knn_select`, about half
@@ -65,11 +66,11 @@ class KNNAttributor(Attributor):
         `device`: where the products and the top-k run ("cpu", "cuda", "auto"); not in params():
         it changes distances by float rounding only."""
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
+            raise UsageError(f"metric must be one of {METRICS}, not {metric!r}")
         if weights not in ("uniform", "distance"):
-            raise ValueError(f"weights must be 'uniform' or 'distance', not {weights!r}")
+            raise UsageError(f"weights must be 'uniform' or 'distance', not {weights!r}")
         if int(k) < 1:
-            raise ValueError(f"k must be a positive integer, not {k!r}")
+            raise UsageError(f"k must be a positive integer, not {k!r}")
         self.k, self.metric, self.weights, self.chunk_size = int(k), metric, weights, int(chunk_size)
         self.standardize = bool(standardize)
         self.device = resolve_device(device)
@@ -80,7 +81,7 @@ class KNNAttributor(Attributor):
     def fit(self, X, y) -> "KNNAttributor":
         X, y = check_support(X, y)
         if self.k > len(X):
-            raise ValueError(f"k={self.k} is larger than the support set ({len(X)} vectors); lower k")
+            raise UsageError(f"k={self.k} is larger than the support set ({len(X)} vectors); lower k")
         self.classes_, self.support_labels_ = np.unique(y, return_inverse=True)
         if self.standardize:
             self._mean, self._scale = X.mean(0), X.std(0) + 1e-8
@@ -99,7 +100,7 @@ class KNNAttributor(Attributor):
         self._check_fitted()
         y = np.asarray(y)
         if len(y) != len(self.support_labels_):
-            raise ValueError(f"{len(y)} labels for {len(self.support_labels_)} support vectors")
+            raise UsageError(f"{len(y)} labels for {len(self.support_labels_)} support vectors")
         other = copy.copy(self)
         other.classes_, other.support_labels_ = np.unique(y, return_inverse=True)
         return other
@@ -126,7 +127,7 @@ class KNNAttributor(Attributor):
         X = check_query(X, self._support.shape[1])
         k = self.k if k is None else int(k)
         if not 1 <= k <= len(self._support):
-            raise ValueError(f"k={k} must be between 1 and the support size ({len(self._support)})")
+            raise UsageError(f"k={k} must be between 1 and the support size ({len(self._support)})")
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
         queries = self._prepare_queries(X)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sourcetrace.core.errors import UsageError
+
 
 def _labels(y_true, y_pred, labels) -> np.ndarray:
     if labels is None:
@@ -19,7 +21,7 @@ def macro_f1(y_true, y_pred, labels=None) -> float:
     scikit-learn's per-call input checks dominated the miniature study's bench stage (perf/bench_macro_f1.py)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")
+        raise UsageError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")
     labels = _labels(y_true, y_pred, labels)
     true, pred = _positions(labels, y_true), _positions(labels, y_pred)
     n = len(labels)
@@ -66,7 +68,7 @@ def ood_metrics(known_scores, unknown_scores) -> dict:
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(unknown_scores, dtype=np.float64)
     if len(known) == 0 or len(unknown) == 0:
-        raise ValueError("out-of-domain calibration needs both known and unknown validation clips")
+        raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
     y = np.concatenate([np.zeros(len(known)), np.ones(len(unknown))])
     s = np.concatenate([known, unknown])
     fpr, tpr, thresholds = roc_curve(y, s)

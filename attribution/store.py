@@ -39,6 +39,7 @@ from sourcetrace.attribution.extractors.base import FeatureExtractor
 from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.core.device import usable_cpus
+from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sourcetrace.corpus import ClipRecord, Corpus
 
@@ -78,7 +79,7 @@ class MissingFeatures(KeyError):
     pass
 
 
-class CorruptShard(ValueError):
+class CorruptShard(SourcetraceError, ValueError):
     """A shard whose bytes do not match the sha256 in its name, or that cannot be decoded."""
 
     def __init__(self, path: Path, problem: str):
@@ -125,9 +126,9 @@ class FeatureStore:
         `default_decode_threads()`); the vectors do not depend on it. `max_seconds`: longer clips
         are rejected with their length (None: no limit)."""
         if decode_threads is not None and decode_threads < 1:
-            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
+            raise UsageError(f"decode_threads must be at least 1, got {decode_threads}")
         if max_seconds is not None and not max_seconds > 0:
-            raise ValueError(f"max_seconds must be above 0, got {max_seconds}")
+            raise UsageError(f"max_seconds must be above 0, got {max_seconds}")
         self.corpus = corpus
         self.extractor = extractor
         self.decode_threads = decode_threads or default_decode_threads()

@@ -12,6 +12,7 @@ import numpy as np
 
 from sourcetrace.attribution.base import Attributor
 from sourcetrace.attribution.metrics import ood_metrics
+from sourcetrace.core.errors import UsageError
 
 UNKNOWN = "unknown"
 
@@ -69,10 +70,10 @@ def prompt_folds(prompts, folds: int, seed: int = 0) -> np.ndarray:
     prompts = np.asarray(prompts)
     ids = np.unique(prompts)
     if len(ids) < 2:
-        raise ValueError(f"unknown calibration needs clips of at least 2 distinct prompts, got {len(ids)}")
+        raise UsageError(f"unknown calibration needs clips of at least 2 distinct prompts, got {len(ids)}")
     n_folds = min(int(folds), len(ids))
     if n_folds < 2:
-        raise ValueError(f"unknown calibration needs at least 2 prompt folds, got folds={folds}")
+        raise UsageError(f"unknown calibration needs at least 2 prompt folds, got folds={folds}")
     fold_of_id = np.empty(len(ids), dtype=np.int64)
     fold_of_id[np.random.default_rng(seed).permutation(len(ids))] = np.arange(len(ids)) % n_folds
     return fold_of_id[np.searchsorted(ids, prompts)]
@@ -99,11 +100,11 @@ def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: in
     X = np.asarray(X, dtype=np.float32)
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not len(X) == len(labels) == len(groups) == len(prompts):
-        raise ValueError(f"{len(X)} vectors, {len(labels)} labels, {len(groups)} {level} values and "
+        raise UsageError(f"{len(X)} vectors, {len(labels)} labels, {len(groups)} {level} values and "
                          f"{len(prompts)} prompt ids: they must match")
     names = np.unique(groups)
     if len(names) < 2:
-        raise ValueError(f"unknown calibration holds out one {level} at a time and needs at least 2, "
+        raise UsageError(f"unknown calibration holds out one {level} at a time and needs at least 2, "
                          f"got {len(names)} ({', '.join(map(str, names))}); name another level or give a threshold")
     fold = prompt_folds(prompts, folds, seed)
     n_folds = int(fold.max()) + 1
@@ -118,13 +119,13 @@ def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: in
             try:
                 attributor = make_attributor().fit(X[fit], labels[fit])
             except ValueError as exc:
-                raise ValueError(f"unknown calibration, {level} {str(name)!r} held out, prompt fold {f + 1}/{n_folds} "
+                raise UsageError(f"unknown calibration, {level} {str(name)!r} held out, prompt fold {f + 1}/{n_folds} "
                                  f"({int(fit.sum())} support clips): {exc}") from None
             known_scores.append(attributor.outlier_score(X[known]))
             unknown_scores.append(attributor.outlier_score(X[unknown]))
             unknown_of.extend([name] * int(unknown.sum()))
     if not known_scores:
-        raise ValueError(f"unknown calibration found no prompt fold with clips of both a held-out {level} and "
+        raise UsageError(f"unknown calibration found no prompt fold with clips of both a held-out {level} and "
                          f"the others: the {level}s speak disjoint prompts")
     known, unknown = np.concatenate(known_scores), np.concatenate(unknown_scores)
     out = ood_metrics(known, unknown)

@@ -16,6 +16,7 @@ from sourcetrace.benchmark.results import ResultError, file_slug, load_result, r
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.summary import table1_summary
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
+from sourcetrace.core.errors import UsageError
 from sourcetrace.core.fileio import write_json_atomic, write_text_atomic
 from sourcetrace.corpus import Corpus, corpus_identity
 
@@ -62,7 +63,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
         if usable.any():
             loaded = store.load([c for c, u in zip(table.clip_id, usable) if u])
             if loaded.ndim != 2:
-                raise ValueError(f"extractor {extractor_spec!r} gives several layers per clip; bench one layer (@L)")
+                raise UsageError(f"extractor {extractor_spec!r} gives several layers per clip; bench one layer (@L)")
             X = np.zeros((len(table), loaded.shape[1]), np.float32)
             X[usable] = loaded
         corpus_id = corpus_identity(corpus, store.audio_hashes())

@@ -12,6 +12,7 @@ from sourcetrace.attribution.knn import KNNAttributor
 from sourcetrace.attribution.metrics import confusion, macro_f1, per_class_report
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits
 from sourcetrace.benchmark.results import SCHEMA_VERSION, now_utc, package_versions, seed_summary
+from sourcetrace.core.errors import UsageError
 from sourcetrace.core.plugins import ATTRIBUTORS
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -29,14 +30,14 @@ class AttributorSpec:
     def parse(cls, text: str) -> "AttributorSpec":
         name, _, rest = text.partition(":")
         if name not in ATTRIBUTORS:
-            raise ValueError(f"unknown attributor {name!r}; choose one of {', '.join(sorted(ATTRIBUTORS))}")
+            raise UsageError(f"unknown attributor {name!r}; choose one of {', '.join(sorted(ATTRIBUTORS))}")
         signature = inspect.signature(ATTRIBUTORS[name].__init__).parameters
         params = {}
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
             if not eq or key not in signature or key == "self":
                 allowed = ", ".join(k for k in signature if k != "self")
-                raise ValueError(f"attributor {text!r}: bad parameter {item!r}; {name} takes {allowed}")
+                raise UsageError(f"attributor {text!r}: bad parameter {item!r}; {name} takes {allowed}")
             default = signature[key].default
             if isinstance(default, bool):
                 params[key] = value.lower() in ("1", "true", "yes", "on")

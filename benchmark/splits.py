@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sourcetrace.core.errors import UsageError
+
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 
 
@@ -14,10 +16,10 @@ def split_prompts(prompt_ids, seed: int, fractions=DEFAULT_FRACTIONS) -> dict[st
     corpus gives the same split on every machine. 600 prompts -> 420 / 60 / 120 as in the study.
     """
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
-        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+        raise UsageError(f"fractions must be three positive numbers summing to 1, got {fractions}")
     ids = sorted(set(prompt_ids))
     if len(ids) < 3:
-        raise ValueError(f"need at least 3 distinct prompts to split, got {len(ids)}")
+        raise UsageError(f"need at least 3 distinct prompts to split, got {len(ids)}")
     order = np.random.default_rng(seed).permutation(len(ids))
     n_support = max(1, int(round(fractions[0] * len(ids))))
     n_val = max(1, int(round(fractions[1] * len(ids))))

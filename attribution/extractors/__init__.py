@@ -21,6 +21,7 @@ import os
 
 from sourcetrace.attribution.extractors.base import FeatureExtractor, SpecNotTaken
 from sourcetrace.attribution.extractors.ssl import NAMED_MODELS
+from sourcetrace.core.errors import UsageError
 from sourcetrace.core.plugins import EXTRACTORS
 
 
@@ -35,6 +36,6 @@ def build_extractor(spec: str, *, models_dir: str | os.PathLike | None = None, d
         return EXTRACTORS[name].from_spec(spec, models_dir=models_dir, device=device, dtype=dtype, batch_size=batch_size)
     except SpecNotTaken:
         plugins = "".join(f", {name}" for name in EXTRACTORS.plugin_names())
-        raise ValueError(f"unknown extractor {spec!r}; use lfcc, mfcc, ssl:<folder>@<layer>{plugins} or "
+        raise UsageError(f"unknown extractor {spec!r}; use lfcc, mfcc, ssl:<folder>@<layer>{plugins} or "
                          f"one of {', '.join(n + '@<layer>' for n in NAMED_MODELS)}") from None
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sourcetrace.core.errors import UsageError
+
 FRONTENDS = ("conv", "gemm")
 
 
@@ -77,6 +79,6 @@ def supports(model: nn.Module) -> bool:
 def use_gemm_frontend(model: nn.Module) -> None:
     """Swap the model's conv front end for the GEMM one, in place."""
     if not supports(model):
-        raise ValueError(f"{type(model).__name__}: no layer-normalised conv front end to replace "
+        raise UsageError(f"{type(model).__name__}: no layer-normalised conv front end to replace "
                          "(w2v-bert has none; group-normalised ones normalise over time)")
     model.feature_extractor = GemmFeatureEncoder(model.feature_extractor)

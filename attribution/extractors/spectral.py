@@ -12,6 +12,7 @@ import numpy as np
 from scipy.fft import dct
 
 from sourcetrace.attribution.extractors.base import EXTRACTOR_CODE_VERSION, FeatureExtractor, SpecNotTaken
+from sourcetrace.core.errors import UsageError
 
 #: The spec names of the two baselines and their filter scales.
 SCALES = {"lfcc": "linear", "mfcc": "mel"}
@@ -48,9 +49,9 @@ class CepstralExtractor(FeatureExtractor):
     def __init__(self, scale: str, n_filters: int = 20, n_coeffs: int = 20, n_fft: int = 512,
                  win_length: int = 400, hop_length: int = 160):
         if scale not in ("linear", "mel"):
-            raise ValueError(f"scale must be 'linear' or 'mel', not {scale!r}")
+            raise UsageError(f"scale must be 'linear' or 'mel', not {scale!r}")
         if n_coeffs > n_filters:
-            raise ValueError(f"n_coeffs ({n_coeffs}) cannot exceed n_filters ({n_filters})")
+            raise UsageError(f"n_coeffs ({n_coeffs}) cannot exceed n_filters ({n_filters})")
         self.scale, self.n_filters, self.n_coeffs = scale, n_filters, n_coeffs
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
         nyquist = self.sample_rate / 2.0

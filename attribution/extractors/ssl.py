@@ -37,7 +37,7 @@ from sourcetrace.attribution.extractors.frontend import FRONTENDS, use_gemm_fron
 from sourcetrace.attribution.extractors.frontend import fits as gemm_fits
 from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.device import resolve_device
-from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import sha256_file
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
@@ -77,7 +77,7 @@ def quiet_transformers():
 def resolve_dtype(name: str) -> str:
     name = DTYPE_ALIASES.get(name, name)
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of fp32, bf16, fp16")
+        raise UsageError(f"unknown dtype {name!r}; choose one of fp32, bf16, fp16")
     return name
 
 
@@ -127,7 +127,7 @@ def shipped_models() -> list[str]:
 def named_model_spec(name: str) -> dict:
     """The shipped description of a model: its HF name, study layer, config and preprocessor."""
     if name not in shipped_models():
-        raise ValueError(f"unknown model {name!r}; shipped models: {', '.join(shipped_models())}")
+        raise UsageError(f"unknown model {name!r}; shipped models: {', '.join(shipped_models())}")
     text = resources.files(__package__).joinpath("models", f"{name}.json").read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -141,7 +141,7 @@ def parse_layers(text: str, spec: str) -> list[int]:
             return list(range(first, last + 1))
         return [int(text)]
     except ValueError:
-        raise ValueError(f"extractor spec {spec!r}: layer must be an integer L or a range A..B") from None
+        raise UsageError(f"extractor spec {spec!r}: layer must be an integer L or a range A..B") from None
 
 
 class SSLExtractor(FeatureExtractor):
@@ -159,12 +159,12 @@ class SSLExtractor(FeatureExtractor):
         layer_text, _, pooling = layer_text.partition(":")
         pooling = pooling or "mean"
         if pooling not in POOLINGS:
-            raise ValueError(f"extractor spec {spec!r}: unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+            raise UsageError(f"extractor spec {spec!r}: unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         layers = parse_layers(layer_text, spec)
         if source.startswith("ssl:"):
             return cls(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
         if source not in shipped_models():  # the study's models and the tiny test ones: one grammar for CLI and recipes
-            raise ValueError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(shipped_models())}")
+            raise UsageError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(shipped_models())}")
         named = named_model_spec(source)
         folder = Path(models_dir) if models_dir else default_models_dir()
         model_dir = folder / source
@@ -192,7 +192,7 @@ class SSLExtractor(FeatureExtractor):
         self.model_dir = Path(model_dir)
         check_model_folder(self.model_dir)
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+            raise UsageError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         self.pooling = pooling
         self.layers = sorted(set(int(x) for x in layers))
         self.dtype_name = resolve_dtype(dtype)
@@ -200,11 +200,11 @@ class SSLExtractor(FeatureExtractor):
         self.label = label or self.model_dir.name
         config = AutoConfig.from_pretrained(self.model_dir)
         if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"{self.model_dir}/config.json: model_type {config.model_type!r} is not a "
+            raise UsageError(f"{self.model_dir}/config.json: model_type {config.model_type!r} is not a "
                              f"wav2vec2-family model ({', '.join(SUPPORTED_MODEL_TYPES)})")
         self.full_depth = config.num_hidden_layers
         if self.layers[0] < 0 or self.layers[-1] > self.full_depth:
-            raise ValueError(f"{self.model_dir}: layer(s) {self.layers} out of range 0..{self.full_depth}")
+            raise UsageError(f"{self.model_dir}: layer(s) {self.layers} out of range 0..{self.full_depth}")
         self.config = config
         self.processor = AutoFeatureExtractor.from_pretrained(self.model_dir)
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
@@ -232,9 +232,9 @@ class SSLExtractor(FeatureExtractor):
         if frontend is None:
             frontend = "gemm" if self.device.type == "cpu" and gemm_fits(config) else "conv"
         if frontend not in FRONTENDS:
-            raise ValueError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
+            raise UsageError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
         if frontend == "gemm" and not gemm_fits(config):
-            raise ValueError(f"{self.model_dir}: frontend='gemm' needs a layer-normalised conv front end "
+            raise UsageError(f"{self.model_dir}: frontend='gemm' needs a layer-normalised conv front end "
                              f"(model_type {config.model_type!r}, feat_extract_norm "
                              f"{getattr(config, 'feat_extract_norm', None)!r})")
         self.frontend = frontend

@@ -15,6 +15,10 @@ class SourcetraceError(Exception):
     """Something a user can fix; the message names the file, flag or recipe key and the fix."""
 
 
+class UsageError(SourcetraceError, ValueError):
+    """A command line or call that cannot work: a bad flag combination, a bad value."""
+
+
 class StageFailed(SourcetraceError, RuntimeError):
     """A stage of `sourcetrace run` ran but some of its units failed; what finished is kept."""
 
