@@ -78,7 +78,9 @@ def create_board(board: str | Path, corpus: str | Path | None = None, corpus_has
     does) or as its sha256, and `protocols` (protocols_from). Returns the board file and the hash."""
     if (corpus is None) == (corpus_hash is None):
         raise BoardError("give --corpus CORPUS or --corpus-sha256 HEX")
-    corpus_hash = corpus_hash or corpus_sha256(corpus)
+    if corpus is not None:
+        corpus_hash = corpus_sha256(corpus)
+    assert corpus_hash is not None
     return init_board(board, corpus_hash, protocols_from(protocols)), corpus_hash
 
 
@@ -189,16 +191,16 @@ def add_results(board: str | Path, files: list[str | Path], submitter: str, log=
     """Check every file, then keep them all, or none: a submission with one bad file adds nothing.
     Returns the number of results added (a file already on the board byte for byte is not added again)."""
     board = Path(board)
-    files = result_paths(files)
+    paths = result_paths(files)
     meta = read_board(board)
     if not (_SUBMITTER.fullmatch(submitter) and submitter.strip()):
         raise BoardError(f"--submitter {submitter!r}: give a name of 1 to 100 characters on one line")
-    if not files:
+    if not paths:
         raise BoardError("no results files given")
     with _locked(board):
         ledger = {entry["result"]: entry["sha256"] for entry in read_ledger(board)}
         problems, accepted, batch = [], [], {}
-        for source in map(Path, files):
+        for source in map(Path, paths):
             try:
                 data, result = _load_submission(source, meta)
             except ResultError as exc:

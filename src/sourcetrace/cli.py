@@ -13,6 +13,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 
@@ -539,10 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     _options(p, "--models-dir", "--device", "--dtype", "--max-seconds", "--quiet")
     p.set_defaults(func=cmd_bench, batch_size=None)
 
-    board = sub.add_parser("leaderboard", help="results -> a static leaderboard site (render); or a board that takes "
+    p = sub.add_parser("leaderboard", help="results -> a static leaderboard site (render); or a board that takes "
                            "checked submissions from many machines (init, add, build)")
-    board = board.add_subparsers(dest="leaderboard_command", required=True)
-    title = dict(default="sourcetrace leaderboard", help="page title (default: sourcetrace leaderboard)")
+    board = p.add_subparsers(dest="leaderboard_command", required=True)
+    title: dict[str, Any] = dict(default="sourcetrace leaderboard", help="page title (default: sourcetrace leaderboard)")
     p = board.add_parser("render", help="one machine's results -> a static site")
     p.add_argument("results", nargs="+", help="results JSON files, or folders of them")
     p.add_argument("--out", required=True, help="the site folder")
@@ -550,9 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard_render)
     p = board.add_parser("init", help="a board for the results of one corpus")
     p.add_argument("board", help="the board folder (new)")
-    corpus = p.add_mutually_exclusive_group(required=True)
-    corpus.add_argument("--corpus", help="the corpus folder (its sha256 is computed as bench does)")
-    corpus.add_argument("--corpus-sha256", help="the corpus sha256 (from a result's corpus.sha256)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--corpus", help="the corpus folder (its sha256 is computed as bench does)")
+    given.add_argument("--corpus-sha256", help="the corpus sha256 (from a result's corpus.sha256)")
     p.add_argument("--protocols", default="table1", help="a suite (table1, beyond ...) or protocol names / .toml "
                    "files, comma-separated (default table1)")
     p.set_defaults(func=cmd_leaderboard_init)

@@ -29,7 +29,7 @@ def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path)
 
 
 def train_run(architecture: str, config: str | None, run_dir: Path, training_data: Callable, *, steps: list[int],
-              seed: int, batch_size: int, device: str, init_from: Path | None = None, trust: bool = False,
+              seed: int, batch_size: int, device: str, init_from: str | Path | None = None, trust: bool = False,
               final_name: str | None = None, tensorboard: bool = True, vocoder=None, deterministic: bool = True,
               log: Callable[[str], None] = print):
     """Train from scratch (a model of `seed`), or fine-tune `init_from` with its last step saved as
