@@ -30,7 +30,7 @@ def mypy_errors() -> list[tuple[str, int, str]]:
     """(repository file, line, message) of each error mypy reports on the library."""
     tree = CACHE / "tree"
     shutil.rmtree(tree, ignore_errors=True)
-    link_tree(tree)
+    link_tree(ROOT, tree)
     done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir",
                            str(CACHE), "--no-error-summary", "--show-absolute-path", "-p", "sourcetrace"],
                           cwd=tree, capture_output=True, text=True)
