@@ -19,13 +19,13 @@ def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.asarray(y)
     if X.ndim != 2:
-        raise ValueError(f"support vectors must be a 2-D array (clips, dims), got shape {X.shape}")
+        raise UsageError(f"support vectors must be a 2-D array (clips, dims), got shape {X.shape}")
     if len(X) != len(y):
-        raise ValueError(f"{len(X)} support vectors but {len(y)} labels")
+        raise UsageError(f"{len(X)} support vectors but {len(y)} labels")
     if len(X) == 0:
         raise UsageError("empty support set")
     if not np.isfinite(X).all():
-        raise ValueError("support vectors contain NaN or inf")
+        raise UsageError("support vectors contain NaN or inf")
     if len(np.unique(y)) < 2:
         raise UsageError("support set has fewer than 2 classes: nothing to attribute between")
     return X, y
@@ -34,9 +34,9 @@ def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
 def check_query(X, dim: int) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != dim:
-        raise ValueError(f"query vectors must have shape (n, {dim}), got {X.shape}")
+        raise UsageError(f"query vectors must have shape (n, {dim}), got {X.shape}")
     if not np.isfinite(X).all():
-        raise ValueError("query vectors contain NaN or inf")
+        raise UsageError("query vectors contain NaN or inf")
     return X
 
 

@@ -100,7 +100,7 @@ class KNNAttributor(Attributor):
         self._check_fitted()
         y = np.asarray(y)
         if len(y) != len(self.support_labels_):
-            raise ValueError(f"{len(y)} labels for {len(self.support_labels_)} support vectors")
+            raise UsageError(f"{len(y)} labels for {len(self.support_labels_)} support vectors")
         other = copy.copy(self)
         other.classes_, other.support_labels_ = np.unique(y, return_inverse=True)
         return other
@@ -127,7 +127,7 @@ class KNNAttributor(Attributor):
         X = check_query(X, self._support.shape[1])
         k = self.k if k is None else int(k)
         if not 1 <= k <= len(self._support):
-            raise ValueError(f"k={k} must be between 1 and the support size ({len(self._support)})")
+            raise UsageError(f"k={k} must be between 1 and the support size ({len(self._support)})")
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
         queries = self._prepare_queries(X)

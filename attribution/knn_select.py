@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
+from sourcetrace.core.errors import UsageError
+
 
 @njit(nogil=True, cache=True)
 def _worse(value_a, index_a, value_b, index_b):
@@ -83,7 +85,7 @@ def select_nearest(near: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarr
     to the lowest column; in no particular order within a row."""
     n, m = near.shape
     if not 1 <= k <= m:
-        raise ValueError(f"k={k} must be between 1 and the number of columns ({m})")
+        raise UsageError(f"k={k} must be between 1 and the number of columns ({m})")
     near = np.ascontiguousarray(near)
     values, index = np.empty((n, k), near.dtype), np.empty((n, k), np.int64)
     bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(int)

@@ -21,7 +21,7 @@ def macro_f1(y_true, y_pred, labels=None) -> float:
     scikit-learn's per-call input checks dominated the miniature study's bench stage (perf/bench_macro_f1.py)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")
+        raise UsageError(f"macro_f1: y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-d and of one length")
     labels = _labels(y_true, y_pred, labels)
     true, pred = _positions(labels, y_true), _positions(labels, y_pred)
     n = len(labels)

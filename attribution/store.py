@@ -40,7 +40,7 @@ from sourcetrace.attribution.extractors.base import FeatureExtractor
 from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.audio import MAX_CLIP_SECONDS, AudioRejected
 from sourcetrace.core.device import usable_cpus
-from sourcetrace.core.errors import UsageError
+from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from sourcetrace.corpus import ClipRecord, Corpus
 
@@ -80,7 +80,7 @@ class MissingFeatures(KeyError):
     pass
 
 
-class CorruptShard(ValueError):
+class CorruptShard(SourcetraceError, ValueError):
     """A shard whose bytes do not match the sha256 in its name, or that cannot be decoded."""
 
     def __init__(self, path: Path, problem: str):

@@ -100,7 +100,7 @@ def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: in
     X = np.asarray(X, dtype=np.float32)
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not len(X) == len(labels) == len(groups) == len(prompts):
-        raise ValueError(f"{len(X)} vectors, {len(labels)} labels, {len(groups)} {level} values and "
+        raise UsageError(f"{len(X)} vectors, {len(labels)} labels, {len(groups)} {level} values and "
                          f"{len(prompts)} prompt ids: they must match")
     names = np.unique(groups)
     if len(names) < 2:

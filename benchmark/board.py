@@ -33,6 +33,7 @@ from sourcetrace.benchmark.results import (
     number_problems,
     read_result_bytes,
     result_file_name,
+    result_paths,
     validate_result,
 )
 from sourcetrace.core.fileio import (
@@ -69,6 +70,18 @@ def corpus_sha256(corpus_dir: str | Path) -> str:
     """The corpus sha256 `sourcetrace bench` writes into results (manifest bytes + every clip's audio hash)."""
     corpus = Corpus.read(corpus_dir)
     return corpus_identity(corpus, {row.clip_id: sha256_file(corpus.audio_path(row)) for row in corpus.rows})["sha256"]
+
+
+def create_board(board: str | Path, corpus: str | Path | None = None, corpus_hash: str | None = None,
+                 protocols: str = "table1") -> tuple[Path, str]:
+    """`leaderboard init`: a board for the results of one corpus, given as its folder (hashed as bench
+    does) or as its sha256, and `protocols` (protocols_from). Returns the board file and the hash."""
+    if (corpus is None) == (corpus_hash is None):
+        raise BoardError("give --corpus CORPUS or --corpus-sha256 HEX")
+    if corpus is not None:
+        corpus_hash = corpus_sha256(corpus)
+    assert corpus_hash is not None
+    return init_board(board, corpus_hash, protocols_from(protocols)), corpus_hash
 
 
 def init_board(board: str | Path, corpus_hash: str, protocols: list[Protocol]) -> Path:
@@ -178,15 +191,16 @@ def add_results(board: str | Path, files: list[str | Path], submitter: str, log=
     """Check every file, then keep them all, or none: a submission with one bad file adds nothing.
     Returns the number of results added (a file already on the board byte for byte is not added again)."""
     board = Path(board)
+    paths = result_paths(files)
     meta = read_board(board)
     if not (_SUBMITTER.fullmatch(submitter) and submitter.strip()):
         raise BoardError(f"--submitter {submitter!r}: give a name of 1 to 100 characters on one line")
-    if not files:
+    if not paths:
         raise BoardError("no results files given")
     with _locked(board):
         ledger = {entry["result"]: entry["sha256"] for entry in read_ledger(board)}
         problems, accepted, batch = [], [], {}
-        for source in map(Path, files):
+        for source in map(Path, paths):
             try:
                 data, result = _load_submission(source, meta)
             except ResultError as exc:

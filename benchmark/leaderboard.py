@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from sourcetrace.benchmark.exports import corpus_line, csv_table, escaped, markdown_table, model_index
 from sourcetrace.benchmark.figures import figure_file
-from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name
+from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name, result_paths
 from sourcetrace.benchmark.scrub import public_copy
 from sourcetrace.benchmark.summary import protocol_order, system_key
 from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
@@ -102,8 +102,9 @@ def _short_protocol(name: str) -> str:
 
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
-    results/*.json and figures/: relative links only, absolute paths cut (public_copy)."""
-    loaded = [(str(f), load_result(f)) for f in result_files]
+    results/*.json and figures/: relative links only, absolute paths cut (public_copy). A folder
+    given stands for its *.json files."""
+    loaded = [(str(f), load_result(f)) for f in result_paths(result_files)]
     if not loaded:
         raise ResultError("no results files given")
     refused = [f"{source}: refused: {'; '.join(problems)}" for source, problems

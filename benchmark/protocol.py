@@ -169,6 +169,11 @@ def load_suite(name: str) -> list[Protocol]:
     return [load_protocol(p) for p in names]
 
 
+def load_protocols(suite: str | None, names=()) -> list[Protocol]:
+    """A named suite's protocols, else those `names` lists (built-in names or .toml files)."""
+    return load_suite(suite) if suite else [load_protocol(p) for p in names]
+
+
 # ---- the clips a protocol can see ------------------------------------------------------------
 
 

@@ -29,6 +29,15 @@ class ResultError(SourcetraceError, ValueError):
     pass
 
 
+def result_paths(items) -> list[Path]:
+    """Results files, each given as a file or as a folder of them (its *.json, sorted)."""
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    return files
+
+
 def file_slug(text: str) -> str:
     """A file-name-safe form of a name users write."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")

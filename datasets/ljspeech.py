@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from sourcetrace.core.errors import UsageError
 from sourcetrace.datasets.prompts import DatasetError, Prompt
 
 SPLITS = ("train", "val", "test")
@@ -81,7 +82,7 @@ class LJSpeech:
     def items(self, split: str) -> list[Utterance]:
         """The utterances of one split that this folder holds, in id order."""
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+            raise UsageError(f"split must be one of {SPLITS}, not {split!r}")
         return [u for i, u in sorted(self.utterances.items()) if self.split[i] == split]
 
     def prompts(self) -> list[Prompt]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sourcetrace.checkpoints.official import describe, inspect_file, model_name
 from sourcetrace.checkpoints.registry import official_path
-from sourcetrace.core.plugins import GENERATORS as ARCHITECTURES
+from sourcetrace.core.plugins import GENERATORS
 from sourcetrace.generators.base import (
     EndToEndGenerator,
     Generator,
@@ -29,7 +29,7 @@ from sourcetrace.generators.base import (
 
 def generator_class(architecture: str) -> type[Generator]:
     """The class of a built-in or plug-in architecture (raises GeneratorError naming what is wrong)."""
-    return ARCHITECTURES[architecture]
+    return GENERATORS[architecture]
 
 
 def build_generator(architecture: str, config: str, seed: int) -> Generator:
@@ -60,11 +60,11 @@ def checkpoint_architecture(source: str | Path, architecture: str | None = None)
         if refusal:
             raise GeneratorError(f"{source}: {refusal}")
         found = report.holds
-        if found is not None and found not in ARCHITECTURES and architecture is None:
+        if found is not None and found not in GENERATORS and architecture is None:
             raise GeneratorError(f"{source}: holds {model_name(found)}, not a generator (give it as a vocoder)")
         if found is None and architecture is None:
             raise GeneratorError(f"{source}: {describe(report)} that does not tell its architecture: give "
-                                 f"--architecture ({ARCHITECTURES.describe()})")
+                                 f"--architecture ({GENERATORS.describe()})")
     else:
         raise GeneratorError(f"{source}: no checkpoint folder or official checkpoint file there")
     if architecture is not None and found is not None and found != architecture:
@@ -84,6 +84,6 @@ def load_checkpoint(architecture: str | None, source: str | Path, config: str = 
     return generator_class(architecture).from_official(source, config, trust=trust)
 
 
-__all__ = ["ARCHITECTURES", "EndToEndGenerator", "Generator", "GeneratorError", "InferenceOnly", "MelGenerator",
+__all__ = ["EndToEndGenerator", "Generator", "GeneratorError", "InferenceOnly", "MelGenerator",
            "ZeroShot", "build_generator", "checkpoint_architecture", "generator_class", "load_checkpoint", "load_config",
            "load_generator"]

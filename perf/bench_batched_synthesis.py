@@ -27,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from sourcetrace.core.espeak import sentences
-    from sourcetrace.generators import ARCHITECTURES, build_generator, generator_class
+    from sourcetrace.core.plugins import GENERATORS
+    from sourcetrace.generators import build_generator, generator_class
     from sourcetrace.generators.synthesis import make_clips
     from sourcetrace.vocoders import load_vocoder
 
@@ -35,7 +36,7 @@ def main() -> None:
     texts = sentences(args.prompts, seed=11)
     work = Path(tempfile.mkdtemp(prefix="bench-batched-"))
     print(f"{'architecture':<10} {'config':<8} {'one at a time':>14} {'batch of ' + str(args.batch_size):>12} {'speed-up':>9}")
-    for arch in sorted(a for a in ARCHITECTURES if generator_class(a).batched_synthesis):
+    for arch in sorted(a for a in GENERATORS if generator_class(a).batched_synthesis):
         for config in args.configs.split(","):
             generator = build_generator(arch, config, seed=0).to(args.device)
             vocoder = load_vocoder(generator.default_vocoder, config="v1" if config == "default" else "tiny",

@@ -94,20 +94,22 @@ def test_a_board_takes_real_results_keeps_a_ledger_and_builds_a_site(real_bench,
     assert any(link.startswith("results/") for link in links) and any(link.startswith("figures/") for link in links)
 
 
-def test_the_bare_form_still_renders_results_and_actions_check_their_options(table1, tmp_path, capsys):
+def test_render_takes_results_and_each_action_checks_its_options(table1, tmp_path, capsys):
     results, _ = table1
-    assert main(["leaderboard", str(results), "--out", str(tmp_path / "site")]) == 0
+    assert main(["leaderboard", "render", str(results), "--out", str(tmp_path / "site")]) == 0
     assert (tmp_path / "site" / "index.html").is_file()
     older = json.loads((results / "table1-01-baseline__knn__xls-r-2b@8.json").read_text())
     del older["attributor"]["params"], older["figures"]  # a results file from before both were written
     (tmp_path / "older").mkdir()
     (tmp_path / "older" / "r.json").write_text(json.dumps(older))
-    assert main(["leaderboard", str(tmp_path / "older"), "--out", str(tmp_path / "older-site")]) == 0
+    assert main(["leaderboard", "render", str(tmp_path / "older"), "--out", str(tmp_path / "older-site")]) == 0
     assert '<span class="sys">knn k=5</span>' in (tmp_path / "older-site" / "index.html").read_text()
     assert main(["leaderboard", "build", str(tmp_path / "b"), "--out", str(tmp_path / "s"), "--submitter", "x"]) == 2
-    assert "--submitter does not apply here" in capsys.readouterr().err
+    assert "unrecognized arguments: --submitter x" in capsys.readouterr().err
     assert main(["leaderboard", "add", str(results)]) == 2
-    assert "give --board BOARD and --submitter NAME" in capsys.readouterr().err
+    assert "the following arguments are required: --board, --submitter" in capsys.readouterr().err
+    assert main(["leaderboard", str(results), "--out", str(tmp_path / "site")]) == 2  # the old bare form: render
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def _tampered(table1, tmp_path, change) -> Path:
@@ -265,7 +267,7 @@ def test_the_page_fits_1366_pixels_in_chromium(table1, tmp_path):
 def test_the_bare_leaderboard_refuses_what_add_refuses(table1, tmp_path, capsys, change, reason):
     """One validation of a result's numbers for both paths: nothing unpublishable reaches a site."""
     submitted = _tampered(table1, tmp_path, change)
-    assert main(["leaderboard", str(submitted), "--out", str(tmp_path / "site")]) == 2
+    assert main(["leaderboard", "render", str(submitted), "--out", str(tmp_path / "site")]) == 2
     assert re.search(reason, capsys.readouterr().err)
     assert not (tmp_path / "site").exists()
     board = tmp_path / "board"
@@ -297,7 +299,7 @@ def test_an_oversized_results_file_is_refused_before_it_is_read(table1, tmp_path
     text = huge.read_text()
     huge.write_text(text + " " * (MAX_RESULT_BYTES + 1 - len(text)))  # still valid JSON: trailing whitespace
     assert huge.stat().st_size == MAX_RESULT_BYTES + 1 and json.loads(huge.read_text())
-    assert main(["leaderboard", str(huge), "--out", str(tmp_path / "site")]) == 2
+    assert main(["leaderboard", "render", str(huge), "--out", str(tmp_path / "site")]) == 2
     assert f"{huge}: more than 16 MiB, the most a results file may hold" in capsys.readouterr().err
     board = tmp_path / "board"
     init_board(board, CORPUS_SHA, protocols_from("table1"))

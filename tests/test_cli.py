@@ -95,3 +95,89 @@ def test_demo_main_job_end_to_end_and_rerun(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--prompts", "12", "--k", "5", "--quiet"]) == 0
     again = capsys.readouterr().out
     assert "corpus exists" in again and "0 computed, 132 reused" in again
+
+
+def test_an_unexpected_exception_is_a_bug_exit_70_with_traceback(monkeypatch, tmp_path, capsys):
+    import sourcetrace
+    import sourcetrace.corpus
+
+    def broken(*_args, **_kwargs):
+        raise ValueError("a plain ValueError is a bug, not a user error")
+
+    monkeypatch.setattr(sourcetrace.corpus.Corpus, "read", broken)
+    assert main(["corpus", "validate", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: a plain ValueError is a bug" in err
+    assert err.splitlines()[-1].startswith(f"error: this is a bug in sourcetrace {sourcetrace.__version__}: "
+                                           "please report it with the traceback above")
+
+
+def test_a_sourcetrace_error_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
+    import sourcetrace.corpus
+    from sourcetrace.core.errors import UsageError
+
+    def refused(*_args, **_kwargs):
+        raise UsageError("--k 0: give a positive k")
+
+    monkeypatch.setattr(sourcetrace.corpus.Corpus, "read", refused)
+    assert main(["corpus", "validate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: --k 0: give a positive k\n"
+    assert issubclass(UsageError, ValueError)
+
+
+def test_bad_values_are_usage_errors(tmp_path, capsys):
+    assert main(["synth", "--recipe", str(tmp_path / "r.toml"), "--shard", "x", "--out", str(tmp_path / "c")]) == 2
+    assert "error: --shard 'x': expected K/N" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--extractor", "lfcc", "--out", str(tmp_path), "--seeds", "a"]) == 2
+    assert "give comma-separated integers" in capsys.readouterr().err
+    assert main(["features", str(tmp_path), "--extractor", "lfcc", "--max-seconds", "x"]) == 2
+    assert "give a number of seconds" in capsys.readouterr().err
+
+
+def test_each_shared_option_is_defined_once():
+    import argparse
+    import re
+    from pathlib import Path
+
+    import sourcetrace.cli as cli
+
+    def actions(parser):
+        for action in parser._actions:
+            yield action
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+
+    seen: dict[str, list] = {}
+    for action in actions(cli.build_parser()):
+        for flag in action.option_strings:
+            seen.setdefault(flag, []).append(action)
+    source = Path(cli.__file__).read_text()
+    for flag, spec in cli.SHARED_OPTIONS.items():
+        assert len(seen[flag]) >= 2 or flag in ("--threads",), flag  # shared: taken by several commands
+        assert {(a.help, repr(a.default), a.type) for a in seen[flag]} == {(spec.get("help"), repr(spec.get("default",
+                                                                          False if spec.get("action") else None)),
+                                                                          spec.get("type"))}, flag
+        assert len(re.findall(rf'p\.add_argument\("{flag}"', source)) == 0, flag  # only through _options
+    assert source.count('"--device": dict(') == 1
+
+
+def test_shard_and_training_run_keep_their_spelling():
+    import pytest
+
+    from sourcetrace.core.errors import UsageError
+    from sourcetrace.pipeline.recipe import Shard
+    from sourcetrace.pipeline.study import TrainingRun
+
+    assert str(Shard.parse("3/16")) == "3/16" and Shard.parse("3/16") == Shard(3, 16)
+    assert Shard(1, 3).take(list(range(7))) == [1, 4]
+    for bad in ("3", "a/b", "-1/2"):
+        with pytest.raises(UsageError, match="expected K/N"):
+            Shard.parse(bad)
+    with pytest.raises(ValueError, match="need 0 <= index < count"):
+        Shard.parse("4/4")
+    for text in ("vits/zero-init", "vits/scheduled", "gradtts/pretrained", "matcha/finetuned/9136"):
+        assert str(TrainingRun.parse(text)) == text
+    assert TrainingRun.parse("matcha/finetuned/92").speaker == "92"
+    with pytest.raises(UsageError):
+        TrainingRun.parse("vits/finetuned")

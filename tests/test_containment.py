@@ -243,7 +243,7 @@ def test_results_fields_are_type_checked_at_load(result, tmp_path, capsys):
     bad["levels"]["checkpoint"]["mean"] = "high"
     bad["figures"] = {"x": 3}
     source = write_result(tmp_path / "results", bad)
-    assert main(["leaderboard", str(source), "--out", str(tmp_path / "site")]) == 2
+    assert main(["leaderboard", "render", str(source), "--out", str(tmp_path / "site")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {source}: protocol.table1_row must be an integer 1..99, not '../../../etc'; ")
     assert "levels.checkpoint.mean must be a number, not 'high'" in err and "figures.x must be a string, not 3" in err
@@ -313,16 +313,19 @@ def test_debug_flag_shows_the_traceback(tmp_path, capsys):
     assert "Traceback (most recent call last)" in err and err.endswith("corpus import`.\n")
 
 
-def test_an_unexpected_exception_is_one_line_without_debug(monkeypatch, tmp_path, capsys):
+def test_an_unexpected_exception_is_a_bug_with_its_traceback(monkeypatch, tmp_path, capsys):
+    import sourcetrace
     import sourcetrace.corpus
 
     def broken(*_args, **_kwargs):
         raise TypeError("unsupported operand")
 
     monkeypatch.setattr(sourcetrace.corpus.Corpus, "read", broken)
-    assert main(["corpus", "validate", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == ("error: TypeError: unsupported operand (unexpected: rerun with --debug for the "
-                                       "traceback, and report it)\n")
+    assert main(["corpus", "validate", str(tmp_path)]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last)") and "TypeError: unsupported operand" in err
+    assert err.splitlines()[-1].startswith(f"error: this is a bug in sourcetrace {sourcetrace.__version__}: "
+                                           "please report it with the traceback above")
 
 
 @pytest.mark.tts

@@ -78,7 +78,7 @@ def test_expansion_has_every_condition_of_the_study(study):
     assert counts == {"default": 56 * N_PROMPTS, "swapped to hifigan-fastpitch": 20 * N_PROMPTS,
                       "swapped to hifigan-gradtts": 20 * N_PROMPTS, "swapped to hifigan-matcha": 20 * N_PROMPTS}
     assert not any(j.swapped for j in jobs if j.architecture == "vits")
-    assert {j.checkpoint for j in jobs if j.role == "finetuned"} == {f"{a}/ft-9136" for a in ARCHITECTURES}
+    assert {j.label for j in jobs if j.role == "finetuned"} == {f"{a}/ft-9136" for a in ARCHITECTURES}
 
 
 def test_fine_tunes_on_several_speakers_expand_to_one_checkpoint_each(study):
@@ -86,9 +86,9 @@ def test_fine_tunes_on_several_speakers_expand_to_one_checkpoint_each(study):
     text = text.replace('finetuned = "runs/', 'finetuned = "ft-{speaker}/').replace('/ft"', '/checkpoints/ft-{speaker}"')
     (study / "speakers.toml").write_text(text)
     jobs = [j for j in expand(load_recipe(study / "speakers.toml", base=study)) if j.role == "finetuned"]
-    assert {(j.checkpoint, j.speaker) for j in jobs} == {(f"{a}/ft-{s}", s) for a in ARCHITECTURES
+    assert {(j.label, j.speaker) for j in jobs} == {(f"{a}/ft-{s}", s) for a in ARCHITECTURES
                                                           for s in ("9136", "92", "6097")}
-    assert all(j.source == study / f"ft-{j.speaker}" / j.architecture / "checkpoints" / f"ft-{j.speaker}" for j in jobs)
+    assert all(j.checkpoint_path == study / f"ft-{j.speaker}" / j.architecture / "checkpoints" / f"ft-{j.speaker}" for j in jobs)
     assert not any(j.swapped for j in jobs)  # fine-tunes keep their own vocoder, as the study's
 
 

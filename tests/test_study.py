@@ -156,9 +156,9 @@ def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
     assert recipe.study.title and recipe.features and (recipe.benchmark.suite or recipe.benchmark.protocols)
     assert all(arch.runs is None or arch.runs.is_relative_to(tmp_path) for arch in recipe.corpus.architectures.values())
     jobs = expand(recipe.corpus)
-    assert jobs and len({(j.checkpoint, j.vocoder, j.swapped) for j in jobs}) == len(jobs)
+    assert jobs and len({(j.label, j.vocoder, j.swapped) for j in jobs}) == len(jobs)
     if name == "speakers.toml":  # every HiFi-TTS speaker, fine-tuned from each official checkpoint
-        tuned = {j.checkpoint for j in jobs if j.role == "finetuned"}
+        tuned = {j.label for j in jobs if j.role == "finetuned"}
         assert len(recipe.corpus.finetune_speakers) == 10 and len(tuned) == 10 * len(recipe.corpus.architectures)
     # Every protocol the recipe benchmarks can split the corpus the recipe makes (labels as synth writes them).
     from sourcetrace.benchmark.protocol import ClipTable, build_splits
@@ -171,8 +171,8 @@ def test_shipped_recipes_read_into_typed_tables(name, tmp_path):
         family = vocoder_class(recipe.corpus.vocoders[job.vocoder].kind).family if job.vocoder else ""
         for k in range(60):
             rows.append(ClipRecord(
-                clip_id=clip_location(job.checkpoint, f"P{k:03d}", job.vocoder or "", job.swapped)[0], path="",
-                architecture=job.architecture, checkpoint=job.checkpoint, prompt_id=f"P{k:03d}", text="",
+                clip_id=clip_location(job.label, f"P{k:03d}", job.vocoder or "", job.swapped)[0], path="",
+                architecture=job.architecture, checkpoint=job.label, prompt_id=f"P{k:03d}", text="",
                 vocoder=job.vocoder or "", vocoder_swapped=job.swapped, speaker=job.speaker, vocoder_family=family,
                 implementation=f"{generator_class(job.architecture).package} 1.0"))
     table = ClipTable.from_records(rows)

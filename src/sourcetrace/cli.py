@@ -1,4 +1,10 @@
-"""The `sourcetrace` command line: one sub-command per stage of the pipeline."""
+"""The `sourcetrace` command line: one sub-command per stage of the pipeline.
+
+Each command parses its options, calls one library function and prints what it returned. Errors:
+a `SourcetraceError` (something a user can fix) or an `OSError` is one `error:` line, exit 2; a
+failed stage of `run` exits 1; an interrupt 130; anything else is a bug in sourcetrace: its
+traceback, a line asking to report it, exit 70 (EX_SOFTWARE).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,67 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
+
+EX_SOFTWARE = 70  # sysexits.h: an internal software error
+ISSUES = "https://github.com/sourcetrace/sourcetrace/issues"
+
+
+def _max_seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0 (0: no limit)") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0 (0: no limit)")
+    return value or None
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers, e.g. 0,1,2") from None
+
+
+# Options that several commands take, each defined here once (`_options(p, "--device", ...)`).
+SHARED_OPTIONS: dict[str, dict] = {
+    "--device": dict(default="auto", help="where models run: auto (cuda if available), cpu, cuda, cuda:1 ..."),
+    "--dtype": dict(default="fp32", choices=["fp32", "bf16", "fp16"], help="an SSL model's compute precision"),
+    "--models-dir": dict(help="folder holding named models (default: $SOURCETRACE_MODELS or "
+                         "~/.cache/sourcetrace/models)"),
+    "--trust": dict(action="store_true", help="allow full unpickling of an official checkpoint whose format needs it "
+                    "(Matcha-TTS's .ckpt), only for the globals that format uses; only for files you trust "
+                    "(the recipe key: trust = true)"),
+    "--threads": dict(type=int, help="CPU threads (default: OMP_NUM_THREADS, else every CPU this process may use): "
+                      "audio made on the CPU depends on the count, so fix it to reproduce a corpus byte for byte"),
+    "--seed": dict(type=int, default=0, help="train: the model's initialisation and batch order; synth: the noise "
+                   "seed, from which each prompt derives its own"),
+    "--config": dict(default="default", help="named model config: default (the study's) or tiny; synth: the one an "
+                     "official file without its own config is loaded into (Grad-TTS)"),
+    "--vocoder-weights": dict(help="a vocoder weights file (an official jik876 generator, NeMo .nemo ...); train: "
+                              "each checkpoint's sample goes to TensorBoard as audio too"),
+    "--vocoder-config": dict(help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny; "
+                             "dle-hifigan: ljs22khz-finetune (default), tiny or a TOML file"),
+    "--max-seconds": dict(type=_max_seconds, default=MAX_CLIP_SECONDS, metavar="S",
+                          help=f"refuse longer clips, told from their header (default {MAX_CLIP_SECONDS:g}; 0: no "
+                          "limit): an SSL model's memory grows with the square of a clip's length"),
+    "--quiet": dict(action="store_true", help="no progress bars"),
+}
+
+
+def _options(p: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        p.add_argument(name, **SHARED_OPTIONS[name])
 
 
 def _extractor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extractor", required=True, help=_extractor_help())
-    p.add_argument("--models-dir", help="folder holding named models (default: $SOURCETRACE_MODELS or ~/.cache/sourcetrace/models)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    _options(p, "--models-dir", "--device", "--dtype")
     p.add_argument("--batch-size", type=int, help="most clips a batch (default: chosen from clip lengths and memory)")
-    _max_seconds_arg(p)
-
-
-def _max_seconds_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-seconds", type=_max_seconds, default=MAX_CLIP_SECONDS, metavar="S",
-                   help=f"refuse longer clips, told from their header (default {MAX_CLIP_SECONDS:g}; 0: no limit): "
-                   "an SSL model's memory grows with the square of a clip's length")
-
-
-def _max_seconds(text: str) -> float | None:
-    value = float(text)
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds >= 0 (0: no limit)")
-    return value or None
+    _options(p, "--max-seconds")
 
 
 def _extractor_help() -> str:
@@ -179,72 +222,46 @@ def _print_attribution(answers: list[dict], calibration: dict | None, args) -> N
 
 def cmd_bench(args) -> int:
     from sourcetrace.benchmark.bench import run_bench
-    from sourcetrace.benchmark.protocol import load_protocol, load_suite
+    from sourcetrace.benchmark.protocol import load_protocols
 
-    if bool(args.suite) == bool(args.protocol):
-        raise ValueError("give either --suite NAME or one or more --protocol NAME|FILE")
-    protocols = load_suite(args.suite) if args.suite else [load_protocol(p) for p in args.protocol]
-    seeds = [int(s) for s in args.seeds.split(",")]
     holdout = [h for h in (args.holdout or "").split(",") if h]
     systems = [(extractor, args.attributor) for extractor in args.extractor]
-    failures = run_bench(args.corpus, protocols, systems, args.out, seeds=seeds,
+    failures = run_bench(args.corpus, load_protocols(args.suite, args.protocol), systems, args.out, seeds=args.seeds,
                          holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
                          models_dir=args.models_dir, progress=not args.quiet, max_seconds=args.max_seconds,
                          command=shlex.join(["sourcetrace", *args.argv]))
     return 1 if failures else 0
 
 
-LEADERBOARD_ACTIONS = {"init": ({"corpus", "corpus_sha256", "protocols"}, "BOARD"),
-                       "add": ({"board", "submitter"}, "RESULTS..."),
-                       "build": ({"out", "title"}, "BOARD"),
-                       None: ({"out", "title"}, "RESULTS...")}
-
-
-def _result_files(items: list[str]) -> list[Path]:
-    files = []
-    for item in items:
-        path = Path(item)
-        files.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
-    return files
-
-
-def cmd_leaderboard(args) -> int:
-    """`leaderboard init|add|build ...`, or the bare `leaderboard RESULTS... --out SITE` of one machine's results."""
-    from sourcetrace.benchmark import board
+def cmd_leaderboard_render(args) -> int:
     from sourcetrace.benchmark.leaderboard import build_leaderboard
 
-    action, rest = args.results[0], args.results[1:]
-    if action not in LEADERBOARD_ACTIONS:  # a results folder named like an action is given as ./build
-        action, rest = None, args.results
-    allowed, operands = LEADERBOARD_ACTIONS[action]
-    given = {key for key in ("out", "board", "submitter", "corpus", "corpus_sha256", "protocols", "title")
-             if getattr(args, key) is not None}
-    usage = f"sourcetrace leaderboard {action + ' ' if action else ''}{operands}"
-    if given - allowed:
-        raise ValueError(f"{usage}: {', '.join('--' + k.replace('_', '-') for k in sorted(given - allowed))} does not apply here")
-    if not rest or (operands == "BOARD" and len(rest) != 1):
-        raise ValueError(f"{usage}: give {'one board folder' if operands == 'BOARD' else 'results files or folders'}")
-    title = args.title or "sourcetrace leaderboard"
-    if action == "init":
-        if (args.corpus is None) == (args.corpus_sha256 is None):
-            raise ValueError(f"{usage}: give --corpus CORPUS or --corpus-sha256 HEX")
-        corpus_hash = args.corpus_sha256 or board.corpus_sha256(args.corpus)
-        path = board.init_board(rest[0], corpus_hash, board.protocols_from(args.protocols or "table1"))
-        print(f"board {rest[0]}: corpus sha256 {corpus_hash[:16]}...; {path}")
-        return 0
-    if action == "add":
-        if not (args.board and args.submitter):
-            raise ValueError(f"{usage}: give --board BOARD and --submitter NAME")
-        added = board.add_results(args.board, _result_files(rest), args.submitter)
-        print(f"board {args.board}: {added} result(s) added")
-        return 0
-    if not args.out:
-        raise ValueError(f"{usage}: give --out SITE")
-    if action == "build":
-        page = board.build_board(rest[0], args.out, title=title)
-    else:
-        files = _result_files(rest)
-        page = build_leaderboard(files, args.out, title=title)
+    page = build_leaderboard(args.results, args.out, title=args.title)
+    print(f"leaderboard: {page} (+ leaderboard.md, leaderboard.csv, leaderboard.json, results/)")
+    return 0
+
+
+def cmd_leaderboard_init(args) -> int:
+    from sourcetrace.benchmark.board import create_board
+
+    path, corpus_hash = create_board(args.board, corpus=args.corpus, corpus_hash=args.corpus_sha256,
+                                     protocols=args.protocols)
+    print(f"board {args.board}: corpus sha256 {corpus_hash[:16]}...; {path}")
+    return 0
+
+
+def cmd_leaderboard_add(args) -> int:
+    from sourcetrace.benchmark.board import add_results
+
+    added = add_results(args.board, args.results, args.submitter)
+    print(f"board {args.board}: {added} result(s) added")
+    return 0
+
+
+def cmd_leaderboard_build(args) -> int:
+    from sourcetrace.benchmark.board import build_board
+
+    page = build_board(args.board, args.out, title=args.title)
     print(f"leaderboard: {page} (+ leaderboard.md, leaderboard.csv, leaderboard.json, results/)")
     return 0
 
@@ -292,97 +309,57 @@ def cmd_checkpoints_verify(args) -> int:
     return 1 if bad or (missing and args.require_all) else 0
 
 
-def _training_utterances(data: str, speaker: str, clips: int):
-    """An LJSpeech folder (its split.tsv if present, else the standard split) gives its train
-    split; a HiFi-TTS folder gives the seeded `clips`-clip subset of `speaker`."""
-    from sourcetrace.datasets.hifitts import HiFiTTS
-    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
-
-    folder = Path(data)
-    if (folder / "metadata.csv").is_file():
-        split = standard_split(folder / "split.tsv") if (folder / "split.tsv").is_file() else None
-        return LJSpeech(folder, split=split).items("train")
-    return HiFiTTS(folder).study_subset(speaker, n=clips)
-
-
 def cmd_train(args) -> int:
-    from sourcetrace.checkpoints.registry import load_schedule
-    from sourcetrace.core.naming import finetune_name, is_speaker_id
-    from sourcetrace.generators import EndToEndGenerator, generator_class
-    from sourcetrace.generators.data import TrainingData
-    from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
+    from sourcetrace.pipeline.training_runs import train_from_folder, zero_inits_from_schedule
 
-    schedule = load_schedule(args.schedule)
-    run_dir = Path(args.run_dir)
     if args.zero_init:
-        for folder in save_zero_inits(args.architecture, args.config, schedule.zero_init_seeds, run_dir):
+        for folder in zero_inits_from_schedule(args.architecture, args.config, args.schedule, args.run_dir):
             print(f"[train] {folder}")
         return 0
-    if not args.data:
-        raise ValueError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
-    steps = steps or ([schedule.finetune_steps] if args.init_from else list(schedule.steps))
-    if args.speaker is not None and not (args.init_from and is_speaker_id(args.speaker)):
-        raise ValueError(f"--speaker {args.speaker!r}: a fine-tune's speaker id (letters, digits, '-', '_'), "
-                         "given with --init-from")
-    speaker = args.speaker or schedule.finetune_speaker
-    utterances = _training_utterances(args.data, speaker, schedule.finetune_clips)
-    vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
-    if args.vocoder_weights and not issubclass(generator_class(args.architecture), EndToEndGenerator):
-        from sourcetrace.vocoders import load_vocoder
-
-        vocoder = load_vocoder(args.vocoder_kind or generator_class(args.architecture).default_vocoder,
-                               args.vocoder_weights, args.vocoder_config)
-    report = train_run(args.architecture, args.config, run_dir,
-                       lambda generator: TrainingData(generator, utterances, cache_dir=run_dir / "features", progress=True),
-                       steps=steps, seed=args.seed, batch_size=args.batch_size or schedule.batch_size, device=args.device,
-                       init_from=args.init_from, trust=args.trust, final_name=finetune_name(speaker),
-                       tensorboard=not args.no_tensorboard, vocoder=vocoder, deterministic=not args.nondeterministic)
+    report = train_from_folder(args.architecture, args.run_dir, args.data, config=args.config, schedule=args.schedule,
+                               steps=args.steps, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                               init_from=args.init_from, trust=args.trust, speaker=args.speaker,
+                               tensorboard=not args.no_tensorboard, deterministic=not args.nondeterministic,
+                               vocoder_weights=args.vocoder_weights, vocoder_kind=args.vocoder_kind,
+                               vocoder_config=args.vocoder_config)
     print(f"[train] {report.steps_run} steps from step {report.resumed_from}, {report.seconds_per_step:.3f} s/step; "
-          f"checkpoints in {run_dir / 'checkpoints'}")
+          f"checkpoints in {Path(args.run_dir) / 'checkpoints'}")
     return 0
 
 
 def cmd_synth(args) -> int:
-    if args.recipe:
-        return _synth_recipe(args)
-    if not args.checkpoint or not args.prompts:
-        raise ValueError("give a CHECKPOINT (folder or official file) and --prompts, or --recipe FILE")
-    from sourcetrace.core.device import pin_threads
-    from sourcetrace.core.naming import PRETRAINED, checkpoint_label, checkpoint_role
-    from sourcetrace.datasets.prompts import read_prompts
-    from sourcetrace.generators import EndToEndGenerator, ZeroShot, load_checkpoint
-    from sourcetrace.pipeline.recipe import Job, Reference
-    from sourcetrace.pipeline.regenerate import hash_checkpoint, synthesize_checkpoint
-    from sourcetrace.vocoders import load_vocoder
+    from sourcetrace.core.errors import UsageError
+    from sourcetrace.pipeline.synth import synthesize_one, synthesize_recipe
 
-    threads = pin_threads(args.threads)
-    checkpoint = Path(args.checkpoint)
-    generator = load_checkpoint(args.architecture, checkpoint, args.config, args.trust).to(args.device)
-    vocoder = None
-    if not isinstance(generator, EndToEndGenerator):
-        if not args.vocoder_weights and args.random_vocoder is None:
-            raise ValueError(f"{generator.architecture} makes mel spectrograms: give --vocoder-weights FILE "
-                             "(an official HiFi-GAN) or --random-vocoder SEED (untrained, for tests)")
-        vocoder = load_vocoder(args.vocoder_kind or generator.default_vocoder, args.vocoder_weights,
-                               args.vocoder_config, args.random_vocoder, name=args.vocoder_name).to(generator.device)
-    elif args.vocoder_weights or args.random_vocoder is not None:
-        raise ValueError(f"{generator.architecture} is end to end: it has no vocoder to give or swap")
-    if isinstance(generator, ZeroShot) != bool(args.reference):
-        raise ValueError(f"{generator.architecture} speaks in the voice of reference clips: give --reference CLIP "
-                         "or --reference speaker:NAME (repeatable; prompt i gets reference i mod n)"
-                         if isinstance(generator, ZeroShot) else
-                         f"{generator.architecture} speaks in its trained voice: it takes no --reference")
-    label = args.label or checkpoint_label(generator.architecture, checkpoint.name if checkpoint.is_dir() else PRETRAINED)
-    job = Job(generator.architecture, label, checkpoint_role(label), checkpoint, vocoder.name if vocoder else None,
-              args.vocoder_swapped, speaker="", references=tuple(Reference.parse(r, Path) for r in args.reference or ()))
-    report = synthesize_checkpoint(job, generator, vocoder, hash_checkpoint(checkpoint), read_prompts(args.prompts),
-                                   args.out, seed=args.seed)
-    for failure in report.failed:
+    if args.recipe:
+        outcome = synthesize_recipe(args.recipe, args.out, shard=args.shard, device=args.device, threads=args.threads)
+        report = outcome.report
+        if report.manifest_written:
+            result = f"manifest written: {Path(args.out) / 'manifest.csv'}"
+        elif report.failed:
+            result = (f"manifest not written: {len(report.failed)} job(s) failed (below); fix or remove them in the "
+                      "recipe, then rerun (finished clips are kept)")
+        else:
+            result = ("manifest not written yet: other shards' clips are missing (it is written by the last shard "
+                      "to finish)")
+        print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) failed, "
+              f"{_threads_note(outcome.threads)}; " + result)
+        for failure in report.failed:
+            print(f"[synth] failed: {failure}", file=sys.stderr)
+        return 1 if report.failed else 0
+    if not args.checkpoint or not args.prompts:
+        raise UsageError("give a CHECKPOINT (folder or official file) and --prompts, or --recipe FILE")
+    outcome = synthesize_one(args.checkpoint, args.prompts, args.out, architecture=args.architecture,
+                             config=args.config, trust=args.trust, label=args.label, references=args.reference,
+                             seed=args.seed, vocoder_weights=args.vocoder_weights, vocoder_kind=args.vocoder_kind,
+                             vocoder_config=args.vocoder_config, vocoder_name=args.vocoder_name,
+                             vocoder_swapped=args.vocoder_swapped, random_vocoder=args.random_vocoder,
+                             device=args.device, threads=args.threads)
+    for failure in outcome.report.failed:
         print(f"[synth] failed: {failure}", file=sys.stderr)
-    print(f"[synth] {label}: {report.made} clips made, {report.skipped} already there, {_threads_note(threads)} -> "
-          f"{Path(args.out) / 'manifest.csv'}")
-    return 1 if report.failed else 0
+    print(f"[synth] {outcome.label}: {outcome.report.made} clips made, {outcome.report.skipped} already there, "
+          f"{_threads_note(outcome.threads)} -> {Path(args.out) / 'manifest.csv'}")
+    return 1 if outcome.report.failed else 0
 
 
 def _threads_note(threads: int) -> str:
@@ -390,60 +367,20 @@ def _threads_note(threads: int) -> str:
     return f"{threads} CPU thread{'s' if threads != 1 else ''}"
 
 
-def _synth_recipe(args) -> int:
-    from sourcetrace.core.device import pin_threads
-    from sourcetrace.pipeline.recipe import load_recipe
-    from sourcetrace.pipeline.regenerate import regenerate
-
-    index, _, count = (args.shard or "0/1").partition("/")
-    if not (index.isdigit() and count.isdigit()):
-        raise ValueError(f"--shard {args.shard!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
-    threads = pin_threads(args.threads)
-    report = regenerate(load_recipe(args.recipe), args.out, shard=(int(index), int(count)), device=args.device)
-    if report.manifest_written:
-        outcome = f"manifest written: {Path(args.out) / 'manifest.csv'}"
-    elif report.failed:
-        outcome = (f"manifest not written: {len(report.failed)} job(s) failed (below); fix or remove them in the "
-                   "recipe, then rerun (finished clips are kept)")
-    else:
-        outcome = "manifest not written yet: other shards' clips are missing (it is written by the last shard to finish)"
-    print(f"[synth] {report.made} clips made, {report.skipped} already there, {len(report.failed)} job(s) failed, "
-          f"{_threads_note(threads)}; " + outcome)
-    for failure in report.failed:
-        print(f"[synth] failed: {failure}", file=sys.stderr)
-    return 1 if report.failed else 0
-
-
 def cmd_run(args) -> int:
-    from sourcetrace.pipeline.backends import LocalBackend, SlurmBackend
-    from sourcetrace.pipeline.study import STAGES, Study
+    from sourcetrace.pipeline.backends import run_study
 
-    study = Study(args.recipe, args.workdir)
-    stages = tuple(args.stages.split(",")) if args.stages else STAGES
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-    if args.backend == "slurm":
-        cfg = study.recipe.slurm
-        backend = SlurmBackend(study.path("slurm"), partition=cfg.partition, timeout_min=cfg.timeout_min,
-                               cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb)
-    else:
-        backend = LocalBackend()
-    study.run(backend, stages)
+    study = run_study(args.recipe, args.workdir, backend=args.backend, stages=args.stages)
     print(f"[run] {study.title}\n[run] leaderboard: {study.path('site/index.html')}")
     return 0
 
 
-def _trust_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust", action="store_true", help="allow full unpickling of an official checkpoint whose format "
-                   "needs it (Matcha-TTS's .ckpt), only for the globals that format uses; only for files you trust "
-                   "(the recipe key: trust = true)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sourcetrace.core.plugins import ATTRIBUTORS, GENERATORS, VOCODERS
+    from sourcetrace.pipeline.backends import BACKENDS
+    from sourcetrace.pipeline.study import STAGES
 
-    parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -451,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sourcetrace-demo", help="work folder (reused: finished stages are skipped)")
     p.add_argument("--prompts", type=int, default=40)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--quiet", action="store_true")
+    _options(p, "--quiet")
     p.set_defaults(func=cmd_demo)
 
     corpus = sub.add_parser("corpus", help="build and check corpora").add_subparsers(dest="corpus_command", required=True)
@@ -504,32 +441,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("architecture", help=f"one of {GENERATORS.describe()}")
     p.add_argument("--data", help="an LJSpeech-format folder, or a HiFi-TTS folder for fine-tuning")
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--config", default="default", help="named model config: default (the study's) or tiny")
-    p.add_argument("--seed", type=int, default=0)
+    _options(p, "--config", "--seed")
     p.add_argument("--schedule", default="study", help="study or mini (checkpoints/schedules.toml)")
-    p.add_argument("--steps", help="comma-separated steps overriding the schedule's")
+    p.add_argument("--steps", type=_int_list, help="comma-separated steps overriding the schedule's")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--init-from", help="fine-tune from this checkpoint: a folder, or an official file of the registry")
     p.add_argument("--speaker", help="with --init-from: the HiFi-TTS speaker to fine-tune on (default: the schedule's, "
                    "9136); the checkpoint is named ft-<speaker>")
-    _trust_arg(p)
+    _options(p, "--trust")
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--nondeterministic", action="store_true", help="allow kernels without a deterministic "
                    "implementation (faster; checkpoints then vary from run to run)")
-    p.add_argument("--vocoder-weights", help="a vocoder weights file: checkpoint samples go to TensorBoard as audio too")
-    p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's)")
-    p.add_argument("--vocoder-config", help="the vocoder's config (hifigan: v1, tiny or a config.json)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    _options(p, "--vocoder-weights")
+    p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")
+    _options(p, "--vocoder-config", "--device")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("run", help="a whole study from a recipe: datasets, training, corpus, features, benchmark, "
                                    "leaderboard (resumable; a rerun with nothing changed does nothing)")
     p.add_argument("recipe", help="e.g. recipes/mini.toml (the miniature study) or recipes/study.toml")
     p.add_argument("--workdir", default=".", help="where everything is written (default: the current folder)")
-    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+    p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: in this process; slurm: jobs and job arrays through submitit ([slurm] table)")
-    p.add_argument("--stages", help="comma-separated subset of data,train,synth,features,bench")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "
@@ -538,9 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "file of the registry (.nemo, Coqui model_file.pth, grad-tts.pt, Lightning .ckpt)")
     p.add_argument("--architecture", help=f"the architecture of an official file that does not tell it "
                    f"({GENERATORS.describe()})")
-    p.add_argument("--config", default="default", help="named config an official file without its own is loaded "
-                   "into (Grad-TTS): default (the study's) or tiny")
-    _trust_arg(p)
+    _options(p, "--config", "--trust")
     p.add_argument("--recipe", help="a recipe file: generate its whole [corpus] (every checkpoint and vocoder condition)")
     p.add_argument("--shard", help="K/N: with --recipe, only every N-th job starting at K (job arrays)")
     p.add_argument("--prompts", help="prompt TSV (prompt_id, text)")
@@ -549,18 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="append", help="zero-shot architectures (xtts): a reference clip whose voice "
                    "the prompts are spoken in, or speaker:NAME, a voice the checkpoint stores; repeat it for several "
                    "(prompt i gets reference i mod n)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; each prompt derives its own from it")
-    p.add_argument("--vocoder-weights", help="official vocoder file (jik876 generator or NeMo .nemo)")
+    _options(p, "--seed", "--vocoder-weights")
     p.add_argument("--vocoder-kind", help=f"one of {VOCODERS.describe()} (default: the architecture's own)")
-    p.add_argument("--vocoder-config", help="hifigan: v1 (default), tiny or a config.json; nemo-hifigan: v1, tiny; "
-                   "dle-hifigan: ljs22khz-finetune (default), tiny or a TOML file")
+    _options(p, "--vocoder-config")
     p.add_argument("--vocoder-name", help="the name the manifest records (default: the weights file's name)")
     p.add_argument("--vocoder-swapped", action="store_true", help="mark the clips as vocoded by another "
                    "architecture's vocoder (the study's vocoder conditions)")
     p.add_argument("--random-vocoder", type=int, metavar="SEED", help="an untrained vocoder (tests only)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda ...")
-    p.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else every CPU this process "
-                   "may use): audio made on the CPU depends on the count, so fix it to reproduce a corpus byte for byte")
+    _options(p, "--device", "--threads")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
@@ -570,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", help="also write clip_id and vectors arrays to this .npz")
     p.add_argument("--decode-threads", type=int, help="threads that decode clips ahead of the extractor "
                    "(default: half the CPUs this process may use, at most 8); the vectors do not depend on it")
-    p.add_argument("--quiet", action="store_true")
+    _options(p, "--quiet")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("attribute", help="name the generator of clips by kNN against a support corpus")
@@ -591,46 +520,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-unknown", action="store_true", help="always name a known class")
     p.add_argument("--top", type=int, default=5, help="candidates shown per clip")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    _options(p, "--quiet")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("bench", help="run benchmark protocols (e.g. the study's Table 1) on a corpus")
     p.add_argument("corpus")
-    p.add_argument("--suite", help="a suite of benchmark/suites.toml: table1 (the study's 12 conditions), beyond "
-                   "(questions past the study) ...")
-    p.add_argument("--protocol", action="append", help="a built-in protocol name or a protocol .toml file (repeatable)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", help="a suite of benchmark/suites.toml: table1 (the study's 12 conditions), beyond "
+                       "(questions past the study) ...")
+    which.add_argument("--protocol", action="append", help="a built-in protocol name or a protocol .toml file "
+                       "(repeatable)")
     p.add_argument("--extractor", action="append", required=True, help="feature extractor spec (repeatable)")
     p.add_argument("--attributor", default="knn", help=f"name[:key=value,...] with name one of "
                    f"{ATTRIBUTORS.describe()}, e.g. knn:k=56 or probe:C=0.5")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
     p.add_argument("--holdout", help="checkpoints for the holdout protocol, comma-separated")
     p.add_argument("--out", required=True, help="folder for results JSON, summary.md and figures/")
     p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--models-dir")
-    p.add_argument("--device", default="auto", help="where extractors and the kNN search run (cpu, cuda, auto)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    _max_seconds_arg(p)
-    p.add_argument("--quiet", action="store_true")
+    _options(p, "--models-dir", "--device", "--dtype", "--max-seconds", "--quiet")
     p.set_defaults(func=cmd_bench, batch_size=None)
 
-    p = sub.add_parser("leaderboard", help="results -> a static leaderboard site; or a board that takes checked "
-                       "submissions from many machines (init, add, build)", usage=(
-                           "sourcetrace leaderboard RESULTS... --out SITE\n"
-                           "       sourcetrace leaderboard init BOARD (--corpus CORPUS | --corpus-sha256 HEX) [--protocols P]\n"
-                           "       sourcetrace leaderboard add RESULTS... --board BOARD --submitter NAME\n"
-                           "       sourcetrace leaderboard build BOARD --out SITE"))
-    p.add_argument("results", nargs="+", metavar="[init|add|build] ARG",
-                   help="results JSON files or folders of them (a folder named init, add or build: ./build); "
-                        "after init or build, the board folder")
-    p.add_argument("--out", help="site folder (bare form and build)")
-    p.add_argument("--title", help="page title (default: sourcetrace leaderboard)")
-    p.add_argument("--board", help="add: the board folder")
-    p.add_argument("--submitter", help="add: who submits, written to the board's ledger")
-    p.add_argument("--corpus", help="init: the corpus folder (its sha256 is computed as bench does)")
-    p.add_argument("--corpus-sha256", help="init: the corpus sha256 (from a result's corpus.sha256)")
-    p.add_argument("--protocols", help="init: a suite (table1, beyond ...) or protocol names / .toml files, "
-                                       "comma-separated (default table1)")
-    p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("leaderboard", help="results -> a static leaderboard site (render); or a board that takes "
+                           "checked submissions from many machines (init, add, build)")
+    board = p.add_subparsers(dest="leaderboard_command", required=True)
+    title: dict[str, Any] = dict(default="sourcetrace leaderboard", help="page title (default: sourcetrace leaderboard)")
+    p = board.add_parser("render", help="one machine's results -> a static site")
+    p.add_argument("results", nargs="+", help="results JSON files, or folders of them")
+    p.add_argument("--out", required=True, help="the site folder")
+    p.add_argument("--title", **title)
+    p.set_defaults(func=cmd_leaderboard_render)
+    p = board.add_parser("init", help="a board for the results of one corpus")
+    p.add_argument("board", help="the board folder (new)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--corpus", help="the corpus folder (its sha256 is computed as bench does)")
+    given.add_argument("--corpus-sha256", help="the corpus sha256 (from a result's corpus.sha256)")
+    p.add_argument("--protocols", default="table1", help="a suite (table1, beyond ...) or protocol names / .toml "
+                   "files, comma-separated (default table1)")
+    p.set_defaults(func=cmd_leaderboard_init)
+    p = board.add_parser("add", help="check results and add them to a board, with a ledger line")
+    p.add_argument("results", nargs="+", help="results JSON files, or folders of them")
+    p.add_argument("--board", required=True, help="the board folder")
+    p.add_argument("--submitter", required=True, help="who submits, written to the board's ledger")
+    p.set_defaults(func=cmd_leaderboard_add)
+    p = board.add_parser("build", help="a board's results -> a static site")
+    p.add_argument("board", help="the board folder")
+    p.add_argument("--out", required=True, help="the site folder")
+    p.add_argument("--title", **title)
+    p.set_defaults(func=cmd_leaderboard_build)
     return parser
 
 
@@ -654,8 +590,10 @@ def os_error_message(exc: OSError) -> str:
 
 
 def error_line(exc: BaseException) -> tuple[str, int]:
-    """The message and exit code of a failed command: what went wrong and what to do, in one line.
+    """The message and exit code of a failed command: what went wrong and what to do, in one line;
+    for an exception no user can cause (a bug), the line asking to report it, EX_SOFTWARE.
     Only `sourcetrace.core.errors` is imported: an error must not load the generator stack."""
+    import sourcetrace
     from sourcetrace.core.errors import SourcetraceError, StageFailed
 
     if isinstance(exc, StageFailed):
@@ -663,26 +601,37 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, KeyboardInterrupt):
         return ("interrupted: rerun the same command to resume (stages keep what they finished; an import or "
                 "a release is written whole or not at all)"), 130
-    if isinstance(exc, (SourcetraceError, ValueError)):
+    if isinstance(exc, SourcetraceError):
         return f"error: {exc}", 2
     if isinstance(exc, OSError):
         return f"error: {os_error_message(exc)}", 2
-    return (f"error: {type(exc).__name__}: {exc} (unexpected: rerun with --debug for the traceback, "
-            "and report it)"), 2
+    return (f"error: this is a bug in sourcetrace {sourcetrace.__version__}: please report it with the traceback "
+            f"above ({ISSUES})"), EX_SOFTWARE
+
+
+def is_bug(exc: BaseException) -> bool:
+    """An exception no user can cause: neither a SourcetraceError, an OSError nor an interrupt."""
+    from sourcetrace.core.errors import SourcetraceError
+
+    return not isinstance(exc, (SourcetraceError, OSError, KeyboardInterrupt))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; anything a user can cause ends in one `error:` line (exit 2), the
-    traceback only with --debug."""
+    traceback only with --debug; a bug prints its traceback and asks to be reported (exit 70).
+    A command line argparse refuses exits 2 with its usage line (returned, not raised)."""
     import traceback
 
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a refused command line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv
     try:
         return args.func(args)
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - no traceback without --debug
-        if args.debug:
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - each kind ends in its line and exit code
+        if args.debug or is_bug(exc):
             traceback.print_exc()
         message, code = error_line(exc)
         print(message, file=sys.stderr)

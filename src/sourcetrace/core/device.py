@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from sourcetrace.core.errors import UsageError
+
 
 def resolve_device(name):
     """A torch.device; "auto" is the GPU when there is one, else the CPU."""
@@ -33,7 +35,7 @@ def pin_threads(threads: int | None = None) -> int:
     import torch
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise UsageError(f"threads must be a positive integer, got {threads!r}")
     count = threads or default_cpu_threads()
     torch.set_num_threads(count)
     return count

@@ -15,6 +15,10 @@ class SourcetraceError(Exception):
     """Something a user can fix; the message names the file, flag or recipe key and the fix."""
 
 
+class UsageError(SourcetraceError, ValueError):
+    """A command line or call that cannot work: a bad flag combination, a bad value."""
+
+
 class StageFailed(SourcetraceError, RuntimeError):
     """A stage of `sourcetrace run` ran but some of its units failed; what finished is kept."""
 
@@ -35,6 +39,3 @@ class NothingWritten(SourcetraceError, OSError):
         written = Path(exc.filename) if exc.filename else None
         return cls(target, written.relative_to(root).as_posix() if written and root in written.parents else "its files")
 
-
-class UsageError(SourcetraceError, ValueError):
-    """A call or command line that cannot work (a bad value, flags that do not go together)."""

@@ -24,6 +24,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from sourcetrace.core.errors import UsageError
+
 
 @dataclass(frozen=True)
 class MelConfig:
@@ -41,13 +43,13 @@ class MelConfig:
 
     def __post_init__(self):
         if self.framing not in FRAMINGS:
-            raise ValueError(f"mel framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
+            raise UsageError(f"mel framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
         if self.filterbank not in FILTERBANKS:
-            raise ValueError(f"mel filterbank {self.filterbank!r}: expected one of {', '.join(FILTERBANKS)}")
+            raise UsageError(f"mel filterbank {self.filterbank!r}: expected one of {', '.join(FILTERBANKS)}")
         if self.log_guard not in LOG_GUARDS:
-            raise ValueError(f"mel log_guard {self.log_guard!r}: expected one of {', '.join(LOG_GUARDS)}")
+            raise UsageError(f"mel log_guard {self.log_guard!r}: expected one of {', '.join(LOG_GUARDS)}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
-            raise ValueError(f"mel f_min/f_max {self.f_min}/{self.f_max}: need 0 <= f_min < f_max <= sample_rate / 2")
+            raise UsageError(f"mel f_min/f_max {self.f_min}/{self.f_max}: need 0 <= f_min < f_max <= sample_rate / 2")
 
     def as_dict(self) -> dict:
         """The fields; `filterbank` only when not "slaney", so the conventions that predate the
@@ -142,7 +144,7 @@ def convert_mel(mel: torch.Tensor, source: MelConfig, target: MelConfig) -> torc
     samples against n_fft / 2: a 5.8 ms shift at 22.05 kHz / hop 256, which a vocoder absorbs).
     Filterbanks must be equal: resampling mel bins is not a conversion this project makes."""
     if not same_filterbank(source, target):
-        raise ValueError(f"mel conventions differ beyond framing and log guard: {source} vs {target}")
+        raise UsageError(f"mel conventions differ beyond framing and log guard: {source} vs {target}")
     if (source.log_guard, source.log_floor) == (target.log_guard, target.log_floor):
         return mel
     return _log(_linear(mel, source), target)

@@ -46,7 +46,7 @@ class Registry(Mapping):
     GeneratorError, VocoderError ...); `name_attribute`, when set, is the class attribute that must
     equal the registered name (what checkpoints and results record, then look up again)."""
 
-    def __init__(self, kind: str, group: str, base: str, builtins: dict[str, str], error: str = "builtins:ValueError",
+    def __init__(self, kind: str, group: str, base: str, builtins: dict[str, str], error: str = "sourcetrace.core.errors:UsageError",
                  name_attribute: str | None = None, missing_stack: str = ""):
         self.kind, self.group, self.builtins = kind, group, dict(builtins)
         self._base, self._error, self.name_attribute = base, error, name_attribute

@@ -12,8 +12,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
-from sourcetrace.core.errors import StageFailed
-from sourcetrace.pipeline.study import Study, Unit
+from sourcetrace.core.errors import StageFailed, UsageError
+from sourcetrace.pipeline.study import Study, Unit, parse_stages
 
 
 class LocalBackend:
@@ -100,3 +100,26 @@ class SlurmBackend:
                 break
         if failures:
             raise StageFailed("Slurm unit(s) failed:\n  " + "\n  ".join(failures))
+
+
+BACKENDS = ("local", "slurm")
+
+
+def make_backend(kind: str, study: Study):
+    """The backend named `kind`: local, or slurm configured from the recipe's [slurm] table."""
+    if kind == "slurm":
+        cfg = study.recipe.slurm
+        return SlurmBackend(study.path("slurm"), partition=cfg.partition, timeout_min=cfg.timeout_min,
+                            cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb)
+    if kind == "local":
+        return LocalBackend()
+    raise UsageError(f"--backend {kind!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def run_study(recipe: str | Path, workdir: str | Path | None = None, backend: str = "local",
+              stages: str | None = None, log: Callable[[str], None] = print) -> Study:
+    """`sourcetrace run`: the study of `recipe` in `workdir`, its stages (comma-separated; default
+    all) that are not up to date, on the named backend. Returns the study."""
+    study = Study(recipe, workdir)
+    study.run(make_backend(backend, study), parse_stages(stages), log)
+    return study

@@ -25,7 +25,7 @@ from typing import Callable
 
 from sourcetrace.core import naming
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
-from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
 from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
@@ -43,6 +43,32 @@ ROLES = tuple(role for role in naming.ROLES if role != "other")  # what a recipe
 
 class RecipeError(SourcetraceError, ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Task `index` of `count` (counted from 0) of a sharded stage: it takes every `count`-th unit of
+    work starting at `index`. Spelled "3/16" on the command line, in unit names and in logs."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.index < self.count:
+            raise UsageError(f"shard {self.index}/{self.count}: need 0 <= index < count")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        index, _, count = text.partition("/")
+        if not (index.isdigit() and count.isdigit()):
+            raise UsageError(f"--shard {text!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
+        return cls(int(index), int(count))
+
+    def take(self, items: list) -> list:
+        return items[self.index::self.count]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,7 @@ class Reference:
         if not text.startswith(STORED_VOICE):
             return cls(text, str(resolve(text)))
         if not text.removeprefix(STORED_VOICE).strip():
-            raise ValueError(f"reference {text!r}: `{STORED_VOICE}` needs the name of a speaker the checkpoint stores")
+            raise UsageError(f"reference {text!r}: `{STORED_VOICE}` needs the name of a speaker the checkpoint stores")
         return cls(text, text)
 
 
@@ -114,9 +140,9 @@ class Job:
     """One checkpoint with one vocoder: the clips of every prompt."""
 
     architecture: str
-    checkpoint: str          # the corpus label, e.g. "gradtts/step-000020"
+    label: str               # the checkpoint's label in the corpus (its `checkpoint` column), e.g. "gradtts/step-000020"
     role: str
-    source: Path             # a sourcetrace checkpoint folder or an official file
+    checkpoint_path: Path    # the checkpoint: a sourcetrace checkpoint folder or an official file
     vocoder: str | None      # a name in recipe.vocoders; None for end-to-end models
     swapped: bool
     speaker: str
@@ -153,7 +179,8 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
 
 def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
     """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key."""
-    from sourcetrace.generators import ARCHITECTURES, EndToEndGenerator, ZeroShot, generator_class
+    from sourcetrace.core.plugins import GENERATORS
+    from sourcetrace.generators import EndToEndGenerator, ZeroShot, generator_class
     from sourcetrace.vocoders import VOCODERS, vocoder_class
 
     path = Path(path)
@@ -184,8 +211,8 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     architectures = {}
     for name, entry in corpus.get("architectures", {}).items():
         awhere = f"{path} [corpus.architectures.{name}]"
-        if name not in ARCHITECTURES:
-            raise RecipeError(f"{awhere}: unknown architecture; known: {ARCHITECTURES.describe()}")
+        if name not in GENERATORS:
+            raise RecipeError(f"{awhere}: unknown architecture; known: {GENERATORS.describe()}")
         end_to_end = issubclass(generator_class(name), EndToEndGenerator)
         try:
             references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))

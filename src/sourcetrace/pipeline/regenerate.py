@@ -3,7 +3,7 @@
 Each job (one checkpoint with one vocoder) keeps a journal, `parts/<job>.jsonl`: one complete JSON
 row per finished clip, appended and fsynced after the clip's WAV was renamed into place. A killed
 run loses only the clip in flight (a torn last journal line is ignored); a rerun skips every clip
-in a journal whose audio is present. Shards (`shard=(k, n)`) take every n-th job, so a job array
+in a journal whose audio is present. Shards (`shard=Shard(k, n)`) take every n-th job, so a job array
 can split the work; whichever process finds every job complete writes `manifest.csv`, in recipe
 order, so the manifest does not depend on sharding, order of completion or interruptions.
 """
@@ -20,13 +20,14 @@ from typing import Callable, Iterator
 import sourcetrace
 from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.device import resolve_device
+from sourcetrace.core.errors import UsageError
 from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.naming import clip_location, journal_name, prompt_seed
 from sourcetrace.corpus.columns import ClipRecord, columns_of, spell
 from sourcetrace.corpus.journal import PARTS, append_journal, read_journal
 from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts, records
 from sourcetrace.datasets.prompts import read_prompts
-from sourcetrace.pipeline.recipe import CorpusRecipe, Job, expand
+from sourcetrace.pipeline.recipe import CorpusRecipe, Job, Shard, expand
 
 
 @dataclass
@@ -39,7 +40,7 @@ class RegenerateReport:
 
 
 def _journal_path(out: Path, job: Job) -> Path:
-    return out / PARTS / journal_name(job.checkpoint, job.vocoder or "", job.swapped)
+    return out / PARTS / journal_name(job.label, job.vocoder or "", job.swapped)
 
 
 def _done_clips(out: Path, job: Job) -> set[str]:
@@ -80,7 +81,7 @@ def _drop_torn_writes(clip: Path) -> None:
 
 def _fail(report: RegenerateReport, job: Job, stage: str, exc: Exception, log, bar, clips: int) -> None:
     """Record a job that cannot finish (the run goes on) and take its clips off the bar's total."""
-    label = f"{job.checkpoint} ({job.condition}; {job.source}" + (f", vocoder {job.vocoder})" if job.vocoder else ")")
+    label = f"{job.label} ({job.condition}; {job.checkpoint_path}" + (f", vocoder {job.vocoder})" if job.vocoder else ")")
     reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
     report.failed.append(f"{label} {stage}: {reason}")
     log(f"[synth] skipped {label}: {stage}: {reason}")
@@ -101,7 +102,7 @@ def hash_checkpoint(source: str | Path) -> str:
     source = official_path(source)
     weights = source / CHECKPOINT_WEIGHTS if source.is_dir() else source
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: checkpoint not found")
+        raise FileNotFoundError(f"{weights}: checkpoint not found")  # its class name is in failure lines
     return sha256_file(weights)
 
 
@@ -125,10 +126,10 @@ class _Sources:
     def generator(self, job: Job):
         from sourcetrace.generators import load_checkpoint
 
-        if self._generator[0] != job.source:
+        if self._generator[0] != job.checkpoint_path:
             spec = self.recipe.architectures[job.architecture]
-            generator = load_checkpoint(job.architecture, job.source, spec.pretrained_config, spec.trust)
-            self._generator = (job.source, generator.to(self.device))
+            generator = load_checkpoint(job.architecture, job.checkpoint_path, spec.pretrained_config, spec.trust)
+            self._generator = (job.checkpoint_path, generator.to(self.device))
             self.outputs.clear()
         return self._generator[1]
 
@@ -158,7 +159,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
     (`outputs_of`: the generator's outputs already made, see make_clips)."""
     from sourcetrace.generators.synthesis import make_clips
 
-    _drop_torn_writes(out / clip_location(job.checkpoint, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
+    _drop_torn_writes(out / clip_location(job.label, todo[0].prompt_id, job.vocoder or "", job.swapped)[1])
     # Prompts go in fixed chunks of the recipe's batch size (where the architecture batches):
     # the noise of a chunk is drawn from its first prompt's seed, so a clip is a function of
     # (seed, batch size) whatever was interrupted; a chunk with any clip missing is redone.
@@ -168,7 +169,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
         chunk = prompts[start:start + size]
         if not pending.intersection(p.prompt_id for p in chunk):
             continue
-        where = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
+        where = [clip_location(job.label, p.prompt_id, job.vocoder or "", job.swapped) for p in chunk]
         chunk_seed = prompt_seed(seed, chunk[0].prompt_id)
         references = [job.reference(start + k) for k in range(len(chunk))] if job.references else None
         try:
@@ -179,7 +180,7 @@ def _run_job(job: Job, generator, vocoder, provenance: dict[str, str], prompts, 
             return
         for k, (prompt, (clip_id, rel)) in enumerate(zip(chunk, where)):
             append_journal(_journal_path(out, job), {
-                "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+                "clip_id": clip_id, "path": rel, "architecture": job.architecture, "checkpoint": job.label,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "seed": str(chunk_seed),
                 "batch_size": str(size), **provenance, **({"reference": references[k].name} if references else {}),
                 **{column: spell(value) for column, value in audio_facts(out / rel).items()}})
@@ -197,9 +198,9 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
 
     out = Path(out)
     corpus = Corpus.read(out, require_files=False, allow_empty=True) if (out / MANIFEST).is_file() else Corpus(out, [])
-    if any(r.checkpoint == job.checkpoint and r.architecture != job.architecture for r in corpus.rows):
-        raise ValueError(f"{out / MANIFEST}: checkpoint {job.checkpoint!r} already belongs to another architecture")
-    ids = [clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0] for p in prompts]
+    if any(r.checkpoint == job.label and r.architecture != job.architecture for r in corpus.rows):
+        raise UsageError(f"{out / MANIFEST}: checkpoint {job.label!r} already belongs to another architecture")
+    ids = [clip_location(job.label, p.prompt_id, job.vocoder or "", job.swapped)[0] for p in prompts]
     mine = set(ids)
     listed = {r.clip_id: r for r in corpus.rows if r.clip_id in mine and (out / r.path).is_file()}
     with _job_lock(out, job, wait=True):  # a second process on this job waits, then finds it done
@@ -223,22 +224,19 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
     return report
 
 
-def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (0, 1), device: str = "cpu",
+def regenerate(recipe: CorpusRecipe, out: str | Path, shard: Shard = Shard(), device: str = "cpu",
                log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
     """Generate (this shard's part of) the recipe's corpus into `out`; see the module docstring."""
     from tqdm import tqdm
 
     out = Path(out)
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= index < count")
     prompts = read_prompts(recipe.prompts)
     jobs = expand(recipe)
-    mine = jobs[index::count]
+    mine = shard.take(jobs)
     for condition, clips in condition_counts(jobs, len(prompts)).items():
         log(f"[synth] {condition}: {clips} clips")
     log(f"[synth] {len(jobs)} jobs x {len(prompts)} prompts = {len(jobs) * len(prompts)} clips"
-        + (f"; shard {index}/{count}: {len(mine)} jobs" if count > 1 else ""))
+        + (f"; shard {shard}: {len(mine)} jobs" if shard.count > 1 else ""))
     report = RegenerateReport(jobs=len(mine))
     done = {job: _done_clips(out, job) for job in mine}
     bar = tqdm(total=len(mine) * len(prompts), initial=sum(len(d) for d in done.values()), unit="clip",
@@ -249,7 +247,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
         """The job's missing clips, under its lock: clips another process made since `counted` were
         counted are skipped (and shown on the bar)."""
         finished = _done_clips(out, job)
-        todo = [p for p in prompts if clip_location(job.checkpoint, p.prompt_id, job.vocoder or "", job.swapped)[0]
+        todo = [p for p in prompts if clip_location(job.label, p.prompt_id, job.vocoder or "", job.swapped)[0]
                 not in finished]
         report.skipped += len(prompts) - len(todo)
         bar.update(len(finished) - counted)
@@ -257,7 +255,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
             return
         try:
             generator, vocoder = sources.generator(job), sources.vocoder(job.vocoder)
-            provenance = job_provenance(job, generator, vocoder, sources.checkpoint_hash(job.source))
+            provenance = job_provenance(job, generator, vocoder, sources.checkpoint_hash(job.checkpoint_path))
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint is reported and skipped, the rest goes on
             _fail(report, job, "cannot be loaded", exc, log, bar, len(todo))
             return
@@ -275,7 +273,7 @@ def regenerate(recipe: CorpusRecipe, out: str | Path, shard: tuple[int, int] = (
             else:
                 busy.append(job)  # another process is making it: take the other jobs first
     for job in busy:
-        log(f"[synth] {job.checkpoint} ({job.vocoder or 'own vocoder'}): another process is making it; waiting")
+        log(f"[synth] {job.label} ({job.vocoder or 'own vocoder'}): another process is making it; waiting")
         with _job_lock(out, job, wait=True):
             make(job, len(done[job]))
     bar.close()
@@ -288,7 +286,7 @@ def write_manifest(recipe: CorpusRecipe, out: Path, jobs: list[Job], prompts) ->
     rows, clips = [], []
     for job in jobs:
         journal = read_journal(_journal_path(out, job))
-        mine = [journal.get(clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)[0])
+        mine = [journal.get(clip_location(job.label, prompt.prompt_id, job.vocoder or "", job.swapped)[0])
                 for prompt in prompts]
         if any(row is None or not (out / row["path"]).is_file() for row in mine):
             return False
@@ -315,7 +313,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
     for job in expand(recipe):
         size = recipe.batch_size if generator_class(job.architecture).batched_synthesis else 1
         for i, prompt in enumerate(prompts):
-            clip_id, rel = clip_location(job.checkpoint, prompt.prompt_id, job.vocoder or "", job.swapped)
+            clip_id, rel = clip_location(job.label, prompt.prompt_id, job.vocoder or "", job.swapped)
             expected[clip_id] = (job, prompt, rel, prompts[i - i % size].prompt_id, job.reference(i))
     problems = []
     seen = set()
@@ -326,7 +324,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
             continue
         seen.add(clip_id)
         job, prompt, rel, seed_prompt, reference = expected[clip_id]
-        want = {"path": rel, "architecture": job.architecture, "checkpoint": job.checkpoint,
+        want = {"path": rel, "architecture": job.architecture, "checkpoint": job.label,
                 "prompt_id": prompt.prompt_id, "text": prompt.text, "vocoder": job.vocoder or "",
                 "vocoder_swapped": spell(job.swapped), "speaker": job.speaker,
                 "vocoder_family": vocoder_class(recipe.vocoders[job.vocoder].kind).family if job.vocoder else "",
@@ -334,7 +332,7 @@ def check_against_recipe(corpus: Corpus, recipe: CorpusRecipe) -> list[str]:
         if reference is not None:
             want["reference"] = reference.name
         try:
-            want["checkpoint_sha256"] = sources.checkpoint_hash(job.source)
+            want["checkpoint_sha256"] = sources.checkpoint_hash(job.checkpoint_path)
         except FileNotFoundError:
             pass  # the checkpoint is not on this machine: its hash cannot be checked here
         for key, value in want.items():

@@ -21,16 +21,55 @@ from pathlib import Path
 from typing import Callable
 
 from sourcetrace.core.device import pin_threads
-from sourcetrace.core.errors import StageFailed
+from sourcetrace.core.errors import StageFailed, UsageError
 from sourcetrace.core.fileio import outside_note, write_json_atomic
 from sourcetrace.core.naming import step_of
-from sourcetrace.pipeline.recipe import CorpusRecipe, StudyRecipe, load_study_recipe
+from sourcetrace.pipeline.recipe import CorpusRecipe, Shard, StudyRecipe, load_study_recipe
 
 STAGES = ("data", "train", "synth", "features", "bench")
 _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
     "data": ("data", "corpus"), "train": ("training", "corpus"), "synth": ("corpus",),
     "features": ("features",), "bench": ("benchmark", "features", "study"),
 }
+
+
+def parse_stages(text: str | None) -> tuple[str, ...]:
+    """The stages of a comma-separated list ("train,synth"), in the order given; None: all of them."""
+    stages = tuple(text.split(",")) if text else STAGES
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+    return stages
+
+
+TRAINING_ROLES = ("zero-init", "scheduled", "pretrained", "finetuned")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training unit of a study: an architecture's zero-init models, its scheduled run, its
+    pretrained stand-in, or its fine-tune on one speaker. `str()` is the unit's name,
+    "vits/scheduled" or "vits/finetuned/9136", what logs and job names show."""
+
+    architecture: str
+    role: str
+    speaker: str | None = None  # fine-tunes only
+
+    def __post_init__(self):
+        if self.role not in TRAINING_ROLES or (self.speaker is not None) != (self.role == "finetuned"):
+            raise UsageError(f"training run {self.architecture}/{self.role}/{self.speaker}: expected "
+                             f"ARCHITECTURE/ROLE with ROLE one of {', '.join(TRAINING_ROLES)}, or "
+                             "ARCHITECTURE/finetuned/SPEAKER")
+
+    @classmethod
+    def parse(cls, text: str) -> "TrainingRun":
+        parts = text.split("/")
+        if len(parts) not in (2, 3):
+            raise UsageError(f"training run {text!r}: expected ARCHITECTURE/ROLE or ARCHITECTURE/finetuned/SPEAKER")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return "/".join([self.architecture, self.role] + ([self.speaker] if self.speaker is not None else []))
 
 
 @dataclass(frozen=True)
@@ -46,7 +85,7 @@ class Study:
         self.recipe_path = Path(recipe_path).resolve()
         self.workdir = Path(workdir or Path.cwd()).resolve()
         self.recipe: StudyRecipe = load_study_recipe(self.recipe_path, base=self.workdir)
-        self.corpus: CorpusRecipe = self.recipe.corpus
+        self.corpus_recipe: CorpusRecipe = self.recipe.corpus
         self.title = self.recipe.study.title
 
     # ---- paths --------------------------------------------------------------------------------
@@ -88,20 +127,20 @@ class Study:
         if stage == "train":
             gpus = slurm.gpus_per_training
             units = []
-            for name, arch in sorted(self.corpus.architectures.items()):
+            for name, arch in sorted(self.corpus_recipe.architectures.items()):
                 if "zero-init" in arch.roles:
-                    units.append(Unit(stage, f"{name}/zero-init"))
+                    units.append(Unit(stage, str(TrainingRun(name, "zero-init"))))
                 if "scheduled" in arch.roles:
-                    units.append(Unit(stage, f"{name}/scheduled", gpus=gpus))
+                    units.append(Unit(stage, str(TrainingRun(name, "scheduled")), gpus=gpus))
                 if self.recipe.training.pretrained == "train" and arch.pretrained is not None:
-                    units.append(Unit(stage, f"{name}/pretrained", gpus=gpus))
+                    units.append(Unit(stage, str(TrainingRun(name, "pretrained")), gpus=gpus))
                 if "finetuned" in arch.roles and arch.finetuned is not None:
-                    units.extend(Unit(stage, f"{name}/finetuned/{speaker}", wave=1, gpus=gpus)
-                                 for speaker in self.corpus.finetune_speakers)
+                    units.extend(Unit(stage, str(TrainingRun(name, "finetuned", speaker)), wave=1, gpus=gpus)
+                                 for speaker in self.corpus_recipe.finetune_speakers)
             return units
         if stage in ("synth", "features"):
             shards = getattr(slurm, f"{stage}_shards") if sharded else 1
-            return [Unit(stage, f"{k}/{shards}", gpus=getattr(slurm, f"gpus_per_{stage}")) for k in range(shards)]
+            return [Unit(stage, str(Shard(k, shards)), gpus=getattr(slurm, f"gpus_per_{stage}")) for k in range(shards)]
         return [Unit(stage, stage)]
 
     def run_unit(self, unit: Unit, log: Callable[[str], None] = print, default_threads: int | None = None) -> None:
@@ -123,15 +162,15 @@ class Study:
         if data.make_mini is not None:
             sizes = data.make_mini
             lj = make_ljspeech_like(self.ljspeech_dir, sizes.train, sizes.val, sizes.test, seed=self.recipe.study.seed)
-            for speaker in self.corpus.finetune_speakers:
+            for speaker in self.corpus_recipe.finetune_speakers:
                 make_hifitts_like(self.hifitts_dir, sizes.hifitts, speaker=speaker)
         else:
             lj = LJSpeech(self.ljspeech_dir, split=standard_split(self.path(data.split)) if data.split else None,
                           check_audio=False)
         prompts = lj.prompts()
-        write_prompts(self.corpus.prompts, prompts)
-        log(f"[data] {len(lj.items('train'))} training clips, {len(prompts)} prompts -> {self.corpus.prompts}"
-            + outside_note(self.corpus.prompts, self.workdir))
+        write_prompts(self.corpus_recipe.prompts, prompts)
+        log(f"[data] {len(lj.items('train'))} training clips, {len(prompts)} prompts -> {self.corpus_recipe.prompts}"
+            + outside_note(self.corpus_recipe.prompts, self.workdir))
 
     @property
     def ljspeech_dir(self) -> Path:
@@ -143,27 +182,26 @@ class Study:
 
     def _training_data(self, generator, speaker: str | None):
         from sourcetrace.checkpoints.registry import load_schedule
-        from sourcetrace.datasets.hifitts import HiFiTTS
-        from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
         from sourcetrace.generators.data import TrainingData
+        from sourcetrace.pipeline.training_runs import training_utterances
 
-        schedule = load_schedule(self.corpus.schedule)
+        schedule = load_schedule(self.corpus_recipe.schedule)
         if speaker is not None:  # a fine-tune
-            utterances = HiFiTTS(self.hifitts_dir).study_subset(speaker, n=schedule.finetune_clips)
+            utterances = training_utterances(self.hifitts_dir, speaker, schedule.finetune_clips)
             cache = self.path("runs/features/hifitts")
         else:
-            split_file = self.ljspeech_dir / "split.tsv"
-            lj = LJSpeech(self.ljspeech_dir, split=standard_split(split_file) if split_file.is_file() else None)
-            utterances, cache = lj.items("train"), self.path("runs/features/ljspeech")
+            utterances = training_utterances(self.ljspeech_dir, None, schedule.finetune_clips)
+            cache = self.path("runs/features/ljspeech")
         return TrainingData(generator, utterances, cache_dir=cache, progress=True)
 
     def _run_train(self, name: str, log) -> None:
         from sourcetrace.checkpoints.registry import load_schedule
         from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
 
-        arch_name, kind, speaker = (name.split("/") + [None])[:3]
-        arch = self.corpus.architectures[arch_name]
-        schedule = load_schedule(self.corpus.schedule)
+        run = TrainingRun.parse(name)
+        arch_name, kind, speaker = run.architecture, run.role, run.speaker
+        arch = self.corpus_recipe.architectures[arch_name]
+        schedule = load_schedule(self.corpus_recipe.schedule)
         if kind == "zero-init":
             save_zero_inits(arch_name, self.recipe.training.config, schedule.zero_init_seeds, arch.runs)
             log(f"[train] {name}: {len(schedule.zero_init_seeds)} zero-init models in {arch.runs / 'checkpoints'}"
@@ -192,8 +230,7 @@ class Study:
     def _run_synth(self, name: str, log) -> None:
         from sourcetrace.pipeline.regenerate import regenerate
 
-        index, _, count = name.partition("/")
-        report = regenerate(self.corpus, self.corpus_dir, shard=(int(index), int(count)), device=self.recipe.study.device,
+        report = regenerate(self.corpus_recipe, self.corpus_dir, shard=Shard.parse(name), device=self.recipe.study.device,
                             log=log)
         log(f"[synth] shard {name}: {report.made} clips made, {report.skipped} already there")
         if report.failed:
@@ -221,21 +258,21 @@ class Study:
         from sourcetrace.attribution.store import FeatureStore
         from sourcetrace.corpus import Corpus
 
-        index, _, count = name.partition("/")
+        shard = Shard.parse(name)
         corpus = Corpus.read(self.corpus_dir)
         for spec, _ in self.extractor_specs():
             store = FeatureStore(corpus, build_extractor(spec, device=self.recipe.study.device),
                                  max_seconds=self.recipe.max_clip_seconds)
-            report = store.compute(part=(int(index), int(count)))
+            report = store.compute(part=(shard.index, shard.count))
             log(f"[features] {store.extractor.name} part {name}: {report.computed} computed, {report.reused} reused, "
                 f"{len(report.rejects)} rejected")
 
     def protocols(self) -> list:
         """The protocols of [benchmark]: its suite's, or those it lists."""
-        from sourcetrace.benchmark.protocol import load_protocol, load_suite
+        from sourcetrace.benchmark.protocol import load_protocols
 
         settings = self.recipe.benchmark
-        return load_suite(settings.suite) if settings.suite else [load_protocol(p) for p in settings.protocols]
+        return load_protocols(settings.suite, settings.protocols)
 
     def _run_bench(self, _name: str, log) -> None:
         from sourcetrace.benchmark.bench import run_bench

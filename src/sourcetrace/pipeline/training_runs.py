@@ -29,7 +29,7 @@ def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path)
 
 
 def train_run(architecture: str, config: str | None, run_dir: Path, training_data: Callable, *, steps: list[int],
-              seed: int, batch_size: int, device: str, init_from: Path | None = None, trust: bool = False,
+              seed: int, batch_size: int, device: str, init_from: str | Path | None = None, trust: bool = False,
               final_name: str | None = None, tensorboard: bool = True, vocoder=None, deterministic: bool = True,
               log: Callable[[str], None] = print):
     """Train from scratch (a model of `seed`), or fine-tune `init_from` with its last step saved as
@@ -50,3 +50,62 @@ def train_run(architecture: str, config: str | None, run_dir: Path, training_dat
         sample_vocoder = lambda mel: vocoder(mel, generator.mel_config)  # noqa: E731
     return train(generator, training_data(generator), run_dir, steps, batch_size=batch_size, seed=seed, names=names,
                  tensorboard=tensorboard, sample_vocoder=sample_vocoder, deterministic=deterministic, log=log)
+
+
+def training_utterances(data: str | Path, speaker: str | None, clips: int):
+    """The utterances a run trains on: an LJSpeech folder (metadata.csv; its split.tsv if present,
+    else the standard split) gives its train split, and so does any folder when `speaker` is None;
+    a HiFi-TTS folder gives the seeded `clips`-clip subset of `speaker` (a fine-tune)."""
+    from sourcetrace.datasets.hifitts import HiFiTTS
+    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+
+    folder = Path(data)
+    if speaker is None or (folder / "metadata.csv").is_file():
+        split_file = folder / "split.tsv"
+        return LJSpeech(folder, split=standard_split(split_file) if split_file.is_file() else None).items("train")
+    return HiFiTTS(folder).study_subset(speaker, n=clips)
+
+
+def zero_inits_from_schedule(architecture: str, config: str | None, schedule: str, run_dir: str | Path) -> list[Path]:
+    """`sourcetrace train --zero-init`: the named schedule's zero-init models of one architecture."""
+    from sourcetrace.checkpoints.registry import load_schedule
+
+    return save_zero_inits(architecture, config, load_schedule(schedule).zero_init_seeds, Path(run_dir))
+
+
+def train_from_folder(architecture: str, run_dir: str | Path, data: str | Path | None, *, config: str | None = "default",
+                      schedule: str = "study", steps: list[int] | None = None, seed: int = 0, batch_size: int | None = None,
+                      device: str = "auto", init_from: str | Path | None = None, trust: bool = False,
+                      speaker: str | None = None, tensorboard: bool = True, deterministic: bool = True,
+                      vocoder_weights: str | None = None, vocoder_kind: str | None = None,
+                      vocoder_config: str | None = None, log: Callable[[str], None] = print):
+    """`sourcetrace train`: one run on a dataset folder (an LJSpeech folder from scratch, a HiFi-TTS
+    folder with `init_from`), on the named schedule's steps unless `steps` are given;
+    a fine-tune's last checkpoint is named ft-<speaker>. Returns the trainer's report."""
+    from sourcetrace.checkpoints.registry import load_schedule
+    from sourcetrace.core.errors import UsageError
+    from sourcetrace.core.naming import finetune_name, is_speaker_id
+    from sourcetrace.generators import EndToEndGenerator, generator_class
+    from sourcetrace.generators.data import TrainingData
+
+    plan = load_schedule(schedule)
+    run_dir = Path(run_dir)
+    if not data:
+        raise UsageError("--data is required (an LJSpeech folder, or a HiFi-TTS folder with --init-from)")
+    chosen = list(steps or ()) or ([plan.finetune_steps] if init_from else list(plan.steps))
+    if speaker is not None and not (init_from and is_speaker_id(speaker)):
+        raise UsageError(f"--speaker {speaker!r}: a fine-tune's speaker id (letters, digits, '-', '_'), "
+                         "given with --init-from")
+    speaker = speaker or plan.finetune_speaker
+    utterances = training_utterances(data, speaker, plan.finetune_clips)
+    vocoder = None  # a checkpoint's sample goes to TensorBoard as audio too
+    if vocoder_weights and not issubclass(generator_class(architecture), EndToEndGenerator):
+        from sourcetrace.vocoders import load_vocoder
+
+        vocoder = load_vocoder(vocoder_kind or generator_class(architecture).default_vocoder, vocoder_weights,
+                               vocoder_config)
+    return train_run(architecture, config, run_dir,
+                     lambda generator: TrainingData(generator, utterances, cache_dir=run_dir / "features", progress=True),
+                     steps=chosen, seed=seed, batch_size=batch_size or plan.batch_size, device=device,
+                     init_from=init_from, trust=trust, final_name=finetune_name(speaker), tensorboard=tensorboard,
+                     vocoder=vocoder, deterministic=deterministic, log=log)
