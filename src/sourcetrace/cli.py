@@ -9,13 +9,36 @@ traceback, a line asking to report it, exit 70 (EX_SOFTWARE).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+import sourcetrace
+from sourcetrace.attribution.unknown import UNKNOWN
+from sourcetrace.benchmark.board import add_results, build_board, create_board
+from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.protocol import load_protocols
+from sourcetrace.checkpoints.registry import load_registry, verify_folder
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
+from sourcetrace.core.errors import SourcetraceError, StageFailed, UsageError
+from sourcetrace.core.fileio import NO_SPACE
+from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
+from sourcetrace.corpus import Corpus, import_corpus, verify_corpus
+from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
+from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
+from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+from sourcetrace.datasets.prompts import write_prompts
+from sourcetrace.pipeline.backends import BACKENDS, run_study
+from sourcetrace.pipeline.demo import run_demo
+from sourcetrace.pipeline.recipe import load_recipe
+from sourcetrace.pipeline.regenerate import check_against_recipe
+from sourcetrace.pipeline.study import STAGES
+from sourcetrace.pipeline.synth import synthesize_one, synthesize_recipe
+from sourcetrace.pipeline.training_runs import train_from_folder, zero_inits_from_schedule
 
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 ISSUES = "https://github.com/sourcetrace/sourcetrace/issues"
@@ -78,8 +101,6 @@ def _extractor_args(p: argparse.ArgumentParser) -> None:
 
 def _extractor_help() -> str:
     """The --extractor grammar, with the installed extractor plug-ins (sourcetrace.core.plugins)."""
-    from sourcetrace.core.plugins import EXTRACTORS
-
     plugins = "".join(f" | {name}[:<argument>]" for name in EXTRACTORS.plugin_names())
     return ("lfcc | mfcc | ssl:<model-folder>@<layer> | <shipped-model>@<layer>, e.g. xls-r-2b@8, w2v-bert-2.0@4, "
             "tiny-wav2vec2@2, loaded from --models-dir/<shipped-model>/ (A..B for all layers A to B)"
@@ -94,15 +115,11 @@ def _build_extractor(args):
 
 
 def cmd_demo(args) -> int:
-    from sourcetrace.pipeline.demo import run_demo
-
     results = run_demo(args.out, n_prompts=args.prompts, k=args.k, progress=not args.quiet)
     return 1 if results["failures"] else 0
 
 
 def cmd_corpus_import(args) -> int:
-    from sourcetrace.corpus import import_corpus
-
     corpus = import_corpus(args.src, args.out, link=args.link)
     archs = sorted(set(corpus.column("architecture")))
     print(f"imported {len(corpus.rows)} clips, {len(set(corpus.column('checkpoint')))} checkpoints, "
@@ -111,22 +128,15 @@ def cmd_corpus_import(args) -> int:
 
 
 def cmd_corpus_validate(args) -> int:
-    from sourcetrace.corpus import Corpus
-
     corpus = Corpus.read(args.corpus)
     print(f"{corpus.manifest_path}: valid, {len(corpus.rows)} clips")
     return 0
 
 
 def cmd_corpus_verify(args) -> int:
-    from sourcetrace.corpus import Corpus, verify_corpus
-
     corpus = Corpus.read(args.corpus, require_files=False)
     problems = verify_corpus(corpus)
     if args.recipe:
-        from sourcetrace.pipeline.recipe import load_recipe
-        from sourcetrace.pipeline.regenerate import check_against_recipe
-
         problems += check_against_recipe(corpus, load_recipe(args.recipe))
     for problem in problems:
         print(f"{corpus.manifest_path}: {problem}", file=sys.stderr)
@@ -135,8 +145,6 @@ def cmd_corpus_verify(args) -> int:
 
 
 def cmd_corpus_pack(args) -> int:
-    from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
-
     try:
         report = pack_corpus(args.corpus, args.out, license=args.license, recipe=args.recipe, link=args.link,
                              name=args.name)
@@ -151,7 +159,6 @@ def cmd_corpus_pack(args) -> int:
 
 def cmd_features(args) -> int:
     from sourcetrace.attribution.store import FeatureStore
-    from sourcetrace.corpus import Corpus
 
     corpus = Corpus.read(args.corpus)
     store = FeatureStore(corpus, _build_extractor(args), root=args.store, decode_threads=args.decode_threads,
@@ -170,7 +177,6 @@ def cmd_features(args) -> int:
 
 def cmd_attribute(args) -> int:
     from sourcetrace.attribution.attribute import Support, SupportAttributor
-    from sourcetrace.corpus import Corpus
 
     extractor = _build_extractor(args)
     support = Support.load(Corpus.read(args.support), extractor, store_root=args.store, progress=not args.quiet,
@@ -194,8 +200,6 @@ def cmd_attribute(args) -> int:
 
 
 def _print_attribution(answers: list[dict], calibration: dict | None, args) -> None:
-    from sourcetrace.attribution.unknown import UNKNOWN
-
     for a in answers:
         note = ""
         if a["verdict"] == UNKNOWN:
@@ -222,7 +226,6 @@ def _print_attribution(answers: list[dict], calibration: dict | None, args) -> N
 
 def cmd_bench(args) -> int:
     from sourcetrace.benchmark.bench import run_bench
-    from sourcetrace.benchmark.protocol import load_protocols
 
     holdout = [h for h in (args.holdout or "").split(",") if h]
     systems = [(extractor, args.attributor) for extractor in args.extractor]
@@ -234,16 +237,12 @@ def cmd_bench(args) -> int:
 
 
 def cmd_leaderboard_render(args) -> int:
-    from sourcetrace.benchmark.leaderboard import build_leaderboard
-
     page = build_leaderboard(args.results, args.out, title=args.title)
     print(f"leaderboard: {page} (+ leaderboard.md, leaderboard.csv, leaderboard.json, results/)")
     return 0
 
 
 def cmd_leaderboard_init(args) -> int:
-    from sourcetrace.benchmark.board import create_board
-
     path, corpus_hash = create_board(args.board, corpus=args.corpus, corpus_hash=args.corpus_sha256,
                                      protocols=args.protocols)
     print(f"board {args.board}: corpus sha256 {corpus_hash[:16]}...; {path}")
@@ -251,24 +250,18 @@ def cmd_leaderboard_init(args) -> int:
 
 
 def cmd_leaderboard_add(args) -> int:
-    from sourcetrace.benchmark.board import add_results
-
     added = add_results(args.board, args.results, args.submitter)
     print(f"board {args.board}: {added} result(s) added")
     return 0
 
 
 def cmd_leaderboard_build(args) -> int:
-    from sourcetrace.benchmark.board import build_board
-
     page = build_board(args.board, args.out, title=args.title)
     print(f"leaderboard: {page} (+ leaderboard.md, leaderboard.csv, leaderboard.json, results/)")
     return 0
 
 
 def cmd_datasets_make_mini(args) -> int:
-    from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
-
     out = Path(args.out)
     lj = make_ljspeech_like(out / "LJSpeech-mini", args.train, args.val, args.test)
     manifest = make_hifitts_like(out / "hifitts-mini", args.speaker_clips)
@@ -278,9 +271,6 @@ def cmd_datasets_make_mini(args) -> int:
 
 
 def cmd_datasets_prompts(args) -> int:
-    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
-    from sourcetrace.datasets.prompts import write_prompts
-
     dataset = LJSpeech(args.ljspeech, split=standard_split(args.split) if args.split else None, check_audio=False)
     prompts = dataset.prompts()
     write_prompts(args.out, prompts)
@@ -289,8 +279,6 @@ def cmd_datasets_prompts(args) -> int:
 
 
 def cmd_checkpoints_verify(args) -> int:
-    from sourcetrace.checkpoints.registry import load_registry, verify_folder
-
     rows = verify_folder(args.folder, load_registry(args.registry) if args.registry else None)
     for row in rows:
         where = str(row.path) if row.path else "-"
@@ -310,8 +298,6 @@ def cmd_checkpoints_verify(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from sourcetrace.pipeline.training_runs import train_from_folder, zero_inits_from_schedule
-
     if args.zero_init:
         for folder in zero_inits_from_schedule(args.architecture, args.config, args.schedule, args.run_dir):
             print(f"[train] {folder}")
@@ -328,9 +314,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from sourcetrace.core.errors import UsageError
-    from sourcetrace.pipeline.synth import synthesize_one, synthesize_recipe
-
     if args.recipe:
         outcome = synthesize_recipe(args.recipe, args.out, shard=args.shard, device=args.device, threads=args.threads)
         report = outcome.report
@@ -368,18 +351,12 @@ def _threads_note(threads: int) -> str:
 
 
 def cmd_run(args) -> int:
-    from sourcetrace.pipeline.backends import run_study
-
     study = run_study(args.recipe, args.workdir, backend=args.backend, stages=args.stages)
     print(f"[run] {study.title}\n[run] leaderboard: {study.path('site/index.html')}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sourcetrace.core.plugins import ATTRIBUTORS, GENERATORS, VOCODERS
-    from sourcetrace.pipeline.backends import BACKENDS
-    from sourcetrace.pipeline.study import STAGES
-
     parser = argparse.ArgumentParser(prog="sourcetrace", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -572,9 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def os_error_message(exc: OSError) -> str:
     """One line for a failed file operation: the path, what went wrong, and what to do."""
-    import errno
-
-    from sourcetrace.core.fileio import NO_SPACE
 
     path = exc.filename if exc.filename is not None else "(unnamed file)"
     if exc.errno in NO_SPACE:
@@ -593,9 +567,6 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     """The message and exit code of a failed command: what went wrong and what to do, in one line;
     for an exception no user can cause (a bug), the line asking to report it, EX_SOFTWARE.
     Only `sourcetrace.core.errors` is imported: an error must not load the generator stack."""
-    import sourcetrace
-    from sourcetrace.core.errors import SourcetraceError, StageFailed
-
     if isinstance(exc, StageFailed):
         return f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", 1
     if isinstance(exc, KeyboardInterrupt):
@@ -611,8 +582,6 @@ def error_line(exc: BaseException) -> tuple[str, int]:
 
 def is_bug(exc: BaseException) -> bool:
     """An exception no user can cause: neither a SourcetraceError, an OSError nor an interrupt."""
-    from sourcetrace.core.errors import SourcetraceError
-
     return not isinstance(exc, (SourcetraceError, OSError, KeyboardInterrupt))
 
 
@@ -620,8 +589,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; anything a user can cause ends in one `error:` line (exit 2), the
     traceback only with --debug; a bug prints its traceback and asks to be reported (exit 70).
     A command line argparse refuses exits 2 with its usage line (returned, not raised)."""
-    import traceback
-
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)

@@ -8,6 +8,7 @@ is resumable, a requeued unit continues where it stopped. Job logs go to `<workd
 
 from __future__ import annotations
 
+import os
 from itertools import groupby
 from pathlib import Path
 from typing import Callable
@@ -33,8 +34,6 @@ class UnitTask:
         self.recipe, self.workdir, self.unit = recipe, workdir, unit
 
     def __call__(self) -> str:
-        import os
-
         lines: list[str] = []
 
         def log(message: str) -> None:

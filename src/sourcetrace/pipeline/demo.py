@@ -13,6 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcetrace.attribution.unknown import UnknownDetector
+from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.protocol import load_protocol
+from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.core.espeak import sentences, speak
 from sourcetrace.core.fileio import write_json_atomic
 from sourcetrace.corpus import MANIFEST, Corpus, import_corpus
@@ -48,11 +52,7 @@ def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, p
     from sourcetrace.attribution.extractors.ssl import named_model_spec, save_random_model
     from sourcetrace.attribution.knn import KNNAttributor
     from sourcetrace.attribution.store import FeatureStore
-    from sourcetrace.attribution.unknown import UnknownDetector
     from sourcetrace.benchmark.bench import run_bench
-    from sourcetrace.benchmark.leaderboard import build_leaderboard
-    from sourcetrace.benchmark.protocol import load_protocol
-    from sourcetrace.benchmark.splits import split_prompts
 
     out = Path(out)
     corpus_dir = out / "corpus"

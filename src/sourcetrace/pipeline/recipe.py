@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sourcetrace.benchmark.protocol import ProtocolError, load_protocol, load_suite
+from sourcetrace.checkpoints.registry import load_schedule
 from sourcetrace.core import naming
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
+from sourcetrace.core.plugins import GENERATORS
 from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
     RECIPE_CORPUS,
@@ -179,7 +182,6 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
 
 def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
     """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key."""
-    from sourcetrace.core.plugins import GENERATORS
     from sourcetrace.generators import EndToEndGenerator, ZeroShot, generator_class
     from sourcetrace.vocoders import VOCODERS, vocoder_class
 
@@ -260,8 +262,6 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
 
 def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
     """[corpus] finetune_speakers, else the schedule's one speaker (the study's 9136)."""
-    from sourcetrace.checkpoints.registry import load_schedule
-
     if "finetune_speakers" not in corpus:
         return (load_schedule(corpus["schedule"]).finetune_speaker,)
     speakers = corpus["finetune_speakers"]
@@ -273,7 +273,6 @@ def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
 
 def _checkpoints(recipe: CorpusRecipe, arch: ArchitectureSpec) -> list[tuple[str, str, Path, str]]:
     """(label, role, source, speaker) of every checkpoint of one architecture the recipe asks for."""
-    from sourcetrace.checkpoints.registry import load_schedule
     schedule = load_schedule(recipe.schedule)
     out = []
     where = f"{recipe.source} [corpus.architectures.{arch.name}]"
@@ -391,8 +390,6 @@ class StudyRecipe:
 
 def _check_protocols(benchmark: dict, where: str) -> None:
     """The suite or every protocol a [benchmark] table names exists and parses (before any stage runs)."""
-    from sourcetrace.benchmark.protocol import ProtocolError, load_protocol, load_suite
-
     try:
         if "suite" in benchmark:
             load_suite(benchmark["suite"])

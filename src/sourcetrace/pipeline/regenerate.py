@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from tqdm import tqdm
+
 import sourcetrace
 from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.device import resolve_device
@@ -194,8 +196,6 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
                           seed: int = 0, log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
     """`synth CHECKPOINT`: the recipe path with one job (batch size 1), with the same crash guarantee
     (the journal); the manifest keeps the corpus's other checkpoints and gets this job's clips."""
-    from tqdm import tqdm
-
     out = Path(out)
     corpus = Corpus.read(out, require_files=False, allow_empty=True) if (out / MANIFEST).is_file() else Corpus(out, [])
     if any(r.checkpoint == job.label and r.architecture != job.architecture for r in corpus.rows):
@@ -227,8 +227,6 @@ def synthesize_checkpoint(job: Job, generator, vocoder, checkpoint_sha256: str, 
 def regenerate(recipe: CorpusRecipe, out: str | Path, shard: Shard = Shard(), device: str = "cpu",
                log: Callable[[str], None] = print, progress: bool = True) -> RegenerateReport:
     """Generate (this shard's part of) the recipe's corpus into `out`; see the module docstring."""
-    from tqdm import tqdm
-
     out = Path(out)
     prompts = read_prompts(recipe.prompts)
     jobs = expand(recipe)

@@ -20,11 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import sourcetrace
+from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.protocol import load_protocols
+from sourcetrace.checkpoints.registry import load_schedule
 from sourcetrace.core.device import pin_threads
 from sourcetrace.core.errors import StageFailed, UsageError
 from sourcetrace.core.fileio import outside_note, write_json_atomic
 from sourcetrace.core.naming import step_of
+from sourcetrace.corpus import Corpus
+from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
+from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
+from sourcetrace.datasets.prompts import write_prompts
 from sourcetrace.pipeline.recipe import CorpusRecipe, Shard, StudyRecipe, load_study_recipe
+from sourcetrace.pipeline.regenerate import regenerate
+from sourcetrace.pipeline.training_runs import save_zero_inits, train_run, training_utterances
 
 STAGES = ("data", "train", "synth", "features", "bench")
 _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
@@ -101,8 +111,6 @@ class Study:
 
     # ---- identities ---------------------------------------------------------------------------
     def identity(self, stage: str) -> str:
-        import sourcetrace
-
         upstream = STAGES[: STAGES.index(stage)]
         stamps = {s: self._read_stamp(s) for s in upstream}
         payload = {"stage": stage, "sections": {k: self.recipe.tables.get(k) for k in _SECTIONS[stage]},
@@ -154,10 +162,6 @@ class Study:
 
     # ---- stages -------------------------------------------------------------------------------
     def _run_data(self, _name: str, log) -> None:
-        from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
-        from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
-        from sourcetrace.datasets.prompts import write_prompts
-
         data = self.recipe.data
         if data.make_mini is not None:
             sizes = data.make_mini
@@ -181,9 +185,7 @@ class Study:
         return self.path(self.recipe.data.hifitts or "data/hifitts-mini")
 
     def _training_data(self, generator, speaker: str | None):
-        from sourcetrace.checkpoints.registry import load_schedule
         from sourcetrace.generators.data import TrainingData
-        from sourcetrace.pipeline.training_runs import training_utterances
 
         schedule = load_schedule(self.corpus_recipe.schedule)
         if speaker is not None:  # a fine-tune
@@ -195,9 +197,6 @@ class Study:
         return TrainingData(generator, utterances, cache_dir=cache, progress=True)
 
     def _run_train(self, name: str, log) -> None:
-        from sourcetrace.checkpoints.registry import load_schedule
-        from sourcetrace.pipeline.training_runs import save_zero_inits, train_run
-
         run = TrainingRun.parse(name)
         arch_name, kind, speaker = run.architecture, run.role, run.speaker
         arch = self.corpus_recipe.architectures[arch_name]
@@ -228,8 +227,6 @@ class Study:
             + outside_note(run_dir, self.workdir))
 
     def _run_synth(self, name: str, log) -> None:
-        from sourcetrace.pipeline.regenerate import regenerate
-
         report = regenerate(self.corpus_recipe, self.corpus_dir, shard=Shard.parse(name), device=self.recipe.study.device,
                             log=log)
         log(f"[synth] shard {name}: {report.made} clips made, {report.skipped} already there")
@@ -256,7 +253,6 @@ class Study:
     def _run_features(self, name: str, log) -> None:
         from sourcetrace.attribution.extractors import build_extractor
         from sourcetrace.attribution.store import FeatureStore
-        from sourcetrace.corpus import Corpus
 
         shard = Shard.parse(name)
         corpus = Corpus.read(self.corpus_dir)
@@ -269,14 +265,11 @@ class Study:
 
     def protocols(self) -> list:
         """The protocols of [benchmark]: its suite's, or those it lists."""
-        from sourcetrace.benchmark.protocol import load_protocols
-
         settings = self.recipe.benchmark
         return load_protocols(settings.suite, settings.protocols)
 
     def _run_bench(self, _name: str, log) -> None:
         from sourcetrace.benchmark.bench import run_bench
-        from sourcetrace.benchmark.leaderboard import build_leaderboard
 
         failures = run_bench(self.corpus_dir, self.protocols(), self.extractor_specs(),
                              self.path("results"), seeds=list(self.recipe.benchmark.seeds), device=self.recipe.study.device,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sourcetrace.core.device import pin_threads
 from sourcetrace.core.errors import UsageError
+from sourcetrace.core.naming import PRETRAINED, checkpoint_label, checkpoint_role
+from sourcetrace.datasets.prompts import read_prompts
 from sourcetrace.pipeline.recipe import Job, Reference, Shard, load_recipe
 from sourcetrace.pipeline.regenerate import RegenerateReport, hash_checkpoint, regenerate, synthesize_checkpoint
 
@@ -31,8 +33,6 @@ def synthesize_one(checkpoint: str | Path, prompts: str | Path, out: str | Path,
     official file), into the corpus `out` (created, or appended to); resumable, like a recipe's job.
     A mel generator needs a vocoder (`vocoder_weights`, or `random_vocoder` for tests), an end-to-end
     one takes none; a zero-shot generator needs `references`, any other takes none."""
-    from sourcetrace.core.naming import PRETRAINED, checkpoint_label, checkpoint_role
-    from sourcetrace.datasets.prompts import read_prompts
     from sourcetrace.generators import EndToEndGenerator, ZeroShot, load_checkpoint
     from sourcetrace.vocoders import load_vocoder
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from sourcetrace.core.naming import step_name, zero_init_name
+from sourcetrace.checkpoints.registry import load_schedule
+from sourcetrace.core.errors import UsageError
+from sourcetrace.core.naming import finetune_name, is_speaker_id, step_name, zero_init_name
+from sourcetrace.datasets.hifitts import HiFiTTS
+from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 
 
 def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path) -> list[Path]:
@@ -56,9 +60,6 @@ def training_utterances(data: str | Path, speaker: str | None, clips: int):
     """The utterances a run trains on: an LJSpeech folder (metadata.csv; its split.tsv if present,
     else the standard split) gives its train split, and so does any folder when `speaker` is None;
     a HiFi-TTS folder gives the seeded `clips`-clip subset of `speaker` (a fine-tune)."""
-    from sourcetrace.datasets.hifitts import HiFiTTS
-    from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
-
     folder = Path(data)
     if speaker is None or (folder / "metadata.csv").is_file():
         split_file = folder / "split.tsv"
@@ -68,8 +69,6 @@ def training_utterances(data: str | Path, speaker: str | None, clips: int):
 
 def zero_inits_from_schedule(architecture: str, config: str | None, schedule: str, run_dir: str | Path) -> list[Path]:
     """`sourcetrace train --zero-init`: the named schedule's zero-init models of one architecture."""
-    from sourcetrace.checkpoints.registry import load_schedule
-
     return save_zero_inits(architecture, config, load_schedule(schedule).zero_init_seeds, Path(run_dir))
 
 
@@ -82,9 +81,6 @@ def train_from_folder(architecture: str, run_dir: str | Path, data: str | Path |
     """`sourcetrace train`: one run on a dataset folder (an LJSpeech folder from scratch, a HiFi-TTS
     folder with `init_from`), on the named schedule's steps unless `steps` are given;
     a fine-tune's last checkpoint is named ft-<speaker>. Returns the trainer's report."""
-    from sourcetrace.checkpoints.registry import load_schedule
-    from sourcetrace.core.errors import UsageError
-    from sourcetrace.core.naming import finetune_name, is_speaker_id
     from sourcetrace.generators import EndToEndGenerator, generator_class
     from sourcetrace.generators.data import TrainingData
 
