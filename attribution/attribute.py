@@ -36,7 +36,7 @@ class Support:
 
     @classmethod
     def load(cls, corpus: Corpus, extractor: FeatureExtractor, store_root: str | Path | None = None,
-             progress: bool = False, max_seconds: float | None = MAX_CLIP_SECONDS) -> "Support":
+             progress: bool = False, max_seconds: float | None = MAX_CLIP_SECONDS) -> Support:
         """Vectors from the feature store, computing the missing ones first."""
         store = FeatureStore(corpus, extractor, root=store_root, max_seconds=max_seconds)
         report = store.compute(progress=progress)

@@ -50,7 +50,7 @@ class Attributor(ABC):
     votes_among_neighbours: ClassVar[bool] = False
 
     @abstractmethod
-    def fit(self, X, y) -> "Attributor":
+    def fit(self, X, y) -> Attributor:
         ...
 
     @abstractmethod

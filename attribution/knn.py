@@ -34,7 +34,7 @@ def compiled_selection():
     try:
         from sourcetrace.attribution.knn_select import select_nearest  # compiled on first use
     except ImportError as exc:
-        global select_on_cpu
+        global select_on_cpu  # noqa: PLW0603 - the module's one flag, set once when numba is missing
         select_on_cpu = False
         warnings.warn(f"kNN on the CPU: the compiled neighbour selection is unavailable ({exc}); using "
                       "torch.topk, which picks the same neighbours more slowly", RuntimeWarning, stacklevel=2)
@@ -78,7 +78,7 @@ class KNNAttributor(Attributor):
     def params(self) -> dict:
         return {"k": self.k, "metric": self.metric, "weights": self.weights, "standardize": self.standardize}
 
-    def fit(self, X, y) -> "KNNAttributor":
+    def fit(self, X, y) -> KNNAttributor:
         X, y = check_support(X, y)
         if self.k > len(X):
             raise UsageError(f"k={self.k} is larger than the support set ({len(X)} vectors); lower k")
@@ -94,7 +94,7 @@ class KNNAttributor(Attributor):
         self._support = support
         return self
 
-    def relabel(self, y) -> "KNNAttributor":
+    def relabel(self, y) -> KNNAttributor:
         """A copy fitted on the same support vectors with other labels (say, another level), sharing
         the stored support matrix: neighbours do not depend on labels."""
         self._check_fitted()

@@ -12,6 +12,7 @@ kernel releases the GIL). Imported lazily: numba compiles on first use (cached o
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 from numba import njit
@@ -93,5 +94,5 @@ def select_nearest(near: np.ndarray, k: int, threads: int = 1) -> tuple[np.ndarr
         _select_rows(near, k, values, index, 0, n)
     else:
         with ThreadPoolExecutor(len(bounds) - 1) as pool:
-            list(pool.map(lambda lo_hi: _select_rows(near, k, values, index, *lo_hi), zip(bounds[:-1], bounds[1:])))
+            list(pool.map(lambda lo_hi: _select_rows(near, k, values, index, *lo_hi), pairwise(bounds)))
     return values, index

@@ -16,7 +16,7 @@ class LinearProbeAttributor(Attributor):
     def params(self) -> dict:
         return {"C": self.C, "max_iter": self.max_iter, "seed": self.seed}
 
-    def fit(self, X, y) -> "LinearProbeAttributor":
+    def fit(self, X, y) -> LinearProbeAttributor:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler

@@ -27,10 +27,10 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -112,7 +112,7 @@ def read_shard(path: Path) -> Shard:
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             shard = Shard(path, data["clip_id"].tolist(), data["audio_sha256"].tolist(), data["vectors"])
-    except Exception as exc:  # checksum matched, so the writer itself wrote something undecodable
+    except Exception as exc:  # noqa: BLE001 - checksum matched, so the writer itself wrote something undecodable
         raise CorruptShard(path, f"undecodable feature shard ({type(exc).__name__}: {exc})") from None
     if not len(shard.clip_ids) == len(shard.audio_sha256) == len(shard.vectors):
         raise CorruptShard(path, f"inconsistent feature shard ({len(shard.clip_ids)} clip ids, "
@@ -220,7 +220,7 @@ class FeatureStore:
             try:
                 info = sf.info(str(self.corpus.audio_path(row)))
                 lengths.append(int(info.frames * self.extractor.sample_rate / max(info.samplerate, 1)))
-            except Exception:
+            except Exception:  # noqa: BLE001 - libsndfile raises several types
                 lengths.append(0)  # unreadable: rejected with its reason when loaded
         batches = self.extractor.plan_batches(lengths)
         pending: tuple[list[str], list[str], list[np.ndarray]] = ([], [], [])
@@ -334,8 +334,7 @@ class FeatureStore:
         stored = self._index(on_corrupt=self._refuse)
         clip_ids = [c for c in self.corpus.column("clip_id") if (c, hashes[c]) in stored]
         vectors = self.load(clip_ids)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, clip_id=np.array(clip_ids), vectors=vectors,
-                         extractor=np.array(json.dumps(self.extractor.fingerprint, sort_keys=True)))
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, clip_id=np.array(clip_ids), vectors=vectors,
+                     extractor=np.array(json.dumps(self.extractor.fingerprint, sort_keys=True)))
         return len(clip_ids)

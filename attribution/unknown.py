@@ -28,13 +28,13 @@ class UnknownDetector:
         self.threshold = threshold
         self.calibration_: dict | None = None
 
-    def calibrate(self, X_known, X_unknown) -> "UnknownDetector":
+    def calibrate(self, X_known, X_unknown) -> UnknownDetector:
         """Set the threshold at the EER point of known vs unknown validation clips."""
         self.calibration_ = ood_metrics(self.attributor.outlier_score(X_known), self.attributor.outlier_score(X_unknown))
         self.threshold = self.calibration_["threshold"]
         return self
 
-    def calibrate_holding_out(self, make_attributor, X, labels, groups, prompts, **options) -> "UnknownDetector":
+    def calibrate_holding_out(self, make_attributor, X, labels, groups, prompts, **options) -> UnknownDetector:
         """Set the threshold from the support set alone (see `calibrate_holding_out`)."""
         self.calibration_ = calibrate_holding_out(make_attributor, X, labels, groups, prompts, **options)
         self.threshold = self.calibration_["threshold"]

@@ -165,7 +165,7 @@ def load_suite(name: str) -> list[Protocol]:
     suites = tomllib.loads(resources.files(__package__).joinpath("suites.toml").read_text(encoding="utf-8"))
     if name not in suites:
         raise ProtocolError(f"unknown suite {name!r}; suites: {', '.join(sorted(suites))}")
-    names = [p for entry in suites[name] for p in (suites[entry] if entry in suites else [entry])]
+    names = [p for entry in suites[name] for p in suites.get(entry, [entry])]
     return [load_protocol(p) for p in names]
 
 
@@ -202,7 +202,7 @@ class ClipTable:
         self._labels: dict[str, np.ndarray] = {}
 
     @classmethod
-    def from_records(cls, rows: list[ClipRecord], source: str = "") -> "ClipTable":
+    def from_records(cls, rows: list[ClipRecord], source: str = "") -> ClipTable:
         col = lambda name: np.array([r.cell(name) for r in rows], dtype=object)  # noqa: E731
         swapped = np.array([bool(r.vocoder_swapped) for r in rows], dtype=bool)
         extra = {LEVEL_COLUMNS[lv]: col(LEVEL_COLUMNS[lv]) for lv in LEVELS if lv not in STUDY_LEVELS}

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def package_versions() -> dict[str, str]:
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def seed_summary(per_seed: list[dict]) -> tuple[float, float]:

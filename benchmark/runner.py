@@ -27,7 +27,7 @@ class AttributorSpec:
     params: tuple[tuple[str, object], ...]
 
     @classmethod
-    def parse(cls, text: str) -> "AttributorSpec":
+    def parse(cls, text: str) -> AttributorSpec:
         name, _, rest = text.partition(":")
         if name not in ATTRIBUTORS:
             raise UsageError(f"unknown attributor {name!r}; choose one of {', '.join(sorted(ATTRIBUTORS))}")

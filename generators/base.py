@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import tomllib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -57,7 +58,7 @@ class Batch:
     def mel_lengths(self) -> torch.Tensor:
         return self.lengths["mel"]
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(self.ids.to(device), self.id_lengths.to(device),
                      {k: v.to(device) for k, v in self.features.items()},
                      {k: v.to(device) for k, v in self.lengths.items()}, self.epoch)
@@ -103,7 +104,7 @@ class Generator(ABC):
         self.model: torch.nn.Module = self.build_model(config["model"]) if build else None
         self.device = torch.device("cpu")
 
-    def to(self, device: str | torch.device) -> "Generator":
+    def to(self, device: str | torch.device) -> Generator:
         """Move the model; batches and synthesis inputs follow. ("auto": CUDA when available.)"""
         self.device = resolve_device(device)
         self.model.to(self.device)
@@ -126,14 +127,14 @@ class Generator(ABC):
                 torch.tensor([len(ids)], device=self.device))
 
     @classmethod
-    def from_config_name(cls, name: str, seed: int, build: bool = True) -> "Generator":
+    def from_config_name(cls, name: str, seed: int, build: bool = True) -> Generator:
         config = load_config(cls.architecture, name, cls.config_package)
         # `build` is passed only when False: a plug-in's own __init__(config, seed) keeps working
         return cls(config, seed) if build else cls(config, seed, build=False)
 
     @classmethod
     def from_official(cls, path: str | Path, config: str = "default", trust: bool = False,
-                      seed: int = 0) -> "Generator":
+                      seed: int = 0) -> Generator:
         """An official file loaded into the named `config`, or into the model its own config
         defines (a format with `own_config`: nothing is built first)."""
         own_config = any(fmt.own_config for fmt in cls.official_formats)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,9 +49,8 @@ class TrainingData:
                     rejected.append(str(exc))
                     continue
                 features = generator.clip_features(torch.from_numpy(wave), ids)
-                with atomic_path(feature_file) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, **{k: v.detach().cpu().numpy() for k, v in features.items()})
+                with atomic_path(feature_file) as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, **{k: v.detach().cpu().numpy() for k, v in features.items()})
             self.ids.append(torch.tensor(ids, dtype=torch.long))
             self.feature_files.append(feature_file)
         if rejected:

@@ -20,10 +20,10 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -294,7 +294,7 @@ def _train(generator: Generator, data: TrainingData, run_dir: Path, steps: list[
             writer.add_scalar("loss/total", total.item(), done)
         if done in steps:
             folder = generator.save(run_dir / "checkpoints" / names(done), done, role="scheduled",
-                                    on_written=lambda name: reached(f"checkpoint/{name}", done))
+                                    on_written=lambda name: reached(f"checkpoint/{name}", done))  # noqa: B023 - runs in this step
             saved.append(folder)
             _save_resume(run_dir, generator, optimizers, done, run, reached)
             log(f"[train] step {done}: checkpoint {folder.name} (loss {total.item():.4f})")

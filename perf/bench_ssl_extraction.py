@@ -48,9 +48,10 @@ def peak_rss_bytes() -> int:
     """This process's own peak RSS. VmHWM belongs to the process's memory map, which exec replaces;
     getrusage's ru_maxrss is not reset by exec and would report the parent's peak."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -94,7 +95,7 @@ def worker(args) -> None:
         dtype, _, frontend = args.worker.partition("-")  # e.g. float32-conv: a front end named (frontend.py)
         extractor = SSLExtractor(args.model_dir, [args.layer], device=str(device), dtype=dtype,
                                  frontend=frontend or None)
-        extractor.model  # load now, so loading is not counted as extraction time
+        _ = extractor.model  # load now, so loading is not counted as extraction time
         load_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         order = extractor.plan_batches([len(c) for c in clips])

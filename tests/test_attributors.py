@@ -26,8 +26,8 @@ def test_knn_predictions_equal_sklearn(metric, weights):
     ref = KNeighborsClassifier(n_neighbors=15, metric=metric, weights=weights, algorithm="brute").fit(X, y)
     np.testing.assert_array_equal(ours.predict(Q), ref.predict(Q))
     np.testing.assert_allclose(ours.predict_scores(Q), ref.predict_proba(Q), atol=1e-6)
-    d_ref, i_ref = ref.kneighbors(Q)
-    d, i = ours.kneighbors(Q)
+    d_ref, _ = ref.kneighbors(Q)
+    d, _ = ours.kneighbors(Q)
     np.testing.assert_allclose(d, d_ref, atol=1e-4)
 
 
@@ -36,7 +36,7 @@ def test_vote_ties_go_to_first_class_and_neighbour_ties_to_lowest_index():
     y = np.array(["b", "b", "a", "a"])
     knn = KNNAttributor(k=2, metric="euclidean").fit(X, y)
     q = np.array([[1, 1]], np.float32)  # equidistant from all four
-    dist, idx = knn.kneighbors(q)
+    _, idx = knn.kneighbors(q)
     assert idx.tolist() == [[0, 1]]  # the two lowest support indices
     knn4 = KNNAttributor(k=4, metric="euclidean").fit(X, y)
     assert knn4.predict(q).tolist() == ["a"]  # 2-2 vote: first class in sorted order, like sklearn
@@ -84,7 +84,7 @@ def test_unknown_detector_flags_an_unseen_class():
     knn = KNNAttributor(k=10, metric="euclidean").fit(X[known & support], y[known & support])
     det = UnknownDetector(knn).calibrate(X[known & val], X[~known & val])
     assert det.calibration_["eer"] < 0.05
-    Q, yq = blobs(n_classes=5, per_class=60, spread=0.5, seed=0)
+    Q, _ = blobs(n_classes=5, per_class=60, spread=0.5, seed=0)
     pred = det.predict(Q[-60:])
     assert (pred == UNKNOWN).mean() > 0.9
 

@@ -150,7 +150,7 @@ def test_unusable_clips_count_as_missing(study):
 
 
 def test_holdout_protocol(study):
-    _, table, X = study
+    _, table, _ = study
     protocol = load_protocol("holdout")
     with pytest.raises(ProtocolError, match="--holdout"):
         build_splits(protocol, table, [0])

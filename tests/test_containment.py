@@ -298,9 +298,8 @@ def test_a_writer_that_hides_the_disk_full_error_still_says_so(tmp_path, monkeyp
     """libsndfile reports ENOSPC as "System error."; /dev/full makes it fail for real."""
     monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
     target = tmp_path / "clip.wav"
-    with pytest.raises(OSError) as info:
-        with atomic_path(target):
-            sf.write("/dev/full", np.zeros(100_000, np.float32), 16000, format="WAV")
+    with pytest.raises(OSError) as info, atomic_path(target):
+        sf.write("/dev/full", np.zeros(100_000, np.float32), 16000, format="WAV")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert "LibsndfileError" in str(info.value) and not list(tmp_path.iterdir())
 

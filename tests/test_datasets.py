@@ -26,7 +26,7 @@ def mini(tmp_path_factory):
 
 
 def test_espeak_ljspeech_like_dataset_reads_back(mini):
-    root, lj = mini
+    root, _ = mini
     again = LJSpeech(root / "lj", split=standard_split(root / "lj" / "split.tsv"))
     assert [len(again.items(s)) for s in ("train", "val", "test")] == [6, 2, 3]
     utt = again.items("train")[0]

@@ -16,9 +16,8 @@ def _nondeterministic_write():
 
 def test_strict_determinism_names_the_op_and_the_way_out_then_restores_torch():
     assert not torch.are_deterministic_algorithms_enabled()
-    with pytest.raises(GeneratorError) as info:
-        with determinism(True, strict=True):
-            _nondeterministic_write()
+    with pytest.raises(GeneratorError) as info, determinism(True, strict=True):
+        _nondeterministic_write()
     message = str(info.value)
     assert message.startswith("put_ has no deterministic implementation")
     assert "--nondeterministic" in message and "[training] deterministic = false" in message
@@ -30,6 +29,5 @@ def test_lenient_modes_let_the_op_run_and_other_errors_pass_unchanged():
         _nondeterministic_write()
     with determinism(False, strict=True):  # --nondeterministic
         _nondeterministic_write()
-    with pytest.raises(RuntimeError, match="shape"):
-        with determinism(True, strict=True):
-            torch.zeros(2, 3) @ torch.zeros(2, 3)
+    with pytest.raises(RuntimeError, match="shape"), determinism(True, strict=True):
+        torch.zeros(2, 3) @ torch.zeros(2, 3)

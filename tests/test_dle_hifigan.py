@@ -13,11 +13,11 @@ import torch
 
 pytest.importorskip("matcha", reason="the jik876 generator class comes with matcha-tts (tools/setup.sh)")
 
-from sourcetrace.checkpoints.registry import load_registry, verify_folder  # noqa: E402
-from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
-from sourcetrace.pipeline.recipe import load_recipe  # noqa: E402
-from sourcetrace.testing import parametrize_with_checks, vocoder_checks  # noqa: E402
-from sourcetrace.vocoders import VocoderError, load_vocoder, vocoder_class  # noqa: E402
+from sourcetrace.checkpoints.registry import load_registry, verify_folder
+from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram
+from sourcetrace.pipeline.recipe import load_recipe
+from sourcetrace.testing import parametrize_with_checks, vocoder_checks
+from sourcetrace.vocoders import VocoderError, load_vocoder, vocoder_class
 
 pytestmark = pytest.mark.tts
 

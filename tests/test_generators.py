@@ -2,6 +2,7 @@
 official formats, synthesis into a corpus that the benchmark accepts. Tiny configs, CPU."""
 
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -13,24 +14,24 @@ pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools
 pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/setup.sh")
 
-from sourcetrace.cli import main  # noqa: E402
-from sourcetrace.core.mel import MelConfig, mel_filterbank  # noqa: E402
-from sourcetrace.core.plugins import STUDY_ARCHITECTURES  # noqa: E402
-from sourcetrace.corpus import Corpus  # noqa: E402
-from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like  # noqa: E402
-from sourcetrace.datasets.hifitts import HiFiTTS  # noqa: E402
-from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.generators import (  # noqa: E402
+from sourcetrace.cli import main
+from sourcetrace.core.mel import MelConfig, mel_filterbank
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES
+from sourcetrace.corpus import Corpus
+from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
+from sourcetrace.datasets.hifitts import HiFiTTS
+from sourcetrace.datasets.prompts import Prompt, write_prompts
+from sourcetrace.generators import (
     EndToEndGenerator,
     GeneratorError,
     build_generator,
     generator_class,
     load_generator,
 )
-from sourcetrace.generators.data import TrainingData  # noqa: E402
-from sourcetrace.generators.training import train  # noqa: E402
-from sourcetrace.vocoders import VocoderError  # noqa: E402
-from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config  # noqa: E402
+from sourcetrace.generators.data import TrainingData
+from sourcetrace.generators.training import train
+from sourcetrace.vocoders import VocoderError
+from sourcetrace.vocoders.hifigan import HiFiGAN, load_hifigan_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 
@@ -138,7 +139,7 @@ def test_official_formats(tmp_path):
     lightning_like = {"state_dict": matcha.model.state_dict(), "hyper_parameters": dict(matcha.model.hparams),
                       "pytorch-lightning_version": "2.0.0", "epoch": 0, "global_step": 0}
     torch.save(lightning_like, tmp_path / "matcha.ckpt")
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(tmp_path / "matcha.ckpt", weights_only=True)  # omegaconf objects inside: not weights-only
     fresh = build_generator("matcha", "tiny", seed=2)
     with pytest.raises(GeneratorError, match="needs full unpickling"):

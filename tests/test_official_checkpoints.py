@@ -14,12 +14,12 @@ import torch
 pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
 
-from sourcetrace.checkpoints.registry import verify_folder  # noqa: E402
-from sourcetrace.cli import main  # noqa: E402
-from sourcetrace.corpus import Corpus  # noqa: E402
-from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.generators import GeneratorError, build_generator, checkpoint_architecture, load_checkpoint  # noqa: E402
-from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
+from sourcetrace.checkpoints.registry import verify_folder
+from sourcetrace.cli import main
+from sourcetrace.corpus import Corpus
+from sourcetrace.datasets.prompts import Prompt, write_prompts
+from sourcetrace.generators import GeneratorError, build_generator, checkpoint_architecture, load_checkpoint
+from sourcetrace.vocoders import VocoderError, load_vocoder
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 

@@ -16,17 +16,17 @@ import pytest
 pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
 
-from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite  # noqa: E402
-from sourcetrace.checkpoints.registry import load_schedule  # noqa: E402
-from sourcetrace.cli import main  # noqa: E402
-from sourcetrace.core.espeak import sentences  # noqa: E402
-from sourcetrace.core.naming import step_name, zero_init_name  # noqa: E402
-from sourcetrace.core.plugins import STUDY_ARCHITECTURES as ARCHITECTURES  # noqa: E402  (the study's corpus)
-from sourcetrace.corpus import Corpus  # noqa: E402
-from sourcetrace.datasets.prompts import Prompt, write_prompts  # noqa: E402
-from sourcetrace.generators import build_generator  # noqa: E402
-from sourcetrace.pipeline.recipe import RecipeError, expand, load_recipe  # noqa: E402
-from sourcetrace.pipeline.regenerate import condition_counts, regenerate  # noqa: E402
+from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_suite
+from sourcetrace.checkpoints.registry import load_schedule
+from sourcetrace.cli import main
+from sourcetrace.core.espeak import sentences
+from sourcetrace.core.naming import step_name, zero_init_name
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES as ARCHITECTURES
+from sourcetrace.corpus import Corpus
+from sourcetrace.datasets.prompts import Prompt, write_prompts
+from sourcetrace.generators import build_generator
+from sourcetrace.pipeline.recipe import RecipeError, expand, load_recipe
+from sourcetrace.pipeline.regenerate import condition_counts, regenerate
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 

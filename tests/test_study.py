@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("nemo", reason="the TTS stacks are installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the TTS stacks are installed by tools/setup.sh")
 
-from sourcetrace.cli import main  # noqa: E402
-from sourcetrace.corpus import ClipRecord, Corpus  # noqa: E402
-from sourcetrace.pipeline.recipe import RecipeError, expand, load_study_recipe  # noqa: E402
-from sourcetrace.pipeline.study import STAGES, Study  # noqa: E402
+from sourcetrace.cli import main
+from sourcetrace.corpus import ClipRecord, Corpus
+from sourcetrace.pipeline.recipe import RecipeError, expand, load_study_recipe
+from sourcetrace.pipeline.study import STAGES, Study
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 
@@ -48,7 +48,7 @@ def local_run(tmp_path_factory):
 
 
 def test_micro_study_from_nothing_to_a_leaderboard(local_run):
-    recipe, out = local_run
+    _, out = local_run
     corpus = Corpus.read(out / "corpus")
     assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * 10  # every checkpoint and vocoder condition, 10 prompts
     results = sorted(p.name for p in (out / "results").glob("table1-*.json"))

@@ -19,12 +19,12 @@ pytest.importorskip("matcha", reason="the Matcha-TTS stack is installed by tools
 pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
 pytest.importorskip("TTS", reason="the Coqui TTS stack is installed by tools/setup.sh")
 
-from sourcetrace.core.fileio import sha256_file  # noqa: E402
-from sourcetrace.core.plugins import STUDY_ARCHITECTURES  # noqa: E402
-from sourcetrace.datasets.espeak_datasets import make_ljspeech_like  # noqa: E402
-from sourcetrace.datasets.ljspeech import LJSpeech  # noqa: E402
-from sourcetrace.generators import build_generator, training  # noqa: E402
-from sourcetrace.generators.data import TrainingData  # noqa: E402
+from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.plugins import STUDY_ARCHITECTURES
+from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
+from sourcetrace.datasets.ljspeech import LJSpeech
+from sourcetrace.generators import build_generator, training
+from sourcetrace.generators.data import TrainingData
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 

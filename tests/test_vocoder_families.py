@@ -10,11 +10,11 @@ import torch
 pytest.importorskip("vocos", reason="the vocos package is installed by tools/setup.sh")
 pytest.importorskip("bigvgan", reason="the bigvgan package is installed by tools/setup.sh")
 
-from sourcetrace.core.audio import load_audio  # noqa: E402
-from sourcetrace.core.espeak import speak  # noqa: E402
-from sourcetrace.core.mel import MelConfig, mel_spectrogram, reanalyse_mel, reanalysed_frames  # noqa: E402
-from sourcetrace.testing import parametrize_with_checks, vocoder_checks  # noqa: E402
-from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder, vocoder_class  # noqa: E402
+from sourcetrace.core.audio import load_audio
+from sourcetrace.core.espeak import speak
+from sourcetrace.core.mel import MelConfig, mel_spectrogram, reanalyse_mel, reanalysed_frames
+from sourcetrace.testing import parametrize_with_checks, vocoder_checks
+from sourcetrace.vocoders import VOCODERS, VocoderError, load_vocoder, vocoder_class
 
 pytestmark = pytest.mark.tts
 

@@ -6,11 +6,11 @@ import torch
 
 pytest.importorskip("nemo", reason="the NeMo stack is installed by tools/setup.sh")
 
-from sourcetrace.core.audio import load_audio  # noqa: E402
-from sourcetrace.core.espeak import speak  # noqa: E402
-from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram  # noqa: E402
-from sourcetrace.generators import build_generator  # noqa: E402
-from sourcetrace.vocoders import VocoderError, load_vocoder  # noqa: E402
+from sourcetrace.core.audio import load_audio
+from sourcetrace.core.espeak import speak
+from sourcetrace.core.mel import MelConfig, convert_mel, mel_spectrogram
+from sourcetrace.generators import build_generator
+from sourcetrace.vocoders import VocoderError, load_vocoder
 
 pytestmark = pytest.mark.tts
 

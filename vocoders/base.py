@@ -95,18 +95,18 @@ class Vocoder(ABC):
     def module(self) -> torch.nn.Module:
         """The torch module that holds the weights."""
 
-    def to(self, device: str | torch.device) -> "Vocoder":
+    def to(self, device: str | torch.device) -> Vocoder:
         self.module.to(device)
         return self
 
     @classmethod
     @abstractmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "Vocoder":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> Vocoder:
         """The official weights file in its native format (never fully unpickled)."""
 
     @classmethod
     @abstractmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "Vocoder":
+    def random(cls, config: str, seed: int, name: str | None = None) -> Vocoder:
         """An untrained vocoder of a named config with weights drawn from `seed` (tests, miniature study)."""
 
     def generate(self, mel: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ class BigVGAN(Vocoder):
             self.generator.remove_weight_norm()
 
     @classmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "BigVGAN":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> BigVGAN:
         """The official folder (config.json + bigvgan_generator.pt), or its bigvgan_generator.pt with
         `config` (a shipped name or a config.json; default: the config.json beside it)."""
         weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
@@ -93,7 +93,7 @@ class BigVGAN(Vocoder):
                                f"({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "BigVGAN":
+    def random(cls, config: str, seed: int, name: str | None = None) -> BigVGAN:
         return cls(cls.read_config(config, sections=MEL_KEYS), seed=seed, name=name or f"bigvgan-{config}-random-s{seed}")
 
     @property

@@ -89,7 +89,7 @@ class DLEHiFiGAN(Vocoder):
         self.generator = _build_generator(generator_config).eval()
 
     @classmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "DLEHiFiGAN":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> DLEHiFiGAN:
         """A DLE generator file: its 'config' builds the generator, its 'generator' the weights,
         `config` (default ljs22khz-finetune) gives the mel convention."""
         checkpoint = load_torch_file(path, cls.kind, error=VocoderError)
@@ -108,7 +108,7 @@ class DLEHiFiGAN(Vocoder):
         return vocoder
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "DLEHiFiGAN":
+    def random(cls, config: str, seed: int, name: str | None = None) -> DLEHiFiGAN:
         settings = load_dle_hifigan_config(config)
         return cls(settings["generator"], MelConfig(**settings["mel"]), name or f"dle-hifigan-{config}-random-s{seed}",
                    random_identity(cls.kind, config, seed), seed=seed)

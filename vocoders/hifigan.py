@@ -67,7 +67,7 @@ class HiFiGAN(Vocoder):
         self.generator.eval()
 
     @classmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "HiFiGAN":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> HiFiGAN:
         """A jik876-format generator file (a dict whose 'generator' entry is the state dict)."""
         checkpoint = load_torch_file(path, cls.kind, error=VocoderError)
         hifigan_config = load_hifigan_config(config or "v1")
@@ -79,7 +79,7 @@ class HiFiGAN(Vocoder):
                                f"({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "HiFiGAN":
+    def random(cls, config: str, seed: int, name: str | None = None) -> HiFiGAN:
         return cls(load_hifigan_config(config), seed=seed, name=name or f"hifigan-{config}-random-s{seed}")
 
     @property

@@ -68,7 +68,7 @@ class NemoHiFiGAN(Vocoder):
         self.model = model.eval()
 
     @classmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "NemoHiFiGAN":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> NemoHiFiGAN:
         """A `.nemo` archive: NeMo restores it weights-only, with its allow-listed instantiation."""
         check_file(path, cls.kind, error=VocoderError)  # complete, and a NeMo HiFi-GAN
         HifiGanModel = nemo_tts_models().HifiGanModel
@@ -79,7 +79,7 @@ class NemoHiFiGAN(Vocoder):
         return cls(model, name or Path(path).name, file_identity(path))
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "NemoHiFiGAN":
+    def random(cls, config: str, seed: int, name: str | None = None) -> NemoHiFiGAN:
         from omegaconf import OmegaConf
 
         HifiGanModel = nemo_tts_models().HifiGanModel

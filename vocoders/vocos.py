@@ -95,7 +95,7 @@ class Vocos(Vocoder):
         self._extra_frame = config["head"].get("init_args", {}).get("padding", "same") == "center"
 
     @classmethod
-    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> "Vocos":
+    def from_official(cls, path: str | Path, config: str | None = None, name: str | None = None) -> Vocos:
         """The official folder (config.yaml + pytorch_model.bin), or its pytorch_model.bin with
         `config` (a shipped name or a config.yaml; default: the config.yaml beside it)."""
         weights, config_source = official_files(path, WEIGHTS_FILE, CONFIG_FILE, config)
@@ -111,7 +111,7 @@ class Vocos(Vocoder):
                                f"({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "Vocos":
+    def random(cls, config: str, seed: int, name: str | None = None) -> Vocos:
         return cls(cls.read_config(config, sections=tuple(ALLOWED_CLASSES)), seed=seed,
                    name=name or f"vocos-{config}-random-s{seed}", where=config)
 

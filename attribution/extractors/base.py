@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class FeatureExtractor(ABC):
             longest = num_samples[i]  # sorted ascending: the newest clip is the longest
             too_many = self.batch_size is not None and len(current) >= self.batch_size
             too_long = budget is not None and current and longest * (len(current) + 1) > budget
-            if current and (too_many or too_long or budget is None and self.batch_size is None):
+            if current and (too_many or too_long or (budget is None and self.batch_size is None)):
                 batches.append(current)
                 current = []
             current.append(i)

@@ -20,7 +20,7 @@ rounding is what the study used.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -6,7 +6,7 @@ over frames -> a fixed vector of 2 * 3 * n_coeffs values. No weights, so no down
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.fft import dct

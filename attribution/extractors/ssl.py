@@ -23,9 +23,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

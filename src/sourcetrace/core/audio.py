@@ -59,7 +59,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
     if max_seconds is not None:
         try:
             info = sf.info(str(path))
-        except Exception as exc:  # libsndfile raises several types; all mean "cannot decode"
+        except Exception as exc:  # noqa: BLE001 - libsndfile raises several types; all mean "cannot decode"
             raise AudioRejected(path, f"unreadable audio ({type(exc).__name__}: {exc})") from None
         seconds = info.frames / max(info.samplerate, 1)
         if seconds > max_seconds:
@@ -67,7 +67,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float | 
                                       "cut the recording into shorter clips, or raise the limit")
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile raises several types; all mean "cannot decode"
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types; all mean "cannot decode"
         raise AudioRejected(path, f"unreadable audio ({type(exc).__name__}: {exc})") from None
     if data.shape[0] == 0:
         raise AudioRejected(path, "empty audio (0 samples)")

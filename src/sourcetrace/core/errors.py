@@ -33,7 +33,7 @@ class NothingWritten(SourcetraceError, OSError):
                          f"of {folder} (`df -h {folder}`) and rerun")
 
     @classmethod
-    def from_os_error(cls, exc: OSError, target: str | Path, root: Path) -> "NothingWritten":
+    def from_os_error(cls, exc: OSError, target: str | Path, root: Path) -> NothingWritten:
         """For the disk-full `exc` met while writing under `root` (the output or its staging folder),
         naming the file by its path there."""
         written = Path(exc.filename) if exc.filename else None

@@ -12,8 +12,8 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 

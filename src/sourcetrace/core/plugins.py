@@ -108,7 +108,7 @@ class Registry(Mapping):
         return self._loaded[name]
 
     def get(self, name, default=None):
-        return self[name] if name in self else default
+        return self[name] if name in self else default  # noqa: SIM401 - this is the mapping's get
 
     def _load(self, name: str) -> type:
         if name in self.builtins:

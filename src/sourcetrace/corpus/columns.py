@@ -9,9 +9,9 @@ are kept, as text, in `ClipRecord.extra`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
-from typing import Mapping
 
 from sourcetrace.core.schema import (
     MANIFEST_BOOL,

@@ -62,7 +62,7 @@ class Corpus:
 
     @classmethod
     def read(cls, root: str | Path, require_files: bool = True, manifest_name: str = MANIFEST,
-             allow_empty: bool = False) -> "Corpus":
+             allow_empty: bool = False) -> Corpus:
         """Read and validate manifest.csv. `require_files=False` tolerates listed files that are
         absent, `allow_empty` a manifest without rows (a writer resuming its own interrupted
         corpus); every other check still applies."""

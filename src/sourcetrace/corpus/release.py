@@ -30,9 +30,9 @@ import re
 import shutil
 import socket
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 
 from sourcetrace import __version__
 from sourcetrace.core.audio import file_problem
@@ -296,7 +296,9 @@ def _staged(out: Path, purpose: str, last: str, log: Callable[[str], None]) -> I
         if staging.exists():
             raise ManifestError(out, [f"{staging} is in use by another pack or import to the same folder: "
                                       "wait for it to finish"]) from None
-        raise NothingWritten.from_os_error(exc, out, staging) if exc.errno in NO_SPACE else exc
+        if exc.errno in NO_SPACE:
+            raise NothingWritten.from_os_error(exc, out, staging) from None
+        raise
     try:
         yield staging
         (staging / OWNER).unlink()

@@ -9,9 +9,9 @@ is resumable, a requeued unit continues where it stopped. Job logs go to `<workd
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
 
 from sourcetrace.core.errors import StageFailed, UsageError
 from sourcetrace.pipeline.study import Study, Unit, parse_stages

@@ -19,9 +19,9 @@ those objects, never the raw TOML (which is kept only to fingerprint a stage's i
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from sourcetrace.benchmark.protocol import ProtocolError, load_protocol, load_suite
 from sourcetrace.checkpoints.registry import load_schedule
@@ -61,7 +61,7 @@ class Shard:
             raise UsageError(f"shard {self.index}/{self.count}: need 0 <= index < count")
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         index, _, count = text.partition("/")
         if not (index.isdigit() and count.isdigit()):
             raise UsageError(f"--shard {text!r}: expected K/N, e.g. 3/16 (task K of N, counted from 0)")
@@ -97,7 +97,7 @@ class Reference:
     voice: str
 
     @classmethod
-    def parse(cls, text: str, resolve: Callable[[str], Path]) -> "Reference":
+    def parse(cls, text: str, resolve: Callable[[str], Path]) -> Reference:
         if not text.startswith(STORED_VOICE):
             return cls(text, str(resolve(text)))
         if not text.removeprefix(STORED_VOICE).strip():

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from tqdm import tqdm
 

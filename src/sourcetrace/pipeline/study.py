@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import sourcetrace
 from sourcetrace.benchmark.leaderboard import build_leaderboard
@@ -72,7 +72,7 @@ class TrainingRun:
                              "ARCHITECTURE/finetuned/SPEAKER")
 
     @classmethod
-    def parse(cls, text: str) -> "TrainingRun":
+    def parse(cls, text: str) -> TrainingRun:
         parts = text.split("/")
         if len(parts) not in (2, 3):
             raise UsageError(f"training run {text!r}: expected ARCHITECTURE/ROLE or ARCHITECTURE/finetuned/SPEAKER")

@@ -8,8 +8,8 @@ which steps it saves under which names, and the trainer call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sourcetrace.checkpoints.registry import load_schedule
 from sourcetrace.core.errors import UsageError

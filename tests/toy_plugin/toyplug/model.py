@@ -118,19 +118,19 @@ class ToyVocoder(Vocoder):
         return self.net
 
     @classmethod
-    def random(cls, config: str, seed: int, name: str | None = None) -> "ToyVocoder":
+    def random(cls, config: str, seed: int, name: str | None = None) -> ToyVocoder:
         torch.manual_seed(seed)
         return cls(load_toyvoc_config(config), name or f"toyvoc-{config}-random-s{seed}",
                    random_identity(cls.kind, config, seed))
 
     @classmethod
-    def from_official(cls, path, config: str | None = None, name: str | None = None) -> "ToyVocoder":
+    def from_official(cls, path, config: str | None = None, name: str | None = None) -> ToyVocoder:
         path = Path(path)
         vocoder = cls(load_toyvoc_config(config or "tiny"), name or path.name, file_identity(path))
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             vocoder.net.load_state_dict(state["net"])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a foreign file
             raise VocoderError(f"{path}: not a toyvoc weights file ({exc})") from None
         return vocoder
 
