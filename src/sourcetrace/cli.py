@@ -41,7 +41,6 @@ from sourcetrace.pipeline.synth import synthesize_one, synthesize_recipe
 from sourcetrace.pipeline.training_runs import train_from_folder, zero_inits_from_schedule
 
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
-ISSUES = "https://github.com/sourcetrace/sourcetrace/issues"
 
 
 def _max_seconds(text: str) -> float | None:
@@ -577,7 +576,7 @@ def error_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, OSError):
         return f"error: {os_error_message(exc)}", 2
     return (f"error: this is a bug in sourcetrace {sourcetrace.__version__}: please report it with the traceback "
-            f"above ({ISSUES})"), EX_SOFTWARE
+            "above and the command you ran to the sourcetrace maintainers"), EX_SOFTWARE
 
 
 def is_bug(exc: BaseException) -> bool:
