@@ -312,21 +312,6 @@ def test_debug_flag_shows_the_traceback(tmp_path, capsys):
     assert "Traceback (most recent call last)" in err and err.endswith("corpus import`.\n")
 
 
-def test_an_unexpected_exception_is_a_bug_with_its_traceback(monkeypatch, tmp_path, capsys):
-    import sourcetrace
-    import sourcetrace.corpus
-
-    def broken(*_args, **_kwargs):
-        raise TypeError("unsupported operand")
-
-    monkeypatch.setattr(sourcetrace.corpus.Corpus, "read", broken)
-    assert main(["corpus", "validate", str(tmp_path)]) == 70
-    err = capsys.readouterr().err
-    assert err.startswith("Traceback (most recent call last)") and "TypeError: unsupported operand" in err
-    assert err.splitlines()[-1].startswith(f"error: this is a bug in sourcetrace {sourcetrace.__version__}: "
-                                           "please report it with the traceback above")
-
-
 @pytest.mark.tts
 def test_a_pickle_named_safetensors_is_one_clear_line(tmp_path, capsys):
     from sourcetrace.generators import build_generator
