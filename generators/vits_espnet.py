@@ -68,6 +68,21 @@ def build_espnet_model(config: dict, where: str) -> torch.nn.Module:
                              pitch_normalize=None, energy_extract=None, energy_normalize=None, tts=tts)
 
 
+def _import_g2p_en_offline() -> None:
+    """Import g2p_en (ESPnet's tokenizer module imports it) without its import-time downloads: it
+    calls nltk.download for missing data, which reaches the internet from a run (seen offline as
+    eight `[nltk_data] Error loading ...` lines). The data it would fetch serves only the g2p_en
+    front end; when that front end is asked for, `text_to_ids` names the missing resource."""
+    import nltk
+
+    download = nltk.download
+    nltk.download = lambda *_args, **_kwargs: False
+    try:
+        import g2p_en  # noqa: F401 - imported now, so ESPnet's import finds it loaded
+    finally:
+        nltk.download = download
+
+
 class VitsEspnetGenerator(EndToEndGenerator):
     package = "espnet"
     architecture = "vits-espnet"
@@ -82,6 +97,7 @@ class VitsEspnetGenerator(EndToEndGenerator):
     def _pipeline(self):
         """ESPnet's CommonPreprocessor steps for TTS text: cleaner, tokenizer, token ids."""
         if self._text_pipeline is None:
+            _import_g2p_en_offline()
             from espnet2.text.build_tokenizer import build_tokenizer
             from espnet2.text.cleaner import TextCleaner
             from espnet2.text.token_id_converter import TokenIDConverter

@@ -9,13 +9,66 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = str(Path(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir())
                                         / f"sourcetrace-numba-{os.environ['PYTEST_XDIST_WORKER']}")
 
+import ipaddress
+import sys
+
 import numpy as np
 import pytest
 import torch
 
+from sourcetrace.core.offline import go_offline
+
 torch.set_num_threads(1)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+go_offline()
+
+# No test may reach the network (nor may a run: sourcetrace reads local files only). An audit hook
+# on every socket connection and name lookup in the test process refuses any host other than this
+# machine, and `_offline` fails the test that tried, naming the host and where the attempt came from.
+NETWORK_ATTEMPTS: list[str] = []
+
+
+def _is_local(host) -> bool:
+    if host is None or isinstance(host, int):
+        return True
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    if host in ("", "localhost") or host.startswith("/"):  # an AF_UNIX path
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_network(event: str, args: tuple) -> None:
+    if event == "socket.connect":
+        address = args[1]
+        host = address[0] if isinstance(address, tuple) else None
+    elif event == "socket.getaddrinfo":
+        host = args[0]
+    else:
+        return
+    if not _is_local(host):
+        import sysconfig
+        import traceback
+
+        stdlib = sysconfig.get_paths()["stdlib"]
+        caller = next((frame for frame in reversed(traceback.extract_stack()[:-1])
+                       if not frame.filename.startswith(stdlib) and frame.filename != __file__), None)
+        NETWORK_ATTEMPTS.append(f"{event} {host!r} from {caller.filename}:{caller.lineno}" if caller else f"{event} {host!r}")
+        raise OSError(f"network access refused in tests: {host!r}")
+
+
+sys.addaudithook(_refuse_network)
+
+
+@pytest.fixture(autouse=True)
+def _offline():
+    """Fail the test that tried to reach another machine."""
+    before = len(NETWORK_ATTEMPTS)
+    yield
+    attempts = NETWORK_ATTEMPTS[before:]
+    del NETWORK_ATTEMPTS[before:]
+    assert not attempts, "the test tried to reach the network:\n" + "\n".join(attempts)
 
 
 @pytest.fixture(autouse=True)

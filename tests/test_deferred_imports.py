@@ -17,6 +17,7 @@ HEAVY = frozenset({
     "torch", "torchaudio", "transformers", "tokenizers", "TTS", "nemo", "lightning", "pytorch_lightning", "omegaconf",
     "hydra", "matcha", "grad_tts", "espnet", "espnet2", "sklearn", "scipy", "librosa", "numba", "matplotlib",
     "submitit", "bigvgan", "vocos", "playwright",
+    "nltk", "g2p_en",  # ESPnet's English front end: g2p_en downloads NLTK data when imported unguarded
 })
 
 

@@ -26,6 +26,7 @@ from sourcetrace.checkpoints.registry import load_registry, verify_folder
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError, StageFailed, UsageError
 from sourcetrace.core.fileio import NO_SPACE
+from sourcetrace.core.offline import go_offline
 from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.corpus import Corpus, import_corpus, verify_corpus
 from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
@@ -588,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; anything a user can cause ends in one `error:` line (exit 2), the
     traceback only with --debug; a bug prints its traceback and asks to be reported (exit 70).
     A command line argparse refuses exits 2 with its usage line (returned, not raised)."""
+    go_offline()
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)

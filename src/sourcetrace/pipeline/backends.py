@@ -14,6 +14,7 @@ from itertools import groupby
 from pathlib import Path
 
 from sourcetrace.core.errors import StageFailed, UsageError
+from sourcetrace.core.offline import go_offline
 from sourcetrace.pipeline.study import Study, Unit, parse_stages
 
 
@@ -34,6 +35,7 @@ class UnitTask:
         self.recipe, self.workdir, self.unit = recipe, workdir, unit
 
     def __call__(self) -> str:
+        go_offline()
         lines: list[str] = []
 
         def log(message: str) -> None:
