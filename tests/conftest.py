@@ -10,6 +10,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
                                         / f"sourcetrace-numba-{os.environ['PYTEST_XDIST_WORKER']}")
 
 import ipaddress
+import socket
 import sys
 
 import numpy as np
@@ -31,7 +32,7 @@ def _is_local(host) -> bool:
     if host is None or isinstance(host, int):
         return True
     host = host.decode() if isinstance(host, bytes) else str(host)
-    if host in ("", "localhost") or host.startswith("/"):  # an AF_UNIX path
+    if host in ("", "localhost", socket.gethostname()) or host.startswith("/"):  # or an AF_UNIX path
         return True
     try:
         return ipaddress.ip_address(host.split("%")[0]).is_loopback
