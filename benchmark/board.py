@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from sourcetrace import __version__
 from sourcetrace.benchmark.figures import figure_file
-from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.leaderboard import DEFAULT_TITLE, build_leaderboard
 from sourcetrace.benchmark.protocol import Protocol, load_protocol, load_suite
 from sourcetrace.benchmark.results import (
     ResultError,
@@ -251,7 +251,7 @@ def _copy_figure(results_dir: Path, rel: str, entry_dir: Path) -> None:
         copy_file_atomic(src, entry_dir.joinpath(*parts))
 
 
-def build_board(board: str | Path, out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
+def build_board(board: str | Path, out: str | Path, title: str = DEFAULT_TITLE) -> Path:
     """The leaderboard site of a board, after checking every result again and against its ledger line."""
     board = Path(board)
     meta = read_board(board)

@@ -22,6 +22,7 @@ from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_at
 from sourcetrace.core.plugins import ATTRIBUTORS
 from sourcetrace.core.schema import LEVELS, STUDY_LEVELS
 
+DEFAULT_TITLE = "sourcetrace leaderboard"  # of a site whose command gives no --title
 # Score columns shown side by side before the page opens on one level (the architecture level,
 # the one most protocols have); the page's script still shows every level where they fit the window.
 MAX_COLUMNS_BOTH_LEVELS = 10
@@ -100,7 +101,7 @@ def _short_protocol(name: str) -> str:
     return re.sub(r"^table1-\d+-", "", name).replace("-", " ")
 
 
-def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = "sourcetrace leaderboard") -> Path:
+def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = DEFAULT_TITLE) -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
     results/*.json and figures/: relative links only, absolute paths cut (public_copy). A folder
     given stands for its *.json files."""

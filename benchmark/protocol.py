@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from sourcetrace.benchmark.splits import split_prompts
-from sourcetrace.core.errors import SourcetraceError
+from sourcetrace.core.errors import SourcetraceError, UsageError
+from sourcetrace.core.fileio import read_user_text
 from sourcetrace.core.naming import checkpoint_role, finetune_speaker, step_of
 from sourcetrace.core.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
 from sourcetrace.corpus.columns import ClipRecord
@@ -152,7 +153,7 @@ def load_protocol(name_or_path: str) -> Protocol:
     """A built-in protocol by name, or a protocol TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
-        return parse_protocol(path.read_text(encoding="utf-8"), path.stem, str(path))
+        return parse_protocol(read_user_text(path), path.stem, str(path))
     if name_or_path not in builtin_protocols():
         raise ProtocolError(f"unknown protocol {name_or_path!r}; built-in: {', '.join(builtin_protocols())}, "
                             "or give the path of a .toml file")
@@ -170,7 +171,9 @@ def load_suite(name: str) -> list[Protocol]:
 
 
 def load_protocols(suite: str | None, names=()) -> list[Protocol]:
-    """A named suite's protocols, else those `names` lists (built-in names or .toml files)."""
+    """A named suite's protocols, or those `names` lists (built-in names or .toml files): one of the two."""
+    if bool(suite) == bool(names):
+        raise UsageError("give either a suite (--suite NAME) or protocols (--protocol NAME|FILE), not both or neither")
     return load_suite(suite) if suite else [load_protocol(p) for p in names]
 
 

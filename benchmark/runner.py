@@ -42,7 +42,11 @@ class AttributorSpec:
             if isinstance(default, bool):
                 params[key] = value.lower() in ("1", "true", "yes", "on")
             elif isinstance(default, (int, float)):
-                params[key] = type(default)(value)
+                try:
+                    params[key] = type(default)(value)
+                except ValueError:
+                    raise UsageError(f"attributor {text!r}: {key}={value!r} is not a number "
+                                     f"({type(default).__name__})") from None
             else:
                 params[key] = value
         return cls(name, tuple(sorted(params.items())))

@@ -5,14 +5,14 @@ reading itself is `official.py`'s, shared with every loader)."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
 from sourcetrace.checkpoints.formats import CONTAINERS
 from sourcetrace.checkpoints.official import describe, inspect_file
 from sourcetrace.core.errors import SourcetraceError
-from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.fileio import read_user_text, sha256_file
 from sourcetrace.core.plugins import GENERATORS, VOCODERS
 
 TRUST = ("weights_only", "full-unpickling", "unknown")
@@ -61,7 +61,10 @@ class Schedule:
 
 def _read(name: str, path: str | Path | None) -> tuple[dict, str]:
     if path is not None:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8")), str(path)
+        try:
+            return tomllib.loads(read_user_text(path)), str(path)
+        except tomllib.TOMLDecodeError as exc:
+            raise RegistryError(f"{path}: not valid TOML ({exc})") from None
     return tomllib.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8")), f"checkpoints/{name}"
 
 
@@ -77,6 +80,9 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         if entry["id"] in ids:
             raise RegistryError(f"{source}: duplicate id {entry['id']!r}")
         ids.add(entry["id"])
+        unknown = sorted(set(entry) - {f.name for f in fields(OfficialCheckpoint)})
+        if unknown:
+            raise RegistryError(f"{source}: {entry['id']}: unknown key(s) {', '.join(unknown)}")
         checkpoint = OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ())),
                                            "aliases": tuple(entry.get("aliases", ()))})
         # the one list of architecture names (plug-ins too); a vocoder no architecture owns names none

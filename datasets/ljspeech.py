@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from sourcetrace.core.errors import UsageError
+from sourcetrace.core.fileio import read_user_text
 from sourcetrace.datasets.prompts import DatasetError, Prompt
 
 SPLITS = ("train", "val", "test")
@@ -30,7 +31,7 @@ def standard_split(path: str | Path | None = None) -> dict[str, str]:
         text = resources.files(__package__).joinpath("ljspeech_split.tsv").read_text(encoding="utf-8")
         source = "ljspeech_split.tsv"
     else:
-        text, source = Path(path).read_text(encoding="utf-8"), str(path)
+        text, source = read_user_text(path), str(path)
     split = {}
     for n, line in enumerate(text.splitlines(), start=1):
         fields = line.split("\t")

@@ -1,7 +1,9 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from sourcetrace.cli import main
@@ -181,3 +183,50 @@ def test_shard_and_training_run_keep_their_spelling():
     assert TrainingRun.parse("matcha/finetuned/92").speaker == "92"
     with pytest.raises(UsageError):
         TrainingRun.parse("vits/finetuned")
+
+
+# User mistakes that once surfaced as another exception type (and so, since only SourcetraceError and
+# OSError are one-line errors, as a bug's traceback, exit 70): each is now a one-line error.
+NOT_UTF8 = b"\xff\xfe\x00[study]\n"
+
+
+def test_a_recipe_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_bytes(NOT_UTF8)
+    assert main(["run", str(tmp_path / "recipe.toml"), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe.toml" in err and "not UTF-8" in err and "Traceback" not in err
+
+
+def test_a_split_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
+
+    lj = make_ljspeech_like(tmp_path / "lj", 2, 1, 1)
+    (tmp_path / "split.tsv").write_bytes(NOT_UTF8)
+    assert main(["datasets", "prompts", str(lj.root), "--out", str(tmp_path / "p.tsv"),
+                 "--split", str(tmp_path / "split.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert "split.tsv: not UTF-8" in err and "Traceback" not in err
+
+
+def test_bad_values_of_the_library_are_usage_errors(tmp_path):
+    from sourcetrace.benchmark.protocol import load_protocol, load_protocols
+    from sourcetrace.benchmark.runner import AttributorSpec
+    from sourcetrace.checkpoints.registry import load_registry
+    from sourcetrace.core.device import resolve_device
+    from sourcetrace.core.errors import SourcetraceError
+
+    (tmp_path / "p.toml").write_bytes(NOT_UTF8)
+    (tmp_path / "broken.toml").write_text("[[checkpoint]\n")
+    shipped = (Path(__file__).parent.parent / "checkpoints" / "registry.toml").read_text()
+    (tmp_path / "extra.toml").write_text(shipped.replace("[[checkpoint]]\n", '[[checkpoint]]\ncolour = "red"\n', 1))
+    cases = [(lambda: AttributorSpec.parse("knn:k=abc"), "k='abc' is not a number"),
+             (lambda: resolve_device("gpu"), "--device 'gpu'"),
+             (lambda: load_protocol(str(tmp_path / "p.toml")), "not UTF-8"),
+             (lambda: load_protocols("table1", ["table1-01-baseline"]), "not both or neither"),
+             (lambda: load_protocols(None, ()), "not both or neither"),
+             (lambda: load_registry(tmp_path / "broken.toml"), "not valid TOML"),
+             (lambda: load_registry(tmp_path / "extra.toml"), "unknown key(s) colour")]
+    for call, message in cases:
+        with pytest.raises(SourcetraceError) as caught:
+            call()
+        assert message in str(caught.value)

@@ -27,14 +27,17 @@ from pathlib import Path
 
 
 def _json_without(*keys: str) -> Callable[[Path], object]:
+    """The JSON object without the `keys`, each a path of names joined by / (e.g. provenance/created)."""
     def load(path: Path) -> object:
-        def drop(value):
-            if isinstance(value, dict):
-                return {k: drop(v) for k, v in value.items() if k not in keys}
-            if isinstance(value, list):
-                return [drop(v) for v in value]
-            return value
-        return drop(json.loads(path.read_text(encoding="utf-8")))
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        for key in keys:
+            *parents, last = key.split("/")
+            inner = obj
+            for name in parents:
+                inner = inner.get(name, {}) if isinstance(inner, dict) else {}
+            if isinstance(inner, dict):
+                inner.pop(last, None)
+        return obj
     return load
 
 
@@ -58,12 +61,12 @@ def _torch_state(path: Path) -> object:
 
 # (pattern, how to read what a file means); the first match wins, anything else is compared byte for byte
 MEANING: list[tuple[str, Callable[[Path], object] | None]] = [
-    ("results/*.json", _json_without("created")),
-    ("site/results/*.json", _json_without("created")),
+    ("results/*.json", _json_without("provenance/created")),
+    ("site/results/*.json", _json_without("provenance/created")),
     ("stages/*.json", _json_without("seconds")),
     ("corpus/features/audio-sha256.json", _hash_cache),
     ("runs/*/resume/*/trainer.pt", _torch_state),
-    ("runs/*/resume/*/manifest.json", _json_without("trainer.pt")),
+    ("runs/*/resume/*/manifest.json", _json_without("sha256/trainer.pt")),
     ("runs/*/tensorboard/*", None),
 ]
 
@@ -100,9 +103,15 @@ def compare(before: Path, after: Path) -> tuple[list[str], dict[str, object]]:
         listed, meaning = _rule(relative)
         if listed and meaning is None:
             continue
-        if listed and meaning is not None and meaning(a) == meaning(b):
-            by_meaning += 1
-            continue
+        if listed and meaning is not None:
+            try:
+                same = meaning(a) == meaning(b)
+            except Exception as exc:  # noqa: BLE001 - an unreadable file is a difference, said with why
+                differences.append(f"differs: {relative} (unreadable: {type(exc).__name__}: {exc})")
+                continue
+            if same:
+                by_meaning += 1
+                continue
         differences.append(f"differs: {relative}")
     checkpoints = sorted(f for f in left & right if fnmatch(f, "runs/*/checkpoints/*/model.safetensors"))
     combined = hashlib.sha256("".join(f"{_sha256(after / f)}  {f}\n" for f in checkpoints).encode()).hexdigest()

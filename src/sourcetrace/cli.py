@@ -20,7 +20,7 @@ from typing import Any
 import sourcetrace
 from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.board import add_results, build_board, create_board
-from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.leaderboard import DEFAULT_TITLE, build_leaderboard
 from sourcetrace.benchmark.protocol import load_protocols
 from sourcetrace.checkpoints.registry import load_registry, verify_folder
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="results -> a static leaderboard site (render); or a board that takes "
                            "checked submissions from many machines (init, add, build)")
     board = p.add_subparsers(dest="leaderboard_command", required=True)
-    title: dict[str, Any] = dict(default="sourcetrace leaderboard", help="page title (default: sourcetrace leaderboard)")
+    title: dict[str, Any] = dict(default=DEFAULT_TITLE, help=f"page title (default: {DEFAULT_TITLE})")
     p = board.add_parser("render", help="one machine's results -> a static site")
     p.add_argument("results", nargs="+", help="results JSON files, or folders of them")
     p.add_argument("--out", required=True, help="the site folder")
@@ -565,8 +565,10 @@ def os_error_message(exc: OSError) -> str:
 
 def error_line(exc: BaseException) -> tuple[str, int]:
     """The message and exit code of a failed command: what went wrong and what to do, in one line;
-    for an exception no user can cause (a bug), the line asking to report it, EX_SOFTWARE.
-    Only `sourcetrace.core.errors` is imported: an error must not load the generator stack."""
+    for an exception no user can cause (a bug, `is_bug`), the line asking to report it, EX_SOFTWARE."""
+    if is_bug(exc):
+        return (f"error: this is a bug in sourcetrace {sourcetrace.__version__}: please report it with the "
+                "traceback above and the command you ran to the sourcetrace maintainers"), EX_SOFTWARE
     if isinstance(exc, StageFailed):
         return f"failed: {exc}\nwhat finished is kept: rerun the same command to resume", 1
     if isinstance(exc, KeyboardInterrupt):
@@ -574,10 +576,8 @@ def error_line(exc: BaseException) -> tuple[str, int]:
                 "a release is written whole or not at all)"), 130
     if isinstance(exc, SourcetraceError):
         return f"error: {exc}", 2
-    if isinstance(exc, OSError):
-        return f"error: {os_error_message(exc)}", 2
-    return (f"error: this is a bug in sourcetrace {sourcetrace.__version__}: please report it with the traceback "
-            "above and the command you ran to the sourcetrace maintainers"), EX_SOFTWARE
+    assert isinstance(exc, OSError)  # what is_bug leaves
+    return f"error: {os_error_message(exc)}", 2
 
 
 def is_bug(exc: BaseException) -> bool:

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from sourcetrace.core.errors import UsageError
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -90,6 +92,15 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def read_user_text(path: str | os.PathLike) -> str:
+    """A text file a user gave (a recipe, a protocol, a split list): UTF-8, or a UsageError naming the
+    file and the first bad byte (a decode error is a ValueError a command would treat as a bug)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:

@@ -28,6 +28,7 @@ from sourcetrace.checkpoints.registry import load_schedule
 from sourcetrace.core import naming
 from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError, UsageError
+from sourcetrace.core.fileio import read_user_text
 from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
 from sourcetrace.core.plugins import GENERATORS
 from sourcetrace.core.schema import (
@@ -170,8 +171,8 @@ def _roles(value, where: str) -> tuple[str, ...]:
 def read_recipe_file(path: str | Path) -> dict:
     """The recipe's TOML tables, read once (`synth --recipe` and `run` both start here)."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return tomllib.loads(read_user_text(path))
+    except (OSError, tomllib.TOMLDecodeError, UsageError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
 
 

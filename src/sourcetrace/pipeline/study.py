@@ -32,9 +32,9 @@ from sourcetrace.corpus import Corpus
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
 from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts
-from sourcetrace.pipeline.recipe import CorpusRecipe, Shard, StudyRecipe, load_study_recipe
+from sourcetrace.pipeline.recipe import ROLES, CorpusRecipe, Shard, StudyRecipe, load_study_recipe
 from sourcetrace.pipeline.regenerate import regenerate
-from sourcetrace.pipeline.training_runs import save_zero_inits, train_run, training_utterances
+from sourcetrace.pipeline.training_runs import finetune_subset, ljspeech_train_split, save_zero_inits, train_run
 
 STAGES = ("data", "train", "synth", "features", "bench")
 _SECTIONS = {  # the recipe tables a stage's output depends on (besides its upstream stages)
@@ -52,9 +52,6 @@ def parse_stages(text: str | None) -> tuple[str, ...]:
     return stages
 
 
-TRAINING_ROLES = ("zero-init", "scheduled", "pretrained", "finetuned")
-
-
 @dataclass(frozen=True)
 class TrainingRun:
     """One training unit of a study: an architecture's zero-init models, its scheduled run, its
@@ -66,9 +63,9 @@ class TrainingRun:
     speaker: str | None = None  # fine-tunes only
 
     def __post_init__(self):
-        if self.role not in TRAINING_ROLES or (self.speaker is not None) != (self.role == "finetuned"):
+        if self.role not in ROLES or (self.speaker is not None) != (self.role == "finetuned"):
             raise UsageError(f"training run {self.architecture}/{self.role}/{self.speaker}: expected "
-                             f"ARCHITECTURE/ROLE with ROLE one of {', '.join(TRAINING_ROLES)}, or "
+                             f"ARCHITECTURE/ROLE with ROLE one of {', '.join(ROLES)}, or "
                              "ARCHITECTURE/finetuned/SPEAKER")
 
     @classmethod
@@ -189,11 +186,10 @@ class Study:
 
         schedule = load_schedule(self.corpus_recipe.schedule)
         if speaker is not None:  # a fine-tune
-            utterances = training_utterances(self.hifitts_dir, speaker, schedule.finetune_clips)
+            utterances = finetune_subset(self.hifitts_dir, speaker, schedule.finetune_clips)
             cache = self.path("runs/features/hifitts")
         else:
-            utterances = training_utterances(self.ljspeech_dir, None, schedule.finetune_clips)
-            cache = self.path("runs/features/ljspeech")
+            utterances, cache = ljspeech_train_split(self.ljspeech_dir), self.path("runs/features/ljspeech")
         return TrainingData(generator, utterances, cache_dir=cache, progress=True)
 
     def _run_train(self, name: str, log) -> None:

@@ -56,15 +56,24 @@ def train_run(architecture: str, config: str | None, run_dir: Path, training_dat
                  tensorboard=tensorboard, sample_vocoder=sample_vocoder, deterministic=deterministic, log=log)
 
 
-def training_utterances(data: str | Path, speaker: str | None, clips: int):
-    """The utterances a run trains on: an LJSpeech folder (metadata.csv; its split.tsv if present,
-    else the standard split) gives its train split, and so does any folder when `speaker` is None;
-    a HiFi-TTS folder gives the seeded `clips`-clip subset of `speaker` (a fine-tune)."""
-    folder = Path(data)
-    if speaker is None or (folder / "metadata.csv").is_file():
-        split_file = folder / "split.tsv"
-        return LJSpeech(folder, split=standard_split(split_file) if split_file.is_file() else None).items("train")
+def ljspeech_train_split(folder: str | Path):
+    """The train split of an LJSpeech folder: its split.tsv if present, else the standard split."""
+    split_file = Path(folder) / "split.tsv"
+    return LJSpeech(folder, split=standard_split(split_file) if split_file.is_file() else None).items("train")
+
+
+def finetune_subset(folder: str | Path, speaker: str, clips: int):
+    """The seeded `clips`-clip subset of `speaker` in a HiFi-TTS folder: what a fine-tune trains on."""
     return HiFiTTS(folder).study_subset(speaker, n=clips)
+
+
+def training_utterances(data: str | Path, speaker: str | None, clips: int):
+    """What `sourcetrace train --data FOLDER` trains on, told by the folder: an LJSpeech folder
+    (metadata.csv), or any folder without a fine-tune speaker, gives its train split; otherwise the
+    folder is HiFi-TTS and gives the fine-tune subset of `speaker`."""
+    if speaker is None or (Path(data) / "metadata.csv").is_file():
+        return ljspeech_train_split(data)
+    return finetune_subset(data, speaker, clips)
 
 
 def zero_inits_from_schedule(architecture: str, config: str | None, schedule: str, run_dir: str | Path) -> list[Path]:
