@@ -29,6 +29,7 @@ from sourcetrace.core.fileio import NO_SPACE
 from sourcetrace.core.offline import go_offline
 from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.corpus import Corpus, import_corpus, verify_corpus
+from sourcetrace.corpus.derive import derive_corpus
 from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
 from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
@@ -73,7 +74,7 @@ SHARED_OPTIONS: dict[str, dict] = {
     "--threads": dict(type=int, help="CPU threads (default: OMP_NUM_THREADS, else every CPU this process may use): "
                       "audio made on the CPU depends on the count, so fix it to reproduce a corpus byte for byte"),
     "--seed": dict(type=int, default=0, help="train: the model's initialisation and batch order; synth: the noise "
-                   "seed, from which each prompt derives its own"),
+                   "seed, from which each prompt derives its own; corpus derive: the seed of each clip's noise"),
     "--config": dict(default="default", help="named model config: default (the study's) or tiny; synth: the one an "
                      "official file without its own config is loaded into (Grad-TTS)"),
     "--vocoder-weights": dict(help="a vocoder weights file (an official jik876 generator, NeMo .nemo ...); train: "
@@ -142,6 +143,15 @@ def cmd_corpus_verify(args) -> int:
         print(f"{corpus.manifest_path}: {problem}", file=sys.stderr)
     print(f"{corpus.manifest_path}: {len(corpus.rows)} clips checked, {len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def cmd_corpus_derive(args) -> int:
+    report = derive_corpus(args.corpus, args.transform, args.out, seed=args.seed, progress=not args.quiet)
+    for failure in report.failed:
+        print(f"[derive] failed: {failure}", file=sys.stderr)
+    print(f"[derive] {report.made} clips made, {report.reused} already there, {len(report.failed)} failed -> "
+          + (f"{Path(args.out) / 'manifest.csv'}" if report.made + report.reused else "no manifest written"))
+    return 1 if report.failed else 0
 
 
 def cmd_corpus_pack(args) -> int:
@@ -382,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus")
     p.add_argument("--recipe", help="the recipe the corpus was generated from: clip set, conditions, seeds, hashes")
     p.set_defaults(func=cmd_corpus_verify)
+    p = corpus.add_parser("derive", help="a laundered copy of a corpus: every clip through a codec, the telephone "
+                                         "band, noise, resampling or cropping (labels kept, parent hash recorded)")
+    p.add_argument("corpus")
+    p.add_argument("--transform", action="append", required=True, metavar="SPEC",
+                   help="codec:mp3:32k, codec:opus:16k, codec:g711, codec:amr-nb, telephone, noise:snr=10, "
+                        "resample:8000, crop:2.0; repeat it to chain transforms, in order")
+    p.add_argument("--out", required=True, help="the derived corpus folder (new, or the same derivation to resume)")
+    _options(p, "--seed", "--quiet")
+    p.set_defaults(func=cmd_corpus_derive)
     p = corpus.add_parser("pack", help="write the corpus as a Hugging Face datasets audio folder with a dataset card "
                                        "(`corpus import` reads it back)")
     p.add_argument("corpus")

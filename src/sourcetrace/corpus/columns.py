@@ -23,7 +23,7 @@ from sourcetrace.core.schema import (
     problems,
 )
 
-IMPORT, SYNTH = "corpus import", "synth"  # the stages that write manifests
+IMPORT, SYNTH, DERIVE = "corpus import", "synth", "corpus derive"  # the stages that write manifests
 
 
 def _column(meaning: str, written_by: tuple[str, ...], spec=MANIFEST_TEXT, required: bool = False,
@@ -65,6 +65,9 @@ class ClipRecord:
                                            (SYNTH,), MANIFEST_BOOL)
     batch_size: int | None = _column("synthesis batch size", (SYNTH,), MANIFEST_INT)
     sourcetrace: str = _column("sourcetrace version that synthesised the clip", (SYNTH,))
+    parent_sha256: str = _column("sha256 of the audio a derived (laundered) clip was made from", (DERIVE,))
+    transform: str = _column("the transforms a derived clip went through, in order (codec:mp3:32k+noise:snr=10)",
+                             (DERIVE,))
     extra: Mapping[str, str] = field(default_factory=dict, hash=False)  # columns the table does not know
 
     @classmethod
