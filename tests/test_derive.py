@@ -118,3 +118,35 @@ def test_bad_input_is_refused_or_reported_and_the_good_clips_kept(parent, tmp_pa
     assert "holds another derivation" in capsys.readouterr().err
     assert main(["corpus", "derive", str(broken), "--transform", "crop:1", "--out", str(broken / "x")]) == 2
     assert "inside the parent corpus" in capsys.readouterr().err
+
+
+def test_laundering_scores_clean_support_against_each_laundered_query(parent, tmp_path):
+    from sourcetrace.attribution.extractors import build_extractor
+    from sourcetrace.attribution.store import FeatureStore
+    from sourcetrace.benchmark.laundering import laundering_scores
+    from sourcetrace.benchmark.protocol import ClipTable, load_protocol
+    from sourcetrace.benchmark.runner import AttributorSpec, run_protocol
+
+    rate = Corpus.read(parent.root).rows[0].sample_rate
+    specs = [f"resample:{rate}", "crop:0.3"]  # the first keeps every sample: a laundering that changes nothing
+    for spec in specs:
+        derive_corpus(parent.root, [spec], tmp_path / spec, progress=False)
+    table = ClipTable.from_records(parent.rows)
+
+    def vectors(root):
+        store = FeatureStore(Corpus.read(root), build_extractor("lfcc", device="cpu"))
+        store.compute(progress=False)
+        return store.load(list(table.clip_id))
+
+    clean = vectors(parent.root)
+    laundered = {spec: vectors(tmp_path / spec) for spec in specs}
+    assert np.array_equal(laundered[specs[0]], clean)
+    protocol, attributor = load_protocol("indomain"), AttributorSpec.parse("knn:k=1")
+    scores = laundering_scores(protocol, table, clean, laundered, attributor, seeds=(0, 1))
+    reference = run_protocol(protocol, table, clean, attributor, seeds=(0, 1))["levels"]
+    for level in protocol.levels:
+        assert scores["clean"][level]["mean"] == reference[level]["mean"]  # the same splits and predictions
+        assert scores[specs[0]][level] == scores["clean"][level]
+    assert scores["crop:0.3"]["checkpoint"]["per_seed"] != scores["clean"]["checkpoint"]["per_seed"]
+    with pytest.raises(UsageError, match="must hold every clip"):
+        laundering_scores(protocol, table, clean, {"short": clean[:-1]}, attributor)

@@ -76,6 +76,12 @@ BITRATE_CODECS = ("mp3", "opus")
 BITEXACT = ["-fflags", "+bitexact", "-flags:a", "+bitexact"]
 
 
+def to_pcm16(wave: np.ndarray) -> np.ndarray:
+    """16-bit samples, scaled as libsndfile reads them (x 32768), so a clip read and written unchanged
+    keeps every sample (libsndfile's own float writer scales by 32767)."""
+    return np.clip(np.round(wave.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+
+
 def _ffmpeg_exe(spec: str) -> str:
     exe = shutil.which("ffmpeg")
     if exe is None:
@@ -104,7 +110,7 @@ def _codec(spec: str, name: str, bitrate: float | None) -> Transform:
     encoder, container, encode_rate, out_rate = CODECS[name]
 
     def apply(wave: np.ndarray, rate: int, _rng) -> tuple[np.ndarray, int]:
-        pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+        pcm = to_pcm16(wave).astype("<i2").tobytes()
         raw_in = ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
         rate_args = ["-ar", str(encode_rate)] if encode_rate else []
         bitrate_args = ["-b:a", str(int(bitrate))] if bitrate else []
@@ -235,7 +241,7 @@ def derive_corpus(parent: str | Path, specs: list[str], out: str | Path, seed: i
             else:
                 wave, rate = derive_clip(corpus.audio_path(row), transforms, seed, row.clip_id)
                 with atomic_path(target) as tmp:
-                    sf.write(str(tmp), wave, rate, subtype="PCM_16", format="WAV")
+                    sf.write(str(tmp), to_pcm16(wave), rate, subtype="PCM_16", format="WAV")
                 report.made += 1
         except (DeriveError, OSError, RuntimeError) as exc:  # a clip libsndfile cannot read, a codec that fails
             report.failed.append(f"{row.clip_id}: {exc}")
