@@ -94,7 +94,7 @@ def _check_encoder(encoder: str, spec: str) -> None:
     done = subprocess.run([_ffmpeg_exe(spec), "-hide_banner", "-encoders"], capture_output=True, text=True, check=False)
     if not any(line.split()[1:2] == [encoder] for line in done.stdout.splitlines() if line.startswith(" ")):
         raise DeriveError(f"--transform {spec!r}: this FFmpeg has no {encoder} encoder; install an FFmpeg built "
-                          f"with it (e.g. --enable-{encoder.replace('_', '-')}) or choose another codec")
+                          "with that library, or choose another codec")
 
 
 def _ffmpeg(args: list[str], data: bytes, spec: str) -> bytes:
