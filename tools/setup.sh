@@ -14,8 +14,9 @@ missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # ffmpeg (optional): the libraries torchcodec loads to encode and decode audio for HF `datasets`
-# (the corpus release tests; skipped without them, never in CI).
-ldconfig -p 2>/dev/null | grep 'libavutil\.so\.' >/dev/null || missing+=(ffmpeg)
+# (the corpus release tests), and the program `corpus derive` runs for its codecs; the tests that
+# need them skip without them, never in CI.
+{ command -v ffmpeg >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep 'libavutil\.so\.' >/dev/null; } || missing+=(ffmpeg)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing ${missing[*]} with apt-get"
