@@ -31,10 +31,11 @@ def laundering_scores(protocol: Protocol, table: ClipTable, clean: np.ndarray, l
     out: dict[str, dict[str, dict]] = {}
     for condition, source in {CLEAN: clean, **laundered}.items():
         per_level: dict[str, list[dict]] = {level: [] for level in protocol.levels}
+        X = clean if source is clean else clean.copy()  # one copy per condition: its query rows swapped per split
         for split in splits:
-            X = clean.copy()
             X[split.query] = source[split.query]
             predictions = predict_levels(spec, X, table, split, protocol.levels, device=device)
+            X[split.query] = clean[split.query]
             for level in protocol.levels:
                 y_true = table.labels(level)[split.query]
                 labels = sorted(set(y_true) | set(predictions[level]))

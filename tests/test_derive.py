@@ -77,6 +77,7 @@ def test_a_chain_repeats_byte_for_byte_and_an_interrupted_run_resumes(parent, tm
     assert [r.sha256 for r in a.rows] == [r.sha256 for r in b.rows]
     assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
     assert {r.transform for r in a.rows} == {"codec:mp3:32k+noise:snr=20"}
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["audio", "derivation.json", "manifest.csv"]
     # as a kill leaves it: some clips written (atomically), no manifest yet
     (tmp_path / "a" / "manifest.csv").unlink()
     for row in a.rows[::2]:

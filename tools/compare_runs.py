@@ -18,6 +18,7 @@ difference; exits 1 on any.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -71,6 +72,7 @@ MEANING: list[tuple[str, Callable[[Path], object] | None]] = [
 ]
 
 
+@functools.cache  # the summary asks again for files the comparison hashed
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

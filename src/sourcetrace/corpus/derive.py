@@ -24,6 +24,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -35,9 +36,10 @@ from tqdm import tqdm
 
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import atomic_path, sha256_file, write_json_atomic
-from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts
+from sourcetrace.corpus.manifest import Corpus, audio_facts
 
 DERIVATION = "derivation.json"  # in the derived corpus: what it was made from and how (resume checks it)
+SCRATCH = ".scratch"  # in the derived corpus while it is made: the codecs' files
 TELEPHONE_BAND = (300.0, 3400.0)
 NARROWBAND_RATE = 8000
 
@@ -47,11 +49,20 @@ class DeriveError(SourcetraceError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class ClipContext:
+    """What a transform may use besides the samples: the clip's own noise generator, and a scratch
+    folder inside the output (a codec's file is written there, never outside the corpus)."""
+
+    rng: np.random.Generator
+    scratch: Path
+
+
+@dataclass(frozen=True)
 class Transform:
-    """One step of a chain: `spec` is its canonical spelling, `apply` maps (wave, rate, rng) to (wave, rate)."""
+    """One step of a chain: `spec` is its canonical spelling, `apply` maps (wave, rate, context) to (wave, rate)."""
 
     spec: str
-    apply: Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, int]]
+    apply: Callable[[np.ndarray, int, ClipContext], tuple[np.ndarray, int]]
     check: Callable[[], None] = lambda: None  # what it needs of this machine, checked before any clip
 
 
@@ -109,7 +120,7 @@ def _ffmpeg(args: list[str], data: bytes, spec: str) -> bytes:
 def _codec(spec: str, name: str, bitrate: float | None) -> Transform:
     encoder, container, encode_rate, out_rate = CODECS[name]
 
-    def apply(wave: np.ndarray, rate: int, _rng) -> tuple[np.ndarray, int]:
+    def apply(wave: np.ndarray, rate: int, context: ClipContext) -> tuple[np.ndarray, int]:
         pcm = to_pcm16(wave).astype("<i2").tobytes()
         raw_in = ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
         rate_args = ["-ar", str(encode_rate)] if encode_rate else []
@@ -117,7 +128,7 @@ def _codec(spec: str, name: str, bitrate: float | None) -> Transform:
         back = out_rate or rate
         # a seekable file, not a pipe: the encoder writes its delay and padding into the header
         # (LAME's gapless info), so the decoder gives back exactly the clip's samples
-        with tempfile.TemporaryDirectory(prefix="sourcetrace-codec-") as tmp:
+        with tempfile.TemporaryDirectory(dir=context.scratch, prefix="codec-") as tmp:
             coded = Path(tmp) / f"clip.{container}"
             _ffmpeg([*raw_in, *BITEXACT, *rate_args, "-c:a", encoder, *bitrate_args, str(coded)], pcm, spec)
             decoded = _ffmpeg(["-i", str(coded), *BITEXACT, "-f", "s16le", "-ar", str(back), "-ac", "1", "pipe:1"],
@@ -130,7 +141,7 @@ def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     return wave if rate == target else soxr.resample(wave, rate, target, quality="HQ").astype(np.float32)
 
 
-def _telephone(wave: np.ndarray, rate: int, _rng) -> tuple[np.ndarray, int]:
+def _telephone(wave: np.ndarray, rate: int, _context: ClipContext) -> tuple[np.ndarray, int]:
     """Zero-phase band limit to 300-3400 Hz at 8 kHz (the resampler removes what lies above 4 kHz)."""
     narrow = _resample(wave, rate, NARROWBAND_RATE)
     spectrum = np.fft.rfft(narrow.astype(np.float64))
@@ -140,9 +151,9 @@ def _telephone(wave: np.ndarray, rate: int, _rng) -> tuple[np.ndarray, int]:
 
 
 def _noise(snr_db: float) -> Callable:
-    def apply(wave: np.ndarray, rate: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def apply(wave: np.ndarray, rate: int, context: ClipContext) -> tuple[np.ndarray, int]:
         power = float(np.mean(wave.astype(np.float64) ** 2))  # silence stays silent: no level to set noise by
-        noise = rng.standard_normal(len(wave)) * np.sqrt(power / 10 ** (snr_db / 10))
+        noise = context.rng.standard_normal(len(wave)) * np.sqrt(power / 10 ** (snr_db / 10))
         return (wave + noise).astype(np.float32), rate
     return apply
 
@@ -173,10 +184,10 @@ def parse_transform(spec: str) -> Transform:
         return Transform(f"noise:snr={snr:g}", _noise(snr))
     if name == "resample":
         target = int(_number(argument, "sample rate", spec))
-        return Transform(f"resample:{target}", lambda wave, rate, _rng: (_resample(wave, rate, target), target))
+        return Transform(f"resample:{target}", lambda wave, rate, _context: (_resample(wave, rate, target), target))
     if name == "crop":
         seconds = _number(argument, "length", spec)
-        return Transform(f"crop:{seconds:g}", lambda wave, rate, _rng: (wave[: int(round(seconds * rate))], rate))
+        return Transform(f"crop:{seconds:g}", lambda wave, rate, _context: (wave[: int(round(seconds * rate))], rate))
     raise UsageError(f"--transform {spec!r}: unknown transform; one of codec:mp3:32k, codec:opus:16k, codec:g711, "
                      "codec:amr-nb, telephone, noise:snr=10, resample:8000, crop:2.0")
 
@@ -186,13 +197,15 @@ def chain_spec(transforms: list[Transform]) -> str:
     return "+".join(t.spec for t in transforms)
 
 
-def derive_clip(source: Path, transforms: list[Transform], seed: int, clip_id: str) -> tuple[np.ndarray, int]:
+def derive_clip(source: Path, transforms: list[Transform], seed: int, clip_id: str,
+                scratch: Path) -> tuple[np.ndarray, int]:
     """The clip at `source` (mono: channels averaged) through the chain; noise seeded by (seed, clip_id)."""
     wave, rate = sf.read(str(source), dtype="float32", always_2d=True)
     wave = wave.mean(axis=1)
-    rng = np.random.default_rng([seed, int(hashlib.sha256(clip_id.encode()).hexdigest()[:15], 16)])
+    context = ClipContext(np.random.default_rng([seed, int(hashlib.sha256(clip_id.encode()).hexdigest()[:15], 16)]),
+                          scratch)
     for transform in transforms:
-        wave, rate = transform.apply(wave, rate, rng)
+        wave, rate = transform.apply(wave, rate, context)
     return wave, rate
 
 
@@ -223,15 +236,18 @@ def derive_corpus(parent: str | Path, specs: list[str], out: str | Path, seed: i
     if record.is_file():
         if json.loads(record.read_text(encoding="utf-8")) != derivation:
             raise UsageError(f"{out}: holds another derivation ({record}); choose an empty --out folder")
-    elif (out / MANIFEST).exists() or (out.is_dir() and any(out.iterdir())):
+    elif out.is_dir() and any(out.iterdir()):
         raise UsageError(f"--out {out}: not empty; choose an empty folder")
     targets = [PurePosixPath(row.path).with_suffix(".wav").as_posix() for row in corpus.rows]
-    clashes = sorted({t for t in targets if targets.count(t) > 1})
+    clashes = sorted(t for t, n in Counter(targets).items() if n > 1)
     if clashes:
         raise UsageError(f"{corpus.manifest_path}: clips that differ only in their suffix would share the derived "
                          f"file {clashes[0]!r} ({len(clashes)} such paths); rename them in the parent corpus")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, derivation)
+    scratch = out / SCRATCH
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed run's codec files
+    scratch.mkdir()
     report, rows = DeriveReport(), []
     for row, path in tqdm(list(zip(corpus.rows, targets, strict=True)), desc="derive", unit="clip", disable=not progress):
         target = out / path
@@ -239,7 +255,7 @@ def derive_corpus(parent: str | Path, specs: list[str], out: str | Path, seed: i
             if target.is_file():
                 report.reused += 1
             else:
-                wave, rate = derive_clip(corpus.audio_path(row), transforms, seed, row.clip_id)
+                wave, rate = derive_clip(corpus.audio_path(row), transforms, seed, row.clip_id, scratch)
                 with atomic_path(target) as tmp:
                     sf.write(str(tmp), to_pcm16(wave), rate, subtype="PCM_16", format="WAV")
                 report.made += 1
@@ -248,6 +264,7 @@ def derive_corpus(parent: str | Path, specs: list[str], out: str | Path, seed: i
             continue
         rows.append(replace(row, path=path, parent_sha256=row.sha256 or sha256_file(corpus.audio_path(row)),
                             transform=derivation["transform"], **audio_facts(target)))
+    shutil.rmtree(scratch, ignore_errors=True)
     if rows:
         Corpus(root=out, rows=rows).write()
     return report
