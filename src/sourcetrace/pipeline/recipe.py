@@ -172,7 +172,9 @@ def read_recipe_file(path: str | Path) -> dict:
     """The recipe's TOML tables, read once (`synth --recipe` and `run` both start here)."""
     try:
         return tomllib.loads(read_user_text(path))
-    except (OSError, tomllib.TOMLDecodeError, UsageError) as exc:
+    except UsageError as exc:  # names the file already
+        raise RecipeError(str(exc)) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
 
 
