@@ -9,17 +9,26 @@ reproducible bit for bit only without it; see generators/training.py). `--vocode
 vocoder kind alone (full-size config, random weights) on the 22.05 kHz mels of the test prompts'
 audio, conversion included (Vocos: re-analysis to 24 kHz and resampling back). `--check-resume`
 also trains each model again in a fresh process and once stopped halfway and resumed (in two more
-processes), and says whether the checkpoints are the same bit for bit (deterministic runs only). Usage:
+processes), and says whether the checkpoints are the same bit for bit (deterministic runs only).
+`--isolate` measures each architecture and vocoder in a fresh process and adds its wall time (build,
+data, steps, synthesis) and peak resident memory: the full-size smoke of the study's default configs
+(issue 24: every generator and vocoder builds, trains and synthesises on this codebase). Usage:
 
     python perf/bench_generators.py [--configs tiny,default] [--steps 3] [--batch-size 4] [--check-resume]
     python perf/bench_generators.py --architectures "" --vocoders vocos:mel-24khz
+    python perf/bench_generators.py --configs default --steps 2 --batch-size 2 --prompts 1 --isolate \
+        --architectures fastpitch,gradtts,matcha,vits,vits-espnet,xtts --json perf/results/cpu-2core-full-size-smoke.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +44,9 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
     from sourcetrace.generators.training import determinism
     from sourcetrace.vocoders import load_vocoder
 
+    t_build = time.perf_counter()
     generator = build_generator(arch, config, seed=0).to(device)
+    build_seconds = time.perf_counter() - t_build
     times = []
     if not isinstance(generator, InferenceOnly):  # XTTS: no training step to time
         data = TrainingData(generator, lj.items("train"), work / "features")
@@ -71,7 +82,7 @@ def measure_generator(arch: str, config: str, lj, work: Path, steps: int, batch_
         audio += len(wave) / generator.mel_config.sample_rate
     params = sum(p.numel() for p in generator.model.parameters())
     return {"architecture": arch, "config": config, "params": params, "batch_size": batch_size,
-            "seconds_per_step": sum(times[1:]) / steps if times else None, "rtf_acoustic": acoustic / audio,
+            "build_seconds": build_seconds, "seconds_per_step": sum(times[1:]) / steps if times else None, "rtf_acoustic": acoustic / audio,
             "rtf_with_vocoder": vocoded / audio, "threads": torch.get_num_threads(), "device": device,
             "deterministic": deterministic}
 
@@ -154,6 +165,28 @@ def measure_vocoder(kind: str, config: str, lj, device: str) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def _isolated(measure, *args) -> dict:
+    """`measure(*args)` in this (fresh) process, with its wall time and the process's peak memory."""
+    t0 = time.perf_counter()
+    row = measure(*args)
+    row["process_seconds"] = time.perf_counter() - t0
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return row
+
+
+def _in_fresh_process(threads: int, measure, *args) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        return pool.submit(_isolated, measure, *args).result()
+
+
+def _process_note(row: dict) -> str:
+    return f"  ({row['process_seconds']:.0f} s, {row['peak_rss_mb']:,.0f} MB peak)" if "peak_rss_mb" in row else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architectures", default="fastpitch,gradtts,matcha,vits,vits-espnet")
@@ -169,12 +202,15 @@ def main() -> None:
                              "compare the checkpoints bit for bit")
     parser.add_argument("--vocoders", default="hifigan:v1,nemo-hifigan:v1,vocos:mel-24khz,bigvgan:v2-22khz-80band-fmax8k-256x",
                         help='kind:config,... timed alone on real mels ("" for none)')
+    parser.add_argument("--isolate", action="store_true",
+                        help="each architecture and vocoder in a fresh process: adds its wall time and peak memory")
     parser.add_argument("--json")
     args = parser.parse_args()
 
     from sourcetrace.datasets.espeak_datasets import make_ljspeech_like
 
     torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]  # other work on the machine inflates the times: recorded with them
     work = Path(tempfile.mkdtemp(prefix="bench-generators-"))
     lj = make_ljspeech_like(work / "lj", n_train=8, n_val=1, n_test=args.prompts)
     vocoders = {}
@@ -182,23 +218,29 @@ def main() -> None:
     print(f"{'architecture':<10} {'config':<8} {'params':>9} {'s/step':>8} {'RTF acoustic':>13} {'RTF +HiFi-GAN':>14}")
     for arch in filter(None, args.architectures.split(",")):
         for config in args.configs.split(","):
-            row = measure_generator(arch, config, lj, work, args.steps, args.batch_size, args.device,
-                                    not args.nondeterministic, vocoders)
+            measure = (measure_generator, arch, config, lj, work, args.steps, args.batch_size, args.device,
+                       not args.nondeterministic, {} if args.isolate else vocoders)
+            row = _in_fresh_process(args.threads, *measure) if args.isolate else measure[0](*measure[1:])
             rows.append(row)
             step = "-" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.3f}"
             print(f"{arch:<10} {config:<8} {row['params']:>9,} {step:>8} {row['rtf_acoustic']:>13.3f} "
-                  f"{row['rtf_with_vocoder']:>14.3f}")
+                  f"{row['rtf_with_vocoder']:>14.3f}" + _process_note(row))
             if args.check_resume and not args.nondeterministic and row["seconds_per_step"] is not None:
                 row["resume"] = check_resume(arch, config, lj, work, args.steps, args.batch_size, args.device)
                 print(f"{'':<10} {'':<8} same checkpoints in a fresh process: {row['resume']['fresh_equals_first']}, "
                       f"stopped halfway and resumed: {row['resume']['resumed_equals_first']}")
     for spec in filter(None, args.vocoders.split(",")):
         kind, _, config = spec.partition(":")
-        row = measure_vocoder(kind, config or "v1", lj, args.device)
+        measure = (measure_vocoder, kind, config or "v1", lj, args.device)
+        row = _in_fresh_process(args.threads, *measure) if args.isolate else measure[0](*measure[1:])
         rows.append(row)
-        print(f"vocoder {kind:<12} {row['config']:<28} {row['params']:>12,} RTF {row['rtf']:.3f}")
+        print(f"vocoder {kind:<12} {row['config']:<28} {row['params']:>12,} RTF {row['rtf']:.3f}" + _process_note(row))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        report = {"command": " ".join(["python", *sys.argv]), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "device": args.device, "cpu": platform.processor() or platform.machine(), "cpus": len(os.sched_getaffinity(0)),
+                  "torch": torch.__version__, "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
+                  "rows": rows}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

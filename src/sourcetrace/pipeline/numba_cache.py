@@ -19,14 +19,13 @@ def warm() -> list[str]:
     select_nearest(np.zeros((1, 2), np.float32), 1)
     warmed = ["kNN neighbour selection"]
     try:
-        import librosa
+        from sourcetrace.generators.pitch import pyin
     except ImportError:  # the light core: no TTS stack, no pyin
         return warmed
     tone = np.sin(2 * np.pi * 150 * np.arange(22050) / 22050)
     for dtype in (np.float32, np.float64):  # FastPitch's pitch (float32 clips); both kernels librosa declares
-        librosa.pyin(tone.astype(dtype), fmin=65.0, fmax=2093.0, frame_length=1024, hop_length=256, sr=22050,
-                     fill_na=0.0)
-    return [*warmed, "librosa pyin"]
+        pyin(tone.astype(dtype), fmin=65.0, fmax=2093.0, frame_length=1024, hop_length=256, sr=22050, fill_na=0.0)
+    return [*warmed, "pyin (librosa's helpers and the banded Viterbi)"]
 
 
 if __name__ == "__main__":
