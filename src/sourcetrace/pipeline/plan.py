@@ -72,8 +72,9 @@ def unit_inputs(study: Study, unit: Unit) -> list[RecipeInput]:
         run = TrainingRun.parse(unit.name)
         if run.role == "finetuned":
             arch = corpus.architectures[run.architecture]
-            pretrained = [RecipeInput(f"[corpus.architectures.{arch.name}] pretrained", arch.pretrained)]
-            return hifitts + (pretrained if official and arch.pretrained is not None else [])
+            if not official or arch.pretrained is None:
+                return hifitts
+            return [*hifitts, RecipeInput(f"[corpus.architectures.{arch.name}] pretrained", arch.pretrained)]
         return [] if run.role == "zero-init" else ljspeech
     if unit.stage == "synth":
         found: dict[Path, RecipeInput] = {}
@@ -136,8 +137,10 @@ class _Costing:
         self.schedule = load_schedule(study.corpus_recipe.schedule)
         self.device_class = table.device_class(self.recipe.study.device)
 
-    def _row(self, estimate: Estimate, *path: str) -> Cost | None:
-        found = self.table.cost(*path) if None not in path else None
+    def _row(self, estimate: Estimate, *path: str | None) -> Cost | None:
+        """The cost at `path` (a None part: the recipe's device has no class), noted as used or lacking."""
+        parts = [p for p in path if p is not None]
+        found = self.table.cost(*parts) if len(parts) == len(path) else None
         key = ".".join(p or "?" for p in path)
         (estimate.costs if found else estimate.lacking).append(key)
         return found

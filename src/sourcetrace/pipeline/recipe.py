@@ -216,7 +216,7 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None, c
         if ("weights" in entry) == ("seed" in entry):
             raise RecipeError(f"{vwhere}: give either 'weights' (an official file) or 'seed' (an untrained vocoder)")
         config = entry.get("config")
-        if config is not None and (config not in _vocoder_class(entry["kind"]).shipped_configs if classes
+        if config is not None and (config not in _shipped_configs(entry["kind"]) if classes
                                    else _names_a_config_file(config)):
             config = str(resolve(config))  # a file, not a shipped config name
         vocoders[name] = VocoderSpec(name, entry["kind"], resolve(entry.get("weights")),
@@ -264,10 +264,10 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None, c
                         speakers, swap_vocoders)
 
 
-def _vocoder_class(kind: str) -> type:
+def _shipped_configs(kind: str) -> tuple[str, ...]:
     from sourcetrace.vocoders import vocoder_class
 
-    return vocoder_class(kind)
+    return vocoder_class(kind).shipped_configs
 
 
 def _unknown_vocoder(vocoder, vocoders: dict, where: str) -> str:
