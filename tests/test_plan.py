@@ -12,7 +12,7 @@ import pytest
 from test_deferred_imports import HEAVY
 
 from sourcetrace.cli import main
-from sourcetrace.pipeline.plan import EXIT_INPUTS_MISSING, plan_study
+from sourcetrace.pipeline.plan import EXIT_BLOCKED, plan_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY, MINI = ROOT / "recipes" / "study.toml", ROOT / "recipes" / "mini.toml"
@@ -38,7 +38,7 @@ def _states(plan: dict) -> dict[str, str]:
 
 def test_the_study_on_an_empty_workdir_is_blocked_and_says_how_to_fetch(tmp_path, capsys):
     work = tmp_path / "work"
-    assert main(["run", str(STUDY), "--plan", "--workdir", str(work)]) == EXIT_INPUTS_MISSING == 3
+    assert main(["run", str(STUDY), "--plan", "--workdir", str(work)]) == EXIT_BLOCKED == 3
     text = capsys.readouterr().out
     unit_lines = [line for line in text.splitlines() if line.startswith("    ") and not line.startswith("    slurm")
                   and not line.startswith("    [")]
@@ -189,3 +189,12 @@ def test_study_compute_md_is_generated_from_the_cost_table():
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "study_compute.py"), "--check"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_stage_run_alone_is_blocked_by_an_earlier_stage_not_done(tmp_path, capsys):
+    code, plan = _plan_json(capsys, MINI, "--workdir", tmp_path, "--stages", "synth")
+    assert code == 3 and plan["missing"] == []
+    assert [(u["state"], u["after"]) for u in plan["stages"][0]["units"]] == [("blocked", "train")]
+    capsys.readouterr()
+    main(["run", str(MINI), "--workdir", str(tmp_path), "--stages", "synth", "--plan"])
+    assert "after train, which is not up to date and not among --stages" in capsys.readouterr().out

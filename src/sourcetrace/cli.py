@@ -2,8 +2,9 @@
 
 Each command parses its options, calls one library function and prints what it returned. Errors:
 a `SourcetraceError` (something a user can fix) or an `OSError` is one `error:` line, exit 2; a
-failed stage of `run` exits 1; `run --plan` exits 3 when an input is missing; an interrupt 130; anything else is a bug in sourcetrace: its
-traceback, a line asking to report it, exit 70 (EX_SOFTWARE).
+failed stage of `run` exits 1; `run --plan` exits 3 when a unit is blocked (an input missing); an
+interrupt 130; anything else is a bug in sourcetrace: its traceback, a line asking to report it,
+exit 70 (EX_SOFTWARE).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts
 from sourcetrace.pipeline.backends import BACKENDS, run_study
 from sourcetrace.pipeline.demo import run_demo
-from sourcetrace.pipeline.plan import EXIT_INPUTS_MISSING, plan_lines, plan_study
+from sourcetrace.pipeline.plan import EXIT_BLOCKED, plan_lines, plan_study
 from sourcetrace.pipeline.recipe import load_recipe
 from sourcetrace.pipeline.regenerate import check_against_recipe
 from sourcetrace.pipeline.study import STAGES
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="run nothing: print each stage's units (done, pending, or blocked by a missing input), the "
                         "device-hours and disk per stage, and with --backend slurm the jobs it would submit; exit "
-                        f"{EXIT_INPUTS_MISSING} if an input is missing, 0 if every unit can run")
+                        f"{EXIT_BLOCKED} if a unit is blocked (an input missing), 0 if every unit can run")
     p.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
     p.set_defaults(func=cmd_run)
 

@@ -28,8 +28,8 @@ from sourcetrace.pipeline.costs import Cost, CostTable
 from sourcetrace.pipeline.recipe import Shard, expand
 from sourcetrace.pipeline.study import STAGES, Study, TrainingRun, Unit, parse_stages
 
-#: `run --plan` exits with this when an input is missing (0 when every unit can run).
-EXIT_INPUTS_MISSING = 3
+#: `run --plan` exits with this when a unit is blocked or an input is missing (0 when every unit can run).
+EXIT_BLOCKED = 3
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,9 @@ class Plan:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_INPUTS_MISSING if any(s.blocked for s in self.stages) else 0
+        """Non-zero while anything is missing, even an input no unit of the plan names (a file the fetch
+        registry knows a unit reads beside the one the recipe names)."""
+        return EXIT_BLOCKED if self.missing or any(s.blocked for s in self.stages) else 0
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -305,7 +307,11 @@ def plan_study(recipe: str | Path, workdir: str | Path | None = None, backend: s
     missing = missing_inputs(study)
     plans: list[StagePlan] = []
     blocked_stage: str | None = None
-    for stage in parse_stages(stages):
+    chosen = parse_stages(stages)
+    for stage in chosen:
+        skipped = [s for s in STAGES[: STAGES.index(stage)] if s not in chosen and not study.up_to_date(s)]
+        if skipped and blocked_stage is None:  # what this stage reads would not be there
+            blocked_stage = skipped[-1]
         up_to_date = study.up_to_date(stage)
         units = study.units(stage, sharded=runner.sharded)
         unit_plans = []
@@ -356,6 +362,7 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
     device = table.classes.get(plan.device_class or "", "no class in the cost table")
     lines = [f"[plan] {plan.recipe} in {plan.workdir}, backend {plan.backend}, device {plan.device} "
              f"(costs of {device})"]
+    chosen = {stage.name for stage in plan.stages}
     for stage in plan.stages:
         counts = {s: sum(1 for u in stage.units if u.state == s) for s in ("done", "pending", "blocked")}
         lines.append(f"[plan] {stage.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -365,7 +372,9 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
             lines.append("    no estimate: the cost table lacks " + ", ".join(stage.estimate.lacking))
         for unit in stage.units:
             why = ("needs " + ", ".join(f"{m.name} ({m.path})" for m in unit.lacks) if unit.lacks
-                   else f"after {unit.after}, which is blocked" if unit.after else "")
+                   else f"after {unit.after}, which is " + ("blocked" if unit.after in chosen else
+                                                             "not up to date and not among --stages")
+                   if unit.after else "")
             cost = f"  {_duration(unit.estimate.device_hours)}" if unit.estimate.device_hours else ""
             lines.append(f"    {unit.name:<28} {unit.state}{cost}" + (f": {why}" if why else ""))
         for job in stage.submissions:
