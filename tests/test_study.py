@@ -2,6 +2,7 @@
 and, through a real Slurm cluster, sharded stages giving the same outputs as the local backend and
 a preempted training job that is requeued and resumes bit for bit."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,6 +71,15 @@ def test_a_rerun_with_nothing_changed_does_nothing(local_run, capsys):
     assert "everything is up to date: nothing to do" in capsys.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_the_plan_of_a_finished_study_is_all_done(local_run, capsys):
+    recipe, out = local_run
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--workdir", str(out), "--plan", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in plan["stages"] if s["up_to_date"]] == list(STAGES)
+    assert {u["state"] for s in plan["stages"] for u in s["units"]} == {"done"} and plan["missing"] == []
 
 
 def test_a_changed_section_reruns_its_stage_and_those_after(local_run, tmp_path):

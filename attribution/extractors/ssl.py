@@ -39,6 +39,7 @@ from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.offline import default_models_dir
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -112,10 +113,6 @@ def check_model_folder(model_dir: Path) -> None:
 
 
 NAMED_MODELS = ("xls-r-2b", "w2v-bert-2.0")
-
-
-def default_models_dir() -> Path:
-    return Path(os.environ.get("SOURCETRACE_MODELS", Path.home() / ".cache" / "sourcetrace" / "models"))
 
 
 def shipped_models() -> list[str]:

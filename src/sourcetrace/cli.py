@@ -2,8 +2,9 @@
 
 Each command parses its options, calls one library function and prints what it returned. Errors:
 a `SourcetraceError` (something a user can fix) or an `OSError` is one `error:` line, exit 2; a
-failed stage of `run` exits 1; an interrupt 130; anything else is a bug in sourcetrace: its
-traceback, a line asking to report it, exit 70 (EX_SOFTWARE).
+failed stage of `run` exits 1; `run --plan` exits 3 when a unit is blocked (an input missing); an
+interrupt 130; anything else is a bug in sourcetrace: its traceback, a line asking to report it,
+exit 70 (EX_SOFTWARE).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts
 from sourcetrace.pipeline.backends import BACKENDS, run_study
 from sourcetrace.pipeline.demo import run_demo
+from sourcetrace.pipeline.plan import EXIT_BLOCKED, plan_lines, plan_study
 from sourcetrace.pipeline.recipe import load_recipe
 from sourcetrace.pipeline.regenerate import check_against_recipe
 from sourcetrace.pipeline.study import STAGES
@@ -361,6 +363,12 @@ def _threads_note(threads: int) -> str:
 
 
 def cmd_run(args) -> int:
+    if args.json and not args.plan:
+        raise UsageError("--json goes with --plan (the plan as JSON); a run prints its log")
+    if args.plan:
+        plan = plan_study(args.recipe, args.workdir, backend=args.backend, stages=args.stages)
+        print(json.dumps(plan.to_json(), indent=1) if args.json else "\n".join(plan_lines(plan)))
+        return plan.exit_code
     study = run_study(args.recipe, args.workdir, backend=args.backend, stages=args.stages)
     print(f"[run] {study.title}\n[run] leaderboard: {study.path('site/index.html')}")
     return 0
@@ -461,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="local",
                    help="local: in this process; slurm: jobs and job arrays through submitit ([slurm] table)")
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print each stage's units (done, pending, or blocked by a missing input), the "
+                        "device-hours and disk per stage, and with --backend slurm the jobs it would submit; exit "
+                        f"{EXIT_BLOCKED} if a unit is blocked (an input missing), 0 if every unit can run")
+    p.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "

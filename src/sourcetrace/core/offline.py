@@ -10,6 +10,7 @@ stack is imported (`generators/vits_espnet.py`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 OFFLINE_SWITCHES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -17,3 +18,8 @@ OFFLINE_SWITCHES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATA
 def go_offline() -> None:
     for name, value in OFFLINE_SWITCHES.items():
         os.environ.setdefault(name, value)
+
+
+def default_models_dir() -> Path:
+    """Where named SSL models (`xls-r-2b`...) are looked for: $SOURCETRACE_MODELS, else the user's cache."""
+    return Path(os.environ.get("SOURCETRACE_MODELS", Path.home() / ".cache" / "sourcetrace" / "models"))

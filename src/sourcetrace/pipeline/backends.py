@@ -62,10 +62,9 @@ class SlurmBackend:
         self.folder, self.partition, self.timeout_min = Path(folder), partition, timeout_min
         self.cpus_per_task, self.mem_gb, self.extra = cpus_per_task, mem_gb, extra or {}
 
-    def _executor(self, gpus: int, name: str):
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="slurm")
+    def job_parameters(self, gpus: int, name: str) -> dict:
+        """What submitit's executor is given for a job (or each task of an array) asking `gpus` GPUs;
+        `run --plan` prints these."""
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_task, "name": name,
                   "slurm_additional_parameters": {"requeue": True, **self.extra}}
         if self.partition:
@@ -74,16 +73,35 @@ class SlurmBackend:
             params["gpus_per_node"] = gpus
         if self.mem_gb:
             params["mem_gb"] = self.mem_gb
-        executor.update_parameters(**params)
+        return params
+
+    def _executor(self, gpus: int, name: str):
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="slurm")
+        executor.update_parameters(**self.job_parameters(gpus, name))
         return executor
 
-    def run(self, study: Study, units: list[Unit], log: Callable[[str], None]) -> None:
-        failures = []
+    @staticmethod
+    def submissions(units: list[Unit]) -> list[tuple[int, int, list[Unit]]]:
+        """(wave, gpus, units) of each submission, in order: one job array per wave and GPU count;
+        a wave is submitted once the one before it finished."""
+        out = []
         for wave, members in groupby(sorted(units, key=lambda u: u.wave), key=lambda u: u.wave):
-            jobs = []
             for gpus, same in groupby(sorted(members, key=lambda u: u.gpus), key=lambda u: u.gpus):
-                same = list(same)
-                executor = self._executor(gpus, f"sourcetrace-{same[0].stage}")
+                out.append((wave, gpus, list(same)))
+        return out
+
+    @staticmethod
+    def job_name(stage: str) -> str:
+        return f"sourcetrace-{stage}"
+
+    def run(self, study: Study, units: list[Unit], log: Callable[[str], None]) -> None:
+        failures: list[str] = []
+        for wave, group in groupby(self.submissions(units), key=lambda submission: submission[0]):
+            jobs = []
+            for _, gpus, same in group:
+                executor = self._executor(gpus, self.job_name(same[0].stage))
                 tasks = [UnitTask(str(study.recipe_path), str(study.workdir), u) for u in same]
                 with executor.batch():  # one job array for the group
                     submitted = [executor.submit(task) for task in tasks]

@@ -30,7 +30,7 @@ from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import read_user_text
 from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
-from sourcetrace.core.plugins import GENERATORS
+from sourcetrace.core.plugins import GENERATORS, VOCODERS
 from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
     RECIPE_CORPUS,
@@ -183,10 +183,17 @@ def load_recipe(path: str | Path, base: str | Path | None = None) -> CorpusRecip
     return corpus_recipe(read_recipe_file(path), path, base)
 
 
-def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -> CorpusRecipe:
-    """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key."""
-    from sourcetrace.generators import EndToEndGenerator, ZeroShot, generator_class
-    from sourcetrace.vocoders import VOCODERS, vocoder_class
+def _names_a_config_file(config: str) -> bool:
+    """A vocoder `config` that is a file rather than a shipped config name, told without the vocoder
+    class (shipped names carry no suffix or folder: tests/test_plan.py checks every built-in's)."""
+    return "/" in config or bool(Path(config).suffix)
+
+
+def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None, classes: bool = True) -> CorpusRecipe:
+    """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key.
+    `classes=False` reads it without importing the architecture and vocoder classes (no torch: `run
+    --plan`), leaving the checks that need them (vocoders of end-to-end and zero-shot architectures)
+    to the run itself."""
 
     path = Path(path)
     base = Path(base) if base is not None else path.parent
@@ -209,7 +216,8 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         if ("weights" in entry) == ("seed" in entry):
             raise RecipeError(f"{vwhere}: give either 'weights' (an official file) or 'seed' (an untrained vocoder)")
         config = entry.get("config")
-        if config is not None and config not in vocoder_class(entry["kind"]).shipped_configs:
+        if config is not None and (config not in _shipped_configs(entry["kind"]) if classes
+                                   else _names_a_config_file(config)):
             config = str(resolve(config))  # a file, not a shipped config name
         vocoders[name] = VocoderSpec(name, entry["kind"], resolve(entry.get("weights")),
                                      config, entry.get("seed"))
@@ -218,22 +226,15 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
         awhere = f"{path} [corpus.architectures.{name}]"
         if name not in GENERATORS:
             raise RecipeError(f"{awhere}: unknown architecture; known: {GENERATORS.describe()}")
-        end_to_end = issubclass(generator_class(name), EndToEndGenerator)
         try:
             references = tuple(Reference.parse(r, resolve) for r in entry.get("references", ()))
         except ValueError as exc:
             raise RecipeError(f"{awhere}: {exc}") from None
-        if issubclass(generator_class(name), ZeroShot) != bool(references):
-            raise RecipeError(f"{awhere}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
-                                               "'references' (a list of audio files, or `speaker:NAME` for a "
-                                               "voice the checkpoint stores)" if not references else
-                                               f"{name} speaks in its trained voice: it takes no 'references'"))
         vocoder = entry.get("vocoder")
-        if end_to_end and vocoder is not None:
-            raise RecipeError(f"{awhere}: {name} is end to end (its own decoder makes the waveform): it takes no vocoder")
-        if not end_to_end and vocoder not in vocoders:
-            raise RecipeError(f"{awhere}: 'vocoder' must name one of [corpus.vocoders] ({', '.join(sorted(vocoders))}), "
-                              f"got {vocoder!r}")
+        if classes:
+            _check_against_class(name, references, vocoder, vocoders, awhere)
+        elif vocoder is not None and vocoder not in vocoders:
+            raise RecipeError(_unknown_vocoder(vocoder, vocoders, awhere))
         architectures[name] = ArchitectureSpec(
             name, resolve(entry.get("runs")), resolve(entry.get("pretrained")),
             str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned")),
@@ -261,6 +262,33 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None) -
     return CorpusRecipe(path, resolve(corpus["prompts"]), int(corpus.get("seed", 0)), corpus["schedule"],
                         roles, swap_roles, str(corpus.get("speaker", "LJ")), architectures, vocoders, batch_size,
                         speakers, swap_vocoders)
+
+
+def _shipped_configs(kind: str) -> tuple[str, ...]:
+    from sourcetrace.vocoders import vocoder_class
+
+    return vocoder_class(kind).shipped_configs
+
+
+def _unknown_vocoder(vocoder, vocoders: dict, where: str) -> str:
+    return f"{where}: 'vocoder' must name one of [corpus.vocoders] ({', '.join(sorted(vocoders))}), got {vocoder!r}"
+
+
+def _check_against_class(name: str, references: tuple, vocoder: str | None, vocoders: dict, where: str) -> None:
+    """What the architecture's class says of its entry: references for zero-shot models only, a
+    vocoder for mel models only."""
+    from sourcetrace.generators import EndToEndGenerator, ZeroShot, generator_class
+
+    if issubclass(generator_class(name), ZeroShot) != bool(references):
+        raise RecipeError(f"{where}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
+                                          "'references' (a list of audio files, or `speaker:NAME` for a "
+                                          "voice the checkpoint stores)" if not references else
+                                          f"{name} speaks in its trained voice: it takes no 'references'"))
+    end_to_end = issubclass(generator_class(name), EndToEndGenerator)
+    if end_to_end and vocoder is not None:
+        raise RecipeError(f"{where}: {name} is end to end (its own decoder makes the waveform): it takes no vocoder")
+    if not end_to_end and vocoder not in vocoders:
+        raise RecipeError(_unknown_vocoder(vocoder, vocoders, where))
 
 
 def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
@@ -402,11 +430,25 @@ def _check_protocols(benchmark: dict, where: str) -> None:
         raise RecipeError(f"{where}: {exc}") from None
 
 
+def _check_trainable(arch: ArchitectureSpec, settings: TrainingSettings, where: str) -> None:
+    """An inference-only architecture is asked for no training run."""
+    from sourcetrace.generators import InferenceOnly, generator_class
+
+    architecture = generator_class(arch.name)
+    trained = [r for r in ("scheduled", "finetuned") if r in arch.roles and (r == "scheduled" or arch.finetuned)]
+    if issubclass(architecture, InferenceOnly) and (
+            trained or (settings.pretrained == "train" and arch.pretrained is not None)):
+        raise RecipeError(f"{where}: {arch.name} is inference-only ({architecture.inference_only_reason}); "
+                          "give it roles = [\"zero-init\"] (seeded models) or an official 'pretrained' with "
+                          "[training] pretrained = 'official'")
+
+
 STUDY_TABLES = ("study", "data", "training", "corpus", "features", "benchmark", "slurm")
 
 
-def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
-    """Read and validate every table of a study recipe; relative paths resolve against `base` (the work folder)."""
+def load_study_recipe(path: str | Path, base: str | Path, classes: bool = True) -> StudyRecipe:
+    """Read and validate every table of a study recipe; relative paths resolve against `base` (the work
+    folder). `classes=False`: without the architecture and vocoder classes (see `corpus_recipe`)."""
     raw = read_recipe_file(path)
     extra = sorted(set(raw) - set(STUDY_TABLES))
     if extra:
@@ -425,21 +467,14 @@ def load_study_recipe(path: str | Path, base: str | Path) -> StudyRecipe:
         raise RecipeError(f"{path} [data]: give either make_mini (espeak-ng datasets) or ljspeech (+ hifitts) paths")
     if tables["features"].get("max_seconds", 0) < 0:
         raise RecipeError(f"{path} [features]: max_seconds must be >= 0 (0: no limit), got {tables['features']['max_seconds']}")
-    corpus = corpus_recipe(raw, path, base=base)
+    corpus = corpus_recipe(raw, path, base=base, classes=classes)
     settings = TrainingSettings(training["config"], training.get("pretrained", "official"),
                                 training.get("pretrained_seed", 1000), training.get("batch_size"),
                                 training.get("tensorboard", True), training.get("deterministic", True))
-    from sourcetrace.generators import InferenceOnly, generator_class
-
     for arch in corpus.architectures.values():
         where = f"{path} [corpus.architectures.{arch.name}]"
-        architecture = generator_class(arch.name)
-        trained = [r for r in ("scheduled", "finetuned") if r in arch.roles and (r == "scheduled" or arch.finetuned)]
-        if issubclass(architecture, InferenceOnly) and (
-                trained or (settings.pretrained == "train" and arch.pretrained is not None)):
-            raise RecipeError(f"{where}: {arch.name} is inference-only ({architecture.inference_only_reason}); "
-                              "give it roles = [\"zero-init\"] (seeded models) or an official 'pretrained' with "
-                              "[training] pretrained = 'official'")
+        if classes:
+            _check_trainable(arch, settings, where)
         if arch.finetuned is not None and arch.pretrained is None:
             raise RecipeError(f"{where}: a fine-tune starts from the pretrained checkpoint: give 'pretrained' too")
         if settings.pretrained == "train" and arch.pretrained is not None and naming.step_of(arch.pretrained.name) is None:

@@ -88,10 +88,13 @@ class Unit:
 
 
 class Study:
-    def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None):
+    """A recipe in a work folder. `classes=False` reads the recipe without the model classes (no
+    torch): enough to plan the study (`plan.py`), not to run it."""
+
+    def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None, classes: bool = True):
         self.recipe_path = Path(recipe_path).resolve()
         self.workdir = Path(workdir or Path.cwd()).resolve()
-        self.recipe: StudyRecipe = load_study_recipe(self.recipe_path, base=self.workdir)
+        self.recipe: StudyRecipe = load_study_recipe(self.recipe_path, base=self.workdir, classes=classes)
         self.corpus_recipe: CorpusRecipe = self.recipe.corpus
         self.title = self.recipe.study.title
 
