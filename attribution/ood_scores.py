@@ -102,10 +102,19 @@ class KNNDistance(OODScore):
 
 
 def class_means(X: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """(classes, dims) float64 means, summed in one pass (no per-class copies of X)."""
-    sums = np.zeros((n_classes, X.shape[1]))
-    np.add.at(sums, codes, X)
-    return sums / np.bincount(codes, minlength=n_classes)[:, None]
+    """(classes, dims) float64 means, each class's rows summed in float64 (a copy of one class at a time)."""
+    return np.stack([X[codes == c].sum(0, dtype=np.float64) / max(int(np.sum(codes == c)), 1) for c in range(n_classes)])
+
+
+def ledoit_wolf_intensity(covariance: np.ndarray, fourth: float, n: int) -> float:
+    """The Ledoit-Wolf shrinkage intensity of centred data, from its covariance S = X^T X / n and the
+    sum over rows of |x|^4: scikit-learn's ledoit_wolf_shrinkage(X, assume_centered=True) (tested),
+    whose sum of (X^2)^T X^2 is that sum of |x|^4, without a pass over X^2 in (features x features) blocks."""
+    d = len(covariance)
+    mu = np.trace(covariance) / d
+    delta = (np.sum(covariance * covariance) - 2.0 * mu * np.trace(covariance) + d * mu * mu) / d
+    beta = min((fourth / n - np.sum(covariance * covariance)) / (d * n), delta)
+    return 0.0 if beta == 0 else float(beta / delta)
 
 
 class Mahalanobis(OODScore):
@@ -124,20 +133,19 @@ class Mahalanobis(OODScore):
         return {"shrinkage": "ledoit-wolf" if self.shrinkage < 0 else self.shrinkage}
 
     def fit(self, X, y) -> Mahalanobis:
-        from sklearn.covariance import ledoit_wolf_shrinkage
-
         X, y = check_support(X, y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         means = class_means(X, codes, len(self.classes_))
-        centred = X - means.astype(np.float32)[codes]
-        covariance = np.zeros((X.shape[1], X.shape[1]))
-        for start in range(0, len(X), self.block_rows):  # float64 sums, one block of rows converted at a time
-            block = centred[start: start + self.block_rows].astype(np.float64)
+        n, d = X.shape
+        covariance = np.zeros((d, d))
+        fourth = 0.0  # sum over clips of |x - mean|^4, for the Ledoit-Wolf intensity
+        for start in range(0, n, self.block_rows):  # float64, one block of centred rows at a time
+            block = X[start: start + self.block_rows].astype(np.float64) - means[codes[start: start + self.block_rows]]
             covariance += block.T @ block
-        covariance /= len(X)
-        mu = np.trace(covariance) / len(covariance)
-        self.shrinkage_ = (float(ledoit_wolf_shrinkage(centred, assume_centered=True)) if self.shrinkage < 0
-                           else self.shrinkage)
+            fourth += float(np.sum(np.einsum("ij,ij->i", block, block) ** 2))
+        covariance /= n
+        mu = np.trace(covariance) / d
+        self.shrinkage_ = ledoit_wolf_intensity(covariance, fourth, n) if self.shrinkage < 0 else self.shrinkage
         shrunk = (1.0 - self.shrinkage_) * covariance + self.shrinkage_ * mu * np.eye(len(covariance))
         # Whitening W with W W^T = shrunk^-1: distances become euclidean after x -> x W.
         try:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from sourcetrace.attribution import knn as knn_module
@@ -200,3 +201,21 @@ def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_pat
     assert 'id="open-set"' in page and 'id="open-set-published"' in page
     result["open_set"]["scores"]["cosine-centroid"]["detection"]["eer"] = 1.5
     assert number_problems(result) == ["open_set.scores.cosine-centroid.detection.eer must be a number in 0..1, not 1.5"]
+
+
+def test_mahalanobis_is_the_shrunk_class_conditional_distance_with_sklearns_ledoit_wolf():
+    X, labels, support, _, query = clusters(seed=2, dim=12, per_class=40)
+    Xs, ys = X[support].astype(np.float64), labels[support]
+    names, codes = np.unique(ys, return_inverse=True)
+    means = np.stack([Xs[codes == c].mean(0) for c in range(len(names))])
+    centred = Xs - means[codes]
+    score = build_ood_score("mahalanobis:block_rows=50").fit(X[support], ys)
+    assert score.shrinkage_ == pytest.approx(ledoit_wolf_shrinkage(centred, assume_centered=True), rel=1e-9)
+    cov = centred.T @ centred / len(Xs)
+    a = score.shrinkage_
+    precision = np.linalg.inv((1 - a) * cov + a * np.trace(cov) / len(cov) * np.eye(len(cov)))
+    diff = X[query].astype(np.float64)[:, None, :] - means[None]
+    expected = np.einsum("qcd,de,qce->qc", diff, precision, diff).min(1)
+    np.testing.assert_allclose(score.score(X[query]), expected, rtol=1e-4)
+    fixed = build_ood_score("mahalanobis:shrinkage=0.25").fit(X[support], ys)
+    assert fixed.shrinkage_ == 0.25 and fixed.id == "mahalanobis(shrinkage=0.25)"
