@@ -233,16 +233,17 @@ def build_ood_score(text: str) -> OODScore:
         raise UsageError(f"unknown out-of-domain score {name!r}; choose one of {', '.join(OOD_SCORES)}")
     cls = OOD_SCORES[name]
     defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
-    params: dict[str, object] = {}
+    params: dict = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in defaults:
             raise UsageError(f"out-of-domain score {text!r}: bad parameter {item!r}; {name} takes {', '.join(defaults)}")
         kind = type(defaults[key])
         try:
-            params[key] = kind(value) if kind is not str else value
+            typed = kind(value) if kind is not str else value
         except ValueError:
             raise UsageError(f"out-of-domain score {text!r}: {key}={value!r} is not {kind.__name__}") from None
-        if isinstance(params[key], float) and not math.isfinite(params[key]):
+        if isinstance(typed, float) and not math.isfinite(typed):
             raise UsageError(f"out-of-domain score {text!r}: {key}={value!r} is not a finite number")
+        params[key] = typed
     return cls(**params)
