@@ -58,31 +58,16 @@ def confusion(y_true, y_pred, labels=None) -> tuple[list[str], np.ndarray]:
 
 
 def ood_metrics(known_scores, unknown_scores) -> dict:
-    """Detection of unknown clips from outlier scores (higher = more likely unknown).
-
-    eer and its threshold (a score above it means unknown); auroc (unknown as the positive class);
-    fpr_at_95tpr: the share of unknown clips accepted as known when 95 % of known clips are accepted.
-    """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+    """Detection of unknown clips from outlier scores (higher = more likely unknown): eer and its
+    threshold (a score above it means unknown), auroc (unknown as the positive class) and
+    fpr_at_95tpr, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them."""
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(unknown_scores, dtype=np.float64)
     if len(known) == 0 or len(unknown) == 0:
         raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
-    y = np.concatenate([np.zeros(len(known)), np.ones(len(unknown))])
-    s = np.concatenate([known, unknown])
-    fpr, tpr, thresholds = roc_curve(y, s)
-    fnr = 1.0 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    accept_95 = np.quantile(known, 0.95, method="higher")
-    return {
-        "eer": float((fpr[i] + fnr[i]) / 2.0),
-        "threshold": float(thresholds[i]) if np.isfinite(thresholds[i]) else float(s.max()),
-        "auroc": float(roc_auc_score(y, s)),
-        "fpr_at_95tpr": float(np.mean(unknown <= accept_95)),
-        "n_known": int(len(known)),
-        "n_unknown": int(len(unknown)),
-    }
+    eer, threshold = eer_and_threshold(known, unknown)
+    return {"eer": eer, "threshold": threshold, "auroc": auroc(known, unknown),
+            "fpr_at_95tpr": fpr_at_tpr(known, unknown), "n_known": int(len(known)), "n_unknown": int(len(unknown))}
 
 
 # ---- open-set scoring as the published source-tracing results report it -------------------------
