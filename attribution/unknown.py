@@ -24,8 +24,8 @@ def above_threshold(scores, threshold: float) -> np.ndarray:
 
 def threshold_by_rule(known_scores, unknown_scores, rule: str = "eer") -> float:
     """The open-set threshold from calibration clips of known and unseen systems. `rule`: "eer" (the
-    threshold at their equal error rate, `metrics.eer_and_threshold`, as the published MLAAD and TADA
-    results set it) or "fpr=R" (the lowest threshold that calls at most a share R of the known
+    threshold at their equal error rate, where TADA and the MLAAD source-tracing baseline set it; the
+    crossing convention is TADA's, see `metrics.eer_and_threshold`) or "fpr=R" (the lowest threshold that calls at most a share R of the known
     calibration clips unknown: the (floor(R n) + 1)-th highest of the n known scores, so that at most
     floor(R n) of them lie above it)."""
     if rule == "eer":
