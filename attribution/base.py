@@ -31,11 +31,15 @@ def check_support(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+#: Rows checked for NaN/inf at once: the check's temporary stays small whatever the number of queries.
+CHECK_ROWS = 65536
+
+
 def check_query(X, dim: int) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != dim:
         raise UsageError(f"query vectors must have shape (n, {dim}), got {X.shape}")
-    if not np.isfinite(X).all():
+    if not all(np.isfinite(X[start: start + CHECK_ROWS]).all() for start in range(0, len(X), CHECK_ROWS)):
         raise UsageError("query vectors contain NaN or inf")
     return X
 

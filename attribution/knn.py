@@ -25,6 +25,10 @@ METRICS = ("cosine", "euclidean")
 #: On the CPU, pick each query's neighbours with the compiled selection (`knn_select`, about half
 #: the CPU time of `torch.topk`); False runs `top_k_by_sorting` there too. Both give the same neighbours.
 select_on_cpu = True
+#: The most bytes one query chunk's nearness matrix may take: with a large support the chunk has fewer
+#: rows than `chunk_size` (ASVspoof 5's 180,000 support vectors: 372 rows, 256 MiB), so memory stays
+#: bounded whatever the support size; the study's 2,048 x 24,000 chunks (188 MiB) are unchanged.
+CHUNK_BYTES = 256 * 2**20
 
 
 def compiled_selection():
@@ -121,6 +125,10 @@ class KNNAttributor(Attributor):
             return 1.0 - nearness
         return ((queries * queries).sum(1, keepdim=True) - nearness).clamp_min_(0.0).sqrt_()
 
+    def chunk_rows(self) -> int:
+        """Query rows searched at once: `chunk_size`, fewer where their nearness matrix would pass CHUNK_BYTES."""
+        return max(1, min(self.chunk_size, CHUNK_BYTES // (4 * len(self._support))))
+
     def kneighbors(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distances and support indices of the k nearest neighbours, sorted by (distance, index)."""
         self._check_fitted()
@@ -130,11 +138,11 @@ class KNNAttributor(Attributor):
             raise UsageError(f"k={k} must be between 1 and the support size ({len(self._support)})")
         dist_out = np.empty((len(X), k), dtype=np.float32)
         idx_out = np.empty((len(X), k), dtype=np.int64)
-        queries = self._prepare_queries(X)
+        rows = self.chunk_rows()
         on_cpu = self.device.type == "cpu"
-        buffer = torch.empty((min(len(X), self.chunk_size), len(self._support)), device=self.device) if on_cpu else None
-        for start in range(0, len(X), self.chunk_size):
-            chunk = queries[start: start + self.chunk_size]
+        buffer = torch.empty((min(len(X), rows), len(self._support)), device=self.device) if on_cpu else None
+        for start in range(0, len(X), rows):
+            chunk = self._prepare_queries(X[start: start + rows])
             near = self._nearness(chunk, out=None if buffer is None else buffer[: len(chunk)])
             select_nearest = compiled_selection() if on_cpu and select_on_cpu else None
             if select_nearest is not None:

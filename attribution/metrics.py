@@ -58,28 +58,94 @@ def confusion(y_true, y_pred, labels=None) -> tuple[list[str], np.ndarray]:
 
 
 def ood_metrics(known_scores, unknown_scores) -> dict:
-    """Detection of unknown clips from outlier scores (higher = more likely unknown).
-
-    eer and its threshold (a score above it means unknown); auroc (unknown as the positive class);
-    fpr_at_95tpr: the share of unknown clips accepted as known when 95 % of known clips are accepted.
-    """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+    """Detection of unknown clips from outlier scores (higher = more likely unknown): eer and its
+    threshold (a score above it means unknown), auroc (unknown as the positive class) and
+    fpr_at_95tpr, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them."""
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(unknown_scores, dtype=np.float64)
     if len(known) == 0 or len(unknown) == 0:
         raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
-    y = np.concatenate([np.zeros(len(known)), np.ones(len(unknown))])
-    s = np.concatenate([known, unknown])
-    fpr, tpr, thresholds = roc_curve(y, s)
-    fnr = 1.0 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    accept_95 = np.quantile(known, 0.95, method="higher")
-    return {
-        "eer": float((fpr[i] + fnr[i]) / 2.0),
-        "threshold": float(thresholds[i]) if np.isfinite(thresholds[i]) else float(s.max()),
-        "auroc": float(roc_auc_score(y, s)),
-        "fpr_at_95tpr": float(np.mean(unknown <= accept_95)),
-        "n_known": int(len(known)),
-        "n_unknown": int(len(unknown)),
-    }
+    eer, threshold = eer_and_threshold(known, unknown)
+    return {"eer": eer, "threshold": threshold, "auroc": auroc(known, unknown),
+            "fpr_at_95tpr": fpr_at_tpr(known, unknown), "n_known": int(len(known)), "n_unknown": int(len(unknown))}
+
+
+# ---- open-set scoring as the published source-tracing results report it -------------------------
+# Sign convention, everywhere below: an out-of-domain score is higher for a clip more likely to come
+# from an unseen system, and a clip scoring above a threshold is called "unknown".
+
+
+def roc_points(negative_scores, positive_scores, drop_intermediate: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) of scores where positives should score higher: every distinct score is
+    a threshold ("score >= threshold" is called positive), from the strictest (inf, nothing called
+    positive) down; as scikit-learn's roc_curve builds them, value for value. `drop_intermediate`:
+    drop the points inside straight runs of the curve, as roc_curve does by default (the curve's
+    line is the same; what is interpolated along it, the thresholds, is not)."""
+    neg = np.asarray(negative_scores, dtype=np.float64).ravel()
+    pos = np.asarray(positive_scores, dtype=np.float64).ravel()
+    if len(neg) == 0 or len(pos) == 0:
+        raise UsageError(f"a ROC curve needs scores of both classes, got {len(neg)} negative and {len(pos)} positive")
+    scores = np.concatenate([neg, pos])
+    if not np.isfinite(scores).all():
+        raise UsageError("out-of-domain scores contain NaN or inf")
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    ordered = scores[order]
+    is_positive = (order >= len(neg)).astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]  # the last clip of each distinct score
+    tps = np.cumsum(is_positive)[last]
+    fps = 1 + last - tps
+    thresholds = ordered[last]
+    if drop_intermediate and len(fps) > 2:
+        kept = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[kept], tps[kept], thresholds[kept]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds]
+
+
+def auroc(known_scores, unknown_scores) -> float:
+    """Area under the ROC curve of unknown (positive) versus known clips: the trapezoids of the
+    full curve, which equals scikit-learn's roc_auc_score (tied scores count one half)."""
+    fpr, tpr, _ = roc_points(known_scores, unknown_scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+
+
+def eer_and_threshold(known_scores, unknown_scores) -> tuple[float, float]:
+    """The equal error rate and its threshold, as TADA's code (and most sklearn-based source-tracing
+    code) computes them: the point where FPR (known called unknown) and FNR (unknown called known)
+    cross on the linearly interpolated ROC curve (TADA: brentq on interp1d(fpr, tpr)), solved here in
+    closed form on the crossing segment; the threshold interpolated at the same point of that segment
+    between its two ends' thresholds, on roc_curve's default curve (straight runs collapsed), as TADA's
+    interp1d(fpr, thresholds) does. (On a vertical segment, where interp1d(fpr, ...) is no function,
+    the threshold is interpolated along the segment.) A crossing on the first segment, whose upper end
+    is the inf threshold, takes the highest score as the threshold."""
+    fpr, tpr, thresholds = roc_points(known_scores, unknown_scores, drop_intermediate=True)
+    gap = (1.0 - tpr) - fpr  # FNR - FPR: 1 at the first point, -1 at the last, never rising along the curve
+    j = int(np.argmax(gap <= 0.0))
+    i = j - 1
+    t = gap[i] / (gap[i] - gap[j])
+    eer = fpr[i] + t * (fpr[j] - fpr[i])
+    upper = thresholds[i] if np.isfinite(thresholds[i]) else thresholds[j]
+    return float(eer), float(upper + t * (thresholds[j] - upper))
+
+
+def fpr_at_tpr(known_scores, unknown_scores, tpr: float = 0.95) -> float:
+    """FPR95 as the OOD literature reports it (known clips the positive class, -score their
+    confidence): the share of unknown clips accepted as known at the strictest threshold that
+    accepts at least `tpr` of the known clips; scikit-learn's roc_curve(known, -score,
+    drop_intermediate=False) read at its first point with tpr >= `tpr`."""
+    fpr, tpr_known, _ = roc_points(-np.asarray(unknown_scores, dtype=np.float64),
+                                   -np.asarray(known_scores, dtype=np.float64))
+    return float(fpr[int(np.argmax(tpr_known >= tpr))])
+
+
+def detection_metrics(known_scores, unknown_scores) -> dict:
+    """EER, AUROC and FPR95 of known versus unseen clips from their out-of-domain scores."""
+    eer, threshold = eer_and_threshold(known_scores, unknown_scores)
+    return {"eer": eer, "eer_threshold": threshold, "auroc": auroc(known_scores, unknown_scores),
+            "fpr95": fpr_at_tpr(known_scores, unknown_scores), "n_known": int(np.size(known_scores)),
+            "n_unknown": int(np.size(unknown_scores))}
+
+
+def accuracy(y_true, y_pred) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean(y_true == y_pred)) if len(y_true) else 0.0

@@ -29,6 +29,12 @@ class LinearProbeAttributor(Attributor):
         self._dim = X.shape[1]
         return self
 
+    def logits(self, X) -> np.ndarray:
+        """(n, classes) logits, whose softmax is `predict_scores`; two classes: (0, log-odds)."""
+        self._check_fitted()
+        z = self._pipeline.decision_function(check_query(X, self._dim))
+        return np.stack([np.zeros_like(z), z], axis=1) if z.ndim == 1 else z
+
     def predict_scores(self, X) -> np.ndarray:
         self._check_fitted()
         return self._pipeline.predict_proba(check_query(X, self._dim))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sourcetrace.attribution.base import Attributor
-from sourcetrace.attribution.metrics import ood_metrics
+from sourcetrace.attribution.metrics import accuracy, detection_metrics, eer_and_threshold, macro_f1, ood_metrics
 from sourcetrace.core.errors import UsageError
 
 UNKNOWN = "unknown"
@@ -20,6 +20,59 @@ UNKNOWN = "unknown"
 def above_threshold(scores, threshold: float) -> np.ndarray:
     """The decision rule: an outlier score above the threshold means unknown."""
     return np.asarray(scores) > threshold
+
+
+def threshold_by_rule(known_scores, unknown_scores, rule: str = "eer") -> float:
+    """The open-set threshold from calibration clips of known and unseen systems. `rule`: "eer" (the
+    threshold at their equal error rate, where TADA and the MLAAD source-tracing baseline set it; the
+    crossing convention is TADA's, see `metrics.eer_and_threshold`) or "fpr=R" (the lowest threshold that calls at most a share R of the known
+    calibration clips unknown: the (floor(R n) + 1)-th highest of the n known scores, so that at most
+    floor(R n) of them lie above it)."""
+    if rule == "eer":
+        return eer_and_threshold(known_scores, unknown_scores)[1]
+    name, eq, value = rule.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if name != "fpr" or not eq or not 0.0 <= rate < 1.0:
+        raise UsageError(f"threshold rule {rule!r}: say 'eer' or 'fpr=R' with R in [0, 1) (say fpr=0.05)")
+    known = np.sort(np.asarray(known_scores, dtype=np.float64))[::-1]
+    if len(known) == 0:
+        raise UsageError("threshold rule fpr=R needs known calibration clips")
+    return float(known[int(np.floor(rate * len(known)))])
+
+
+def open_set_report(y_true, closed_pred, scores, threshold: float) -> dict:
+    """Open-set scores of one query, as published: `y_true` names each clip's system, `UNKNOWN` for
+    systems the support never saw; `closed_pred` the attributor's closed-set answers; `scores` the
+    out-of-domain scores, called unknown above `threshold`.
+
+    closed_set: macro F1 and accuracy of the closed-set answers on the clips of known systems;
+    open_set: macro F1 with "unknown" as one more class (labels: every class in truth or answer) and
+    accuracy, once answers above the threshold are replaced by "unknown"; detection: EER, AUROC and
+    FPR95 of known versus unseen clips (`metrics.detection_metrics`), and the two error rates at the
+    threshold (false_unknown_rate: known clips called unknown; missed_unknown_rate: unseen clips not)."""
+    y_true, closed_pred = np.asarray(y_true).astype(str), np.asarray(closed_pred).astype(str)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(y_true) == len(closed_pred) == len(scores):
+        raise UsageError(f"{len(y_true)} labels, {len(closed_pred)} answers and {len(scores)} scores: they must match")
+    known = y_true != UNKNOWN
+    if not known.any() or known.all():
+        raise UsageError(f"an open-set query needs clips of known systems and clips labelled {UNKNOWN!r}, "
+                         f"got {int(known.sum())} known and {int((~known).sum())} unknown")
+    flagged = above_threshold(scores, threshold)
+    open_pred = np.where(flagged, UNKNOWN, closed_pred)
+    closed_labels = sorted(set(y_true[known]) | set(closed_pred[known]))
+    return {
+        "closed_set": {"macro_f1": macro_f1(y_true[known], closed_pred[known], labels=closed_labels),
+                       "accuracy": accuracy(y_true[known], closed_pred[known]), "n": int(known.sum())},
+        "open_set": {"macro_f1": macro_f1(y_true, open_pred, labels=sorted(set(y_true) | set(open_pred))),
+                     "accuracy": accuracy(y_true, open_pred), "n": len(y_true)},
+        "detection": {**detection_metrics(scores[known], scores[~known]), "threshold": float(threshold),
+                      "false_unknown_rate": float(np.mean(flagged[known])),
+                      "missed_unknown_rate": float(np.mean(~flagged[~known]))},
+    }
 
 
 class UnknownDetector:

@@ -39,6 +39,43 @@ def markdown_table(title, corpus, columns, rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The open-set numbers a result carries per out-of-domain score: (part, key, column name), in table order.
+OPEN_SET_COLUMNS = (("closed_set", "macro_f1", "closed F1"), ("open_set", "macro_f1", "open F1"),
+                    ("detection", "eer", "EER"), ("detection", "auroc", "AUROC"), ("detection", "fpr95", "FPR95"))
+OPEN_SET_NOTE = ("Threshold set on the calibration split (at its EER, or as the rule says) and applied unchanged to "
+                 "the query. closed F1: macro F1 on the clips of known systems; open F1: macro F1 with \"unknown\" "
+                 "as one more class; EER, AUROC, FPR95: known versus unseen systems (a higher out-of-domain score "
+                 "means unknown).")
+
+
+def open_set_rows(system: dict, result: dict, link: str) -> list[dict]:
+    """One row per out-of-domain score of a result's open-set block, its numbers formatted."""
+    block = result["open_set"]
+    return [{"protocol": result["protocol"]["name"], "short": system["short"], "attributor": system["attributor"],
+             "extractor": system["extractor"], "score": name, "rule": block.get("threshold_rule", "eer"), "link": link,
+             "values": [f"{(block['closed_set'] if part == 'closed_set' else entry[part])[key]:.3f}"
+                        for part, key, _ in OPEN_SET_COLUMNS]}
+            for name, entry in sorted(block["scores"].items())]
+
+
+def open_set_markdown(rows: list[dict], references: list[dict]) -> str:
+    """The open-set section of leaderboard.md: the results' rows, then the published reference rows."""
+    head = ["protocol", "attributor", "extractor", "out-of-domain score", "threshold"] + [c for _, _, c in OPEN_SET_COLUMNS]
+    lines = ["", "## Open set", "", OPEN_SET_NOTE, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["protocol"], row["short"], row["extractor"], row["score"], row["rule"]]
+        lines.append("| " + " | ".join([*map(_md, cells), *row["values"]]) + " |")
+    if references:
+        lines += ["", "### Published open-set results", "",
+                  "Each number as its source publishes it (the metric said beside it); rows on another split are "
+                  "not comparable.", "", "| sets | system | split | published | source |", "|---|---|---|---|---|"]
+        for ref in references:
+            published = "; ".join(f"{n['value']:g} {n['what']}" for n in ref["numbers"])
+            lines.append("| " + " | ".join(_md(x) for x in (", ".join(ref["datasets"]), ref["system"], ref["split"],
+                                                               published, f"{ref['source']} {ref['note']}")) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(columns, rows) -> str:
     """The table as CSV: one row per system, mean and std per (protocol, level). Text cells that a
     spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe."""

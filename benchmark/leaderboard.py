@@ -13,7 +13,17 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from sourcetrace.benchmark.exports import corpus_line, csv_table, escaped, markdown_table, model_index
+from sourcetrace.benchmark.exports import (
+    OPEN_SET_COLUMNS,
+    OPEN_SET_NOTE,
+    corpus_line,
+    csv_table,
+    escaped,
+    markdown_table,
+    model_index,
+    open_set_markdown,
+    open_set_rows,
+)
 from sourcetrace.benchmark.figures import figure_file
 from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name, result_paths
 from sourcetrace.benchmark.scrub import public_copy
@@ -68,6 +78,12 @@ def reference_rows() -> list[dict]:
     return rows
 
 
+def open_set_reference_rows(datasets) -> list[dict]:
+    """Published open-set results (reference/open-set.toml) for any of `datasets`, in file order."""
+    data = tomllib.loads(resources.files(__package__).joinpath("reference", "open-set.toml").read_text(encoding="utf-8"))
+    return [row for row in data["row"] if set(row["datasets"]) & set(datasets)]
+
+
 def _columns(results: list[dict]) -> list[tuple[str, int | None, str, list[str]]]:
     """(protocol name, table1 row, title, levels) in Table-1 order."""
     cols: dict[str, tuple[str, int | None, str, list[str]]] = {}
@@ -118,6 +134,7 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
     results = [public_copy(r) for _, r in loaded]
     columns = _columns(results)
     systems: dict[tuple[str, str], dict] = {}
+    open_rows: list[dict] = []
     for (source, _), r in zip(loaded, results):
         system = systems.setdefault(system_key(r), {"attributor": r["attributor"]["id"], "short": short_attributor(r["attributor"]),
                                                     "extractor": r["features"]["extractor"], "cells": {}, "links": {},
@@ -125,6 +142,8 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
         link = f"results/{result_file_name(r['protocol']['name'], r['attributor']['id'], r['features']['extractor'])}"
         write_json_atomic(out / link, r)
         system["links"][r["protocol"]["name"]], system["seeds"][r["protocol"]["name"]] = link, r["seeds"]
+        if "open_set" in r:
+            open_rows += open_set_rows(system, r, link)
         for level, entry in r["levels"].items():
             system["cells"][(r["protocol"]["name"], level)] = entry
         for name, rel in sorted(r.get("figures", {}).items()):
@@ -146,9 +165,11 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
                      if row is not None for level in levels}
             refs.append({**ref, "short": ref["attributor"], "cells": {k: v for k, v in cells.items() if v}})
     corpus, rows = results[0]["corpus"], [*systems.values(), *refs]
-    write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows))
+    open_refs = open_set_reference_rows({r["open_set"].get("dataset") for r in results if "open_set" in r})
+    write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows)
+                      + (open_set_markdown(open_rows, open_refs) if open_rows else ""))
     write_text_atomic(out / "leaderboard.csv", csv_table(columns, rows))
-    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows))
+    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows, open_rows, open_refs))
     write_json_atomic(out / "leaderboard.json", model_index(corpus, columns, list(systems.values())))
     return out / "index.html"
 
@@ -163,7 +184,7 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("sourcetrace.benchma
                                 finalize=_escape_output, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
-def _page(title, corpus, columns, rows) -> str:
+def _page(title, corpus, columns, rows, open_rows=(), open_refs=()) -> str:
     """index.html: the table (sortable, one level or all), its protocols' legend, links to the exports."""
     by_level = [(level, [(name, row, ptitle) for name, row, ptitle, levels in columns if level in levels])
                 for level in LEVELS]
@@ -186,7 +207,10 @@ def _page(title, corpus, columns, rows) -> str:
         hash_levels="|".join(named + ["both"]), level_spans=[(level, len(cols)) for level, cols in by_level],
         headers=headers, rows=[_page_row(row, headers) for row in rows],
         reference_source=references[0] if references else None,
-        legend=[("" if row is None else f"{row:02d}", name, ptitle) for name, row, ptitle, _ in columns])
+        legend=[("" if row is None else f"{row:02d}", name, ptitle) for name, row, ptitle, _ in columns],
+        open_rows=list(open_rows), open_columns=[c for _, _, c in OPEN_SET_COLUMNS], open_note=OPEN_SET_NOTE,
+        open_refs=[{**ref, "published": "; ".join(f"{n['value']:g} {n['what']}" for n in ref["numbers"])}
+                   for ref in open_refs])
 
 
 def _page_row(row: dict, headers: list[dict]) -> dict:

@@ -104,6 +104,30 @@ def number_problems(result: dict) -> list[str]:
             stored = entry[key]
             if not (math.isfinite(stored) and abs(stored - recomputed) <= NUMBER_TOLERANCE):
                 problems.append(f"{level}: stored {key} {stored!r} is not the {recomputed!r} its per-seed values give")
+    if "open_set" in result:
+        problems += open_set_problems(result["open_set"]) if isinstance(result["open_set"], dict) else ["open_set must be a table"]
+    return problems
+
+
+def open_set_problems(block: dict) -> list[str]:
+    """What makes a result's open-set block unpublishable: a part missing, or a rate that is not a
+    number in 0..1 (the block is hostile input, as the rest of a submitted result)."""
+    scores = block.get("scores")
+    if not isinstance(scores, dict) or not scores:
+        return ["open_set.scores must be a non-empty table (one entry per out-of-domain score)"]
+    parts = [("closed_set", block.get("closed_set"))]
+    for name, entry in scores.items():
+        parts += [(f"scores.{name}.{part}", entry.get(part) if isinstance(entry, dict) else None)
+                  for part in ("open_set", "detection")]
+    problems = []
+    for where, part in parts:
+        if not isinstance(part, dict):
+            problems.append(f"open_set.{where} must be a table")
+            continue
+        for key in ("macro_f1", "accuracy", "eer", "auroc", "fpr95"):
+            value = part.get(key, 0.0)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+                problems.append(f"open_set.{where}.{key} must be a number in 0..1, not {value!r}")
     return problems
 
 

@@ -62,6 +62,12 @@ class AttributorSpec:
         return self.name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(full.items())) + ")" if full else "")
 
 
+def build_on_device(spec: AttributorSpec, device: str) -> Attributor:
+    """The spec's attributor, searching on `device` where it takes one (kNN)."""
+    takes_device = "device" in inspect.signature(ATTRIBUTORS[spec.name].__init__).parameters
+    return spec.build(**({"device": device} if takes_device else {}))
+
+
 def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels,
                    device: str = "cpu") -> dict[str, np.ndarray]:
     """Predictions per level. kNN searches neighbours once: they do not depend on the labels.
@@ -69,9 +75,7 @@ def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split,
     Xs, Xq = X[split.support], X[split.query]
     out = {}
     if ATTRIBUTORS[spec.name].votes_among_neighbours:
-        takes_device = "device" in inspect.signature(ATTRIBUTORS[spec.name].__init__).parameters
-        searcher = spec.build(**({"device": device} if takes_device else {})).fit(
-            Xs, table.labels("checkpoint")[split.support])
+        searcher = build_on_device(spec, device).fit(Xs, table.labels("checkpoint")[split.support])
         dist, idx = searcher.kneighbors(Xq)
         for level in levels:
             voter = searcher.relabel(table.labels(level)[split.support])
@@ -147,7 +151,9 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
 
 
 def make_result(protocol: Protocol, run: dict, spec: AttributorSpec, extractor_name: str, fingerprint: dict,
-                fingerprint_sha256: str, corpus: dict, seeds, command: str) -> dict:
+                fingerprint_sha256: str, corpus: dict, seeds, command: str, open_set: dict | None = None) -> dict:
+    """`open_set`: the block `benchmark.openset.run_open_set` gives, for a protocol with calibration
+    rows and unseen systems labelled unknown."""
     return {
         "schema_version": SCHEMA_VERSION,
         "protocol": {"name": protocol.name, "version": protocol.version, "sha256": protocol.sha256,
@@ -158,6 +164,7 @@ def make_result(protocol: Protocol, run: dict, spec: AttributorSpec, extractor_n
         "seeds": list(seeds),
         "levels": run["levels"],
         "splits": run["splits"],
+        **({"open_set": open_set} if open_set is not None else {}),
         "provenance": {"command": command, "created": now_utc(), "versions": package_versions(),
                        "std": "population std (ddof=0) over seeds of the per-seed macro F1"},
     }

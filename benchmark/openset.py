@@ -1,0 +1,78 @@
+"""Open-set scoring as the published source-tracing results report it, on given support /
+calibration / query rows (an official split: support = the set's train list, calibration = dev,
+query = eval), with systems the support never saw labelled `unknown` in calibration and query.
+
+The attributor, fitted on the support, answers every query clip (closed set); each out-of-domain
+score (`attribution.ood_scores`), fitted on the same support, scores calibration and query; its
+threshold is set on the calibration clips (`unknown.threshold_by_rule`: at their EER, or at a stated
+share of known clips called unknown) and applied unchanged to the query (`unknown.open_set_report`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sourcetrace.attribution.metrics import eer_and_threshold
+from sourcetrace.attribution.ood_scores import BLOCK_ROWS, build_ood_score
+from sourcetrace.attribution.unknown import UNKNOWN, open_set_report, threshold_by_rule
+from sourcetrace.benchmark.runner import AttributorSpec, build_on_device
+from sourcetrace.core.errors import UsageError
+
+DEFAULT_OOD_SCORES = ("knn-distance", "mahalanobis", "cosine-centroid", "energy", "max-logit")
+
+
+def _rows(name: str, rows, n: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or len(rows) == 0:
+        raise UsageError(f"open-set {name} rows must be a non-empty list of row numbers")
+    if rows.min() < 0 or rows.max() >= n:
+        raise UsageError(f"open-set {name} rows must lie in 0..{n - 1} (the feature matrix's rows)")
+    return rows
+
+
+def in_blocks(answer, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`answer(X[rows])`, gathered BLOCK_ROWS rows at a time: no copy of a whole split's vectors
+    (ASVspoof 5's eval: 2.6 GiB), whatever its size; X may be a memory-mapped .npy."""
+    return np.concatenate([answer(X[rows[start: start + BLOCK_ROWS]]) for start in range(0, len(rows), BLOCK_ROWS)])
+
+
+def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: AttributorSpec,
+                 ood_scores=DEFAULT_OOD_SCORES, rule: str = "eer", device: str = "cpu", dataset: str | None = None) -> dict:
+    """The `open_set` block of a results file. `labels`: the system of every row of `X`, `unknown`
+    for systems outside the support; `support` / `calibration` / `query`: row numbers. `ood_scores`:
+    specs for `ood_scores.build_ood_score`. `dataset`: the set's name (a `corpus import --format`), which
+    picks the published reference rows the leaderboard shows beside the result (reference/open-set.toml)."""
+    labels = np.asarray(labels).astype(str)
+    support, calibration, query = (_rows(name, rows, len(X)) for name, rows in
+                                   (("support", support), ("calibration", calibration), ("query", query)))
+    if (labels[support] == UNKNOWN).any():
+        raise UsageError(f"open-set support rows include clips labelled {UNKNOWN!r}: the support holds known systems only")
+    overlap = len(np.intersect1d(support, query)) + len(np.intersect1d(support, calibration))
+    if overlap:
+        raise UsageError(f"open-set support shares {overlap} rows with calibration or query: they must be disjoint")
+    unseen_in_support = sorted(set(labels[np.r_[calibration, query]]) - set(labels[support]) - {UNKNOWN})
+    if unseen_in_support:
+        raise UsageError(f"calibration/query systems {', '.join(unseen_in_support[:5])} are not in the support and not "
+                         f"labelled {UNKNOWN!r}: label systems outside the support {UNKNOWN!r}")
+    if not ood_scores:
+        raise UsageError("open-set scoring needs at least one out-of-domain score")
+    Xs, ys = X[support], labels[support]
+    attributor = build_on_device(spec, device).fit(Xs, ys)
+    closed_pred = in_blocks(attributor.predict, X, query)
+    cal_known = labels[calibration] != UNKNOWN
+    if cal_known.all() or not cal_known.any():
+        raise UsageError(f"open-set calibration needs clips of known systems and clips labelled {UNKNOWN!r}, got "
+                         f"{int(cal_known.sum())} known and {int((~cal_known).sum())} unknown")
+    by_score = {}
+    for text in ood_scores:
+        ood = build_ood_score(text).fit(Xs, ys)
+        cal = in_blocks(ood.score, X, calibration)
+        threshold = threshold_by_rule(cal[cal_known], cal[~cal_known], rule)
+        report = open_set_report(labels[query], closed_pred, in_blocks(ood.score, X, query), threshold)
+        report["calibration"] = {"eer": eer_and_threshold(cal[cal_known], cal[~cal_known])[0], "threshold": threshold,
+                                 "n_known": int(cal_known.sum()), "n_unknown": int((~cal_known).sum())}
+        by_score[ood.id] = report
+    closed = next(iter(by_score.values()))["closed_set"]
+    return {"dataset": dataset, "threshold_rule": rule, "unknown_label": UNKNOWN, "closed_set": closed,
+            "n_support": int(len(support)), "n_calibration": int(len(calibration)), "n_query": int(len(query)),
+            "scores": {name: {k: v for k, v in r.items() if k != "closed_set"} for name, r in by_score.items()}}

@@ -1,0 +1,221 @@
+"""Open-set scoring (issue 23, item 3): the metrics against scikit-learn's, every out-of-domain score
+against an obvious unseen cluster, the calibration threshold applied to the query, chunking, and
+the open-set block through a results file onto the leaderboard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq
+from sklearn.covariance import ledoit_wolf_shrinkage
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+
+from sourcetrace.attribution import knn as knn_module
+from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.attribution.metrics import auroc, eer_and_threshold, fpr_at_tpr, roc_points
+from sourcetrace.attribution.ood_scores import OOD_SCORES, build_ood_score
+from sourcetrace.attribution.unknown import UNKNOWN, open_set_report, threshold_by_rule
+from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.openset import run_open_set
+from sourcetrace.benchmark.protocol import ClipTable, load_protocol
+from sourcetrace.benchmark.results import number_problems
+from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
+from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
+from sourcetrace.core.errors import UsageError
+
+torch.set_num_threads(1)
+
+
+def score_pairs():
+    """(known, unknown) score sets: continuous, heavily tied (few integer values), and tiny."""
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        n_known, n_unknown = rng.integers(3, 400, 2)
+        if seed % 3 == 0:
+            yield rng.normal(0, 1, n_known), rng.normal(rng.uniform(-1, 2), 1, n_unknown)
+        elif seed % 3 == 1:
+            yield rng.integers(0, 6, n_known).astype(float), rng.integers(2, 8, n_unknown).astype(float)
+        else:
+            yield rng.integers(0, 3, 3).astype(float), rng.integers(0, 3, 2).astype(float)
+
+
+def tada_eer(labels, scores):
+    """adrianastan/tada run_ood.py compute_eer, as published (roc_curve's default curve)."""
+    fpr, tpr, thresholds = roc_curve(labels, scores, pos_label=1)
+    eer = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+    return eer, float(interp1d(fpr, thresholds)(eer))
+
+
+def test_metrics_equal_scikit_learns_on_random_and_tied_scores():
+    for known, unknown in score_pairs():
+        y = np.r_[np.zeros(len(known)), np.ones(len(unknown))]
+        s = np.r_[known, unknown]
+        for drop in (False, True):
+            for mine, theirs in zip(roc_points(known, unknown, drop), roc_curve(y, s, drop_intermediate=drop)):
+                np.testing.assert_array_equal(mine, theirs)
+        assert abs(auroc(known, unknown) - roc_auc_score(y, s)) <= 1e-9
+        assert abs(eer_and_threshold(known, unknown)[0] - tada_eer(y, s)[0]) <= 1e-9
+        for drop in (False, True):  # FPR95: known positive, -score its confidence
+            fpr, tpr, _ = roc_curve(1 - y, -s, drop_intermediate=drop)
+            assert abs(fpr_at_tpr(known, unknown) - fpr[np.argmax(tpr >= 0.95)]) <= 1e-9
+
+
+def test_the_eer_threshold_is_tadas_where_the_crossing_segment_is_not_vertical():
+    compared = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        known, unknown = rng.normal(0, 1, 300), rng.normal(1.5, 1, 200)
+        fpr, tpr, _ = roc_points(known, unknown, drop_intermediate=True)
+        j = int(np.argmax((1 - tpr) - fpr <= 0))
+        if fpr[j] == fpr[j - 1]:
+            continue  # on a vertical segment interp1d(fpr, thresholds) is not a function: TADA's value is arbitrary
+        y, s = np.r_[np.zeros(300), np.ones(200)], np.r_[known, unknown]
+        assert abs(eer_and_threshold(known, unknown)[1] - tada_eer(y, s)[1]) <= 1e-9
+        compared += 1
+    assert compared >= 10
+
+
+def clusters(seed=0, dim=16, per_class=60):
+    """Five known systems and two unseen ones (one for calibration, one for the query), far apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (7, dim))
+    def draw(c, n):
+        return (centres[c] + rng.normal(0, 1, (n, dim))).astype(np.float32)
+    X = np.concatenate([draw(c, per_class) for c in range(5)]
+                       + [draw(c, per_class // 2) for c in range(5)] + [draw(5, per_class)]
+                       + [draw(c, per_class // 2) for c in range(5)] + [draw(6, per_class)])
+    known = [f"sys{c}" for c in range(5)]
+    labels = np.array([s for s in known for _ in range(per_class)]
+                      + [s for s in known for _ in range(per_class // 2)] + [UNKNOWN] * per_class
+                      + [s for s in known for _ in range(per_class // 2)] + [UNKNOWN] * per_class)
+    n_support, n_side = 5 * per_class, 5 * (per_class // 2) + per_class
+    support = np.arange(n_support)
+    calibration = np.arange(n_support, n_support + n_side)
+    query = np.arange(n_support + n_side, n_support + 2 * n_side)
+    return X, labels, support, calibration, query
+
+
+@pytest.mark.parametrize("name", sorted(OOD_SCORES))
+def test_every_score_separates_an_obvious_unseen_cluster(name):
+    X, labels, support, _, query = clusters()
+    score = build_ood_score(name).fit(X[support], labels[support])
+    s = score.score(X[query])
+    unknown = labels[query] == UNKNOWN
+    assert s.shape == (len(query),) and np.isfinite(s).all()
+    assert auroc(s[~unknown], s[unknown]) > 0.99
+    assert s[unknown].mean() > s[~unknown].mean()  # the sign convention: higher = more unknown
+
+
+def test_the_calibration_eer_threshold_applied_to_the_query_gives_the_independent_f1():
+    X, labels, support, calibration, query = clusters(seed=3, per_class=40)
+    X[query] += np.random.default_rng(1).normal(0, 1.5, X[query].shape).astype(np.float32)  # errors to count
+    ood = build_ood_score("knn-distance").fit(X[support], labels[support])
+    cal, q = ood.score(X[calibration]), ood.score(X[query])
+    cal_unknown = labels[calibration] == UNKNOWN
+    threshold = threshold_by_rule(cal[~cal_unknown], cal[cal_unknown], "eer")
+    _, tada_threshold = tada_eer(cal_unknown.astype(int), cal)
+    assert abs(threshold - tada_threshold) <= 1e-9
+    closed = KNNAttributor(k=5).fit(X[support], labels[support]).predict(X[query])
+    report = open_set_report(labels[query], closed, q, threshold)
+    # Independently: the rule as TADA's predict() writes it, and scikit-learn's macro F1.
+    predicted = np.where(q > tada_threshold, UNKNOWN, closed)
+    expected = f1_score(labels[query], predicted, average="macro", zero_division=0)
+    assert report["open_set"]["macro_f1"] == pytest.approx(expected, abs=1e-12)
+    assert 0.0 < expected < 1.0
+    known = labels[query] != UNKNOWN
+    assert report["closed_set"]["macro_f1"] == pytest.approx(
+        f1_score(labels[query][known], closed[known], average="macro", zero_division=0), abs=1e-12)
+    assert report["closed_set"]["accuracy"] == pytest.approx(np.mean(labels[query][known] == closed[known]))
+
+
+def test_a_threshold_at_a_stated_fpr_calls_at_most_that_share_of_known_clips_unknown():
+    rng = np.random.default_rng(0)
+    known = rng.integers(0, 20, 500).astype(float)  # ties at every value
+    for rate in (0.0, 0.01, 0.05, 0.3):
+        threshold = threshold_by_rule(known, [0.0], f"fpr={rate}")
+        assert np.sum(known > threshold) <= np.floor(rate * len(known))
+        assert np.sum(known >= threshold) > np.floor(rate * len(known))  # and no stricter threshold than needed
+    with pytest.raises(UsageError, match="fpr=R"):
+        threshold_by_rule(known, [0.0], "tpr=0.95")
+
+
+def test_chunked_scores_equal_unchunked_ones(monkeypatch):
+    X, labels, support, _, query = clusters(seed=5)
+    for name in sorted(OOD_SCORES):
+        whole = build_ood_score(name).fit(X[support], labels[support]).score(X[query])
+        blocks = build_ood_score(f"{name}:block_rows=7").fit(X[support], labels[support]).score(X[query])
+        np.testing.assert_allclose(blocks, whole, rtol=1e-6, atol=1e-6, err_msg=name)
+    knn = KNNAttributor(k=4, metric="euclidean").fit(X[support], labels[support])
+    dist, idx = knn.kneighbors(X[query])
+    monkeypatch.setattr(knn_module, "CHUNK_BYTES", 4 * len(support) * 3)  # 3 query rows at a time
+    assert knn.chunk_rows() == 3
+    dist3, idx3 = knn.kneighbors(X[query])
+    np.testing.assert_array_equal(idx3, idx)
+    np.testing.assert_allclose(dist3, dist, rtol=1e-6)
+
+
+def test_bad_open_set_inputs_are_refused():
+    X, labels, support, calibration, query = clusters(per_class=10)
+    spec = AttributorSpec.parse("knn:k=3")
+    with pytest.raises(UsageError, match="support holds known systems only"):
+        run_open_set(X, labels, np.r_[support, query[-1]], calibration, query[:-1], spec)
+    with pytest.raises(UsageError, match="disjoint"):
+        run_open_set(X, labels, support, calibration, np.r_[query, support[0]], spec)
+    renamed = labels.copy()
+    renamed[query[-1]] = "sys9"
+    with pytest.raises(UsageError, match="not in the support"):
+        run_open_set(X, renamed, support, calibration, query, spec)
+    with pytest.raises(UsageError, match="bad parameter"):
+        build_ood_score("mahalanobis:k=3")
+    with pytest.raises(UsageError, match="unknown out-of-domain score"):
+        build_ood_score("odin")
+
+
+def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_path):
+    X, labels, support, calibration, query = clusters(per_class=30)
+    spec = AttributorSpec.parse("knn:k=3")
+    block = run_open_set(X, labels, support, calibration, query, spec, dataset="mlaad",
+                         ood_scores=("knn-distance", "cosine-centroid"))
+    assert set(block["scores"]) == {"knn-distance(k=1,metric=euclidean,statistic=mean)", "cosine-centroid"}
+    assert block["closed_set"]["macro_f1"] == 1.0  # far clusters
+    for entry in block["scores"].values():
+        assert entry["detection"]["auroc"] > 0.99 and entry["calibration"]["n_unknown"] == 30
+    rows = study_rows(n_prompts=10, vocoder_variants=False)
+    protocol = load_protocol("table1-01-baseline")
+    run = run_protocol(protocol, ClipTable.from_records(rows), clustered_vectors(rows, dim=8), spec, seeds=[0])
+    result = make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
+                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, [0], "test", open_set=block)
+    result = json.loads(json.dumps(result))
+    assert number_problems(result) == []
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    build_leaderboard([tmp_path / "r.json"], tmp_path / "site")
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "## Open set" in md and "| cosine-centroid | eer | 1.000 |" in md
+    assert "63% EER with an F1-score of 0.31" in md and "published, other split" in md  # MLAAD's references
+    assert "86.83" not in md  # ADD 2023's reference belongs to another set
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert 'id="open-set"' in page and 'id="open-set-published"' in page
+    result["open_set"]["scores"]["cosine-centroid"]["detection"]["eer"] = 1.5
+    assert number_problems(result) == ["open_set.scores.cosine-centroid.detection.eer must be a number in 0..1, not 1.5"]
+
+
+def test_mahalanobis_is_the_shrunk_class_conditional_distance_with_sklearns_ledoit_wolf():
+    X, labels, support, _, query = clusters(seed=2, dim=12, per_class=40)
+    Xs, ys = X[support].astype(np.float64), labels[support]
+    names, codes = np.unique(ys, return_inverse=True)
+    means = np.stack([Xs[codes == c].mean(0) for c in range(len(names))])
+    centred = Xs - means[codes]
+    score = build_ood_score("mahalanobis:block_rows=50").fit(X[support], ys)
+    assert score.shrinkage_ == pytest.approx(ledoit_wolf_shrinkage(centred, assume_centered=True), rel=1e-9)
+    cov = centred.T @ centred / len(Xs)
+    a = score.shrinkage_
+    precision = np.linalg.inv((1 - a) * cov + a * np.trace(cov) / len(cov) * np.eye(len(cov)))
+    diff = X[query].astype(np.float64)[:, None, :] - means[None]
+    expected = np.einsum("qcd,de,qce->qc", diff, precision, diff).min(1)
+    np.testing.assert_allclose(score.score(X[query]), expected, rtol=1e-4)
+    fixed = build_ood_score("mahalanobis:shrinkage=0.25").fit(X[support], ys)
+    assert fixed.shrinkage_ == 0.25 and fixed.id == "mahalanobis(shrinkage=0.25)"
