@@ -225,18 +225,23 @@ def _transfer(url: str, part: Path, digest, progress: Progress | None) -> int | 
         return total
 
 
+Verified = Callable[[Fetched], None]  # told what arrived, checked, before it takes its name (fetch.lock)
+
+
 def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str | None = None,
-                  size: int | None = None, progress: Progress | None = None) -> Fetched:
+                  size: int | None = None, progress: Progress | None = None,
+                  on_verified: Verified | None = None) -> Fetched:
     """Fetch the first of `urls` that answers into `dest` (a URL or a local path of a mirror folder),
     resuming `dest.part` if a previous fetch left one. `sha256`/`size`: what the file must be, where
-    known. Raises DownloadError (ChecksumMismatch for a wrong hash: the file is set aside)."""
+    known; `on_verified` is called once it passed, before the rename. Raises DownloadError
+    (ChecksumMismatch for a wrong hash: the file is set aside)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     errors = []
     for url in urls:
         try:
-            return _download_one(url, dest, part, sha256, size, progress)
+            return _download_one(url, dest, part, sha256, size, progress, on_verified)
         except ChecksumMismatch:
             raise
         except DownloadError as exc:
@@ -245,7 +250,7 @@ def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str |
 
 
 def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: int | None,
-                  progress: Progress | None) -> Fetched:
+                  progress: Progress | None, on_verified: Verified | None) -> Fetched:
     local = None if re.match(r"^[a-z][a-z0-9+.-]*://", url) else Path(url)
     for attempt in range(1, ATTEMPTS + 1):
         digest, _ = _hash_file(part) if part.exists() else (hashlib.sha256(), 0)
@@ -281,8 +286,11 @@ def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: in
         aside = _set_aside(part, dest, MISMATCH)
         raise ChecksumMismatch(f"{dest}: sha256 {found} from {url} differs from the expected {sha256}; set aside "
                                f"as {aside.name} (not used): the remote file changed or is corrupt")
+    fetched = Fetched(dest, url, found, received)
+    if on_verified:
+        on_verified(fetched)
     os.replace(part, dest)
-    return Fetched(dest, url, found, received)
+    return fetched
 
 
 # ---- archives ------------------------------------------------------------------------------------
@@ -352,7 +360,8 @@ def _wanted(name: str, members: Iterable[str], flatten: bool) -> bool:
 
 
 def stream_tar(url: str, dest: str | os.PathLike, members: Iterable[str], *, strip: int = 0,
-               last: Iterable[str] = (), sha256: str | None = None, progress: Progress | None = None) -> Fetched:
+               last: Iterable[str] = (), sha256: str | None = None, progress: Progress | None = None,
+               on_verified: Verified | None = None) -> Fetched:
     """Read the tar archive at `url` (or a mirror's local path; any compression tarfile knows) as it
     arrives and keep only the members whose names match `members` (fnmatch patterns), the first `strip`
     path components removed, under `dest`; the archive itself is never stored. Nothing is placed
@@ -382,6 +391,9 @@ def stream_tar(url: str, dest: str | os.PathLike, members: Iterable[str], *, str
         if sha256 and found != sha256:
             raise ChecksumMismatch(f"{url}: the archive's sha256 {found} differs from the expected {sha256}: the "
                                    "remote file changed or is corrupt; nothing of it was kept")
+        fetched = Fetched(dest, url, found, reader.size)
+        if on_verified:
+            on_verified(fetched)
         staging.commit()
     except OSError as exc:
         staging.discard()
@@ -395,7 +407,7 @@ def stream_tar(url: str, dest: str | os.PathLike, members: Iterable[str], *, str
             raise
         raise DownloadError(f"{url}: the archive stream failed after {reader.size} bytes ({type(exc).__name__}: "
                             f"{exc}); rerun to fetch it again (a streamed archive restarts from its beginning)") from None
-    return Fetched(dest, url, found, reader.size)
+    return fetched
 
 
 def unpack_archive(archive: Path, dest: Path, members: Iterable[str], *, strip: int = 0, flatten: bool = False,

@@ -13,6 +13,7 @@ checked (core/download.py); where a publisher gives no sha256, the first fetch r
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -21,7 +22,6 @@ import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -29,7 +29,9 @@ from tqdm import tqdm
 from sourcetrace.checkpoints.registry import OfficialCheckpoint, load_registry
 from sourcetrace.core.download import (
     PART,
+    ChecksumMismatch,
     DownloadError,
+    Fetched,
     LockFile,
     download_file,
     drive_download_url,
@@ -109,10 +111,13 @@ class Artefact:
 
 # ---- the catalogue -------------------------------------------------------------------------------
 def _data_file(package: str, name: str) -> tuple[dict, str]:
-    text = resources.files(package).joinpath(*name.split("/")).read_text(encoding="utf-8")
+    """A data file of a package, found without running the package's __init__ (generators' imports torch)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations  # a package (datasets/: a namespace package)
+    folder = Path(next(iter(spec.submodule_search_locations)))
     where = f"{package.removeprefix('sourcetrace.').replace('.', '/')}/{name}"
     try:
-        return tomllib.loads(text), where
+        return tomllib.loads(folder.joinpath(name).read_text(encoding="utf-8")), where
     except tomllib.TOMLDecodeError as exc:
         raise FetchError(f"{where}: not valid TOML ({exc})") from None
 
@@ -178,19 +183,32 @@ def _model_artefacts(names: Iterable[str] | None = None) -> list[Artefact]:
     return out
 
 
-def catalogue() -> list[Artefact]:
-    """Every artefact `fetch NAME` knows, in a fixed order: datasets, NLTK data, official checkpoints, SSL models."""
+def _files_catalogue() -> list[Artefact]:
     out = _source_artefacts()
     for entry in load_registry():
         out.extend(_checkpoint_artefacts(entry))
-    return out + _model_artefacts()
+    return out
+
+
+def catalogue() -> list[Artefact]:
+    """Every artefact `fetch NAME` knows, in a fixed order: datasets, NLTK data, official checkpoints, SSL models."""
+    return _files_catalogue() + _model_artefacts()
 
 
 def artefacts_named(names: Iterable[str]) -> list[Artefact]:
-    """The artefacts `fetch NAME...` asks for: a name, or an official checkpoint's id with its companions."""
-    known, out = catalogue(), []
+    """The artefacts `fetch NAME...` asks for: a name, or an official checkpoint's id with its companions.
+    (The SSL models' entries, which import torch to read, are read only when a name is not found before.)"""
+    names = list(names)
+    known = _files_catalogue()
+
+    def matches(name: str) -> list[Artefact]:
+        return [a for a in known if a.name == name or a.name.startswith(f"{name}/")]
+
+    if not all(matches(n) for n in names):
+        known = catalogue()
+    out: list[Artefact] = []
     for name in names:
-        found = [a for a in known if a.name == name or a.name.startswith(f"{name}/")]
+        found = matches(name)
         if not found:
             raise UsageError(f"fetch {name}: no such artefact; known: {', '.join(a.name for a in known)} "
                              "(or give a recipe file)")
@@ -232,7 +250,8 @@ def recipe_artefacts(recipe: StudyRecipe, workdir: str | os.PathLike) -> list[Ar
                 out.append(replace(artefact, path=_relative(placed, workdir)))
             out.extend(by_name[need] for need in entry.needs if by_name[need] not in out)
     models = [e.spec.rsplit("@", 1)[0] for e in recipe.features if not e.random and "@" in e.spec]
-    out.extend(_model_artefacts(models))
+    if models:
+        out.extend(_model_artefacts(models))
     return out
 
 
@@ -278,48 +297,62 @@ def _verified(artefact: Artefact, lock: LockFile) -> str | None:
     return artefact.sha256 or lock.sha256(artefact.key)
 
 
-def _record(artefact: Artefact, lock: LockFile, url: str, sha256: str, size: int) -> None:
-    if not artefact.sha256 and lock.sha256(artefact.key) is None:
-        lock.record_file(artefact.key, url, sha256, size)
+def _recorder(artefact: Artefact, lock: LockFile) -> Callable[[Fetched], None]:
+    """Writes a file's first sha256 to fetch.lock before the file takes its name (the publisher gives none)."""
+    def record(fetched: Fetched) -> None:
+        if not artefact.sha256 and lock.sha256(artefact.key) is None:
+            lock.record_file(artefact.key, fetched.url, fetched.sha256, fetched.size)
+    return record
+
+
+def _download(artefact: Artefact, dest: Path, lock: LockFile, mirror: str | None, progress) -> str:
+    """`dest` fetched and checked, unless an earlier fetch placed it whole (it takes its name only then)."""
+    if dest.is_file():
+        return lock.sha256(artefact.key) or artefact.sha256
+    return download_file(_mirrored(artefact, mirror), dest, sha256=_verified(artefact, lock), size=artefact.size,
+                         progress=progress, on_verified=_recorder(artefact, lock)).sha256
 
 
 def _fetch_file(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | None, progress) -> str:
     dest = artefact.destination(workdir)
-    urls = _mirrored(artefact, mirror)
-    fetched = download_file(urls, dest, sha256=_verified(artefact, lock), size=artefact.size, progress=progress)
-    _record(artefact, lock, fetched.url, fetched.sha256, fetched.size)
+    sha256 = _download(artefact, dest, lock, mirror, progress)
     if artefact.unzip:
         unpack_archive(dest, dest.parent, ("*",))
-    return fetched.sha256
+    return sha256
 
 
 def _fetch_archive(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | None, progress) -> str:
     dest = artefact.destination(workdir)
     archive = workdir / artefact.key
-    fetched = download_file(_mirrored(artefact, mirror), archive, sha256=_verified(artefact, lock),
-                            size=artefact.size, progress=progress)
-    _record(artefact, lock, fetched.url, fetched.sha256, fetched.size)
+    sha256 = _download(artefact, archive, lock, mirror, progress)
     if artefact.unpack == "zip-members":
         unpack_archive(archive, dest.parent, artefact.members, flatten=True)
     else:
         unpack_archive(archive, dest, artefact.members, strip=artefact.strip, last=artefact.done_when)
     archive.unlink()
-    return fetched.sha256
+    return sha256
 
 
 def _fetch_stream(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | None, progress) -> str:
     speakers = artefact.missing_speakers(workdir) or artefact.speakers
     members = tuple(m.replace(SPEAKER, s) for m in artefact.members for s in (speakers if SPEAKER in m else ("",)))
+    last = tuple(g.replace(SPEAKER, s) for g in artefact.done_when for s in (speakers if SPEAKER in g else ("",)))
     errors = []
     for url in _mirrored(artefact, mirror):
         try:
-            fetched = stream_tar(url, artefact.destination(workdir), members, strip=artefact.strip,
-                                 sha256=_verified(artefact, lock), progress=progress)
+            sha256 = stream_tar(url, artefact.destination(workdir), members, strip=artefact.strip, last=last,
+                                sha256=_verified(artefact, lock), progress=progress,
+                                on_verified=_recorder(artefact, lock)).sha256
+        except ChecksumMismatch:
+            raise
         except DownloadError as exc:
             errors.append(str(exc))
             continue
-        _record(artefact, lock, url, fetched.sha256, fetched.size)
-        return fetched.sha256
+        absent = artefact.missing_speakers(workdir)
+        if absent:
+            raise DownloadError(f"{url}: the archive holds no {' or '.join(artefact.done_when)} of speaker(s) "
+                                f"{', '.join(absent)}: check the recipe's speakers")
+        return sha256
     raise DownloadError("; ".join(errors))
 
 
@@ -368,7 +401,7 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
             if commit is None or (pinned and commit != pinned):
                 raise FetchError(f"{artefact.name}: the hub answered commit {commit} for {pinned}")
             snapshot_download(artefact.repo, revision=commit, local_dir=part, allow_patterns=list(artefact.allow),
-                              endpoint=endpoint, tqdm_class=None if progress else _Silent)
+                              endpoint=endpoint)
     except HfHubHTTPError as exc:
         raise FetchError(f"{artefact.name}: {artefact.repo}: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
@@ -381,11 +414,6 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(part, dest)
     return commit
-
-
-class _Silent(tqdm):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **{**kwargs, "disable": True})
 
 
 FETCHERS: dict[str, Callable[..., str]] = {"file": _fetch_file, "zip-members": _fetch_archive, "archive": _fetch_archive,
@@ -401,6 +429,9 @@ def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str 
     lock = LockFile(workdir / LOCK_FILE)
     report = FetchReport(workdir)
     todo = [a for a in artefacts if not a.present(workdir)]
+    for artefact in artefacts:
+        if artefact not in todo and artefact.unpack in ("archive", "zip-members"):
+            (workdir / artefact.key).unlink(missing_ok=True)  # placed by a fetch killed before it deleted the archive
     report.outcomes = [Outcome(a, "present") for a in artefacts if a not in todo]
     sizes = [a.size for a in todo]
     bar = tqdm(total=sum(sizes) if None not in sizes else None, unit="B", unit_scale=True, unit_divisor=1024,
