@@ -54,6 +54,14 @@ class ChecksumMismatch(DownloadError):
     pass
 
 
+class _RangeNotSatisfiable(Exception):
+    """HTTP 416 to a Range request: `total` is the length the server states (Content-Range: bytes */N)."""
+
+    def __init__(self, total: int | None):
+        super().__init__(total)
+        self.total = total
+
+
 class _RangeIgnored(ConnectionError):
     """The server sent the whole file to a Range request: the part is gone, fetch again from byte 0."""
 
@@ -119,7 +127,8 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
         return urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416:
-            return exc  # type: ignore[return-value] - the caller reads its Content-Range
+            match = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", ""))
+            raise _RangeNotSatisfiable(int(match.group(1)) if match else None) from None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason} (the file is not there: check the URL, "
                             "or the mirror's copy)") from None
     except urllib.error.URLError as exc:
@@ -190,13 +199,13 @@ def _transfer(url: str, part: Path, digest, progress: Progress | None) -> int | 
     """Append the rest of `url` to `part`; returns the total length the server states, or None.
     Raises http.client.IncompleteRead/ConnectionError when the connection is cut."""
     offset = part.stat().st_size if part.exists() else 0
-    response = _open(url, offset)
+    try:
+        response = _open(url, offset)
+    except _RangeNotSatisfiable as exc:
+        if exc.total == offset:  # the part holds the whole file already
+            return exc.total
+        raise DownloadError(f"{url}: the server refused to resume at byte {offset}; delete {part} and rerun") from None
     with contextlib.closing(response):
-        if response.status == 416:  # the part holds the whole file already
-            total = _total_length(response, offset)
-            if total == offset:
-                return total
-            raise DownloadError(f"{url}: the server refused to resume at byte {offset}; delete {part} and rerun")
         if response.headers.get_content_type() == "text/html" and not url.lower().endswith((".html", ".htm")):
             page = response.read(1 << 20)
             confirmed = _drive_confirmation(page, response.geturl())
@@ -252,10 +261,11 @@ def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str |
 def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: int | None,
                   progress: Progress | None, on_verified: Verified | None) -> Fetched:
     local = None if re.match(r"^[a-z][a-z0-9+.-]*://", url) else Path(url)
+    if progress and part.exists():
+        progress(part.stat().st_size)  # what an earlier fetch left, counted once
+    total: int | None = None
     for attempt in range(1, ATTEMPTS + 1):
         digest, _ = _hash_file(part) if part.exists() else (hashlib.sha256(), 0)
-        if progress and part.exists():
-            progress(part.stat().st_size)
         try:
             if local is not None:
                 _copy_local(local, part, part.stat().st_size if part.exists() else 0, digest, progress)
@@ -429,9 +439,9 @@ def unpack_archive(archive: Path, dest: Path, members: Iterable[str], *, strip: 
                 tar = stack.enter_context(tarfile.open(archive))
                 for member in tar:
                     target = _member_target(member.name, strip, flatten)
-                    source = tar.extractfile(member) if member.isfile() else None
-                    if source is not None and target is not None and _wanted(member.name, members, flatten):
-                        staging.write(target, source)
+                    contents = tar.extractfile(member) if member.isfile() else None
+                    if contents is not None and target is not None and _wanted(member.name, members, flatten):
+                        staging.write(target, contents)
     except OSError as exc:
         staging.discard()
         if exc.errno in NO_SPACE:

@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -144,22 +144,20 @@ def _checkpoint_artefacts(entry: OfficialCheckpoint) -> list[Artefact]:
     """An official checkpoint (its companions inside its zip), and each companion that has its own URL."""
     folder = PurePosixPath(OFFICIAL, entry.folder) if entry.folder else PurePosixPath(OFFICIAL)
     path = str(folder / entry.file)
-    common = dict(title=entry.source, sha256=entry.sha256, licence=entry.licence, citation=entry.citation,
-                  note=f"no download URL is known ({entry.source}): put the file at the destination by hand")
-    urls = (entry.url,) if entry.url else ()
+    base = Artefact(entry.id, entry.source, (entry.url,) if entry.url else (), entry.size, entry.sha256, entry.licence,
+                    entry.citation, path, path, "file", aliases=entry.aliases,
+                    note=f"no download URL is known ({entry.source}): put the file at the destination by hand")
     if entry.archive:
-        main = Artefact(entry.id, urls=urls, size=None, path=path, key=f"{DOWNLOADS}/{PurePosixPath(entry.url).name}",
-                        unpack="zip-members", members=(entry.file, *entry.companions), **common)
-        return [main]
-    out = [Artefact(entry.id, urls=urls, size=entry.size, path=path, key=path, unpack="file",
-                    aliases=entry.aliases, **common)]
+        return [replace(base, key=f"{DOWNLOADS}/{PurePosixPath(entry.url).name}", unpack="zip-members",
+                        members=(entry.file, *entry.companions), aliases=())]
+    out = [base]
     companion_urls = dict(entry.companion_urls)
     for companion in entry.companions:
         companion_path = str(folder / companion)
         url = companion_urls.get(companion, "")
-        out.append(Artefact(f"{entry.id}/{companion}", urls=(url,) if url else (), size=None, path=companion_path,
-                            key=companion_path, unpack="file",
-                            **{**common, "sha256": "", "title": f"{companion}, beside {entry.file}"}))
+        out.append(replace(base, name=f"{entry.id}/{companion}", title=f"{companion}, beside {entry.file}",
+                           urls=(url,) if url else (), size=None, sha256="", path=companion_path, key=companion_path,
+                           aliases=()))
     return out
 
 
@@ -258,7 +256,7 @@ def recipe_artefacts(recipe: StudyRecipe, workdir: str | os.PathLike) -> list[Ar
 def artefacts_for(targets: list[str], workdir: str | os.PathLike) -> list[Artefact]:
     """A recipe file (one target ending in .toml) or artefact names."""
     if len(targets) == 1 and targets[0].endswith(".toml"):
-        return recipe_artefacts(load_study_recipe(targets[0], base=workdir), workdir)
+        return recipe_artefacts(load_study_recipe(targets[0], base=Path(workdir)), workdir)
     if any(t.endswith(".toml") for t in targets):
         raise UsageError("fetch: give one recipe file, or artefact names (not both)")
     return artefacts_named(targets)
@@ -357,7 +355,7 @@ def _fetch_stream(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str
 
 
 @contextlib.contextmanager
-def _hub_online(constants) -> Iterable[None]:
+def _hub_online(constants) -> Iterator[None]:
     """huggingface_hub reads HF_HUB_OFFLINE once, at import, and every command sets it (`go_offline`):
     fetch alone lifts it, for the time it fetches."""
     before = constants.HF_HUB_OFFLINE
@@ -433,8 +431,8 @@ def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str 
         if artefact not in todo and artefact.unpack in ("archive", "zip-members"):
             (workdir / artefact.key).unlink(missing_ok=True)  # placed by a fetch killed before it deleted the archive
     report.outcomes = [Outcome(a, "present") for a in artefacts if a not in todo]
-    sizes = [a.size for a in todo]
-    bar = tqdm(total=sum(sizes) if None not in sizes else None, unit="B", unit_scale=True, unit_divisor=1024,
+    sizes = [a.size for a in todo if a.size is not None]
+    bar = tqdm(total=sum(sizes) if len(sizes) == len(todo) else None, unit="B", unit_scale=True, unit_divisor=1024,
                desc="[fetch]", disable=not progress or not todo, file=sys.stderr)
     bar_lock = threading.Lock()
 
