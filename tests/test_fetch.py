@@ -75,16 +75,11 @@ def _handler(site: Site):
             self._serve(head=False)
 
         def _json(self, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._page(json.dumps(obj).encode(), "application/json")
 
-        def _page(self, page: bytes):
+        def _page(self, page: bytes, content_type: str = "text/html; charset=utf-8"):
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
             self.wfile.write(page)
@@ -320,6 +315,9 @@ def test_the_beyond_recipe_needs_the_nltk_data_of_espnets_g2p(tmp_path):
 def test_unknown_names_and_catalogue_entries_are_refused(tmp_path, capsys):
     assert main(["fetch", "ljspech", "--workdir", str(tmp_path)]) == 2
     assert "fetch ljspech: no such artefact; known: ljspeech" in capsys.readouterr().err
+    assert main(["fetch", "--workdir", str(tmp_path)]) == 2 and "give a recipe file" in capsys.readouterr().err
+    assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 2
+    assert f"{tmp_path / LOCK_FILE}: no lock file yet" in capsys.readouterr().err
     assert len({a.name for a in catalogue()}) == len(catalogue())
 
 
@@ -350,7 +348,7 @@ def test_one_failure_does_not_stop_the_others(server, tmp_path, capsys):
     assert "matcha/pretrained:" in captured.err and "HTTP 404" in captured.err
 
 
-def test_a_zip_release_gives_its_file_and_companions_and_a_mirror_folder_works(server, tmp_path):
+def test_a_zip_release_gives_its_file_and_companions_and_a_mirror_folder_works(tmp_path, monkeypatch):
     release = _zip({"tts_models--en--ljspeech--vits/model_file.pth": b"weights",
                     "tts_models--en--ljspeech--vits/config.json": b"{}", "tts_models--en--ljspeech--vits/x.txt": b""})
     mirror = tmp_path / "mirror" / "downloads"
@@ -361,6 +359,12 @@ def test_a_zip_release_gives_its_file_and_companions_and_a_mirror_folder_works(s
     assert [o.status for o in report.outcomes] == ["fetched"]
     assert sorted(p.name for p in (work / "official").iterdir()) == ["config.json", "model_file.pth"]
     assert not (work / "downloads" / "tts_models--en--ljspeech--vits.zip").exists()  # taken apart, then deleted
+    model = tmp_path / "mirror" / "models" / "xls-r-2b"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
+    assert not fetch(artefacts_named(["xls-r-2b"]), work, mirror=str(tmp_path / "mirror"), progress=False).failed
+    assert (tmp_path / "models" / "xls-r-2b" / "config.json").read_text() == "{}"
 
 
 def test_hifitts_is_streamed_keeping_only_the_recipes_speakers(server, tmp_path):

@@ -376,7 +376,8 @@ def cmd_fetch(args) -> int:
         for a in artefacts:
             state = "present" if a.present(args.workdir) else "missing"
             print(f"{a.name}  [{state}]\n  url: {a.shown_urls()}\n  size: {_size(a.size)}\n"
-                  f"  destination: {a.destination(args.workdir)}\n  licence: {a.licence}")
+                  f"  destination: {a.destination(args.workdir)}\n  licence: {a.licence}"
+                  + (f"\n  speakers: {' '.join(a.speakers)} (the rest of the archive is not kept)" if a.speakers else ""))
         missing = sum(not a.present(args.workdir) for a in artefacts)
         print(f"[fetch] {len(artefacts)} artefacts, {missing} to fetch (dry run: nothing downloaded)")
         return 0

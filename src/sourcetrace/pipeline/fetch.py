@@ -106,6 +106,8 @@ class Artefact:
         return dest.is_dir() and all(any(dest.glob(g)) for g in self._done_globs())
 
     def shown_urls(self) -> str:
+        if self.unpack == "hf":
+            return f"{self.urls[0]} (revision {self.revision or 'main, resolved and locked on first fetch'})"
         return " ".join(self.urls) if self.urls else f"none: {self.note}"
 
 
@@ -355,15 +357,19 @@ def _fetch_stream(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str
 
 
 @contextlib.contextmanager
-def _hub_online(constants) -> Iterator[None]:
-    """huggingface_hub reads HF_HUB_OFFLINE once, at import, and every command sets it (`go_offline`):
-    fetch alone lifts it, for the time it fetches."""
-    before = constants.HF_HUB_OFFLINE
+def _hub_online(constants, endpoint: str | None) -> Iterator[None]:
+    """huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, when imported, and every command sets
+    the first (`go_offline`): fetch alone lifts it while it fetches, and points every request of the
+    library (its own look-ups too, not only those given `endpoint=`) at the HF_ENDPOINT of now."""
+    before = constants.HF_HUB_OFFLINE, constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE
     constants.HF_HUB_OFFLINE = False
+    if endpoint:
+        constants.ENDPOINT = endpoint
+        constants.HUGGINGFACE_CO_URL_TEMPLATE = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = before
+        constants.HF_HUB_OFFLINE, constants.ENDPOINT, constants.HUGGINGFACE_CO_URL_TEMPLATE = before
 
 
 _HUB = threading.Lock()  # _hub_online changes a module global: one Hugging Face fetch at a time
@@ -394,7 +400,7 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
         raise FetchError(f"{artefact.name}: {LOCK_FILE} pins commit {pinned}, the catalogue {artefact.revision}: "
                          f"delete the entry from {workdir / LOCK_FILE} to take the catalogue's")
     try:
-        with _HUB, _hub_online(constants):
+        with _HUB, _hub_online(constants, endpoint):
             commit = HfApi(endpoint=endpoint).repo_info(artefact.repo, revision=artefact.revision or pinned or None).sha
             if commit is None or (pinned and commit != pinned):
                 raise FetchError(f"{artefact.name}: the hub answered commit {commit} for {pinned}")
