@@ -329,6 +329,12 @@ def test_a_file_artefact_pins_its_hash_in_the_lock_and_a_changed_remote_is_refus
     assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 0
     assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in capsys.readouterr().out
     assert main(argv) == 0 and "present: vocoder/hifigan-matcha" in capsys.readouterr().out
+    placed = tmp_path / "official" / "generator_v1"
+    placed.write_bytes(bytes(len(data)))  # same length, other bytes: only --verify sees it
+    assert main(argv) == 0 and main([*argv, "--verify"]) == 1
+    assert "move it away and rerun" in capsys.readouterr().err
+    placed.write_bytes(data[:-1])  # a cut copy: its length gives it away
+    assert main(argv) == 1 and "has 9999 bytes where fetch.lock" in capsys.readouterr().err
     (tmp_path / "official" / "generator_v1").unlink()
     server.files["/official/generator_v1"] = _bytes(10_000, seed=1)  # the publisher changed the file
     assert main(argv) == 1

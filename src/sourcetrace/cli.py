@@ -381,7 +381,8 @@ def cmd_fetch(args) -> int:
         missing = sum(not a.present(args.workdir) for a in artefacts)
         print(f"[fetch] {len(artefacts)} artefacts, {missing} to fetch (dry run: nothing downloaded)")
         return 0
-    report = fetch(artefacts, args.workdir, mirror=args.mirror, jobs=args.jobs, progress=not args.quiet)
+    report = fetch(artefacts, args.workdir, mirror=args.mirror, jobs=args.jobs, progress=not args.quiet,
+                   verify=args.verify)
     for outcome in report.outcomes:
         if outcome.status == "failed":
             print(f"error: {outcome.message}", file=sys.stderr)
@@ -508,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(official/..., downloads/<archive>, models/<name>/) instead of the publishers")
     p.add_argument("--print-lock", action="store_true", help="print fetch.lock (the sha256 of each file as first "
                    "fetched, each model's commit) to pin a lab's copies")
+    p.add_argument("--verify", action="store_true", help="re-hash the files already in place against the catalogue or "
+                   "fetch.lock (and record the hash of a file put in place by hand); without it only their length is checked")
     p.add_argument("--jobs", type=int, default=4, help="artefacts fetched at once (default 4)")
     _options(p, "--quiet")
     p.set_defaults(func=cmd_fetch)

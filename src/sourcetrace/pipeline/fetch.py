@@ -39,6 +39,7 @@ from sourcetrace.core.download import (
     unpack_archive,
 )
 from sourcetrace.core.errors import SourcetraceError, UsageError
+from sourcetrace.core.fileio import sha256_file
 from sourcetrace.core.schema import FETCH_MODEL, FETCH_SOURCE, check
 from sourcetrace.pipeline.recipe import StudyRecipe, load_study_recipe
 
@@ -383,6 +384,8 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
 
     dest = artefact.destination(workdir)
     part = dest.with_name(dest.name + PART)
+    if dest.exists():  # fetch renames a whole folder into place: this one is someone else's
+        raise FetchError(f"{dest}: a folder without config.json is in the way: move it away and rerun")
     if mirror is not None:
         if "://" in mirror:
             raise FetchError(f"{artefact.name}: a Hugging Face folder comes from a mirror folder (--mirror DIR, "
@@ -415,7 +418,6 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
                          "resume") from None
     if pinned is None:
         lock.record_revision(artefact.key, artefact.repo, commit)
-    shutil.rmtree(dest, ignore_errors=True)
     os.replace(part, dest)
     return commit
 
@@ -424,10 +426,34 @@ FETCHERS: dict[str, Callable[..., str]] = {"file": _fetch_file, "zip-members": _
                                            "stream": _fetch_stream, "hf": _fetch_hf}
 
 
+def _check_present(artefact: Artefact, workdir: Path, lock: LockFile, verify: bool) -> Outcome:
+    """A file already in place against what the catalogue or fetch.lock says it is: its length always (cheap),
+    its sha256 with `verify` (which also records, for a file put in place by hand, the hash it has now)."""
+    if artefact.unpack != "file":
+        return Outcome(artefact, "present")
+    dest = artefact.destination(workdir)
+    path = next(p for p in (dest.parent / n for n in (dest.name, *artefact.aliases)) if p.is_file())
+    size, expected_size = path.stat().st_size, artefact.size or lock.files.get(artefact.key, {}).get("size")
+    if expected_size is not None and size != expected_size:
+        return Outcome(artefact, "failed", f"{artefact.name}: {path} has {size} bytes where {LOCK_FILE} or the catalogue "
+                                           f"says {expected_size}: move it away and rerun to fetch it again")
+    expected = _verified(artefact, lock)
+    if not verify:
+        return Outcome(artefact, "present")
+    found = sha256_file(path)
+    if expected and found != expected:
+        return Outcome(artefact, "failed", f"{artefact.name}: {path} has sha256 {found}, not the {expected} of "
+                                           f"{'the catalogue' if artefact.sha256 else LOCK_FILE}: move it away and rerun")
+    if not expected:
+        lock.record_file(artefact.key, "(in place before fetch)", found, size)
+    return Outcome(artefact, "present", sha256=found)
+
+
 def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str | None = None, jobs: int = 4,
-          progress: bool = True) -> FetchReport:
+          progress: bool = True, verify: bool = False) -> FetchReport:
     """Fetch every artefact not yet present, `jobs` at a time; a failure is its outcome's message, the
-    others go on. A byte bar counts what arrives (sizes where known)."""
+    others go on. A byte bar counts what arrives (sizes where known). Files in place are checked
+    (`_check_present`)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lock = LockFile(workdir / LOCK_FILE)
@@ -436,7 +462,7 @@ def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str 
     for artefact in artefacts:
         if artefact not in todo and artefact.unpack in ("archive", "zip-members"):
             (workdir / artefact.key).unlink(missing_ok=True)  # placed by a fetch killed before it deleted the archive
-    report.outcomes = [Outcome(a, "present") for a in artefacts if a not in todo]
+    report.outcomes = [_check_present(a, workdir, lock, verify) for a in artefacts if a not in todo]
     sizes = [a.size for a in todo if a.size is not None]
     bar = tqdm(total=sum(sizes) if len(sizes) == len(todo) else None, unit="B", unit_scale=True, unit_divisor=1024,
                desc="[fetch]", disable=not progress or not todo, file=sys.stderr)
