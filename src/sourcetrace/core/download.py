@@ -171,9 +171,9 @@ def _no_space(exc: OSError, dest: Path, part: Path) -> DownloadError:
     mount = folder.resolve()
     while not os.path.ismount(mount):
         mount = mount.parent
-    kept = part.stat().st_size if part.exists() else 0
-    return DownloadError(f"{dest}: no space left on the file system {mount} (`df -h {folder}`): {kept} bytes "
-                         f"kept in {part.name}; free space and rerun to resume ({os.strerror(exc.errno or 0)})")
+    kept = f"{part.stat().st_size} bytes kept in {part.name}; " if part.is_file() else ""
+    return DownloadError(f"{dest}: no space left on the file system {mount} (`df -h {folder}`): {kept}free space "
+                         f"and rerun to resume ({os.strerror(exc.errno or 0)})")
 
 
 def _set_aside(part: Path, dest: Path, suffix: str) -> Path:

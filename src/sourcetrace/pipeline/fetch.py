@@ -55,6 +55,11 @@ class FetchError(SourcetraceError, ValueError):
     pass
 
 
+def _per_speaker(patterns: Iterable[str], speakers: Iterable[str]) -> tuple[str, ...]:
+    """`patterns` with {speaker} written out for each speaker (a pattern without it: once)."""
+    return tuple(p.replace(SPEAKER, s) for p in patterns for s in (tuple(speakers) if SPEAKER in p else ("",)))
+
+
 @dataclass(frozen=True)
 class Artefact:
     """One thing `fetch` can get. `path`: its destination relative to the work folder (or absolute);
@@ -88,9 +93,6 @@ class Artefact:
             return self.models_dir / self.path
         return Path(workdir) / self.path
 
-    def _done_globs(self) -> list[str]:
-        return [g.replace(SPEAKER, s) for g in self.done_when for s in (self.speakers if SPEAKER in g else ("",))]
-
     def missing_speakers(self, workdir: str | os.PathLike) -> tuple[str, ...]:
         dest = self.destination(workdir)
         return tuple(s for s in self.speakers
@@ -104,7 +106,7 @@ class Artefact:
             return all((dest.parent / n).is_file() for n in self.members)
         if self.unpack == "hf":
             return (dest / "config.json").is_file()
-        return dest.is_dir() and all(any(dest.glob(g)) for g in self._done_globs())
+        return dest.is_dir() and all(any(dest.glob(g)) for g in _per_speaker(self.done_when, self.speakers))
 
     def shown_urls(self) -> str:
         if self.unpack == "hf":
@@ -336,8 +338,7 @@ def _fetch_archive(artefact: Artefact, workdir: Path, lock: LockFile, mirror: st
 
 def _fetch_stream(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | None, progress) -> str:
     speakers = artefact.missing_speakers(workdir) or artefact.speakers
-    members = tuple(m.replace(SPEAKER, s) for m in artefact.members for s in (speakers if SPEAKER in m else ("",)))
-    last = tuple(g.replace(SPEAKER, s) for g in artefact.done_when for s in (speakers if SPEAKER in g else ("",)))
+    members, last = _per_speaker(artefact.members, speakers), _per_speaker(artefact.done_when, speakers)
     errors = []
     for url in _mirrored(artefact, mirror):
         try:
