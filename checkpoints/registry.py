@@ -39,6 +39,13 @@ class OfficialCheckpoint:
     vocoder_kind: str = ""          # a vocoder's kind where the format does not tell it (vocos, bigvgan, dle-hifigan)
     paper_url: str = ""             # the link the study's paper gives for this file, where it gives one
     paper_note: str = ""            # how that link resolves to this file, or where the two differ
+    licence: str = "unknown"        # the publisher's terms, as far as we have read them
+    citation: str = ""              # the paper to cite
+    size: int | None = None         # bytes of the file at url, where known
+    companion_urls: tuple[tuple[str, str], ...] = ()  # (companion, url) for companions not inside an archive
+    archive: str = ""               # "zip": url is a zip holding file and companions (taken out by fetch)
+    folder: str = ""                # the subfolder of official/ that fetch keeps a release folder in
+    needs: tuple[str, ...] = ()     # other fetch artefacts a loader of this file needs (the NLTK data of g2p_en)
 
     @property
     def model(self) -> str:
@@ -83,8 +90,15 @@ def load_registry(path: str | Path | None = None) -> list[OfficialCheckpoint]:
         unknown = sorted(set(entry) - {f.name for f in fields(OfficialCheckpoint)})
         if unknown:
             raise RegistryError(f"{source}: {entry['id']}: unknown key(s) {', '.join(unknown)}")
+        companion_urls = entry.get("companion_urls", {})
+        if (set(companion_urls) - set(entry.get("companions", ())) or entry.get("archive", "zip") != "zip"
+                or not isinstance(entry.get("size", 0), int) or entry.get("size", 0) < 0):
+            raise RegistryError(f"{source}: {entry['id']}: companion_urls must name companions, archive must be "
+                                "\"zip\", size a number of bytes")
         checkpoint = OfficialCheckpoint(**{**entry, "companions": tuple(entry.get("companions", ())),
-                                           "aliases": tuple(entry.get("aliases", ()))})
+                                           "aliases": tuple(entry.get("aliases", ())),
+                                           "companion_urls": tuple(companion_urls.items()),
+                                           "needs": tuple(entry.get("needs", ()))})
         # the one list of architecture names (plug-ins too); a vocoder no architecture owns names none
         if checkpoint.architecture not in GENERATORS and not (checkpoint.kind == "vocoder" and not checkpoint.architecture):
             raise RegistryError(f"{source}: {entry['id']}: architecture must be one of {GENERATORS.describe()}")

@@ -18,6 +18,7 @@ HEAVY = frozenset({
     "hydra", "matcha", "grad_tts", "espnet", "espnet2", "sklearn", "scipy", "librosa", "numba", "matplotlib",
     "submitit", "bigvgan", "vocos", "playwright",
     "nltk", "g2p_en",  # ESPnet's English front end: g2p_en downloads NLTK data when imported unguarded
+    "huggingface_hub",  # reads HF_HUB_OFFLINE once, when imported: only after go_offline() (fetch lifts it itself)
 })
 
 

@@ -37,6 +37,7 @@ from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts
 from sourcetrace.pipeline.backends import BACKENDS, run_study
 from sourcetrace.pipeline.demo import run_demo
+from sourcetrace.pipeline.fetch import artefacts_for, fetch, print_lock
 from sourcetrace.pipeline.plan import EXIT_BLOCKED, plan_lines, plan_study
 from sourcetrace.pipeline.recipe import load_recipe
 from sourcetrace.pipeline.regenerate import check_against_recipe
@@ -362,6 +363,40 @@ def _threads_note(threads: int) -> str:
     return f"{threads} CPU thread{'s' if threads != 1 else ''}"
 
 
+def _size(size: int | None) -> str:
+    return "unknown" if size is None else f"{size:,} bytes"
+
+
+def cmd_fetch(args) -> int:
+    if args.print_lock:
+        print(print_lock(args.workdir), end="")
+        return 0
+    if not args.targets:
+        raise UsageError("fetch: give a recipe file (e.g. recipes/study.toml) or artefact names (or --print-lock)")
+    artefacts = artefacts_for(args.targets, args.workdir)
+    if args.dry_run:
+        for a in artefacts:
+            state = "present" if a.present(args.workdir) else "missing"
+            print(f"{a.name}  [{state}]\n  url: {a.shown_urls()}\n  size: {_size(a.size)}\n"
+                  f"  destination: {a.destination(args.workdir)}\n  licence: {a.licence}"
+                  + (f"\n  speakers: {' '.join(a.speakers)} (the rest of the archive is not kept)" if a.speakers else ""))
+        missing = sum(not a.present(args.workdir) for a in artefacts)
+        print(f"[fetch] {len(artefacts)} artefacts, {missing} to fetch (dry run: nothing downloaded)")
+        return 0
+    report = fetch(artefacts, args.workdir, mirror=args.mirror, jobs=args.jobs, progress=not args.quiet,
+                   verify=args.verify)
+    for outcome in report.outcomes:
+        if outcome.status == "failed":
+            print(f"error: {outcome.message}", file=sys.stderr)
+        else:
+            done = f" (sha256 {outcome.sha256})" if outcome.sha256 else ""
+            print(f"[fetch] {outcome.status}: {outcome.artefact.name} -> {outcome.artefact.destination(args.workdir)}{done}")
+    print(f"[fetch] {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} artefacts in place"
+          + (f"; {len(report.failed)} failed: fix what each error line says and rerun (finished files are kept)"
+             if report.failed else ""))
+    return 1 if report.failed else 0
+
+
 def cmd_run(args) -> int:
     if args.json and not args.plan:
         raise UsageError("--json goes with --plan (the plan as JSON); a run prints its log")
@@ -475,6 +510,23 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{EXIT_BLOCKED} if a unit is blocked (an input missing), 0 if every unit can run")
     p.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("fetch", help="download what a recipe needs (datasets, official checkpoints, SSL models, NLTK "
+                                     "data) or artefacts by name: resumable, checked, the one command that downloads")
+    p.add_argument("targets", nargs="*", metavar="RECIPE|NAME",
+                   help="a recipe (e.g. recipes/study.toml), or artefact names (ljspeech, hifitts, xls-r-2b, an official "
+                        "checkpoint id such as vits/pretrained)")
+    p.add_argument("--workdir", default=".", help="where the artefacts and fetch.lock go (the recipe's work folder)")
+    p.add_argument("--dry-run", action="store_true", help="list each artefact's URL, size and destination; fetch nothing")
+    p.add_argument("--mirror", metavar="DIR|URL", help="fetch from a lab copy with the catalogue's relative paths "
+                   "(official/..., downloads/<archive>, models/<name>/) instead of the publishers")
+    p.add_argument("--print-lock", action="store_true", help="print fetch.lock (the sha256 of each file as first "
+                   "fetched, each model's commit) to pin a lab's copies")
+    p.add_argument("--verify", action="store_true", help="re-hash the files already in place against the catalogue or "
+                   "fetch.lock (and record the hash of a file put in place by hand); without it only their length is checked")
+    p.add_argument("--jobs", type=int, default=4, help="artefacts fetched at once (default 4)")
+    _options(p, "--quiet")
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("synth", help="synthesise a prompt set with one checkpoint, or a whole recipe, into a "
                                      "corpus (resumable)")

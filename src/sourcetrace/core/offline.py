@@ -4,7 +4,8 @@ reached out would fail late or leak; every input a run needs is a local file or 
 `go_offline()` sets the offline switches of the libraries that would otherwise look things up on the
 Hugging Face hub; a switch the user set already is left as it is. The CLI and every Slurm unit call it
 first. A stack that downloads at import time (g2p_en's NLTK data, for ESPnet) is guarded where that
-stack is imported (`generators/vits_espnet.py`).
+stack is imported (`generators/vits_espnet.py`). `sourcetrace fetch` (pipeline/fetch.py) is the one
+exception: it downloads, lifting huggingface_hub's switch only while it fetches a model folder.
 """
 
 from __future__ import annotations

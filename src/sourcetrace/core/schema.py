@@ -242,3 +242,21 @@ BOARD = Record({
     "sourcetrace": str,
 }, extra=False)
 PER_SEED = ListOf(Record({"seed": int, "variant": Optional(str), "macro_f1": Number()}), non_empty=True)
+
+# The download catalogue of `sourcetrace fetch` (pipeline/fetch.py): datasets/sources.toml and
+# generators/sources.toml (FETCH_SOURCE, a table per artefact), attribution/extractors/models/sources.toml
+# (FETCH_MODEL, a table per shipped SSL model). Official checkpoints: checkpoints/registry.toml.
+_RELATIVE = Text(r"(?!/)(?!.*(^|/)\.\.(/|$))[^\x00]+", "a relative path inside the work folder")
+_HTTP_URL = Text(r"https?://\S+", "an http(s) URL")
+FETCH_SOURCE = MapOf(Record({
+    "title": str, "urls": ListOf(_HTTP_URL, non_empty=True), "size": Optional(Int(min=1)),
+    "sha256": Optional(Text(f"({HEX64})?", "64 lowercase hex digits, or empty: not published")),
+    "licence": str, "citation": str, "destination": _RELATIVE,
+    "unpack": OneOf(("file", "archive", "stream"), "unpack mode"), "unzip": Optional(bool),
+    "members": Optional(ListOf(str, non_empty=True)), "strip": Optional(Int(min=0)),
+    "done_when": Optional(ListOf(_RELATIVE, non_empty=True)), "speakers": Optional(ListOf(str, non_empty=True)),
+}, extra=False))
+FETCH_MODEL = MapOf(Record({
+    "revision": Text(r"([0-9a-f]{40})?", "a 40-hex-digit commit, or empty: resolved and locked on first fetch"),
+    "allow": ListOf(str, non_empty=True), "licence": str, "citation": str, "size": Optional(Int(min=1)),
+}, extra=False))

@@ -1,0 +1,486 @@
+"""`sourcetrace fetch` against a loopback HTTP server this test starts (127.0.0.1 only): ranges and
+resumes, cut connections, redirects, lying lengths, checksums, 404, Google Drive's confirmation page,
+streamed tar members, a Hugging Face endpoint for snapshot_download, SIGKILL at random points, the
+lock file, a full disk."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.parse
+import zipfile
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sourcetrace.cli import main
+from sourcetrace.core.download import (
+    ATTEMPTS,
+    MISMATCH,
+    WRONG_LENGTH,
+    ChecksumMismatch,
+    DownloadError,
+    download_file,
+    drive_download_url,
+    part_path,
+)
+from sourcetrace.pipeline.fetch import LOCK_FILE, artefacts_named, catalogue, fetch, recipe_artefacts
+from sourcetrace.pipeline.recipe import load_study_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class Site:
+    """What the loopback server serves and how it misbehaves; every request is recorded."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cuts: dict[str, int] = {}       # path -> how many more responses to cut after half the body
+        self.lie: dict[str, int] = {}        # path -> bytes claimed beyond the real length
+        self.delay = 0.0                     # seconds per 16 KB chunk
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.sent = 0
+        self.hub: dict[str, dict[str, bytes]] = {}   # a commit -> its files, of one Hugging Face repository
+        self.hub_main = COMMIT
+        self.pages: dict[str, bytes] = {}   # path -> a web page served instead of a file (a login page)
+
+    def ranges(self, path: str) -> list[str | None]:
+        return [r for _, p, r in self.requests if p == path]
+
+
+def _handler(site: Site):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            self._serve(head=True)
+
+        def do_GET(self):
+            self._serve(head=False)
+
+        def _json(self, obj):
+            self._page(json.dumps(obj).encode(), "application/json")
+
+        def _page(self, page: bytes, content_type: str = "text/html; charset=utf-8"):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def _serve(self, head: bool):
+            path, _, query = self.path.partition("?")
+            site.requests.append((self.command, path, self.headers.get("Range")))
+            params = dict(urllib.parse.parse_qsl(query))
+            if path.startswith("/redirect/"):
+                self.send_response(302)
+                self.send_header("Location", path.removeprefix("/redirect"))
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            if path in site.pages:
+                return self._page(site.pages[path])
+            if path == "/drive/uc":
+                if params.get("confirm") == "t" and params.get("uuid") == "u-1":
+                    return self._file("/drive.bin", head)
+                page = (b'<html><body>Google Drive can\'t scan this file for viruses.<form id="download-form" '
+                        b'action="/drive/uc" method="get"><input type="hidden" name="id" value="' + params["id"].encode()
+                        + b'"><input type="hidden" name="export" value="download"><input type="hidden" name="confirm" '
+                        b'value="t"><input type="hidden" name="uuid" value="u-1"></form></body></html>')
+                return self._page(page)
+            hub = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/(revision|tree)/([^/]+))?(?:/.*)?", path)
+            if hub:
+                repo, what, revision = hub.groups()
+                commit = site.hub_main if revision in ("main", None) else revision
+                if commit not in site.hub:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RevisionNotFound")
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                files = site.hub[commit]
+                if what != "tree":
+                    return self._json({"id": repo, "sha": commit, "siblings": [{"rfilename": f} for f in files]})
+                return self._json([{"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                                   for f, b in files.items()])
+            resolve = re.fullmatch(r"/[^/]+/[^/]+/resolve/([^/]+)/(.+)", path)
+            if resolve and resolve.group(1) in site.hub:
+                body = site.hub[resolve.group(1)][resolve.group(2)]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", resolve.group(1))
+                self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                return None
+            return self._file(path, head)
+
+        def _file(self, path: str, head: bool):
+            if path not in site.files:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            body = site.files[path]
+            claimed = len(body) + site.lie.get(path, 0)
+            start = 0
+            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            if match:
+                start = int(match.group(1))
+                if start >= claimed:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{claimed}")
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{claimed - 1}/{claimed}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(claimed - start))
+            self.end_headers()
+            if head:
+                return None
+            rest = body[start:]
+            if site.cuts.get(path, 0) > 0:
+                site.cuts[path] -= 1
+                rest = rest[: len(rest) // 2]
+            for i in range(0, len(rest), 1 << 14):
+                self.wfile.write(rest[i:i + (1 << 14)])
+                site.sent += len(rest[i:i + (1 << 14)])
+                if site.delay:
+                    time.sleep(site.delay)
+            self.close_connection = True
+            return None
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up (a killed fetch): nothing to report
+
+
+@pytest.fixture
+def server():
+    site = Site()
+    httpd = _Server(("127.0.0.1", 0), _handler(site))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    site.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield site
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def _tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
+    return out.getvalue()
+
+
+# ---- the engine ----------------------------------------------------------------------------------
+def test_a_cut_connection_is_resumed_with_a_range_request(server, tmp_path):
+    data = server.files["/a.bin"] = _bytes(300_000)
+    server.cuts["/a.bin"] = 1
+    fetched = download_file([f"{server.url}/a.bin"], tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == data and fetched.sha256 == hashlib.sha256(data).hexdigest()
+    assert server.ranges("/a.bin") == [None, f"bytes={len(data) // 2}-"]
+    assert not part_path(tmp_path / "a.bin").exists()
+
+
+def test_a_fetch_cut_every_time_keeps_its_part_and_the_rerun_resumes_it(server, tmp_path):
+    data = server.files["/a.bin"] = _bytes(300_000)
+    server.cuts["/a.bin"] = ATTEMPTS
+    with pytest.raises(DownloadError, match=r"the connection was cut after \d+ bytes.*rerun to resume"):
+        download_file([f"{server.url}/a.bin"], tmp_path / "a.bin")
+    held = part_path(tmp_path / "a.bin").stat().st_size
+    assert 0 < held < len(data) and not (tmp_path / "a.bin").exists()  # a part is never the file
+    download_file([f"{server.url}/a.bin"], tmp_path / "a.bin")
+    assert server.ranges("/a.bin")[-1] == f"bytes={held}-"
+    assert (tmp_path / "a.bin").read_bytes() == data
+
+
+def test_a_redirect_is_followed_and_a_missing_file_is_a_404_line(server, tmp_path):
+    data = server.files["/a.bin"] = _bytes(1000)
+    download_file([f"{server.url}/redirect/a.bin"], tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == data
+    with pytest.raises(DownloadError, match=r"/nothing\.bin: HTTP 404 Not Found"):
+        download_file([f"{server.url}/nothing.bin"], tmp_path / "b.bin")
+
+
+def test_an_unreachable_host_says_so(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError, match=rf"127\.0\.0\.1:{port}: host unreachable .*--mirror"):
+        download_file([f"http://127.0.0.1:{port}/a.bin"], tmp_path / "a.bin")
+
+
+def test_a_server_that_claims_more_bytes_than_it_sends_is_refused_and_the_part_kept(server, tmp_path):
+    server.files["/a.bin"] = _bytes(5000)
+    server.lie["/a.bin"] = 1000
+    with pytest.raises(DownloadError, match="the connection was cut after 5000 bytes"):
+        download_file([f"{server.url}/a.bin"], tmp_path / "a.bin")
+    assert not (tmp_path / "a.bin").exists()
+
+
+def test_a_wrong_length_or_checksum_is_set_aside_under_a_name_that_says_so(server, tmp_path):
+    data = server.files["/a.bin"] = _bytes(5000)
+    with pytest.raises(DownloadError, match="wrong length .*5000 bytes, expected 5001"):
+        download_file([f"{server.url}/a.bin"], tmp_path / "a.bin", size=5001)
+    assert (tmp_path / f"a.bin{WRONG_LENGTH}").read_bytes() == data and not (tmp_path / "a.bin").exists()
+    with pytest.raises(ChecksumMismatch, match="differs from the expected 0000"):
+        download_file([f"{server.url}/a.bin"], tmp_path / "b.bin", sha256="0" * 64)
+    assert (tmp_path / f"b.bin{MISMATCH}").read_bytes() == data and not (tmp_path / "b.bin").exists()
+
+
+def test_google_drives_confirmation_page_is_answered(server, tmp_path):
+    data = server.files["/drive.bin"] = _bytes(20_000)
+    download_file([f"{server.url}/drive/uc?id=abc&export=download"], tmp_path / "hifigan.pt")
+    assert (tmp_path / "hifigan.pt").read_bytes() == data
+    assert drive_download_url("https://drive.google.com/file/d/15AeZO2Zo4NBl7PG8oGgfQk0J1PpjaOgI/view") == (
+        "https://drive.usercontent.google.com/download?id=15AeZO2Zo4NBl7PG8oGgfQk0J1PpjaOgI&export=download&confirm=t")
+
+
+def test_a_web_page_instead_of_a_file_is_refused(server, tmp_path):
+    server.pages["/a.bin"] = b"<html><form action='/login'>sign in</form></html>"
+    with pytest.raises(DownloadError, match="sent a web page, not the file"):
+        download_file([f"{server.url}/a.bin"], tmp_path / "a.bin")
+    assert not (tmp_path / "a.bin").exists() and not part_path(tmp_path / "a.bin").exists()
+
+
+# ---- the catalogue and the command -----------------------------------------------------------------
+def test_the_study_recipe_lists_every_artefact_it_needs_at_its_paths(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
+    recipe = load_study_recipe(ROOT / "recipes" / "study.toml", base=tmp_path)
+    found = {a.name: a for a in recipe_artefacts(recipe, tmp_path)}
+    assert sorted(found) == sorted([
+        "ljspeech", "hifitts", "fastpitch/pretrained", "gradtts/pretrained", "matcha/pretrained", "vits/pretrained",
+        "vocoder/hifigan-dle", "vocoder/hifigan-gradtts", "vocoder/hifigan-gradtts/hifigan-config.json",
+        "vocoder/hifigan-matcha", "xls-r-2b", "w2v-bert-2.0"])
+    assert found["hifitts"].speakers == ("9136",)
+    assert found["vits/pretrained"].destination(tmp_path) == tmp_path / "official" / "model_file.pth"
+    assert found["xls-r-2b"].destination(tmp_path) == tmp_path / "models" / "xls-r-2b"
+    assert not any(a.present(tmp_path) for a in found.values())
+    assert main(["fetch", str(ROOT / "recipes" / "study.toml"), "--dry-run", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for artefact in found.values():
+        assert f"{artefact.name}  [missing]\n  url: " in out and str(artefact.destination(tmp_path)) in out
+    assert "url: none: no download URL is known" in out  # Grad-TTS's checkpoint: a Drive folder, no file link
+    assert "size: unknown" in out and "12 artefacts, 12 to fetch" in out
+    miniature = load_study_recipe(ROOT / "recipes" / "mini.toml", base=tmp_path)
+    assert recipe_artefacts(miniature, tmp_path) == []  # espeak-ng data, stand-ins, random models: nothing to fetch
+
+
+def test_the_beyond_recipe_needs_the_nltk_data_of_espnets_g2p(tmp_path):
+    recipe = load_study_recipe(ROOT / "recipes" / "beyond.toml", base=tmp_path)
+    names = [a.name for a in recipe_artefacts(recipe, tmp_path)]
+    assert {"nltk/cmudict", "nltk/averaged_perceptron_tagger_eng", "xtts/pretrained/vocab.json"} <= set(names)
+    assert "hifitts" not in names  # no fine-tunes in this recipe
+
+
+def test_unknown_names_and_catalogue_entries_are_refused(tmp_path, capsys):
+    assert main(["fetch", "ljspech", "--workdir", str(tmp_path)]) == 2
+    assert "fetch ljspech: no such artefact; known: ljspeech" in capsys.readouterr().err
+    assert main(["fetch", "--workdir", str(tmp_path)]) == 2 and "give a recipe file" in capsys.readouterr().err
+    assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 2
+    assert f"{tmp_path / LOCK_FILE}: no lock file yet" in capsys.readouterr().err
+    assert len({a.name for a in catalogue()}) == len(catalogue())
+
+
+def test_a_file_artefact_pins_its_hash_in_the_lock_and_a_changed_remote_is_refused(server, tmp_path, capsys):
+    data = server.files["/official/generator_v1"] = _bytes(10_000)
+    argv = ["fetch", "vocoder/hifigan-matcha", "--workdir", str(tmp_path), "--mirror", server.url, "--quiet"]
+    assert main(argv) == 0
+    assert (tmp_path / "official" / "generator_v1").read_bytes() == data
+    assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 0
+    assert f'sha256 = "{hashlib.sha256(data).hexdigest()}"' in capsys.readouterr().out
+    assert main(argv) == 0 and "present: vocoder/hifigan-matcha" in capsys.readouterr().out
+    placed = tmp_path / "official" / "generator_v1"
+    placed.write_bytes(bytes(len(data)))  # same length, other bytes: only --verify sees it
+    assert main(argv) == 0 and main([*argv, "--verify"]) == 1
+    assert "move it away and rerun" in capsys.readouterr().err
+    placed.write_bytes(data[:-1])  # a cut copy: its length gives it away
+    assert main(argv) == 1 and "has 9999 bytes where fetch.lock" in capsys.readouterr().err
+    (tmp_path / "official" / "generator_v1").unlink()
+    server.files["/official/generator_v1"] = _bytes(10_000, seed=1)  # the publisher changed the file
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "vocoder/hifigan-matcha:" in err and "differs from the expected" in err
+    assert not (tmp_path / "official" / "generator_v1").exists()
+    assert (tmp_path / "official" / f"generator_v1{MISMATCH}").is_file()
+
+
+def test_one_failure_does_not_stop_the_others(server, tmp_path, capsys):
+    server.files["/official/generator_v1"] = _bytes(1000)
+    argv = ["fetch", "vocoder/hifigan-matcha", "gradtts/pretrained", "matcha/pretrained", "--workdir", str(tmp_path),
+            "--mirror", server.url, "--quiet"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "fetched: vocoder/hifigan-matcha" in captured.out and "1 of 3 artefacts in place" in captured.out
+    assert "matcha/pretrained:" in captured.err and "HTTP 404" in captured.err
+
+
+def test_a_zip_release_gives_its_file_and_companions_and_a_mirror_folder_works(tmp_path, monkeypatch):
+    release = _zip({"tts_models--en--ljspeech--vits/model_file.pth": b"weights",
+                    "tts_models--en--ljspeech--vits/config.json": b"{}", "tts_models--en--ljspeech--vits/x.txt": b""})
+    mirror = tmp_path / "mirror" / "downloads"
+    mirror.mkdir(parents=True)
+    (mirror / "tts_models--en--ljspeech--vits.zip").write_bytes(release)
+    work = tmp_path / "work"
+    report = fetch(artefacts_named(["vits/pretrained"]), work, mirror=str(tmp_path / "mirror"), progress=False)
+    assert [o.status for o in report.outcomes] == ["fetched"]
+    assert sorted(p.name for p in (work / "official").iterdir()) == ["config.json", "model_file.pth"]
+    assert not (work / "downloads" / "tts_models--en--ljspeech--vits.zip").exists()  # taken apart, then deleted
+    model = tmp_path / "mirror" / "models" / "xls-r-2b"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
+    assert not fetch(artefacts_named(["xls-r-2b"]), work, mirror=str(tmp_path / "mirror"), progress=False).failed
+    assert (tmp_path / "models" / "xls-r-2b" / "config.json").read_text() == "{}"
+
+
+def test_hifitts_is_streamed_keeping_only_the_recipes_speakers(server, tmp_path):
+    members = {"hi_fi_tts_v0/92_manifest_clean_train.json": b"{}", "hi_fi_tts_v0/audio/92_clean/a/1.flac": b"92",
+               "hi_fi_tts_v0/9136_manifest_other_train.json": b"{}\n", "hi_fi_tts_v0/9136_manifest_other_dev.json": b"",
+               "hi_fi_tts_v0/audio/9136_other/b/2.flac": _bytes(50_000), "hi_fi_tts_v0/LICENSE": b"cc"}
+    archive = server.files["/downloads/hi_fi_tts_v0.tar.gz"] = _tar(members)
+    [hifitts] = artefacts_named(["hifitts"])
+    hifitts = replace(hifitts, speakers=("9136",))
+    report = fetch([hifitts], tmp_path, mirror=server.url, progress=False)
+    assert [o.status for o in report.outcomes] == ["fetched"], report.outcomes
+    dest = tmp_path / "data" / "hi_fi_tts_v0"
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "9136_manifest_other_dev.json", "9136_manifest_other_train.json", "audio/9136_other/b/2.flac"]
+    assert (dest / "audio/9136_other/b/2.flac").read_bytes() == members["hi_fi_tts_v0/audio/9136_other/b/2.flac"]
+    assert hifitts.present(tmp_path) and not (tmp_path / "downloads").exists()  # the archive was never stored
+    assert report.outcomes[0].sha256 == hashlib.sha256(archive).hexdigest()
+    more = replace(hifitts, speakers=("92", "9136"))
+    assert not more.present(tmp_path) and more.missing_speakers(tmp_path) == ("92",)
+    fetch([more], tmp_path, mirror=server.url, progress=False)
+    assert (dest / "audio/92_clean/a/1.flac").read_bytes() == b"92" and more.present(tmp_path)
+    [outcome] = fetch([replace(hifitts, speakers=("9136", "6097"))], tmp_path, mirror=server.url, progress=False).outcomes
+    assert outcome.status == "failed" and "*/6097_manifest_*.json" in outcome.message
+
+
+def test_a_hugging_face_folder_comes_through_snapshot_download_at_a_locked_commit(server, tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    files = {"config.json": b'{"model_type": "wav2vec2"}', "preprocessor_config.json": b"{}",
+             "pytorch_model.bin": _bytes(30_000), "README.md": b"not taken"}
+    server.hub = {COMMIT: files}
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    [model] = artefacts_named(["xls-r-2b"])
+    report = fetch([model], tmp_path / "work", progress=False)
+    assert [o.status for o in report.outcomes] == ["fetched"], report.outcomes
+    folder = tmp_path / "models" / "xls-r-2b"
+    assert {p.name for p in folder.iterdir() if p.is_file()} == {"config.json", "preprocessor_config.json",
+                                                                  "pytorch_model.bin"}
+    assert (folder / "pytorch_model.bin").read_bytes() == files["pytorch_model.bin"]
+    lock = (tmp_path / "work" / LOCK_FILE).read_text()
+    assert f'commit = "{COMMIT}"' in lock and 'repo = "facebook/wav2vec2-xls-r-2b"' in lock
+    # the hub's main moves on; a later fetch asks for the locked commit, and refuses when it is gone
+    shutil.rmtree(folder)
+    server.hub = {COMMIT: files, "f" * 40: {**files, "pytorch_model.bin": b"new"}}
+    server.hub_main = "f" * 40
+    fetch([model], tmp_path / "work", progress=False)
+    assert (folder / "pytorch_model.bin").read_bytes() == files["pytorch_model.bin"]
+    assert any(p == f"/api/models/facebook/wav2vec2-xls-r-2b/revision/{COMMIT}" for _, p, _ in server.requests)
+    shutil.rmtree(folder)
+    server.hub = {"f" * 40: server.hub["f" * 40]}
+    [outcome] = fetch([model], tmp_path / "work", progress=False).outcomes
+    assert outcome.status == "failed" and "xls-r-2b" in outcome.message and not folder.exists()
+
+
+def _fetch_command(workdir: Path, url: str, names: list[str]) -> list[str]:
+    return [sys.executable, "-m", "sourcetrace.cli", "fetch", *names, "--workdir", str(workdir), "--mirror", url,
+            "--quiet", "--jobs", "2"]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_fetch_killed_at_random_points_and_rerun_gives_the_same_files(server, tmp_path):
+    server.files["/official/generator_v1"] = _bytes(400_000, seed=1)
+    server.files["/downloads/tts_models--en--ljspeech--vits.zip"] = _zip(
+        {"v/model_file.pth": _bytes(300_000, seed=2), "v/config.json": b"{}"})
+    server.files["/downloads/LJSpeech-1.1.tar.bz2"] = _tar(
+        {"LJSpeech-1.1/metadata.csv": b"LJ001-0001|a|a\n", "LJSpeech-1.1/wavs/LJ001-0001.wav": _bytes(200_000, seed=3)},
+        mode="w:bz2")
+    [hifitts] = artefacts_named(["hifitts"])
+    server.files["/downloads/hi_fi_tts_v0.tar.gz"] = _tar(
+        {**{f"hi_fi_tts_v0/{s}_manifest_clean_train.json": s.encode() for s in hifitts.speakers},
+         "hi_fi_tts_v0/audio/92_clean/1.flac": _bytes(200_000, 4)})
+    names = ["vocoder/hifigan-matcha", "vits/pretrained", "ljspeech", "hifitts"]
+    reference = tmp_path / "reference"
+    assert not fetch(artefacts_named(names), reference, mirror=server.url, progress=False).failed
+    expected, total = _tree(reference), server.sent
+    assert "LJSpeech-1.1/metadata.csv" not in expected and "data/LJSpeech-1.1/metadata.csv" in expected
+    server.delay = 0.004
+    work, rng, killed = tmp_path / "work", random.Random(0), 0
+    for _ in range(3):
+        start = server.sent
+        threshold = start + rng.randrange(total // 3)
+        process = subprocess.Popen(_fetch_command(work, server.url, names), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        while process.poll() is None and server.sent < threshold:
+            time.sleep(0.001)
+        killed += process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert killed >= 2  # most kills landed while it fetched
+    server.delay = 0
+    assert not fetch(artefacts_named(names), work, mirror=server.url, progress=False).failed
+    assert _tree(work) == expected
+
+
+def test_a_full_disk_names_the_file_system_and_the_rerun_resumes_after_space_is_freed(server, tmp_path):
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs user and mount namespaces (unshare -rm) for a small tmpfs")
+    data = server.files["/official/generator_v1"] = _bytes(300_000)
+    small = tmp_path / "small"
+    small.mkdir()
+    command = " ".join(_fetch_command(small, server.url, ["vocoder/hifigan-matcha"]))
+    script = (f"mount -t tmpfs -o size=128k tmpfs {small} && {{ {command}; echo rc=$?; }}; "
+              f"mount -o remount,size=1m {small} && {command} && cp {small}/official/generator_v1 {tmp_path}/got")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert f"no space left on the file system {small}" in done.stderr and "rc=1" in done.stdout, done.stderr
+    assert "free space and rerun to resume" in done.stderr
+    assert (tmp_path / "got").read_bytes() == data
+    assert server.ranges("/official/generator_v1")[-1].startswith("bytes=")
