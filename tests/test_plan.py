@@ -40,56 +40,63 @@ def test_the_study_on_an_empty_workdir_is_blocked_and_says_how_to_fetch(tmp_path
     work = tmp_path / "work"
     assert main(["run", str(STUDY), "--plan", "--workdir", str(work)]) == EXIT_BLOCKED == 3
     text = capsys.readouterr().out
-    unit_lines = [line for line in text.splitlines() if line.startswith("    ") and not line.startswith("    slurm")
-                  and not line.startswith("    [")]
+    stages = text.split("[plan] total:")[0]  # the missing inputs are listed after the total, indented too
+    unit_lines = [line for line in stages.splitlines() if line.startswith("    ") and not line.startswith("    slurm")]
     assert len(unit_lines) == 1 + 12 + 1 + 1 + 1  # data, 12 training runs, one synth, features and bench unit
     assert all(" blocked" in line for line in unit_lines), unit_lines
     for stage in ("data", "train", "synth", "features", "bench"):
         line = next(line for line in text.splitlines() if line.startswith(f"[plan] {stage}: "))
         assert "device-hours" in line and "writes" in line, line
     assert f"[plan] get them with: sourcetrace fetch {STUDY} --workdir {work}" in text
-    assert "needs [data] ljspeech" in text and "after data, which is blocked" in text
+    assert f"needs ljspeech ({work / 'data' / 'LJSpeech-1.1'})" in text and "after data, which is blocked" in text
     assert not work.exists()  # a plan writes nothing
 
     code, plan = _plan_json(capsys, STUDY, "--workdir", work)
     assert code == plan["exit_code"] == 3
     assert set(_states(plan).values()) == {"blocked"}
-    assert {m["name"] for m in plan["missing"]} == {
-        "[data] ljspeech", "[data] hifitts", *(f"[corpus.architectures.{a}] pretrained" for a in ARCHITECTURES),
-        "[corpus.vocoders.hifigan-fastpitch] weights", "[corpus.vocoders.hifigan-gradtts] weights",
-        "[corpus.vocoders.hifigan-gradtts] config", "[corpus.vocoders.hifigan-matcha] weights",
-        "[features] extractors xls-r-2b@8", "[features] extractors w2v-bert-2.0@4"}
+    assert {m["name"] for m in plan["missing"]} == {  # by the names `sourcetrace fetch NAME` takes
+        "ljspeech", "hifitts", *(f"{a}/pretrained" for a in ARCHITECTURES), "vocoder/hifigan-dle",
+        "vocoder/hifigan-gradtts", "vocoder/hifigan-gradtts/hifigan-config.json", "vocoder/hifigan-matcha",
+        "xls-r-2b", "w2v-bert-2.0"}
     assert plan["fetch_command"] == f"sourcetrace fetch {STUDY} --workdir {work}"
 
 
 def _put_in_place(work: Path, models: Path) -> None:
-    """Empty stand-ins for every input the study names (what `fetch` would put there)."""
-    for folder in ("data/LJSpeech-1.1", "data/hi_fi_tts_v0", "official/generator_v1"):
-        (work / folder).mkdir(parents=True, exist_ok=True)
-    for name in ("tts_en_fastpitch_align.nemo", "grad-tts.pt", "matcha_ljspeech.ckpt", "model_file.pth",
+    """Empty stand-ins for every input the study names, with the files by which `fetch` knows an
+    artefact is complete (a dataset's index, a model folder's config)."""
+    _put_ljspeech(work)
+    (work / "data" / "hi_fi_tts_v0").mkdir(parents=True, exist_ok=True)
+    (work / "data" / "hi_fi_tts_v0" / "9136_manifest_clean_train.json").write_text("")
+    (work / "official").mkdir(parents=True, exist_ok=True)
+    for name in ("generator_v1", "tts_en_fastpitch_align.nemo", "grad-tts.pt", "matcha_ljspeech.ckpt", "model_file.pth", "config.json",
                  "hifigan_gen_checkpoint_10000_ft.pt", "hifigan.pt", "hifigan-config.json"):
         (work / "official" / name).write_bytes(b"")
     for model in ("xls-r-2b", "w2v-bert-2.0"):
         (models / model).mkdir(parents=True)
+        (models / model / "config.json").write_text("{}")
+
+
+def _put_ljspeech(work: Path) -> None:
+    (work / "data" / "LJSpeech-1.1").mkdir(parents=True, exist_ok=True)
+    (work / "data" / "LJSpeech-1.1" / "metadata.csv").write_text("")
 
 
 def test_inputs_in_place_unblock_their_units_and_finished_runs_are_done(tmp_path, capsys):
     work = tmp_path / "work"
-    (work / "data" / "LJSpeech-1.1").mkdir(parents=True)  # LJSpeech only: what needs no other input can run
+    _put_ljspeech(work)  # LJSpeech only: what needs no other input can run
     code, plan = _plan_json(capsys, STUDY, "--workdir", work)
     states = _states(plan)
     assert code == 3 and states["data data"] == "blocked"  # HiFi-TTS is still missing
     train = {u["name"]: u for u in next(s for s in plan["stages"] if s["name"] == "train")["units"]}
     assert (train["gradtts/scheduled"]["state"], train["gradtts/scheduled"]["lacks"]) == ("blocked", [])
     assert train["gradtts/scheduled"]["after"] == "data"  # it has its input, but the run stops at data
-    assert [m["name"] for m in train["gradtts/finetuned/9136"]["lacks"]] == [
-        "[data] hifitts", "[corpus.architectures.gradtts] pretrained"]
+    assert [m["name"] for m in train["gradtts/finetuned/9136"]["lacks"]] == ["hifitts", "gradtts/pretrained"]
 
     _put_in_place(work, tmp_path / "models")
     for step in tomllib.loads((ROOT / "checkpoints" / "schedules.toml").read_text())["study"]["steps"]:
         (work / "runs" / "vits" / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
     code, plan = _plan_json(capsys, STUDY, "--workdir", work)
-    assert code == 0 and plan["missing"] == [] and plan["fetch_command"] is None
+    assert (code, plan["missing"], plan["fetch_command"]) == (0, [], None)
     states = _states(plan)
     assert states.pop("train vits/scheduled") == "done"  # every checkpoint of its schedule is there
     assert set(states.values()) == {"pending"}

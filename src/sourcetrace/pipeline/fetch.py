@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -40,6 +41,7 @@ from sourcetrace.core.download import (
 )
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.offline import default_models_dir
 from sourcetrace.core.schema import FETCH_MODEL, FETCH_SOURCE, check
 from sourcetrace.pipeline.recipe import StudyRecipe, load_study_recipe
 
@@ -166,19 +168,26 @@ def _checkpoint_artefacts(entry: OfficialCheckpoint) -> list[Artefact]:
     return out
 
 
+def _shipped_model(name: str) -> dict | None:
+    """A shipped SSL model's description (extractors' models/<name>.json), read without torch."""
+    spec = importlib.util.find_spec("sourcetrace.attribution.extractors")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(next(iter(spec.submodule_search_locations)), "models", f"{name}.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _model_artefacts(names: Iterable[str] | None = None) -> list[Artefact]:
     """The shipped SSL models that have a Hugging Face repository (all, or those of `names`)."""
-    from sourcetrace.attribution.extractors.ssl import default_models_dir, named_model_spec, shipped_models
-
     raw, where = _data_file("sourcetrace.attribution.extractors", "models/sources.toml")
     entries = check(raw, FETCH_MODEL, where, FetchError)
     out = []
     for name, entry in entries.items():
-        if name not in shipped_models() or not named_model_spec(name).get("hf_name"):
+        model = _shipped_model(name)
+        if model is None or not model.get("hf_name"):
             raise FetchError(f"{where} [{name}]: not a shipped model with a Hugging Face repository (models/*.json)")
         if names is not None and name not in names:
             continue
-        repo = named_model_spec(name)["hf_name"]
+        repo = model["hf_name"]
         out.append(Artefact(name, f"Hugging Face model {repo}", (f"https://huggingface.co/{repo}",), entry.get("size"),
                             "", entry["licence"], entry["citation"], name, f"{MODELS}/{name}", "hf",
                             repo=repo, revision=entry["revision"], allow=tuple(entry["allow"]),
@@ -199,16 +208,13 @@ def catalogue() -> list[Artefact]:
 
 
 def artefacts_named(names: Iterable[str]) -> list[Artefact]:
-    """The artefacts `fetch NAME...` asks for: a name, or an official checkpoint's id with its companions.
-    (The SSL models' entries, which import torch to read, are read only when a name is not found before.)"""
+    """The artefacts `fetch NAME...` asks for: a name, or an official checkpoint's id with its companions."""
     names = list(names)
-    known = _files_catalogue()
+    known = catalogue()
 
     def matches(name: str) -> list[Artefact]:
         return [a for a in known if a.name == name or a.name.startswith(f"{name}/")]
 
-    if not all(matches(n) for n in names):
-        known = catalogue()
     out: list[Artefact] = []
     for name in names:
         found = matches(name)

@@ -8,8 +8,9 @@ backend the jobs and job arrays `backends.SlurmBackend` would submit, with their
 from the backend itself. Nothing runs, nothing is submitted, and no model stack is imported (the
 recipe is read without its model classes: the checks that need them are made when `run` starts).
 
-Missing inputs come from one function, `missing_inputs`: every file or folder the recipe names that
-no stage of the study makes, and that is not there.
+Missing inputs come from one function, `missing_inputs`: the `sourcetrace fetch` catalogue's artefacts
+the recipe needs that are not in place (by the names `fetch` takes), and any other file or folder a
+unit reads that no stage makes and that is not there.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sourcetrace.datasets.ljspeech import standard_split
 from sourcetrace.datasets.prompts import read_prompts
 from sourcetrace.pipeline.backends import SlurmBackend, make_backend
 from sourcetrace.pipeline.costs import Cost, CostTable
+from sourcetrace.pipeline.fetch import recipe_artefacts
 from sourcetrace.pipeline.recipe import Shard, expand
 from sourcetrace.pipeline.study import STAGES, Study, TrainingRun, Unit, parse_stages
 
@@ -42,7 +44,7 @@ class RecipeInput:
 
 @dataclass(frozen=True)
 class Missing:
-    """A missing input: `name` says what it is (for now the recipe key), `size` its bytes where known."""
+    """A missing input: `name` is its fetch catalogue name (else the recipe key), `size` its bytes where known."""
 
     name: str
     path: Path
@@ -99,12 +101,18 @@ def unit_inputs(study: Study, unit: Unit) -> list[RecipeInput]:
 
 
 def missing_inputs(study: Study) -> list[Missing]:
-    """Every input the recipe names that is not in place: what `sourcetrace fetch` gets."""
+    """Every input the recipe needs that is not in place: the artefacts `sourcetrace fetch` gets, by
+    their catalogue names, then any other path a unit reads (one the catalogue does not know, e.g. a
+    file of the lab's own) by its recipe key."""
     seen: dict[Path, Missing] = {}
+    for artefact in recipe_artefacts(study.recipe, study.workdir):
+        if not artefact.present(study.workdir):
+            path = artefact.destination(study.workdir)
+            seen[path] = Missing(artefact.name, path, artefact.size)
     for stage in STAGES:
         for unit in study.units(stage):
             for item in unit_inputs(study, unit):
-                if item.path not in seen and not item.path.exists():
+                if not item.path.exists() and not any(_covers(path, item.path) for path in seen):
                     seen[item.path] = Missing(item.key, item.path)
     return list(seen.values())
 
