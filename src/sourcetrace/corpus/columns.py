@@ -58,6 +58,13 @@ class ClipRecord:
     split_group: str = _column("a group label the imported CSV gives, kept as it is (no protocol reads it)", (IMPORT,))
     reference: str = _column("the reference (a clip, or speaker:NAME) a zero-shot generator spoke the prompt in "
                              "the voice of", (IMPORT, SYNTH))
+    system: str = _column("the system (attack) label as the dataset's protocol spells it (ASVspoof `A16`, ADD `3`); "
+                          "`checkpoint` holds the label attribution scores (ASVspoof 2019's A16 is A04)", (IMPORT,))
+    key: str = _column("`bonafide` or `spoof` as the dataset's protocol says (bonafide rows are the real class)", (IMPORT,))
+    split: str = _column("the dataset's own split of the clip (`train`, `dev`, `eval`; empty: in no list)", (IMPORT,))
+    codec: str = _column("the codec condition the dataset's protocol gives (ASVspoof 5: `-`, C01-C11)", (IMPORT,))
+    language: str = _column("the language of the clip (ISO code as the dataset gives it)", (IMPORT,))
+    gender: str = _column("the speaker's gender as the dataset's protocol gives it", (IMPORT,))
     role: str = _column("the checkpoint's role (pretrained, scheduled, ...)", (SYNTH,))
     checkpoint_sha256: str = _column("sha256 of the checkpoint's weights", (SYNTH,))
     vocoder_sha256: str = _column("identity of the vocoder's weights", (SYNTH,))

@@ -3,7 +3,6 @@ one corpus folder with copies (or hard links) of the audio."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,7 @@ from sourcetrace.corpus.manifest import (
     records,
 )
 from sourcetrace.corpus.release import import_release, is_release
+from sourcetrace.corpus.sets.pathlist import list_rows
 
 
 def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
@@ -145,24 +145,13 @@ def _entries_from_csv(src: Path) -> tuple[Entries, list[str]]:
 
 
 def _entries_from_protocol(src: Path) -> tuple[Entries, list[str]]:
-    """`path|speaker|system` lines (TADA / MLAAD source-tracing protocols); an optional header
-    line starting with `path` is skipped. The system is both architecture and checkpoint label."""
-    entries = []
-    with open(src, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.rstrip("\n")
-            if not line.strip() or (n == 1 and line.lower().startswith("path|")):
-                continue
-            fields = [f.strip() for f in line.split("|")]
-            if len(fields) < 3:
-                raise ManifestError(src, [f"line {n}: expected 'path|speaker|system', got {len(fields)} field(s)"])
-            rel, speaker, system = fields[:3]
-            if not rel or not system:
-                raise ManifestError(src, [f"line {n}: empty {'path' if not rel else 'system'}"])
-            if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
-                raise ManifestError(src, [f"line {n}: path {rel!r} must be relative and stay inside {src.parent}"])
-            stem = PurePosixPath(rel).stem
-            entries.append((f"line {n}", src.parent / rel, ClipRecord(
-                clip_id=f"{system}/{stem}", path="", architecture=system, checkpoint=system, prompt_id=stem, text="",
-                speaker=speaker)))
+    """A `path|speaker|system` list (sourcetrace.corpus.sets.pathlist): every bad line refused at once."""
+    entries, problems = [], []
+    for n, problem, row in list_rows(src):
+        if problem:
+            problems.append(f"line {n}: {problem}")
+        else:
+            entries.append((f"line {n}", src.parent / row["path"], ClipRecord(**{**row, "path": ""})))
+    if problems:
+        raise ManifestError(src, problems)
     return entries, [*REQUIRED_COLUMNS, "speaker", *AUDIO_FACTS]
