@@ -31,8 +31,8 @@ from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODE
 from sourcetrace.corpus import Corpus, import_corpus, verify_corpus
 from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.derive import derive_corpus
-from sourcetrace.corpus.sets import FORMATS
 from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
+from sourcetrace.corpus.sets import FORMATS
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
 from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts

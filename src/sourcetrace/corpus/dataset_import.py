@@ -155,7 +155,7 @@ def record_audio_facts(corpus_dir: str | Path, progress: bool = True) -> tuple[i
     for i in tqdm(todo, unit="clip", desc="hash", disable=not progress or not todo):
         row = corpus.rows[i]
         try:
-            corpus.rows[i] = replace(row, **audio_facts(corpus.audio_path(row)))  # type: ignore[arg-type]
+            corpus.rows[i] = replace(row, **audio_facts(corpus.audio_path(row)))
         except OSError as exc:
             problems.append(f"{corpus.where(i)} ({row.path}): cannot be read ({exc.strerror or exc})")
     if todo:

@@ -151,7 +151,7 @@ def _entries_from_protocol(src: Path) -> tuple[Entries, list[str]]:
         if problem:
             problems.append(f"line {n}: {problem}")
         else:
-            entries.append((f"line {n}", src.parent / row["path"], ClipRecord(**{**row, "path": ""})))
+            entries.append((f"line {n}", src.parent / row["path"], ClipRecord.from_row({**row, "path": ""})))
     if problems:
         raise ManifestError(src, problems)
     return entries, [*REQUIRED_COLUMNS, "speaker", *AUDIO_FACTS]

@@ -76,13 +76,10 @@ def scan(root: Path) -> Scan:
 def _read_lists(root: Path, by_path: dict[str, dict[str, str]], out: Scan) -> None:
     """The source-tracing lists: each row's split (train/dev/eval) and condition; a path no meta.csv
     lists, a model_name other than its meta.csv's, a clip in two splits: skipped with file and line."""
-    lists = sorted((p for folder in PROTOCOL_FOLDERS for p in (root / folder).glob("*.csv") if LIST.match(p.name)),
-                   key=lambda p: (LIST.match(p.name)["condition"] is not None, p.name))  # main lists first
+    lists = sorted((match["condition"] is not None, p.name, match["split"], match["condition"], p)  # main lists first
+                   for folder in PROTOCOL_FOLDERS for p in (root / folder).glob("*.csv") if (match := LIST.match(p.name)))
     first_list: dict[str, str] = {}
-    for listing in lists:
-        match = LIST.match(listing.name)
-        assert match is not None
-        split, condition = match["split"], match["condition"]
+    for _, _, split, condition, listing in lists:
         with open(listing, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             for fields in reader:
