@@ -446,8 +446,8 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
     usable = np.ones(len(table), dtype=bool) if usable is None else usable
     scope = table.matching(protocol.where)  # every clip unless the protocol narrows them
     usable = usable & scope
-    if protocol.prompts == "shipped":
-        return [_shipped_split(protocol, table, seeds[0], usable)]
+    if protocol.prompts == "shipped":  # the same lists for every seed (a seeded attributor still varies)
+        return [_shipped_split(protocol, table, seed, usable) for seed in seeds]
     holdout_set = set(holdout or [])
     if protocol.uses_holdout and not holdout_set:
         raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")
@@ -495,7 +495,7 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
 
 
 def _shipped_split(protocol: Protocol, table: ClipTable, seed: int, usable: np.ndarray) -> Split:
-    """The set's own lists as one split (seeds do not change it): support, calibration, query by
+    """The set's own lists as the split of `seed` (they do not depend on it): support, calibration, query by
     `where`; calibration and query clips that leak a `disjoint` column's value from support dropped."""
     sides = {side: np.flatnonzero(usable & table.matching(sel.where))
              for side, sel in (("support", protocol.support), ("calibration", protocol.calibration),

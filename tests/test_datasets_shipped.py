@@ -347,14 +347,20 @@ def test_copy_import_places_audio_in_the_corpus(replicas, tmp_path):
     assert verify_corpus(corpus) == []
 
 
-def test_import_replica_features_bench_one_command_each(replicas, tmp_path):
-    root, _ = replicas["asvspoof2019-la"]
-    corpus = tmp_path / "a19"
-    assert main(["corpus", "import", str(root), "--format", "asvspoof2019-la", "--in-place", "--out", str(corpus)]) == 0
+@pytest.mark.parametrize("name", list(REPLICAS))
+def test_import_features_bench_leaderboard_one_command_each(replicas, tmp_path, name):
+    root, expected = replicas[name]
+    corpus, results = tmp_path / name, tmp_path / "results"
+    assert main(["corpus", "import", str(root), "--format", name, "--in-place", "--out", str(corpus)]) == 0
     assert main(["features", str(corpus), "--extractor", "lfcc", "--quiet"]) == 0
-    assert main(["bench", str(corpus), "--suite", "asvspoof2019-la", "--extractor", "lfcc", "--attributor",
-                 "knn:k=3", "--out", str(tmp_path / "results"), "--no-figures", "--quiet"]) == 0
-    result = json.loads(next((tmp_path / "results").glob("asvspoof2019-la-official*.json")).read_text())
-    [info] = result["splits"]
-    assert (info["n_support"], info["n_calibration"], info["n_query"]) == (12, 6, 13)
-    assert "unknown" in result["levels"]["checkpoint"]["confusion"]["labels"]
+    assert main(["bench", str(corpus), "--suite", name, "--extractor", "lfcc", "--attributor", "knn:k=3",
+                 "--out", str(results), "--no-figures", "--quiet"]) == 0
+    assert main(["leaderboard", "render", str(results), "--out", str(tmp_path / "site")]) == 0
+    assert (tmp_path / "site" / "index.html").is_file()
+    files = {p.name.split("__")[0]: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert sorted(files) == sorted(p.name for p in load_suite(name))
+    if name == "asvspoof2019-la":
+        info = files["asvspoof2019-la-official"]["splits"][0]  # one per seed, all the same lists
+        spoof = Counter(s for s, label, _, _ in expected.values() if label != "bonafide")
+        assert (info["n_support"], info["n_calibration"], info["n_query"]) == (spoof["train"], spoof["dev"], spoof["eval"])
+        assert "unknown" in files["asvspoof2019-la-official"]["levels"]["checkpoint"]["confusion"]["labels"]

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from sourcetrace.core.errors import NothingWritten, UsageError
-from sourcetrace.core.fileio import NO_SPACE, write_json_atomic, write_text_atomic
-from sourcetrace.corpus.columns import AUDIO_FACTS, NON_EMPTY_COLUMNS, REQUIRED_COLUMNS
+from sourcetrace.core.errors import UsageError
+from sourcetrace.core.fileio import write_json_atomic, write_text_atomic
+from sourcetrace.corpus.columns import AUDIO_FACTS, NON_EMPTY_COLUMNS, REQUIRED_COLUMNS, spell
 from sourcetrace.corpus.manifest import (
     IN_PLACE,
     MANIFEST,
@@ -35,6 +34,7 @@ from sourcetrace.corpus.manifest import (
     ManifestError,
     audio_facts,
     place_file,
+    placing,
     tree_problems,
 )
 from sourcetrace.corpus.release import is_release
@@ -124,25 +124,15 @@ def _write(out: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
 
 def _copy(root: Path, out: Path, columns: list[str], rows: list[dict[str, str]], link: str) -> None:
     """Copies (or hard links) of the audio under `out/audio/`, its facts measured; nothing left on failure."""
-    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
-    placed: list[Path] = []
-    try:
+    with placing(out) as placed:
         copied = []
         for row in tqdm(rows, unit="clip", desc="import", disable=len(rows) < 1000):
             dest = out / "audio" / row["path"]
             place_file(root / row["path"], dest, link)
             placed.append(dest)
-            facts = {k: str(v) for k, v in audio_facts(dest).items()}
+            facts = {k: spell(v) for k, v in audio_facts(dest).items()}
             copied.append({**row, "path": f"audio/{row['path']}", **facts})
         _write(out, [*columns, *AUDIO_FACTS], copied)
-    except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
-        for path in placed:
-            path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            raise NothingWritten.from_os_error(exc, out, out) from exc
-        raise
 
 
 def record_audio_facts(corpus_dir: str | Path, progress: bool = True) -> tuple[int, list[str]]:

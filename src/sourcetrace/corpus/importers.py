@@ -3,13 +3,10 @@ one corpus folder with copies (or hard links) of the audio."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from sourcetrace.core.audio import AUDIO_SUFFIXES, file_problem
-from sourcetrace.core.errors import NothingWritten
-from sourcetrace.core.fileio import NO_SPACE
 from sourcetrace.core.naming import checkpoint_label, clip_location
 from sourcetrace.corpus.columns import AUDIO_FACTS, IMPORTED_COLUMNS, REQUIRED_COLUMNS, ClipRecord, columns_of
 from sourcetrace.corpus.manifest import (
@@ -21,6 +18,7 @@ from sourcetrace.corpus.manifest import (
     label_problems,
     outside_kind,
     place_file,
+    placing,
     read_csv_rows,
     records,
 )
@@ -73,9 +71,7 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     problems += label_problems([(where, row) for where, _, row in present])
     if problems:
         raise ManifestError(source, problems)
-    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
-    placed: list[Path] = []
-    try:
+    with placing(out) as placed:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
         rows = []
         for _, src_audio, row in present:
             place_file(src_audio, out / row.path, link)
@@ -83,14 +79,6 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
             rows.append(replace(row, **audio_facts(out / row.path)))
         corpus = Corpus(root=out, rows=rows, columns=columns)
         corpus.write()
-    except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
-        for path in placed:
-            path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            raise NothingWritten.from_os_error(exc, out, out) from exc
-        raise
     return corpus
 
 

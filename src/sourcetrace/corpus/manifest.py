@@ -7,13 +7,15 @@ and a checkpoint name that belongs to exactly one architecture.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -21,8 +23,8 @@ from pathlib import Path, PurePosixPath
 import soundfile as sf
 
 from sourcetrace.core.audio import file_problem
-from sourcetrace.core.errors import SourcetraceError
-from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace.core.errors import NothingWritten, SourcetraceError
+from sourcetrace.core.fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
 from sourcetrace.corpus.columns import COLUMNS, NON_EMPTY_COLUMNS, REQUIRED_COLUMNS, ClipRecord, row_problems
 
 MANIFEST = "manifest.csv"
@@ -395,6 +397,25 @@ def label_problems(located_rows: list[tuple[str, ClipRecord]]) -> list[str]:
                     f"at {prev_where}; checkpoint names must be unique across architectures"
                 )
     return problems
+
+
+@contextlib.contextmanager
+def placing(out: Path) -> Iterator[list[Path]]:
+    """Yield the list a writer appends each audio file it places under `out` to: if the block fails
+    (a failed copy, a full disk, Ctrl-C), they and every folder it created are removed, and a full
+    disk becomes NothingWritten naming `out`."""
+    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
+    placed: list[Path] = []
+    try:
+        yield placed
+    except BaseException as exc:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise NothingWritten.from_os_error(exc, out, out) from exc
+        raise
 
 
 def place_file(src: Path, dest: Path, link: str) -> None:
