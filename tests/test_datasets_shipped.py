@@ -17,6 +17,7 @@ from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_protocol, load_suite
 from sourcetrace.cli import main
+from sourcetrace.core.errors import UsageError
 from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, verify_corpus
 from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.manifest import IN_PLACE
@@ -324,6 +325,7 @@ def test_identity_covers_the_root_files_by_hash(replicas, tmp_path):
     import_dataset(root, tmp_path / "c", in_place=True)
     corpus = Corpus.read(tmp_path / "c")
     store = FeatureStore(corpus, build_extractor("lfcc"), decode_threads=1)
+    assert all("corpus hash" in problem for problem in verify_corpus(corpus))  # nothing recorded yet: says how
     before = corpus_identity(corpus, store.audio_hashes())["sha256"]
     assert corpus_identity(corpus, store.audio_hashes())["sha256"] == before
     hashed, problems = record_audio_facts(tmp_path / "c", progress=False)  # `corpus hash`: recorded in the manifest
@@ -364,3 +366,17 @@ def test_import_features_bench_leaderboard_one_command_each(replicas, tmp_path, 
         spoof = Counter(s for s, label, _, _ in expected.values() if label != "bonafide")
         assert (info["n_support"], info["n_calibration"], info["n_query"]) == (spoof["train"], spoof["dev"], spoof["eval"])
         assert "unknown" in files["asvspoof2019-la-official"]["levels"]["checkpoint"]["confusion"]["labels"]
+
+
+def test_detection_only_where_one_layout_fits(replicas, tmp_path, speech_tree):
+    assert dataset_layout(speech_tree) is None  # a corpus tree stays `corpus import`'s own
+    both = tmp_path / "both"
+    (both / "fake" / "en" / "m").mkdir(parents=True)
+    (both / "fake" / "en" / "m" / "meta.csv").write_text("path|x\n")
+    (both / "ASVspoof5.train.tsv").write_text("")
+    assert dataset_layout(both) is None
+    with pytest.raises(UsageError, match="the layouts of asvspoof5, mlaad; name it with --format"):
+        import_dataset(both, tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no known dataset layout"):
+        import_dataset(tmp_path / "empty", tmp_path / "d")

@@ -361,7 +361,8 @@ def verify_corpus(corpus: Corpus) -> list[str]:
             problems.append(f"{where}: {file_problem(path) or 'missing file'}")
             continue
         if not row.sha256:
-            problems.append(f"{where}: no sha256 recorded, cannot verify")
+            problems.append(f"{where}: no sha256 recorded, cannot verify"
+                            + (" (an in-place import: `sourcetrace corpus hash` records them)" if corpus.audio_root else ""))
         elif sha256_file(path) != row.sha256:
             problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
         problem = audio_header_problem(path, row)

@@ -1,7 +1,7 @@
 """ADD 2023 track 3 (deepfake algorithm recognition) as distributed: folders of wav files and label
 files of lines `ADD2023_T3_E_00000000.wav 3` (file, class 0-7).
 
-The label files are the `.txt` files under the root whose lines have that form; each clip is found
+The label files are the `.txt` files in the root or one folder down whose lines have that form; each clip is found
 by its file name anywhere under the root (a name found twice is refused). The split is the letter
 of the clip id (`T` train, `D` dev, `E` eval), else the label file's name. `checkpoint` and
 `architecture` are the class as shipped; a class absent from training is the set's unknown one,
@@ -22,8 +22,9 @@ SPLIT_OF = {"T": "train", "D": "dev", "E": "eval"}
 
 
 def _label_files(root: Path) -> list[Path]:
+    """The label files: `.txt` files at most one folder down (not a corpus tree's transcripts)."""
     found = []
-    for path in sorted(root.rglob("*.txt")):
+    for path in sorted([*root.glob("*.txt"), *root.glob("*/*.txt")]):
         first = next((line for _, line in numbered_lines(path)), "")
         if LABEL_LINE.match(first.strip()) and first.startswith("ADD2023_T3_"):
             found.append(path)
