@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sourcetrace.core.errors import UsageError
 from sourcetrace.corpus.sets import add2023, asvspoof5, asvspoof2019, mlaad, pathlist, wavefake
-from sourcetrace.corpus.sets.base import BONAFIDE, DatasetFormat, Scan
+from sourcetrace.corpus.sets.base import DatasetFormat
 
 FORMATS: dict[str, DatasetFormat] = {m.FORMAT.name: m.FORMAT
                                      for m in (asvspoof2019, asvspoof5, mlaad, add2023, wavefake, pathlist)}
@@ -31,4 +31,4 @@ def detect_format(source: Path) -> DatasetFormat:
     return found[0]
 
 
-__all__ = ["BONAFIDE", "FORMATS", "DatasetFormat", "Scan", "detect_format", "get_format"]
+__all__ = ["FORMATS", "DatasetFormat", "detect_format", "get_format"]
