@@ -380,3 +380,13 @@ def test_detection_only_where_one_layout_fits(replicas, tmp_path, speech_tree):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no known dataset layout"):
         import_dataset(tmp_path / "empty", tmp_path / "d")
+
+
+def test_a_missing_protocol_file_is_reported_not_ignored(tmp_path):
+    root = tmp_path / "a19"
+    expected = asvspoof2019(root)
+    protocol = root / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt"
+    protocol.unlink()
+    report = import_dataset(root, tmp_path / "c", in_place=True)
+    assert report.skipped == [f"{protocol}: no such protocol file: its clips are not imported"]
+    assert report.clips == sum(1 for s, _, _, _ in expected.values() if s != "eval")

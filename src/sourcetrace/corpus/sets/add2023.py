@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sourcetrace.corpus.sets.base import DatasetFormat, Scan, numbered_lines, relative
+from sourcetrace.corpus.sets.base import DatasetFormat, Scan, numbered_lines, protocol_fields, relative
 
 CLASSES = tuple(str(i) for i in range(8))
 LABEL_LINE = re.compile(r"^\S+\.wav\s+\S+$")
@@ -48,12 +48,7 @@ def scan(root: Path) -> Scan:
     for wav in root.rglob("*.wav"):
         located[wav.name] = None if wav.name in located else relative(root, wav)
     for labels in _label_files(root):
-        for n, line in numbered_lines(labels):
-            where = f"{labels}:{n}"
-            fields = line.split()
-            if len(fields) != 2:
-                out.skip(where, f"{len(fields)} fields, expected 2 (FILE CLASS)")
-                continue
+        for where, fields in protocol_fields(labels, 2, "FILE CLASS", out):
             name, label = fields
             if label not in CLASSES:
                 out.skip(where, f"unknown system label {label!r} (classes 0-7)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sourcetrace.corpus.sets.base import BONAFIDE, KEYS, DatasetFormat, Scan, numbered_lines, relative
+from sourcetrace.corpus.sets.base import BONAFIDE, KEYS, DatasetFormat, Scan, protocol_fields, relative
 
 SYSTEMS = tuple(f"A{i:02d}" for i in range(1, 20))
 SAME_AS = {"A16": "A04", "A19": "A06"}  # eval systems the set defines as train systems
@@ -33,17 +33,8 @@ def scan(root: Path) -> Scan:
     base = _base(root)
     out = Scan(columns=("speaker", "system", "key", "split"))
     for split, name in SPLITS:
-        protocol = base / PROTOCOLS / name
-        if not protocol.is_file():
-            out.skip(str(protocol), f"no such protocol file: the {split} split is not imported")
-            continue
         audio = relative(root, base / f"ASVspoof2019_LA_{split}" / "flac")
-        for n, line in numbered_lines(protocol):
-            where = f"{protocol}:{n}"
-            fields = line.split()
-            if len(fields) != 5:
-                out.skip(where, f"{len(fields)} fields, expected 5 (SPEAKER FILE - SYSTEM KEY)")
-                continue
+        for where, fields in protocol_fields(base / PROTOCOLS / name, 5, "SPEAKER FILE - SYSTEM KEY", out):
             speaker, file, _, system, key = fields
             if key not in KEYS:
                 out.skip(where, f"key {key!r} is neither {' nor '.join(KEYS)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sourcetrace.corpus.sets.base import BONAFIDE, KEYS, DatasetFormat, Scan, numbered_lines
+from sourcetrace.corpus.sets.base import BONAFIDE, KEYS, DatasetFormat, Scan, protocol_fields
 
 SYSTEMS = tuple(f"A{i:02d}" for i in range(1, 33))
 SPLITS = (("train", "ASVspoof5.train.tsv", "flac_T"), ("dev", "ASVspoof5.dev.track_1.tsv", "flac_D"),
@@ -33,16 +33,7 @@ def scan(root: Path) -> Scan:
     out = Scan(columns=("speaker", "gender", "codec", "codec_q", "codec_seed", "attack_tag", "system", "key", "tmp",
                         "split"))
     for split, name, audio in SPLITS:
-        protocol = _protocol(root, name)
-        if not protocol.is_file():
-            out.skip(str(protocol), f"no such protocol file: the {split} split is not imported")
-            continue
-        for n, line in numbered_lines(protocol):
-            where = f"{protocol}:{n}"
-            fields = line.split()
-            if len(fields) != 10:
-                out.skip(where, f"{len(fields)} fields, expected 10 ({FIELDS})")
-                continue
+        for where, fields in protocol_fields(_protocol(root, name), 10, FIELDS, out):
             speaker, file, gender, codec, codec_q, codec_seed, tag, system, key, tmp = fields
             if key not in KEYS:
                 out.skip(where, f"key {key!r} is neither {' nor '.join(KEYS)}")

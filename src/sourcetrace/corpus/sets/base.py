@@ -57,6 +57,20 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
             from None
 
 
+def protocol_fields(path: Path, count: int, spelled: str, out: Scan) -> Iterator[tuple[str, list[str]]]:
+    """("file:line", fields) of each whitespace-separated line of `path` with `count` fields; every
+    other line, or the whole file if it is absent, is skipped into `out`."""
+    if not path.is_file():
+        out.skip(str(path), "no such protocol file: its clips are not imported")
+        return
+    for n, line in numbered_lines(path):
+        fields = line.split()
+        if len(fields) != count:
+            out.skip(f"{path}:{n}", f"{len(fields)} fields, expected {count} ({spelled})")
+        else:
+            yield f"{path}:{n}", fields
+
+
 def relative(root: Path, path: Path) -> str:
     """`path` relative to `root`, with forward slashes: a manifest path."""
     return path.relative_to(root).as_posix()
