@@ -139,7 +139,8 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             "confusion": {"labels": names, "matrix": matrix.tolist(), "pooled_over": "seeds and variants"},
             "per_class": per_class_report(y_true, y_pred, labels=labels),
         }
-        if curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints:
+        if (curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints
+                and all(len(s.validation) for s in splits)):  # a set's dev list may hold unseen systems only
             metric = dict(spec.params).get("metric", "cosine")
             per_k = [f1_versus_k(X, table, s, level, metric, device=device) for s in splits]
             ks = sorted(set.intersection(*(set(c) for c in per_k)))

@@ -356,10 +356,11 @@ def test_import_features_bench_leaderboard_one_command_each(replicas, tmp_path, 
     assert main(["corpus", "import", str(root), "--format", name, "--in-place", "--out", str(corpus)]) == 0
     assert main(["features", str(corpus), "--extractor", "lfcc", "--quiet"]) == 0
     assert main(["bench", str(corpus), "--suite", name, "--extractor", "lfcc", "--attributor", "knn:k=3",
-                 "--out", str(results), "--no-figures", "--quiet"]) == 0
+                 "--out", str(results), "--quiet"]) == 0  # figures too: `unknown` has no architecture
     assert main(["leaderboard", "render", str(results), "--out", str(tmp_path / "site")]) == 0
     assert (tmp_path / "site" / "index.html").is_file()
-    files = {p.name.split("__")[0]: json.loads(p.read_text()) for p in results.glob("*.json")}
+    files = {p.name.split("__")[0]: json.loads(p.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in results"))
+             for p in results.glob("*.json")}
     assert sorted(files) == sorted(p.name for p in load_suite(name))
     if name == "asvspoof2019-la":
         info = files["asvspoof2019-la-official"]["splits"][0]  # one per seed, all the same lists
