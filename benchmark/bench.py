@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from sourcetrace.attribution.extractors import build_extractor
-from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.attribution.store import FeatureStore
+from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.figures import plot_checkpoint_confusions, plot_f1_versus_k
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
 from sourcetrace.benchmark.results import ResultError, file_slug, load_result, result_file_name
