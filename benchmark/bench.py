@@ -10,6 +10,7 @@ import numpy as np
 
 from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
+from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.figures import plot_checkpoint_confusions, plot_f1_versus_k
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
 from sourcetrace.benchmark.results import ResultError, file_slug, load_result, result_file_name
@@ -108,7 +109,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
 def _figures(results: list[dict], table: ClipTable, out: Path) -> None:
     """Figure 1 from the first in-domain protocol with validation curves; figure 2 per extractor."""
     curves: dict[str, dict[str, float]] = {}
-    architecture_of = dict(zip(table.checkpoint, table.architecture))
+    architecture_of = {**dict(zip(table.checkpoint, table.architecture)), UNKNOWN: UNKNOWN}  # unseen systems' row
     with_curves = [r for r in results if any("validation_f1_vs_k" in v for v in r["levels"].values())]
     if with_curves:
         first = min(with_curves, key=lambda r: (r["protocol"].get("table1_row") or 10**6, r["protocol"]["name"]))["protocol"]["name"]

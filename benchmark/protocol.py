@@ -21,6 +21,16 @@ manifest column each label comes from. Beyond the study's two:
     vocoder-family      the `vocoder_family` column (hifigan, vocos, bigvgan, ...)
     finetune-speaker    the `speaker` column; for a fine-tune without one, the speaker its
                         `ft-<speaker>` name gives (the two must agree where both exist)
+
+A public set's own splits (`prompts = "shipped"`, protocols/<set>-*.toml) select each side by
+manifest values instead of roles and prompts: `support`, `calibration` and `query` tables with
+`where = { split = ["train"], key = ["spoof"] }` (a clip matches when each named column has one
+of the values; a cell of several values joined by `+` matches any of them). `calibration` is the
+split an open-set threshold is fixed on. `unseen = "unknown"`: a calibration or query clip whose
+label at a level is absent from the support is labelled `unknown` there (`Split.truth`), as the
+sets define unseen systems. `disjoint = ["speaker"]`: calibration and query clips sharing a value
+of these columns with the support are dropped (counted in the split), the leak-free variants.
+A protocol-level `where` narrows every side of any protocol (say, WaveFake's LJSpeech vocoders).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import read_user_text
@@ -82,6 +93,7 @@ class Selection:
     exclude_support: bool = False
     holdout: bool = False
     exclude_holdout: bool = False
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (manifest column, values a clip may have)
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,10 @@ class Protocol:
     architectures_with_roles: bool = False   # only architectures with checkpoints of every selected role
     balance_query: bool = True         # False: only support classes are balance-checked
     table1_row: int | None = None
+    calibration: Selection | None = None     # the split open-set thresholds are fixed on (shipped splits)
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # every side: only clips with these column values
+    disjoint: tuple[str, ...] = ()           # columns whose values calibration and query may not share with support
+    unseen: str = ""                         # "unknown": labels absent from support are `unknown` off support
     sha256: str = ""
     source: str = ""
     definition: dict = field(default_factory=dict, compare=False)
@@ -113,10 +129,34 @@ def _selection(raw: dict, where: str) -> Selection:
     """A support or query table, already type-checked against sourcetrace.core.schema.PROTOCOL."""
     sel = Selection(roles=tuple(raw.get("roles", ())), scheduled_positions=tuple(raw.get("scheduled_positions", ())),
                     random_scheduled=raw.get("random_scheduled", 0), exclude_support=raw.get("exclude_support", False),
-                    holdout=raw.get("holdout", False), exclude_holdout=raw.get("exclude_holdout", False))
-    if not (sel.roles or sel.scheduled_positions or sel.random_scheduled or sel.holdout):
-        raise ProtocolError(f"{where}: selects nothing (give roles, scheduled_positions, random_scheduled or holdout)")
+                    holdout=raw.get("holdout", False), exclude_holdout=raw.get("exclude_holdout", False),
+                    where=_where(raw.get("where", {})))
+    if not (sel.roles or sel.scheduled_positions or sel.random_scheduled or sel.holdout or sel.where):
+        raise ProtocolError(f"{where}: selects nothing (give roles, scheduled_positions, random_scheduled, holdout "
+                            "or where)")
     return sel
+
+
+def _where(raw: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple(sorted((column, tuple(values)) for column, values in raw.items()))
+
+
+def _check_shipped(raw: dict, source: str) -> None:
+    """A shipped-split protocol selects every side by `where` only; the others have no calibration."""
+    sides = [side for side in ("support", "calibration", "query") if side in raw]
+    if raw["prompts"] != "shipped":
+        if "calibration" in raw or "disjoint" in raw or any("where" in raw[side] for side in sides):
+            raise ProtocolError(f"{source}: calibration, disjoint and a side's where need prompts = \"shipped\" "
+                                "(the set's own splits)")
+        return
+    for side in sides:
+        others = sorted(set(raw[side]) - {"where"})
+        if others or "where" not in raw[side]:
+            raise ProtocolError(f"{source}: {side}: with prompts = \"shipped\" a side is selected by where = "
+                                f"{{column = [values]}} only" + (f", not {', '.join(others)}" if others else ""))
+    if raw["vocoder"] != "default" or raw.get("checkpoints"):
+        raise ProtocolError(f"{source}: with prompts = \"shipped\" use vocoder = \"default\" and no checkpoints "
+                            "mode: the set's lists say which clips go where")
 
 
 def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
@@ -125,6 +165,7 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{source}: not valid TOML: {exc}") from None
     check(raw, PROTOCOL, source, ProtocolError)
+    _check_shipped(raw, source)
     levels = tuple(raw["levels"])
     disjoint = raw.get("checkpoints") == "disjoint"
     if disjoint and "checkpoint" in levels:
@@ -137,6 +178,8 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
         balance=tuple(raw.get("balance", STUDY_LEVELS)), balance_query=raw.get("balance_query", True),
         architectures=tuple(raw.get("architectures", ())), architectures_with_roles=raw.get("architectures_with_roles", False),
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
+        calibration=_selection(raw["calibration"], f"{source}: calibration") if "calibration" in raw else None,
+        where=_where(raw.get("where", {})), disjoint=tuple(raw.get("disjoint", ())), unseen=raw.get("unseen", ""),
         definition=raw,
     )
 
@@ -196,6 +239,7 @@ class ClipTable:
     swapped: np.ndarray  # bool
     label_columns: dict[str, np.ndarray] = field(default_factory=dict)  # the other LEVEL_COLUMNS, "" where absent
     source: str = ""  # the corpus, named in messages
+    records: list[ClipRecord] | None = None  # the rows, for any other column a protocol's `where` names
 
     def __post_init__(self):
         self.checkpoints, self.checkpoint_code = np.unique(self.checkpoint.astype(str), return_inverse=True)
@@ -210,13 +254,30 @@ class ClipTable:
         swapped = np.array([bool(r.vocoder_swapped) for r in rows], dtype=bool)
         extra = {LEVEL_COLUMNS[lv]: col(LEVEL_COLUMNS[lv]) for lv in LEVELS if lv not in STUDY_LEVELS}
         return cls(col("clip_id"), col("architecture"), col("checkpoint"), col("prompt_id"), col("vocoder"), swapped,
-                   extra, source)
+                   extra, source, list(rows))
 
     def __len__(self) -> int:
         return len(self.clip_id)
 
     def column(self, name: str) -> np.ndarray:
-        return self.label_columns.get(name, np.full(len(self), "", dtype=object))
+        """Every clip's value of a manifest column ("" where absent), read once from the rows."""
+        if name not in self.label_columns:
+            if name in ("clip_id", "architecture", "checkpoint", "prompt_id", "vocoder"):
+                return getattr(self, name)
+            if self.records is None:
+                return np.full(len(self), "", dtype=object)
+            self.label_columns[name] = np.array([r.cell(name) for r in self.records], dtype=object)
+        return self.label_columns[name]
+
+    def matching(self, where: tuple[tuple[str, tuple[str, ...]], ...]) -> np.ndarray:
+        """Clips whose every named column holds one of its values (a `+`-joined cell: any of its parts)."""
+        keep = np.ones(len(self), dtype=bool)
+        for name, values in where:
+            cells = self.column(name).astype(str)
+            distinct, code = np.unique(cells, return_inverse=True)
+            wanted = set(values)
+            keep &= np.array([bool(wanted & set(c.split("+"))) for c in distinct], dtype=bool)[code]
+        return keep
 
     def labels(self, level: str) -> np.ndarray:
         """The class of every clip at `level` (LEVEL_COLUMNS), "" where the manifest does not say.
@@ -246,6 +307,17 @@ class Split:
     query: np.ndarray
     support_checkpoints: list[str]
     query_checkpoints: list[str]
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mark_unseen: bool = False  # the protocol's unseen = "unknown"
+    leaks_dropped: dict[str, int] = field(default_factory=dict)  # column -> calibration/query clips dropped
+
+    def truth(self, table: ClipTable, level: str, side: str = "query") -> np.ndarray:
+        """The true labels of a side at `level`; with `mark_unseen`, `unknown` for a class the support lacks."""
+        labels = table.labels(level)[getattr(self, side)]
+        if not self.mark_unseen or side == "support":
+            return labels
+        known = np.unique(table.labels(level)[self.support])
+        return np.where(np.isin(labels, known), labels, UNKNOWN)
 
 
 def _checkpoints_by_arch(table: ClipTable, rows: np.ndarray) -> dict[str, list[str]]:
@@ -372,6 +444,10 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
     positions, or (checkpoint, prompt) clips, instead of running a silently smaller experiment.
     """
     usable = np.ones(len(table), dtype=bool) if usable is None else usable
+    scope = table.matching(protocol.where)  # every clip unless the protocol narrows them
+    usable = usable & scope
+    if protocol.prompts == "shipped":  # the same lists for every seed (a seeded attributor still varies)
+        return [_shipped_split(protocol, table, seed, usable) for seed in seeds]
     holdout_set = set(holdout or [])
     if protocol.uses_holdout and not holdout_set:
         raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")
@@ -388,7 +464,7 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
         usable = usable & np.isin(table.architecture, list(protocol.architectures))
     if protocol.architectures_with_roles:
         usable = usable & _architectures_with_roles(protocol, table, usable)
-    prompts = list(table.prompts)
+    prompts = sorted(set(table.prompt_id[scope])) if protocol.where else list(table.prompts)
     splits, missing = [], []
     for seed in seeds:
         for variant, support_pool, query_pool in _vocoder_pools(protocol, table, usable):
@@ -416,6 +492,41 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
             check_invariants(protocol, table, split)
             splits.append(split)
     return splits
+
+
+def _shipped_split(protocol: Protocol, table: ClipTable, seed: int, usable: np.ndarray) -> Split:
+    """The set's own lists as the split of `seed` (they do not depend on it): support, calibration, query by
+    `where`; calibration and query clips that leak a `disjoint` column's value from support dropped."""
+    sides = {side: np.flatnonzero(usable & table.matching(sel.where))
+             for side, sel in (("support", protocol.support), ("calibration", protocol.calibration),
+                               ("query", protocol.query)) if sel is not None}
+    sides.setdefault("calibration", np.zeros(0, dtype=np.int64))
+    empty = [side for side in ("support", "query") if not sides[side].size]
+    if empty:
+        wanted = {"support": protocol.support.where, "query": protocol.query.where}
+        raise UnsatisfiableProtocol(protocol.name, [f"{side}: no clip has {dict(wanted[side])}" for side in empty],
+                                    table.source)
+    dropped = {}
+    for column in protocol.disjoint:
+        values = table.column(column).astype(str)
+        if not values[sides["support"]].any():
+            raise UnsatisfiableProtocol(protocol.name, [f"disjoint {column!r}: no support clip has a {column} "
+                                                        "(manifest column absent or empty)"], table.source)
+        seen = np.unique(values[sides["support"]])
+        count = 0
+        for side in ("calibration", "query"):
+            leak = np.isin(values[sides[side]], seen)
+            count += int(leak.sum())
+            sides[side] = sides[side][~leak]
+        dropped[column] = count
+    support_ckpts = set(table.checkpoint[sides["support"]])
+    known = sides["calibration"][np.isin(table.checkpoint[sides["calibration"]], list(support_ckpts))]
+    split = Split(seed, None, sides["support"], known, sides["query"], sorted(support_ckpts),
+                  sorted(set(table.checkpoint[sides["query"]])), calibration=sides["calibration"],
+                  mark_unseen=protocol.unseen == UNKNOWN, leaks_dropped=dropped)
+    check_labels(protocol, table, split)
+    check_invariants(protocol, table, split)
+    return split
 
 
 def check_labels(protocol: Protocol, table: ClipTable, split: Split) -> None:
@@ -463,6 +574,13 @@ def check_invariants(protocol: Protocol, table: ClipTable, split: Split) -> None
             problems.append(f"checkpoint(s) in both support and query of an out-of-domain protocol: {sorted(shared)}")
     if set(split.support) & set(split.query):
         problems.append("a clip is in both support and query")
+    if set(split.support) & set(split.calibration):
+        problems.append("a clip is in both support and calibration")
+    for column in protocol.disjoint:
+        values = table.column(column).astype(str)
+        shared = set(values[split.support]) & set(values[np.concatenate([split.calibration, split.query])])
+        if shared:
+            problems.append(f"{len(shared)} {column} value(s) in both support and calibration/query, e.g. {sorted(shared)[:3]}")
     for side in ("support", "query") if protocol.balance_query else ("support",):
         idx = getattr(split, side)
         for level in protocol.balance:

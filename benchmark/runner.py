@@ -114,7 +114,7 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
     for split in splits:
         preds = predict_levels(spec, X, table, split, protocol.levels, device=device)
         for level in protocol.levels:
-            y_true = table.labels(level)[split.query]
+            y_true = split.truth(table, level)  # `unknown` for unseen systems where the protocol says so
             # Classes in the query's truth or predicted: a true class never predicted scores 0, a
             # predicted class absent from the truth scores 0 (false alarms), a class in neither
             # (say, an architecture a hold-out query lacks) has no F1 to measure.
@@ -129,7 +129,8 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             acc["labels"].update(labels)
         split_info.append({"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
                            "query_checkpoints": split.query_checkpoints, "n_support": int(len(split.support)),
-                           "n_validation": int(len(split.validation)), "n_query": int(len(split.query))})
+                           "n_validation": int(len(split.validation)), "n_query": int(len(split.query)),
+                           "n_calibration": int(len(split.calibration)), "leaks_dropped": split.leaks_dropped})
     levels = {}
     for level, acc in per_level.items():
         mean, std = seed_summary(acc["per_seed"])  # vocoder variants averaged within a seed first
@@ -142,7 +143,8 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             "confusion": {"labels": names, "matrix": matrix.tolist(), "pooled_over": "seeds and variants"},
             "per_class": per_class_report(y_true, y_pred, labels=labels),
         }
-        if curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints:
+        if (curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints
+                and all(len(s.validation) for s in splits)):  # a set's dev list may hold unseen systems only
             metric = dict(spec.params).get("metric", "cosine")
             per_k = [f1_versus_k(X, table, s, level, metric, device=device) for s in splits]
             ks = sorted(set.intersection(*(set(c) for c in per_k)))

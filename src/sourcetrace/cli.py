@@ -30,8 +30,10 @@ from sourcetrace.core.fileio import NO_SPACE
 from sourcetrace.core.offline import go_offline
 from sourcetrace.core.plugins import ATTRIBUTORS, EXTRACTORS, GENERATORS, VOCODERS
 from sourcetrace.corpus import Corpus, import_corpus, verify_corpus
+from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.derive import derive_corpus
 from sourcetrace.corpus.release import IncompleteRelease, pack_corpus
+from sourcetrace.corpus.sets import FORMATS
 from sourcetrace.datasets.espeak_datasets import make_hifitts_like, make_ljspeech_like
 from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 from sourcetrace.datasets.prompts import write_prompts
@@ -124,11 +126,27 @@ def cmd_demo(args) -> int:
 
 
 def cmd_corpus_import(args) -> int:
+    if args.format or args.in_place or dataset_layout(args.src):
+        report = import_dataset(args.src, args.out, format=args.format, in_place=args.in_place, link=args.link)
+        for line in report.skipped:
+            print(f"skipped {line}", file=sys.stderr)
+        print(f"imported {report.clips} clips of {report.format}" + (" in place" if args.in_place else "")
+              + f" -> {report.manifest}" + (f"; {len(report.skipped)} line(s) skipped (listed above and in "
+                                             f"{report.manifest.parent / SKIPPED})" if report.skipped else ""))
+        return 1 if report.skipped else 0
     corpus = import_corpus(args.src, args.out, link=args.link)
     archs = sorted(set(corpus.column("architecture")))
     print(f"imported {len(corpus.rows)} clips, {len(set(corpus.column('checkpoint')))} checkpoints, "
           f"{len(archs)} architectures -> {corpus.manifest_path}")
     return 0
+
+
+def cmd_corpus_hash(args) -> int:
+    hashed, problems = record_audio_facts(args.corpus, progress=not args.quiet)
+    for problem in problems:
+        print(f"{args.corpus}: {problem}", file=sys.stderr)
+    print(f"{args.corpus}: {hashed} clips hashed and recorded, {len(problems)} problem(s)")
+    return 1 if problems else 0
 
 
 def cmd_corpus_validate(args) -> int:
@@ -422,11 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     corpus = sub.add_parser("corpus", help="build and check corpora").add_subparsers(dest="corpus_command", required=True)
-    p = corpus.add_parser("import", help="folder tree <arch>/<ckpt>/*.wav, manifest-style CSV, or path|speaker|system list")
-    p.add_argument("src")
+    p = corpus.add_parser("import", help="a public source-tracing set as distributed (--format), a folder tree "
+                                         "<arch>/<ckpt>/*.wav, a manifest-style CSV, or a path|speaker|system list")
+    p.add_argument("src", help="the dataset root (or list, CSV, tree, release)")
     p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=list(FORMATS), help="the set's layout (default: detected where unambiguous)")
+    p.add_argument("--in-place", action="store_true",
+                   help="reference the (read-only) dataset root instead of copying its audio; hashed lazily")
     p.add_argument("--link", choices=["copy", "hardlink"], default="copy")
     p.set_defaults(func=cmd_corpus_import)
+    p = corpus.add_parser("hash", help="record sha256, sample rate and duration of every clip that lacks them "
+                                       "(an in-place import), in one streaming pass")
+    p.add_argument("corpus")
+    _options(p, "--quiet")
+    p.set_defaults(func=cmd_corpus_hash)
     p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
     p.add_argument("corpus")
     p.set_defaults(func=cmd_corpus_validate)

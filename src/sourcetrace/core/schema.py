@@ -160,19 +160,24 @@ _SELECTION = Record({
     "scheduled_positions": Optional(ListOf(Int(min=1))),
     "random_scheduled": Optional(Int(min=0)),
     "exclude_support": Optional(bool), "holdout": Optional(bool), "exclude_holdout": Optional(bool),
+    "where": Optional(MapOf(ListOf(str, non_empty=True))),  # manifest column -> the values a clip may have
 }, extra=False)
 
 PROTOCOL = Record({
     "title": str,
     "version": Int(min=0),
     "table1_row": Optional(Int(1, 99)),
-    "prompts": OneOf(("disjoint", "mixed"), "prompt mode"),
+    "prompts": OneOf(("disjoint", "mixed", "shipped"), "prompt mode"),
     "vocoder": OneOf(("default", "same", "mixed", "all"), "vocoder mode"),
     "architectures": Optional(ListOf(str, non_empty=True)),
     "architectures_with_roles": Optional(bool),
     "levels": ListOf(OneOf(LEVELS, "level"), non_empty=True),
     "support": _SELECTION,
     "query": _SELECTION,
+    "calibration": Optional(_SELECTION),
+    "where": Optional(MapOf(ListOf(str, non_empty=True))),
+    "disjoint": Optional(ListOf(str, non_empty=True)),
+    "unseen": Optional(OneOf(("unknown",), "unseen mode")),
     "checkpoints": Optional(OneOf(("shared", "disjoint"), "checkpoint mode")),
     "balance": Optional(ListOf(OneOf(LEVELS, "level"))),
     "balance_query": Optional(bool),

@@ -3,14 +3,10 @@ one corpus folder with copies (or hard links) of the audio."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from sourcetrace.core.audio import AUDIO_SUFFIXES, file_problem
-from sourcetrace.core.errors import NothingWritten
-from sourcetrace.core.fileio import NO_SPACE
 from sourcetrace.core.naming import checkpoint_label, clip_location
 from sourcetrace.corpus.columns import AUDIO_FACTS, IMPORTED_COLUMNS, REQUIRED_COLUMNS, ClipRecord, columns_of
 from sourcetrace.corpus.manifest import (
@@ -22,10 +18,12 @@ from sourcetrace.corpus.manifest import (
     label_problems,
     outside_kind,
     place_file,
+    placing,
     read_csv_rows,
     records,
 )
 from sourcetrace.corpus.release import import_release, is_release
+from sourcetrace.corpus.sets.pathlist import list_rows
 
 
 def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpus:
@@ -73,9 +71,7 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     problems += label_problems([(where, row) for where, _, row in present])
     if problems:
         raise ManifestError(source, problems)
-    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
-    placed: list[Path] = []
-    try:
+    with placing(out) as placed:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
         rows = []
         for _, src_audio, row in present:
             place_file(src_audio, out / row.path, link)
@@ -83,14 +79,6 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
             rows.append(replace(row, **audio_facts(out / row.path)))
         corpus = Corpus(root=out, rows=rows, columns=columns)
         corpus.write()
-    except BaseException as exc:  # a failed copy (disk full, Ctrl-C) leaves no half corpus behind
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
-        for path in placed:
-            path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-            raise NothingWritten.from_os_error(exc, out, out) from exc
-        raise
     return corpus
 
 
@@ -145,24 +133,13 @@ def _entries_from_csv(src: Path) -> tuple[Entries, list[str]]:
 
 
 def _entries_from_protocol(src: Path) -> tuple[Entries, list[str]]:
-    """`path|speaker|system` lines (TADA / MLAAD source-tracing protocols); an optional header
-    line starting with `path` is skipped. The system is both architecture and checkpoint label."""
-    entries = []
-    with open(src, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            line = line.rstrip("\n")
-            if not line.strip() or (n == 1 and line.lower().startswith("path|")):
-                continue
-            fields = [f.strip() for f in line.split("|")]
-            if len(fields) < 3:
-                raise ManifestError(src, [f"line {n}: expected 'path|speaker|system', got {len(fields)} field(s)"])
-            rel, speaker, system = fields[:3]
-            if not rel or not system:
-                raise ManifestError(src, [f"line {n}: empty {'path' if not rel else 'system'}"])
-            if os.path.isabs(rel) or ".." in PurePosixPath(rel).parts:
-                raise ManifestError(src, [f"line {n}: path {rel!r} must be relative and stay inside {src.parent}"])
-            stem = PurePosixPath(rel).stem
-            entries.append((f"line {n}", src.parent / rel, ClipRecord(
-                clip_id=f"{system}/{stem}", path="", architecture=system, checkpoint=system, prompt_id=stem, text="",
-                speaker=speaker)))
+    """A `path|speaker|system` list (sourcetrace.corpus.sets.pathlist): every bad line refused at once."""
+    entries, problems = [], []
+    for n, problem, row in list_rows(src):
+        if problem:
+            problems.append(f"line {n}: {problem}")
+        else:
+            entries.append((f"line {n}", src.parent / row["path"], ClipRecord.from_row({**row, "path": ""})))
+    if problems:
+        raise ManifestError(src, problems)
     return entries, [*REQUIRED_COLUMNS, "speaker", *AUDIO_FACTS]

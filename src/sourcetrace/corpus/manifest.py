@@ -7,11 +7,15 @@ and a checkpoint name that belongs to exactly one architecture.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
+import json
 import os
 import re
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
@@ -19,11 +23,14 @@ from pathlib import Path, PurePosixPath
 import soundfile as sf
 
 from sourcetrace.core.audio import file_problem
-from sourcetrace.core.errors import SourcetraceError
-from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_text_atomic
+from sourcetrace.core.errors import NothingWritten, SourcetraceError
+from sourcetrace.core.fileio import NO_SPACE, copy_file_atomic, sha256_file, write_text_atomic
 from sourcetrace.corpus.columns import COLUMNS, NON_EMPTY_COLUMNS, REQUIRED_COLUMNS, ClipRecord, row_problems
 
 MANIFEST = "manifest.csv"
+# Beside the manifest of an in-place corpus: the read-only dataset root its paths are relative to.
+IN_PLACE = "dataset-root.json"
+MISSING_FILE = "missing file"
 
 
 class ManifestError(SourcetraceError, ValueError):
@@ -44,13 +51,21 @@ class Corpus:
     columns: list[str] = field(default_factory=lambda: list(REQUIRED_COLUMNS))  # the manifest's, in its order
     manifest_name: str = MANIFEST  # relative to root; a generator's partial manifests live elsewhere
     lines: list[int] = field(default_factory=list)  # the physical line each row starts on (quoted newlines)
+    # An in-place corpus (`corpus import --in-place`): the dataset root its paths are relative to,
+    # read from IN_PLACE; None for a corpus whose audio lies in its own folder.
+    audio_root: Path | None = None
 
     @property
     def manifest_path(self) -> Path:
         return self.root / self.manifest_name
 
+    @property
+    def audio_base(self) -> Path:
+        """The folder every `path` is relative to (and may not leave)."""
+        return self.audio_root if self.audio_root is not None else self.root
+
     def audio_path(self, row: ClipRecord) -> Path:
-        return self.root / row.path
+        return self.audio_base / row.path
 
     def column(self, name: str) -> list[str]:
         """Every clip's value of `name` as the manifest spells it."""
@@ -77,7 +92,8 @@ class Corpus:
         if not located and not allow_empty:
             raise ManifestError(manifest, ["no clips: the manifest has a header but no rows"])
         corpus = cls(root=root, rows=records(manifest, [(f"line {line}", row) for line, row in located]),
-                     columns=columns, manifest_name=manifest_name, lines=[line for line, _ in located])
+                     columns=columns, manifest_name=manifest_name, lines=[line for line, _ in located],
+                     audio_root=read_audio_root(root))
         corpus.validate(source=manifest, require_files=require_files)
         return corpus
 
@@ -86,6 +102,11 @@ class Corpus:
         source = source or self.manifest_path
         located = [(self.where(i), row) for i, row in enumerate(self.rows)]
         problems = label_problems(located)
+        if self.audio_root is not None:  # an in-place corpus: one listing per folder of the dataset root
+            problems += self._in_place_problems(located, require_files)
+            if problems:
+                raise ManifestError(source, problems)
+            return
         root = self.root.resolve()
         audio_of: dict[Path, str] = {}
         for where, row in located:
@@ -100,6 +121,18 @@ class Corpus:
                                     "each row needs its own file")
         if problems:
             raise ManifestError(source, problems)
+
+    def _in_place_problems(self, located: list[tuple[str, ClipRecord]], require_files: bool) -> list[str]:
+        """Paths outside the dataset root, missing files, and two rows with one file."""
+        problems = []
+        first: dict[str, str] = {}
+        for (where, row), problem in zip(located, tree_problems(self.audio_base, [row.path for _, row in located])):
+            if problem and (require_files or not problem.startswith(MISSING_FILE)):
+                problems.append(f"{where}: {problem}")
+            elif first.setdefault(row.path, where) != where:
+                problems.append(f"{where}: path {row.path!r} is the audio file of the row at {first[row.path]} too; "
+                                "each row needs its own file")
+        return problems
 
     def write(self) -> None:
         """Validate, then write manifest.csv atomically: required columns first, then `columns`, then
@@ -138,6 +171,84 @@ def outside_kind(root: Path, rel: str) -> str | None:
     if full != root and root.resolve() not in full.parents:
         return "escapes"
     return None
+
+
+def read_audio_root(corpus_root: Path) -> Path | None:
+    """The dataset root an in-place corpus references (IN_PLACE beside its manifest), or None."""
+    marker = corpus_root / IN_PLACE
+    if not marker.is_file():
+        return None
+    try:
+        root = Path(json.loads(marker.read_text(encoding="utf-8"))["root"])
+    except (ValueError, KeyError, TypeError):
+        raise ManifestError(marker, ["not the JSON object {\"root\": DATASET_ROOT} that `corpus import --in-place` "
+                                     "writes; import the dataset again"]) from None
+    if not root.is_dir():
+        raise ManifestError(marker, [f"the dataset root {str(root)!r} of this in-place corpus is not a folder "
+                                     "(moved or unmounted?)"])
+    return root
+
+
+def tree_problems(root: Path, rels: Sequence[str]) -> list[str | None]:
+    """Why each of `rels` is not a regular file inside `root` (None where it is), reading one listing
+    per folder instead of stat-ing every file: 700,000 rows of a dataset on shared storage cost
+    seconds. Absolute paths, `..`, a folder or a file that is a symlink leading out are refused."""
+    root = root.resolve()
+    listings: dict[str, dict[str, os.DirEntry] | str] = {}
+    out: list[str | None] = []
+    for rel in rels:
+        parts = rel.split("/")
+        if os.path.isabs(rel):
+            out.append(f"path {rel!r} is absolute; paths must be relative to the dataset root")
+            continue
+        if ".." in parts or "" in parts or "\\" in rel:
+            out.append(f"path {rel!r} escapes the dataset root (or is not a plain relative path)")
+            continue
+        folder, name = "/".join(parts[:-1]), parts[-1]
+        listing = listings.get(folder)
+        if listing is None:
+            listing = listings[folder] = _listing(root, folder)
+        if isinstance(listing, str):
+            out.append(listing)
+            continue
+        entry = listing.get(name)
+        if entry is None:
+            out.append(f"{MISSING_FILE} {rel!r}")
+        elif entry.is_symlink():
+            out.append(_link_problem(root, rel))
+        elif not entry.is_file(follow_symlinks=False):
+            out.append(f"{rel!r} is not a regular file")
+        else:
+            out.append(None)
+    return out
+
+
+def _listing(root: Path, folder: str) -> dict[str, os.DirEntry] | str:
+    """The entries of `root/folder` by name, or why it cannot be listed (a link out, absent)."""
+    where = root / folder
+    try:
+        resolved = where.resolve()
+    except (RuntimeError, OSError):
+        return f"folder {folder!r} is a symlink loop (or cannot be resolved)"
+    if resolved != root and root not in resolved.parents:
+        return f"folder {folder!r} escapes the dataset root (a symlink to {str(resolved)!r})"
+    try:
+        with os.scandir(where) as it:
+            return {entry.name: entry for entry in it}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        return f"folder {folder!r} cannot be listed ({exc.strerror})"
+
+
+def _link_problem(root: Path, rel: str) -> str | None:
+    """A file that is a symlink: fine if it resolves to a regular file inside `root`."""
+    kind = outside_kind(root, rel)
+    if kind == "loops":
+        return f"path {rel!r} is a symlink loop (or cannot be resolved)"
+    if kind:
+        return f"path {rel!r} is a symlink out of the dataset root (to {str((root / rel).resolve())!r})"
+    return None if (root / rel).is_file() else f"{rel!r} is a symlink to a missing or irregular file"
 
 
 def outside_problem(root: Path, rel: str) -> str | None:
@@ -250,7 +361,8 @@ def verify_corpus(corpus: Corpus) -> list[str]:
             problems.append(f"{where}: {file_problem(path) or 'missing file'}")
             continue
         if not row.sha256:
-            problems.append(f"{where}: no sha256 recorded, cannot verify")
+            problems.append(f"{where}: no sha256 recorded, cannot verify"
+                            + (" (an in-place import: `sourcetrace corpus hash` records them)" if corpus.audio_root else ""))
         elif sha256_file(path) != row.sha256:
             problems.append(f"{where}: sha256 differs from the manifest (file changed or corrupted)")
         problem = audio_header_problem(path, row)
@@ -286,6 +398,25 @@ def label_problems(located_rows: list[tuple[str, ClipRecord]]) -> list[str]:
                     f"at {prev_where}; checkpoint names must be unique across architectures"
                 )
     return problems
+
+
+@contextlib.contextmanager
+def placing(out: Path) -> Iterator[list[Path]]:
+    """Yield the list a writer appends each audio file it places under `out` to: if the block fails
+    (a failed copy, a full disk, Ctrl-C), they and every folder it created are removed, and a full
+    disk becomes NothingWritten naming `out`."""
+    first_new = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost folder we create
+    placed: list[Path] = []
+    try:
+        yield placed
+    except BaseException as exc:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        for path in placed:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise NothingWritten.from_os_error(exc, out, out) from exc
+        raise
 
 
 def place_file(src: Path, dest: Path, link: str) -> None:

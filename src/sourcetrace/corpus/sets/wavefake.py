@@ -1,0 +1,52 @@
+"""WaveFake as distributed: one folder per vocoder and training set (`ljspeech_melgan`,
+`ljspeech_hifiGAN`, ..., `jsut_multi_band_melgan`), each of `*.wav` (LJSpeech's `LJ001-0001_gen.wav`).
+
+Labels: `checkpoint` = the folder, `architecture` and `vocoder` = the vocoder (the folder without
+its data set prefix, lower case), `speaker` = the data set the vocoder was trained on (ljspeech,
+jsut), the prompt = the utterance id (every LJSpeech vocoder speaks the same utterances, so the
+prompt-disjoint protocol is text-disjoint). WaveFake has no official split and ships no bonafide
+audio (LJSpeech and JSUT are the real counterparts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sourcetrace.corpus.sets.base import DatasetFormat, Scan, relative
+
+SETS = {"ljspeech": "en", "jsut": "ja"}  # the prefix of a vocoder folder -> the language of its speech
+
+
+def _vocoder_folders(root: Path) -> list[tuple[Path, str, str]]:
+    """(folder, training set, vocoder) of every `<set>_<vocoder>` folder of the root."""
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        prefix, _, vocoder = folder.name.partition("_")
+        if prefix.lower() in SETS and vocoder:
+            out.append((folder, prefix.lower(), vocoder.lower()))
+    return out
+
+
+def detect(root: Path) -> bool:
+    return any(next(folder.glob("*.wav"), None) is not None for folder, _, _ in _vocoder_folders(root))
+
+
+def scan(root: Path) -> Scan:
+    out = Scan(columns=("vocoder", "speaker", "language"))
+    for folder, training_set, vocoder in _vocoder_folders(root):
+        for wav in sorted(folder.glob("*.wav")):
+            stem = wav.stem
+            prompt = stem[:-4] if stem.endswith("_gen") else stem
+            out.rows.append((str(wav), {
+                "clip_id": f"{folder.name}/{stem}", "path": relative(root, wav), "architecture": vocoder,
+                "checkpoint": folder.name, "prompt_id": prompt, "text": "", "vocoder": vocoder,
+                "speaker": training_set, "language": SETS[training_set]}))
+    if not out.rows:
+        out.skip(str(root), "no <ljspeech|jsut>_<vocoder>/*.wav folder")
+    return out
+
+
+FORMAT = DatasetFormat(
+    name="wavefake", title="WaveFake", download="https://zenodo.org/records/5642694",
+    root="the folder holding ljspeech_<vocoder>/ and jsut_<vocoder>/ folders",
+    detect=detect, scan=scan)
