@@ -127,10 +127,12 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             acc["true"].append(y_true)
             acc["pred"].append(preds[level])
             acc["labels"].update(labels)
-        split_info.append({"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
-                           "query_checkpoints": split.query_checkpoints, "n_support": int(len(split.support)),
-                           "n_validation": int(len(split.validation)), "n_query": int(len(split.query)),
-                           "n_calibration": int(len(split.calibration)), "leaks_dropped": split.leaks_dropped})
+        info = {"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
+                "query_checkpoints": split.query_checkpoints, "n_support": int(len(split.support)),
+                "n_validation": int(len(split.validation)), "n_query": int(len(split.query))}
+        if len(split.calibration) or split.leaks_dropped or split.mark_unseen:  # a shipped split's own sides
+            info.update(n_calibration=int(len(split.calibration)), leaks_dropped=split.leaks_dropped)
+        split_info.append(info)
     levels = {}
     for level, acc in per_level.items():
         mean, std = seed_summary(acc["per_seed"])  # vocoder variants averaged within a seed first
