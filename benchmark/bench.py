@@ -101,7 +101,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
             all_results.append(result)
             computed.append(result)
             levels = ", ".join(f"{lv} {v['mean']:.3f} ± {v['std']:.3f}" for lv, v in run["levels"].items())
-            scope = f" (macro F1 on {run['levels'][protocol.levels[0]]['scored_on']})" if protocol.open_set else ""
+            scope = f" [macro F1 on {run['levels'][protocol.levels[0]]['scored_on']}]" if protocol.open_set else ""
             log(f"[bench] {protocol.name} ({extractor.name}): {levels}{scope}")
             for line in open_set_lines(open_set, not_scored):
                 log(f"[bench]   {line}")
