@@ -175,6 +175,19 @@ def test_bad_open_set_inputs_are_refused():
         build_ood_score("odin")
 
 
+def test_a_calibration_of_known_systems_only_takes_a_stated_fpr():
+    X, labels, support, calibration, query = clusters(per_class=20)
+    spec = AttributorSpec.parse("knn:k=3")
+    known_only = calibration[labels[calibration] != UNKNOWN]  # ASVspoof 2019 LA's dev list: A01-A06 only
+    with pytest.raises(UsageError, match="by the rule 'eer' needs clips of known systems and clips labelled"):
+        run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",))
+    block = run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",), rule="fpr=0.1")
+    entry = block["scores"]["cosine-centroid"]
+    assert entry["calibration"]["eer"] is None and entry["calibration"]["n_unknown"] == 0
+    cal = build_ood_score("cosine-centroid").fit(X[support], labels[support]).score(X[known_only])
+    assert np.mean(cal > entry["detection"]["threshold"]) <= 0.1
+
+
 def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_path):
     X, labels, support, calibration, query = clusters(per_class=30)
     spec = AttributorSpec.parse("knn:k=3")
