@@ -18,7 +18,7 @@ from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_protocol, load_suite
 from sourcetrace.cli import main
 from sourcetrace.core.errors import UsageError
-from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, verify_corpus
+from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, dataset_import, verify_corpus
 from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.manifest import IN_PLACE
 
@@ -391,3 +391,133 @@ def test_a_missing_protocol_file_is_reported_not_ignored(tmp_path):
     report = import_dataset(root, tmp_path / "c", in_place=True)
     assert report.skipped == [f"{protocol}: no such protocol file: its clips are not imported"]
     assert report.clips == sum(1 for s, _, _, _ in expected.values() if s != "eval")
+
+
+def test_a_stale_dataset_root_marker_never_redirects_a_later_import(replicas, tmp_path, monkeypatch):
+    root, expected = replicas["add2023-t3"]
+    out = tmp_path / "c"
+    import_dataset(root, out, in_place=True)
+    (out / "manifest.csv").unlink()  # the user starts again in the same folder, with copies this time
+    import_dataset(root, out)
+    corpus = Corpus.read(out)
+    assert corpus.audio_root is None and not (out / IN_PLACE).exists() and verify_corpus(corpus) == []
+    (out / "manifest.csv").unlink()  # `corpus import` of a list into a folder an in-place import left
+    (out / IN_PLACE).write_text(json.dumps({"root": str(root), "format": "add2023-t3"}))
+    listing = tmp_path / "list" / "list.txt"
+    for i in range(2):
+        _audio(listing.parent / f"{i}.wav", 500 + i)
+    listing.write_text("0.wav|s|tts_a\n1.wav|s|tts_b\n")
+    assert main(["corpus", "import", str(listing), "--out", str(out)]) == 0
+    assert Corpus.read(out).audio_root is None and not (out / IN_PLACE).exists()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for step in ("write_json_atomic", "_write"):  # a kill while the marker, then the manifest is written
+        fresh = tmp_path / step
+        with monkeypatch.context() as m:
+            m.setattr(dataset_import, step, killed)
+            with pytest.raises(KeyboardInterrupt):
+                import_dataset(root, fresh, in_place=True)
+        assert not (fresh / "manifest.csv").exists()  # never a manifest without its root
+        import_dataset(root, fresh)  # and a copy import after the kill reads its own folder
+        assert Corpus.read(fresh).audio_root is None and len(Corpus.read(fresh).rows) == len(expected)
+
+
+def test_corpus_hash_checkpoints_and_reports_undecodable_clips(replicas, tmp_path, monkeypatch, capsys):
+    src, expected = replicas["wavefake"]
+    root = tmp_path / "wf"
+    for p in src.rglob("*.wav"):
+        (root / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        (root / p.relative_to(src)).write_bytes(p.read_bytes())
+    broken = root / "ljspeech_waveglow" / "LJ001-0010_gen.wav"
+    broken.write_bytes(b"not audio at all")
+    import_dataset(root, tmp_path / "c", in_place=True)
+    manifest = tmp_path / "c" / "manifest.csv"
+    real, calls, on_disk = dataset_import.audio_facts, [], []
+
+    def interrupted_at_fifth(path):
+        calls.append(path)
+        if len(calls) == 5:  # what a kill -9 here would leave: the last checkpoint
+            on_disk.append(sum(1 for r in Corpus.read(tmp_path / "c").rows if r.sha256))
+            raise KeyboardInterrupt
+        return real(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(dataset_import, "audio_facts", interrupted_at_fifth)
+        with pytest.raises(KeyboardInterrupt):
+            record_audio_facts(tmp_path / "c", progress=False, checkpoint_s=0)
+    assert on_disk == [4] and sum(1 for r in Corpus.read(tmp_path / "c").rows if r.sha256) == 4
+    hashed, problems = record_audio_facts(tmp_path / "c", progress=False)  # the rerun continues
+    assert hashed == len(expected) - 4 - 1
+    assert problems == [f"line {len(expected) + 1} ({broken}): audio cannot be decoded"]
+    rows = {r.path: r for r in Corpus.read(tmp_path / "c").rows}
+    assert not rows["ljspeech_waveglow/LJ001-0010_gen.wav"].sha256
+    assert all(r.sha256 and r.sample_rate == RATE for p, r in rows.items() if p != "ljspeech_waveglow/LJ001-0010_gen.wav")
+    before = manifest.read_bytes()
+    assert main(["corpus", "hash", str(tmp_path / "c"), "--quiet"]) == 1  # reported again, nothing lost
+    assert str(broken) in capsys.readouterr().err and manifest.read_bytes() == before
+
+
+def test_a_list_file_and_a_folder_meet_the_reader_they_need(tmp_path, capsys):
+    folder = tmp_path / "data"
+    for i in range(2):
+        _audio(folder / f"{i}.wav", 600 + i)
+    listing = folder / "list.txt"
+    listing.write_text("0.wav|s|tts_a\n1.wav|s|tts_b\n")
+    assert main(["corpus", "import", str(listing), "--in-place", "--out", str(tmp_path / "c")]) == 0
+    assert len(Corpus.read(tmp_path / "c").rows) == 2
+    other = folder / "list.lst"
+    other.write_text(listing.read_text())
+    with pytest.raises(UsageError, match="is read with --format path-speaker-system"):
+        import_dataset(other, tmp_path / "d", in_place=True)
+    with pytest.raises(UsageError, match=r"--format path-speaker-system reads a list file of path\|speaker\|system "
+                                         r"lines .*, not a folder"):
+        import_dataset(folder, tmp_path / "d", format="path-speaker-system")
+    with pytest.raises(UsageError, match="--format wavefake reads .*, not a file; .* --format path-speaker-system"):
+        import_dataset(listing, tmp_path / "d", format="wavefake")
+    assert main(["corpus", "import", str(folder), "--format", "path-speaker-system", "--out", str(tmp_path / "d")]) == 2
+    assert "reads a list file" in capsys.readouterr().err
+
+
+def test_a_list_line_of_four_fields_is_refused_naming_the_three(tmp_path):
+    _audio(tmp_path / "a.wav", 1)
+    _audio(tmp_path / "b.wav", 2)
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.wav|s|tts_a\nb.wav|s|tts_b|extra\n")
+    report = import_dataset(listing, tmp_path / "c", in_place=True)
+    assert report.clips == 1 and report.skipped == [
+        f"{listing}:2: 4 field(s), expected 3: path|speaker|system (the audio file relative to the list's folder, "
+        "its speaker, the system that made it); a line with more fields is refused, not cut to three"]
+
+
+def test_wavefake_folders_without_a_vocoder_are_reported(tmp_path, capsys):
+    root = tmp_path / "wf"
+    expected = wavefake(root)
+    _audio(root / "common_voices_prompts_from_conformer_fastspeech2_pwg_ljspeech" / "0_gen.wav", 700)
+    assert main(["corpus", "import", str(root), "--in-place", "--out", str(tmp_path / "c")]) == 0  # by design
+    err = capsys.readouterr()
+    tts = root / "common_voices_prompts_from_conformer_fastspeech2_pwg_ljspeech"
+    assert f"left out {tts}: WaveFake's TTS-pipeline folder" in err.err and "1 folder(s) left out" in err.out
+    assert len(Corpus.read(tmp_path / "c").rows) == len(expected)
+    _audio(root / "ljspeech-melgan" / "LJ001-0001_gen.wav", 701)  # a typo: not WaveFake's layout
+    (root / "ljspeech_empty").mkdir()
+    report = import_dataset(root, tmp_path / "d", in_place=True)
+    assert report.skipped == [f"{root / 'ljspeech-melgan'}: not a <ljspeech|jsut>_<vocoder> folder: its clips are "
+                              "not imported", f"{root / 'ljspeech_empty'}: no *.wav in this vocoder folder"]
+    assert report.left_out == [f"{tts}: WaveFake's TTS-pipeline folder, not one vocoder: no vocoder label, not imported"]
+    assert main(["corpus", "import", str(root), "--in-place", "--out", str(tmp_path / "e")]) == 1
+
+
+def test_a_condition_list_only_tags_clips_of_the_main_lists(tmp_path):
+    root = tmp_path / "mlaad"
+    mlaad(root)
+    condition = root / "dev___lang_not_seen___model_not_seen.csv"
+    lines = condition.read_text().splitlines()
+    condition.write_text("\n".join([*lines, "fake/de/griffin_lim/clip_0.wav,griffin_lim"]) + "\n")  # in no main list
+    report = import_dataset(root, tmp_path / "c", in_place=True)
+    assert report.skipped == [f"{condition}:{len(lines) + 1}: clip 'fake/de/griffin_lim/clip_0.wav' is in no main "
+                              "list (train.csv, dev.csv, eval.csv): a condition list only tags their clips"]
+    rows = {r.clip_id: r for r in Corpus.read(tmp_path / "c").rows}
+    assert rows["fake/de/griffin_lim/clip_0"].cell("split") == rows["fake/de/griffin_lim/clip_0"].cell("condition") == ""
+    assert rows["fake/de/tts_models_de_thorsten_vits/clip_2"].cell("condition") == "lang_not_seen___model_not_seen"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,14 +34,16 @@ from sourcetrace.corpus.manifest import (
     Corpus,
     ManifestError,
     audio_facts,
+    claim_out,
     place_file,
     placing,
     tree_problems,
 )
 from sourcetrace.corpus.release import is_release
-from sourcetrace.corpus.sets import FORMATS, DatasetFormat, detect_format, get_format
+from sourcetrace.corpus.sets import FORMATS, LIST_FORMAT, DatasetFormat, detect_format, get_format
 
 SKIPPED = "import-skipped.txt"  # beside the manifest: every skipped line of the last import
+CHECKPOINT_S = 60.0  # `corpus hash` rewrites the manifest this often: an interruption loses at most this much work
 
 
 @dataclass
@@ -49,6 +52,7 @@ class DatasetImport:
     manifest: Path
     clips: int
     skipped: list[str] = field(default_factory=list)  # "file:line: why", in the order found
+    left_out: list[str] = field(default_factory=list)  # "folder: why": parts of the set no reader label fits
 
 
 def dataset_layout(source: str | Path) -> str | None:
@@ -68,8 +72,12 @@ def import_dataset(source: str | Path, out: str | Path, format: str | None = Non
     if not source.exists():
         raise UsageError(f"{source}: no such dataset root")
     reader: DatasetFormat = get_format(format) if format else detect_format(source)
-    if (out / MANIFEST).exists():
-        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    if source.is_dir() == reader.takes_file:
+        raise UsageError(f"{source}: --format {reader.name} reads {reader.root}, not a "
+                         f"{'folder' if source.is_dir() else 'file'}" + (
+                             f"; a dataset root is read with --format {' | '.join(n for n in FORMATS if n != reader.name)}"
+                             if reader.takes_file else f"; a {LIST_FORMAT.title} is read with --format {LIST_FORMAT.name}"))
+    claim_out(out)
     root = reader.dataset_root(source).resolve()
     scan = reader.scan(source)
     skipped = list(scan.skipped)
@@ -77,16 +85,16 @@ def import_dataset(source: str | Path, out: str | Path, format: str | None = Non
     if not rows:
         raise ManifestError(source, [f"no clips to import ({len(skipped)} line(s) skipped)", *skipped])
     columns = [*REQUIRED_COLUMNS, *(c for c in scan.columns if c not in REQUIRED_COLUMNS)]
-    if in_place:
-        _write(out, columns, rows)
+    if in_place:  # the marker first: a manifest is never read without the root its paths are relative to
         write_json_atomic(out / IN_PLACE, {"root": str(root), "format": reader.name})
+        _write(out, columns, rows)
     else:
         _copy(root, out, columns, rows, link)
     if skipped:
         write_text_atomic(out / SKIPPED, "".join(f"{line}\n" for line in skipped))
     else:
         (out / SKIPPED).unlink(missing_ok=True)
-    return DatasetImport(reader.name, out / MANIFEST, len(rows), skipped)
+    return DatasetImport(reader.name, out / MANIFEST, len(rows), skipped, list(scan.left_out))
 
 
 def _good_rows(root: Path, rows: list[tuple[str, dict[str, str]]], skipped: list[str]) -> list[dict[str, str]]:
@@ -135,19 +143,33 @@ def _copy(root: Path, out: Path, columns: list[str], rows: list[dict[str, str]],
         _write(out, [*columns, *AUDIO_FACTS], copied)
 
 
-def record_audio_facts(corpus_dir: str | Path, progress: bool = True) -> tuple[int, list[str]]:
+def record_audio_facts(corpus_dir: str | Path, progress: bool = True,
+                       checkpoint_s: float = CHECKPOINT_S) -> tuple[int, list[str]]:
     """`corpus hash`: sha256, sample rate and duration of every clip that lacks them, in one streaming
-    pass, recorded in the manifest (so `corpus verify` can check the dataset root later). Returns
-    (clips hashed, problems); a clip that cannot be read is reported and keeps its empty facts."""
+    pass, recorded in the manifest (so `corpus verify` can check the dataset root later). The manifest
+    is rewritten atomically every `checkpoint_s` seconds and when the pass ends or is interrupted, so a
+    rerun hashes only what is still missing. Returns (clips hashed, problems); a clip that cannot be
+    read or decoded is reported with its path and keeps its empty facts (a rerun tries it again)."""
     corpus = Corpus.read(corpus_dir)
     todo = [i for i, row in enumerate(corpus.rows) if not row.sha256]
-    problems = []
-    for i in tqdm(todo, unit="clip", desc="hash", disable=not progress or not todo):
-        row = corpus.rows[i]
-        try:
-            corpus.rows[i] = replace(row, **audio_facts(corpus.audio_path(row)))
-        except OSError as exc:
-            problems.append(f"{corpus.where(i)} ({row.path}): cannot be read ({exc.strerror or exc})")
-    if todo:
-        corpus.write()
+    problems: list[str] = []
+    pending, next_checkpoint = 0, time.monotonic() + checkpoint_s
+    try:
+        for i in tqdm(todo, unit="clip", desc="hash", disable=not progress or not todo):
+            row, path = corpus.rows[i], corpus.audio_path(corpus.rows[i])
+            try:
+                facts = audio_facts(path)
+            except OSError as exc:
+                problems.append(f"{corpus.where(i)} ({path}): cannot be read ({exc.strerror or exc})")
+                continue
+            if "sample_rate" not in facts:
+                problems.append(f"{corpus.where(i)} ({path}): audio cannot be decoded")
+                continue
+            corpus.rows[i], pending = replace(row, **facts), pending + 1
+            if time.monotonic() >= next_checkpoint:
+                corpus.write()
+                pending, next_checkpoint = 0, time.monotonic() + checkpoint_s
+    finally:
+        if pending:
+            corpus.write()
     return len(todo) - len(problems), problems
