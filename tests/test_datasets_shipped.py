@@ -18,6 +18,7 @@ from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_protocol, load_suite
 from sourcetrace.cli import main
 from sourcetrace.core.errors import UsageError
+from sourcetrace.core.fileio import sha256_file
 from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, dataset_import, verify_corpus
 from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.manifest import IN_PLACE
@@ -424,7 +425,7 @@ def test_a_stale_dataset_root_marker_never_redirects_a_later_import(replicas, tm
         assert Corpus.read(fresh).audio_root is None and len(Corpus.read(fresh).rows) == len(expected)
 
 
-def test_corpus_hash_checkpoints_and_reports_undecodable_clips(replicas, tmp_path, monkeypatch, capsys):
+def test_corpus_hash_resumes_after_a_kill_and_reports_undecodable_clips(replicas, tmp_path, monkeypatch, capsys):
     src, expected = replicas["wavefake"]
     root = tmp_path / "wf"
     for p in src.rglob("*.wav"):
@@ -433,27 +434,32 @@ def test_corpus_hash_checkpoints_and_reports_undecodable_clips(replicas, tmp_pat
     broken = root / "ljspeech_waveglow" / "LJ001-0010_gen.wav"
     broken.write_bytes(b"not audio at all")
     import_dataset(root, tmp_path / "c", in_place=True)
-    manifest = tmp_path / "c" / "manifest.csv"
-    real, calls, on_disk = dataset_import.audio_facts, [], []
+    manifest, progress = tmp_path / "c" / "manifest.csv", tmp_path / "c" / dataset_import.HASH_PROGRESS
+    real, calls = dataset_import.audio_facts, []
 
-    def interrupted_at_fifth(path):
+    def killed_at_sixth(path):
         calls.append(path)
-        if len(calls) == 5:  # what a kill -9 here would leave: the last checkpoint
-            on_disk.append(sum(1 for r in Corpus.read(tmp_path / "c").rows if r.sha256))
+        if len(calls) == 6:  # a kill with a line half written
+            with open(progress, "a") as fh:
+                fh.write(f"{broken.relative_to(root)}\t0123")
             raise KeyboardInterrupt
         return real(path)
 
     with monkeypatch.context() as m:
-        m.setattr(dataset_import, "audio_facts", interrupted_at_fifth)
+        m.setattr(dataset_import, "audio_facts", killed_at_sixth)
         with pytest.raises(KeyboardInterrupt):
-            record_audio_facts(tmp_path / "c", progress=False, checkpoint_s=0)
-    assert on_disk == [4] and sum(1 for r in Corpus.read(tmp_path / "c").rows if r.sha256) == 4
-    hashed, problems = record_audio_facts(tmp_path / "c", progress=False)  # the rerun continues
-    assert hashed == len(expected) - 4 - 1
+            record_audio_facts(tmp_path / "c", progress=False)
+    assert len(progress.read_text().splitlines()) == 5 + 1  # five clips kept, one torn line
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(dataset_import, "audio_facts", lambda path: calls.append(path) or real(path))
+        hashed, problems = record_audio_facts(tmp_path / "c", progress=False)  # the rerun continues
+    assert len(calls) == len(expected) - 5 and hashed == len(expected) - 1 and not progress.exists()
     assert problems == [f"line {len(expected) + 1} ({broken}): audio cannot be decoded"]
     rows = {r.path: r for r in Corpus.read(tmp_path / "c").rows}
     assert not rows["ljspeech_waveglow/LJ001-0010_gen.wav"].sha256
-    assert all(r.sha256 and r.sample_rate == RATE for p, r in rows.items() if p != "ljspeech_waveglow/LJ001-0010_gen.wav")
+    assert all(r.sha256 == sha256_file(root / p) and r.sample_rate == RATE
+               for p, r in rows.items() if p != "ljspeech_waveglow/LJ001-0010_gen.wav")
     before = manifest.read_bytes()
     assert main(["corpus", "hash", str(tmp_path / "c"), "--quiet"]) == 1  # reported again, nothing lost
     assert str(broken) in capsys.readouterr().err and manifest.read_bytes() == before
