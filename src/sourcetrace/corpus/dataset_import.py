@@ -78,7 +78,7 @@ def import_dataset(source: str | Path, out: str | Path, format: str | None = Non
         raise UsageError(f"{source}: --format {reader.name} reads {reader.root}, not a "
                          f"{'folder' if source.is_dir() else 'file'}" + (
                              f"; a dataset root is read with --format {' | '.join(n for n in FORMATS if n != reader.name)}"
-                             if reader.takes_file else f"; a {LIST_FORMAT.title} is read with --format {LIST_FORMAT.name}"))
+                             if reader.takes_file else f"; {LIST_FORMAT.root} is read with --format {LIST_FORMAT.name}"))
     claim_out(out)
     root = reader.dataset_root(source).resolve()
     scan = reader.scan(source)

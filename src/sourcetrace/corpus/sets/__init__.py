@@ -29,7 +29,7 @@ def detect_format(source: Path) -> DatasetFormat:
     if len(found) != 1:
         which = "no known dataset layout" if not found else f"the layouts of {', '.join(f.name for f in found)}"
         if source.is_file():
-            raise UsageError(f"{source}: a file in {which}; a {LIST_FORMAT.title} is read with "
+            raise UsageError(f"{source}: a file in {which}; {LIST_FORMAT.root} is read with "
                              f"--format {LIST_FORMAT.name}, a set's dataset root is a folder")
         raise UsageError(f"{source}: {which}; name it with --format ({' | '.join(FORMATS)})")
     return found[0]
