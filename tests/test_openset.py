@@ -201,7 +201,7 @@ def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_pat
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, ClipTable.from_records(rows), clustered_vectors(rows, dim=8), spec, seeds=[0])
     result = make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
-                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, [0], "test", open_set=block)
+                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, "test", open_set=block)
     result = json.loads(json.dumps(result))
     assert number_problems(result) == []
     (tmp_path / "r.json").write_text(json.dumps(result))
