@@ -314,7 +314,7 @@ def test_the_beyond_recipe_needs_the_nltk_data_of_espnets_g2p(tmp_path):
 
 def test_unknown_names_and_catalogue_entries_are_refused(tmp_path, capsys):
     assert main(["fetch", "ljspech", "--workdir", str(tmp_path)]) == 2
-    assert "fetch ljspech: no such artefact; known: ljspeech" in capsys.readouterr().err
+    assert "fetch ljspech: no such artefact; did you mean ljspeech" in capsys.readouterr().err
     assert main(["fetch", "--workdir", str(tmp_path)]) == 2 and "give a recipe file" in capsys.readouterr().err
     assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 2
     assert f"{tmp_path / LOCK_FILE}: no lock file yet" in capsys.readouterr().err
