@@ -646,5 +646,6 @@ class FetchLock:
 
     def __exit__(self, *exc_info) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no pid left behind by a fetch that ended
             os.close(self._fd)  # closing drops the flock
             self._fd = None
