@@ -583,11 +583,12 @@ class LockFile:
     def revision(self, key: str) -> str | None:
         return self.revisions.get(key, {}).get("commit")
 
-    def _change(self, edit: Callable[[], None]) -> None:
+    def _change(self, edit: Callable[[], object]) -> None:
+        """`edit` applied to the file as it is now (re-read), then written; an edit returning False changed nothing."""
         with self._lock:
             self._read()
-            edit()
-            write_text_atomic(self.path, self.text())
+            if edit() is not False:
+                write_text_atomic(self.path, self.text())
 
     def record_file(self, key: str, url: str, sha256: str, size: int) -> None:
         def edit() -> None:
@@ -600,12 +601,12 @@ class LockFile:
 
     def confirm(self, key: str) -> None:
         """The pending hash of `key` pinned: its artefact is complete."""
-        def edit() -> None:
+        def edit() -> bool:
             entry = self.pending.pop(key, None)
             if entry is not None:
                 self.files.setdefault(key, entry)
-        if key in self.pending:
-            self._change(edit)
+            return entry is not None
+        self._change(edit)
 
     def record_revision(self, key: str, repo: str, commit: str) -> None:
         self._change(lambda: self.revisions.__setitem__(key, {"repo": repo, "commit": commit}))
