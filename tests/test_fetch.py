@@ -5,6 +5,7 @@ lock file, a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -198,16 +199,26 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that hung up (a killed fetch): nothing to report
 
 
+@contextlib.contextmanager
+def _serving(site: Site, tls: ssl.SSLContext | None = None):
+    """`site` served on 127.0.0.1 (over TLS with `tls`) while the block runs; yields its base URL."""
+    httpd = _Server(("127.0.0.1", 0), _handler(site))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server():
     site = Site()
-    httpd = _Server(("127.0.0.1", 0), _handler(site))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    site.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield site
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(site) as site.url:
+        yield site
 
 
 @pytest.fixture
@@ -223,14 +234,8 @@ def tls_server(server, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd = _Server(("127.0.0.1", 0), _handler(server))
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    server.tls_url = f"https://127.0.0.1:{httpd.server_address[1]}"
-    yield server
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(server, context) as server.tls_url:
+        yield server
 
 
 def _bytes(n: int, seed: int = 0) -> bytes:
