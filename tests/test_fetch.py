@@ -46,7 +46,16 @@ from sourcetrace.core.download import (
     stream_tar,
     unpack_archive,
 )
-from sourcetrace.pipeline.fetch import LOCK_FILE, RUNNING, artefacts_named, catalogue, fetch, recipe_artefacts
+from sourcetrace.pipeline.fetch import (
+    CHECKED,
+    LOCK_FILE,
+    RUNNING,
+    artefacts_named,
+    catalogue,
+    changed_since_fetch,
+    fetch,
+    recipe_artefacts,
+)
 from sourcetrace.pipeline.recipe import load_study_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -548,6 +557,23 @@ def test_a_file_artefact_pins_its_hash_in_the_lock_and_a_changed_remote_is_refus
     assert (tmp_path / "official" / f"generator_v1{MISMATCH}").is_file()
 
 
+def test_a_locked_file_is_hashed_again_only_when_its_length_or_mtime_moved(server, tmp_path):
+    data = server.files["/official/generator_v1"] = _bytes(10_000)
+    artefacts = artefacts_named(["vocoder/hifigan-matcha"])
+    assert not fetch(artefacts, tmp_path, mirror=server.url, progress=False).failed
+    placed = tmp_path / "official" / "generator_v1"
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
+    before = placed.stat().st_mtime_ns
+    placed.write_bytes(bytes(len(data)))
+    os.utime(placed, ns=(before, before))  # same length and mtime as fetch saw: trusted without reading it
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
+    os.utime(placed, ns=(before + 10**9, before + 10**9))  # touched: read again
+    assert "has sha256" in changed_since_fetch(artefacts, tmp_path, rehash=True)["vocoder/hifigan-matcha"]
+    assert changed_since_fetch(artefacts, tmp_path, rehash=False) == {}  # `run --plan`: lengths only
+    placed.write_bytes(data)
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
+
+
 def test_one_failure_does_not_stop_the_others(server, tmp_path, capsys):
     server.files["/official/generator_v1"] = _bytes(1000)
     argv = ["fetch", "vocoder/hifigan-matcha", "gradtts/pretrained", "matcha/pretrained", "--workdir", str(tmp_path),
@@ -642,7 +668,9 @@ def _fetch_command(workdir: Path, url: str, names: list[str]) -> list[str]:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, but the mtimes `run` compares (fetch.checked.json): they differ from run to run."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKED}
 
 
 def test_a_fetch_killed_at_random_points_and_rerun_gives_the_same_files(server, tmp_path):

@@ -9,7 +9,8 @@ its Hugging Face repository, sources.toml its revision and licence). Downloads a
 checked (core/download.py); where a publisher gives no sha256, the first fetch records one in
 `<workdir>/fetch.lock` once the artefact is complete (unpacked where it is an archive), and every later
 fetch refuses a file that differs from it; a model folder copied from a mirror folder is pinned the
-same way (a sha256 over its files). One fetch at a time in a work folder (`FetchLock`).
+same way (a sha256 over its files). One fetch at a time in a work folder (`FetchLock`). `run` and
+`run --plan` check the files fetch.lock lists through `changed_since_fetch`.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ from sourcetrace.core.download import (
     unzipped,
 )
 from sourcetrace.core.errors import SourcetraceError, UsageError
-from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.fileio import read_user_text, sha256_file, write_json_atomic
 from sourcetrace.core.offline import default_models_dir
 from sourcetrace.core.schema import FETCH_MODEL, FETCH_SOURCE, check
 from sourcetrace.pipeline.recipe import StudyRecipe, load_study_recipe
 
 LOCK_FILE = "fetch.lock"
 RUNNING = "fetch.lock.pid"     # flocked while a fetch runs in the work folder (FetchLock)
+CHECKED = "fetch.checked.json"  # each locked file's length and mtime when its sha256 was last found right
 OFFICIAL = "official"          # where `fetch NAME` puts an official checkpoint, relative to the workdir
 DOWNLOADS = "downloads"        # archives while they are taken apart
 MODELS = "models"              # the relative path of an SSL model folder in a mirror
@@ -538,7 +540,68 @@ def _fetch_locked(artefacts: list[Artefact], workdir: Path, mirror: str | None, 
         report.outcomes += list(pool.map(one, todo))
     order = {a.name: i for i, a in enumerate(artefacts)}
     report.outcomes.sort(key=lambda o: order[o.artefact.name])
+    _remember_checked(workdir, lock, report.outcomes)
     return report
+
+
+def _stamp(artefact: Artefact, workdir: Path) -> tuple[Path, list[int]]:
+    """The file (or model folder) in place and its [bytes, newest mtime_ns]: what says it has not changed."""
+    dest = artefact.destination(workdir)
+    if artefact.unpack == "hf":
+        stats = [p.stat() for p in dest.rglob("*") if p.is_file()]
+        return dest, [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+    path = next(p for p in (dest.parent / n for n in (dest.name, *artefact.aliases)) if p.is_file())
+    stat = path.stat()
+    return path, [stat.st_size, stat.st_mtime_ns]
+
+
+def _locked(artefacts: Iterable[Artefact], workdir: Path, lock: LockFile) -> list[Artefact]:
+    """The artefacts in place whose kept file or folder fetch.lock pins (not archives: they are deleted)."""
+    return [a for a in artefacts if a.unpack in ("file", "hf") and a.key in lock.files and a.present(workdir)]
+
+
+def _read_checked(workdir: Path) -> dict[str, dict]:
+    path = workdir / CHECKED
+    try:
+        return json.loads(read_user_text(path)) if path.is_file() else {}
+    except (json.JSONDecodeError, SourcetraceError):
+        return {}  # a cache: rebuilt by hashing again
+
+
+def _remember_checked(workdir: Path, lock: LockFile, outcomes: Iterable[Outcome]) -> None:
+    """The stamps of the artefacts whose sha256 a fetch just found to be fetch.lock's: `run` need not hash them."""
+    found = {o.artefact.key: o.sha256 for o in outcomes if o.sha256}
+    fresh = {a.key: {"sha256": found[a.key], "stamp": _stamp(a, workdir)[1]}
+             for a in _locked((o.artefact for o in outcomes), workdir, lock) if found.get(a.key) == lock.sha256(a.key)}
+    if fresh:
+        write_json_atomic(workdir / CHECKED, {**_read_checked(workdir), **fresh})
+
+
+def changed_since_fetch(artefacts: Iterable[Artefact], workdir: str | os.PathLike, *, rehash: bool) -> dict[str, str]:
+    """What is wrong (by artefact name) with each file or model folder in place that fetch.lock pins and
+    that is no longer what was fetched: its length, always (cheap: `run --plan`); with `rehash` (`run`)
+    its sha256 too, but only where its length or mtime moved since its sha256 was last found right
+    (fetch.checked.json): an unchanged 40 GB is not read again."""
+    workdir = Path(workdir)
+    if not (workdir / LOCK_FILE).is_file():
+        return {}
+    lock, checked = LockFile(workdir / LOCK_FILE), _read_checked(workdir)
+    problems: dict[str, str] = {}
+    hashed = False
+    for artefact in _locked(artefacts, workdir, lock):
+        entry = lock.files[artefact.key]
+        path, stamp = _stamp(artefact, workdir)
+        if stamp[0] != entry.get("size", stamp[0]):
+            problems[artefact.name] = f"{path} has {stamp[0]} bytes where {LOCK_FILE} says {entry['size']}"
+        elif rehash and checked.get(artefact.key) != {"sha256": entry["sha256"], "stamp": stamp}:
+            found = folder_sha256(path)[0] if artefact.unpack == "hf" else sha256_file(path)
+            if found != entry["sha256"]:
+                problems[artefact.name] = f"{path} has sha256 {found} where {LOCK_FILE} says {entry['sha256']}"
+            else:
+                checked[artefact.key], hashed = {"sha256": found, "stamp": stamp}, True
+    if hashed:
+        write_json_atomic(workdir / CHECKED, checked)
+    return problems
 
 
 def print_lock(workdir: str | os.PathLike) -> str:
