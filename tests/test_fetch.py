@@ -418,7 +418,7 @@ def test_two_members_landing_at_one_place_are_refused_and_nothing_is_placed(tmp_
     assert not any((tmp_path / "official").iterdir()) and not any((tmp_path / "data").iterdir())
 
 
-def test_a_folder_in_the_way_of_a_member_is_a_download_error_and_nothing_is_placed(tmp_path):
+def test_local_file_failures_are_one_line_download_errors_and_a_folder_in_the_way_stops_all(tmp_path):
     archive = tmp_path / "a.zip"
     archive.write_bytes(_zip({"a.txt": b"a", "b.txt": b"b"}))
     (tmp_path / "out" / "b.txt").mkdir(parents=True)
@@ -428,6 +428,11 @@ def test_a_folder_in_the_way_of_a_member_is_a_download_error_and_nothing_is_plac
     (tmp_path / "file").write_text("")
     with pytest.raises(DownloadError, match=r"file/sub: cannot unpack .*a\.zip into it \(Not a directory"):
         unpack_archive(archive, tmp_path / "file" / "sub", ("*",))
+    (tmp_path / "taken").mkdir()  # a folder where the download would take its name
+    with pytest.raises(DownloadError, match=r"taken: cannot take its name from taken\.part \(Is a directory"):
+        download_file([str(archive)], tmp_path / "taken")
+    with pytest.raises(DownloadError, match=r"file: cannot be made to hold the download \(File exists"):
+        download_file([str(archive)], tmp_path / "file" / "a.zip")
 
 
 def test_a_broken_download_is_never_pinned_nor_present_and_a_good_one_replaces_it(server, tmp_path, capsys):

@@ -208,9 +208,16 @@ def _file_error(exc: OSError, path: Path, what: str) -> DownloadError:
                          "fix it and rerun")
 
 
+def _rename(part: Path, final: Path) -> None:
+    try:
+        os.replace(part, final)
+    except OSError as exc:
+        raise _file_error(exc, final, f"cannot take its name from {part.name}") from None
+
+
 def _set_aside(part: Path, dest: Path, suffix: str) -> Path:
     aside = dest.with_name(dest.name + suffix)
-    os.replace(part, aside)
+    _rename(part, aside)
     return aside
 
 
@@ -291,7 +298,10 @@ def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str |
     known; `on_verified` is called once it passed, before the rename. Raises DownloadError
     (ChecksumMismatch for a wrong hash: the file is set aside)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _file_error(exc, dest.parent, "cannot be made to hold the download") from None
     part = part_path(dest)
     errors = []
     for url in urls:
@@ -345,7 +355,7 @@ def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: in
     fetched = Fetched(dest, url, found, received)
     if on_verified:
         on_verified(fetched)
-    os.replace(part, dest)
+    _rename(part, dest)
     return fetched
 
 
@@ -415,9 +425,9 @@ class _Staging:
             final = self.dest / relative
             try:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.folder / relative, final)
             except OSError as exc:
-                raise _file_error(exc, final, f"cannot be put in place from {self.archive}") from None
+                raise _file_error(exc, final.parent, f"cannot hold what {self.archive} puts there") from None
+            _rename(self.folder / relative, final)
             placed.append(final)
         shutil.rmtree(self.folder, ignore_errors=True)
         return placed
