@@ -469,6 +469,26 @@ def test_a_broken_download_is_never_pinned_nor_present_and_a_good_one_replaces_i
     assert f'sha256 = "{hashlib.sha256(good).hexdigest()}"' in (tmp_path / LOCK_FILE).read_text()
 
 
+def test_a_fetch_killed_after_the_rename_or_after_the_unzip_keeps_the_hash(server, tmp_path):
+    """What a fetch killed between its steps leaves: the zip in place with its pending hash (killed before
+    the unzip), then the unzipped artefact with it still pending (killed before it pinned it)."""
+    good = _zip({"cmudict/cmudict": b"A AH0\n"})
+    sha = hashlib.sha256(good).hexdigest()
+    [cmudict] = artefacts_named(["nltk/cmudict"])
+    zipped = cmudict.destination(tmp_path)
+    zipped.parent.mkdir(parents=True)
+    zipped.write_bytes(good)
+    LockFile(tmp_path / LOCK_FILE).record_pending(cmudict.key, "u", sha, len(good))
+    assert not cmudict.present(tmp_path)  # the zip alone is not the artefact
+    [outcome] = fetch([cmudict], tmp_path, mirror=server.url, progress=False).outcomes  # the server has no copy
+    assert (outcome.status, outcome.sha256) == ("fetched", sha) and server.requests == []
+    assert LockFile(tmp_path / LOCK_FILE).sha256(cmudict.key) == sha
+    (tmp_path / LOCK_FILE).unlink()
+    LockFile(tmp_path / LOCK_FILE).record_pending(cmudict.key, "u", sha, len(good))
+    [outcome] = fetch([cmudict], tmp_path, mirror=server.url, progress=False).outcomes
+    assert outcome.status == "present" and LockFile(tmp_path / LOCK_FILE).sha256(cmudict.key) == sha
+
+
 def test_a_second_fetch_in_the_same_workdir_is_refused_naming_the_first(server, tmp_path, capsys):
     server.files["/official/generator_v1"] = _bytes(1000)
     argv = ["fetch", "vocoder/hifigan-matcha", "--workdir", str(tmp_path), "--mirror", server.url, "--quiet"]
