@@ -5,6 +5,7 @@ lock file, a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -30,15 +32,30 @@ import pytest
 from sourcetrace.cli import main
 from sourcetrace.core.download import (
     ATTEMPTS,
+    CHUNK,
     MISMATCH,
     WRONG_LENGTH,
     ChecksumMismatch,
     DownloadError,
+    FetchLock,
+    LockFile,
     download_file,
     drive_download_url,
+    is_url,
     part_path,
+    stream_tar,
+    unpack_archive,
 )
-from sourcetrace.pipeline.fetch import LOCK_FILE, artefacts_named, catalogue, fetch, recipe_artefacts
+from sourcetrace.pipeline.fetch import (
+    CHECKED,
+    LOCK_FILE,
+    RUNNING,
+    artefacts_named,
+    catalogue,
+    changed_since_fetch,
+    fetch,
+    recipe_artefacts,
+)
 from sourcetrace.pipeline.recipe import load_study_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +75,8 @@ class Site:
         self.hub: dict[str, dict[str, bytes]] = {}   # a commit -> its files, of one Hugging Face repository
         self.hub_main = COMMIT
         self.pages: dict[str, bytes] = {}   # path -> a web page served instead of a file (a login page)
+        self.moved: dict[str, str] = {}     # path -> an absolute URL it redirects to
+        self.garble: dict[str, int] = {}    # path -> how many more responses to spoil (raw bytes) after half the body
 
     def ranges(self, path: str) -> list[str | None]:
         return [r for _, p, r in self.requests if p == path]
@@ -88,6 +107,11 @@ def _handler(site: Site):
             path, _, query = self.path.partition("?")
             site.requests.append((self.command, path, self.headers.get("Range")))
             params = dict(urllib.parse.parse_qsl(query))
+            if path in site.moved:
+                self.send_response(302)
+                self.send_header("Location", site.moved[path])
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
             if path.startswith("/redirect/"):
                 self.send_response(302)
                 self.send_header("Location", path.removeprefix("/redirect"))
@@ -159,6 +183,13 @@ def _handler(site: Site):
             if site.cuts.get(path, 0) > 0:
                 site.cuts[path] -= 1
                 rest = rest[: len(rest) // 2]
+            if site.garble.get(path, 0) > 0:  # half the body, then bytes outside TLS: the client's read fails
+                site.garble[path] -= 1
+                self.wfile.write(rest[: len(rest) // 2])
+                self.wfile.flush()
+                os.write(self.connection.fileno(), b"\x17\x03\x03\x00\x10" + bytes(16))
+                self.close_connection = True
+                return None
             for i in range(0, len(rest), 1 << 14):
                 self.wfile.write(rest[i:i + (1 << 14)])
                 site.sent += len(rest[i:i + (1 << 14)])
@@ -177,26 +208,53 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that hung up (a killed fetch): nothing to report
 
 
+@contextlib.contextmanager
+def _serving(site: Site, tls: ssl.SSLContext | None = None):
+    """`site` served on 127.0.0.1 (over TLS with `tls`) while the block runs; yields its base URL."""
+    httpd = _Server(("127.0.0.1", 0), _handler(site))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server():
     site = Site()
-    httpd = _Server(("127.0.0.1", 0), _handler(site))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    site.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield site
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(site) as site.url:
+        yield site
+
+
+@pytest.fixture
+def tls_server(server, tmp_path_factory, monkeypatch):
+    """The same site over https, with a self-signed certificate the client is told to trust (SSL_CERT_FILE)."""
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command for a self-signed certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with _serving(server, context) as server.tls_url:
+        yield server
 
 
 def _bytes(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def _tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+def _tar(members: dict[str, bytes] | list[tuple[str, bytes]], mode: str = "w:gz") -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode=mode) as tar:
-        for name, data in members.items():
+        for name, data in members.items() if isinstance(members, dict) else members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
@@ -241,6 +299,39 @@ def test_a_redirect_is_followed_and_a_missing_file_is_a_404_line(server, tmp_pat
         download_file([f"{server.url}/nothing.bin"], tmp_path / "b.bin")
 
 
+def test_a_redirect_from_https_down_to_http_is_refused(tls_server, tmp_path):
+    data = tls_server.files["/a.bin"] = _bytes(1000)
+    download_file([f"{tls_server.tls_url}/a.bin"], tmp_path / "a.bin")  # https itself works
+    assert (tmp_path / "a.bin").read_bytes() == data
+    tls_server.moved["/down/a.bin"] = f"{tls_server.url}/a.bin"
+    with pytest.raises(DownloadError, match=r"/down/a\.bin: the server redirects to http://.* not https: refused"):
+        download_file([f"{tls_server.tls_url}/down/a.bin"], tmp_path / "b.bin")
+    assert not (tmp_path / "b.bin").exists() and ("GET", "/a.bin", None) not in tls_server.requests[1:]
+
+
+def test_a_network_error_mid_file_names_the_url_keeps_the_part_and_resumes(tls_server, tmp_path):
+    data = tls_server.files["/a.bin"] = _bytes(3 * CHUNK)
+    tls_server.garble["/a.bin"] = 1  # an SSLError (errno 1) mid-file: a network failure, not the local file's
+    download_file([f"{tls_server.tls_url}/a.bin"], tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == data and tls_server.ranges("/a.bin") == [None, f"bytes={CHUNK}-"]
+    tls_server.garble["/a.bin"] = ATTEMPTS
+    with pytest.raises(DownloadError) as failed:
+        download_file([f"{tls_server.tls_url}/a.bin"], tmp_path / "b.bin")
+    message = str(failed.value)
+    assert message.startswith(f"{tls_server.tls_url}/a.bin: the connection was cut after") and "SSLError" in message
+    assert f"kept in {part_path(tmp_path / 'b.bin')}: rerun to resume" in message and "\n" not in message
+    download_file([f"{tls_server.tls_url}/a.bin"], tmp_path / "b.bin")
+    assert (tmp_path / "b.bin").read_bytes() == data
+
+
+def test_a_mirror_url_is_a_url_whatever_the_case_of_its_scheme(server, tmp_path, capsys):
+    assert is_url("HTTP://127.0.0.1:9/m") and is_url("https://x/y") and not is_url("/srv/mirror")
+    data = server.files["/official/generator_v1"] = _bytes(1000)
+    mirror = server.url.replace("http://", "HTTP://")
+    assert main(["fetch", "vocoder/hifigan-matcha", "--workdir", str(tmp_path), "--mirror", mirror, "--quiet"]) == 0
+    assert (tmp_path / "official" / "generator_v1").read_bytes() == data
+
+
 def test_an_unreachable_host_says_so(tmp_path):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -282,6 +373,144 @@ def test_a_web_page_instead_of_a_file_is_refused(server, tmp_path):
     assert not (tmp_path / "a.bin").exists() and not part_path(tmp_path / "a.bin").exists()
 
 
+def _links_and_escapes() -> bytes:
+    """A tar whose members try to leave the destination or link out of it, beside one plain member."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, kind, target in (("d/../../evil", tarfile.REGTYPE, ""), ("/abs/evil", tarfile.REGTYPE, ""),
+                                   ("d/link", tarfile.SYMTYPE, "/etc/passwd"), ("d/hard", tarfile.LNKTYPE, "d/ok"),
+                                   ("d/ok", tarfile.REGTYPE, "")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, target, 2 if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(b"ok") if kind == tarfile.REGTYPE else None)
+    return out.getvalue()
+
+
+def test_archive_members_that_leave_the_destination_or_link_are_not_extracted(tmp_path):
+    archive = tmp_path / "in" / "a.tar"
+    archive.parent.mkdir()
+    archive.write_bytes(_links_and_escapes())
+    placed = unpack_archive(archive, tmp_path / "out" / "x", ("*",))
+    assert placed == [tmp_path / "out" / "x" / "d" / "ok"]
+    stream_tar(str(archive), tmp_path / "streamed", ("*",))
+    assert _tree(tmp_path / "streamed") == {"d/ok": b"ok"}
+    zipped = tmp_path / "in" / "a.zip"
+    zipped.write_bytes(_zip({"../evil": b"x", "/abs/evil": b"x", "d/../../evil2": b"x", "d/ok": b"ok"}))
+    assert unpack_archive(zipped, tmp_path / "out" / "z", ("*",)) == [tmp_path / "out" / "z" / "d" / "ok"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "in/a.tar", "in/a.zip", "out/x/d/ok", "out/z/d/ok", "streamed/d/ok"]
+
+
+def test_two_members_landing_at_one_place_are_refused_and_nothing_is_placed(tmp_path):
+    flat = tmp_path / "release.zip"
+    flat.write_bytes(_zip({"x/config.json": b"1", "y/config.json": b"2", "x/model.pth": b"w"}))
+    with pytest.raises(DownloadError, match=r"release\.zip: two members land at .*config\.json; nothing of it was"):
+        unpack_archive(flat, tmp_path / "official", ("config.json", "model.pth"), flatten=True)
+    twice = tmp_path / "twice.tar"
+    twice.write_bytes(_tar([("a/metadata.csv", b"1"), ("a/metadata.csv", b"2")], mode="w"))
+    with tarfile.open(twice) as tar:
+        assert tar.getnames() == ["a/metadata.csv", "a/metadata.csv"]
+    with pytest.raises(DownloadError, match=r"twice\.tar: two members land at"):
+        unpack_archive(twice, tmp_path / "data", ("a/*",), strip=1)
+    with pytest.raises(DownloadError, match=r"twice\.tar: two members land at"):
+        stream_tar(str(twice), tmp_path / "data", ("a/*",), strip=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "official", "release.zip", "twice.tar"]
+    assert not any((tmp_path / "official").iterdir()) and not any((tmp_path / "data").iterdir())
+
+
+def test_local_file_failures_are_one_line_download_errors_and_a_folder_in_the_way_stops_all(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip({"a.txt": b"a", "b.txt": b"b"}))
+    (tmp_path / "out" / "b.txt").mkdir(parents=True)
+    with pytest.raises(DownloadError, match=r"out/b\.txt: a folder is where .*a\.zip puts a file: move it away"):
+        unpack_archive(archive, tmp_path / "out", ("*",))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.txt"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DownloadError, match=r"file/sub: cannot unpack .*a\.zip into it \(Not a directory"):
+        unpack_archive(archive, tmp_path / "file" / "sub", ("*",))
+    (tmp_path / "taken").mkdir()  # a folder where the download would take its name
+    with pytest.raises(DownloadError, match=r"taken: cannot take its name from taken\.part \(Is a directory"):
+        download_file([str(archive)], tmp_path / "taken")
+    with pytest.raises(DownloadError, match=r"file: cannot be made to hold the download \(File exists"):
+        download_file([str(archive)], tmp_path / "file" / "a.zip")
+
+
+def test_a_broken_download_is_never_pinned_nor_present_and_a_good_one_replaces_it(server, tmp_path, capsys):
+    server.files["/nltk_data/corpora/cmudict.zip"] = b"<html>not a zip</html>" * 50
+    argv = ["fetch", "nltk/cmudict", "--workdir", str(tmp_path), "--mirror", server.url, "--quiet"]
+    zipped = tmp_path / "nltk_data" / "corpora" / "cmudict.zip"
+    for _ in range(2):  # the rerun tries the file it has again: never "present"
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert f"error: nltk/cmudict: {zipped}: not a readable zip or tar archive" in captured.err
+        assert "delete it and rerun" in captured.err and len(captured.err.splitlines()) == 1
+        assert "present" not in captured.out and "[file." not in (tmp_path / LOCK_FILE).read_text()
+    zipped.unlink()
+    good = server.files["/nltk_data/corpora/cmudict.zip"] = _zip({"cmudict/cmudict": b"A AH0\n", "cmudict/README": b"r"})
+    assert main(argv) == 0 and "fetched: nltk/cmudict" in capsys.readouterr().out
+    assert (zipped.parent / "cmudict" / "cmudict").read_bytes() == b"A AH0\n"
+    lock = (tmp_path / LOCK_FILE).read_text()
+    key = "nltk_data/corpora/cmudict.zip"
+    assert f'[file."{key}"]\nurl = "{server.url}/{key}"\nsha256 = "{hashlib.sha256(good).hexdigest()}"' in lock
+    assert "[pending." not in lock
+    assert main(argv) == 0 and "present: nltk/cmudict" in capsys.readouterr().out
+    (zipped.parent / "cmudict" / "README").unlink()  # an unzipped member gone: not present, unzipped again
+    assert main(argv) == 0 and "fetched: nltk/cmudict" in capsys.readouterr().out
+    assert (zipped.parent / "cmudict" / "README").read_bytes() == b"r"
+    # an archive the same way: LJSpeech
+    server.files["/downloads/LJSpeech-1.1.tar.bz2"] = b"BZh9 not really"
+    [ljspeech] = artefacts_named(["ljspeech"])
+    [outcome] = fetch([ljspeech], tmp_path, mirror=server.url, progress=False).outcomes
+    assert outcome.status == "failed" and "LJSpeech-1.1.tar.bz2: not a readable zip or tar archive" in outcome.message
+    assert '[file."downloads/' not in (tmp_path / LOCK_FILE).read_text()
+    (tmp_path / "downloads" / "LJSpeech-1.1.tar.bz2").unlink()
+    good = server.files["/downloads/LJSpeech-1.1.tar.bz2"] = _tar({"LJSpeech-1.1/metadata.csv": b"m"}, mode="w:bz2")
+    assert [o.status for o in fetch([ljspeech], tmp_path, mirror=server.url, progress=False).outcomes] == ["fetched"]
+    assert f'sha256 = "{hashlib.sha256(good).hexdigest()}"' in (tmp_path / LOCK_FILE).read_text()
+
+
+def test_a_fetch_killed_after_the_rename_or_after_the_unzip_keeps_the_hash(server, tmp_path):
+    """What a fetch killed between its steps leaves: the zip in place with its pending hash (killed before
+    the unzip), then the unzipped artefact with it still pending (killed before it pinned it)."""
+    good = _zip({"cmudict/cmudict": b"A AH0\n"})
+    sha = hashlib.sha256(good).hexdigest()
+    [cmudict] = artefacts_named(["nltk/cmudict"])
+    zipped = cmudict.destination(tmp_path)
+    zipped.parent.mkdir(parents=True)
+    zipped.write_bytes(good)
+    LockFile(tmp_path / LOCK_FILE).record_pending(cmudict.key, "u", sha, len(good))
+    assert not cmudict.present(tmp_path)  # the zip alone is not the artefact
+    [outcome] = fetch([cmudict], tmp_path, mirror=server.url, progress=False).outcomes  # the server has no copy
+    assert (outcome.status, outcome.sha256) == ("fetched", sha) and server.requests == []
+    assert LockFile(tmp_path / LOCK_FILE).sha256(cmudict.key) == sha
+    (tmp_path / LOCK_FILE).unlink()
+    LockFile(tmp_path / LOCK_FILE).record_pending(cmudict.key, "u", sha, len(good))
+    [outcome] = fetch([cmudict], tmp_path, mirror=server.url, progress=False).outcomes
+    assert outcome.status == "present" and LockFile(tmp_path / LOCK_FILE).sha256(cmudict.key) == sha
+
+
+def test_a_second_fetch_in_the_same_workdir_is_refused_naming_the_first(server, tmp_path, capsys):
+    server.files["/official/generator_v1"] = _bytes(1000)
+    argv = ["fetch", "vocoder/hifigan-matcha", "--workdir", str(tmp_path), "--mirror", server.url, "--quiet"]
+    with FetchLock(tmp_path / RUNNING):  # another fetch holds the work folder
+        assert main(argv) == 2
+        assert f"another fetch (pid {os.getpid()}) is running in {tmp_path}" in capsys.readouterr().err
+        assert not (tmp_path / "official").exists()
+    assert main(argv) == 0 and (tmp_path / RUNNING).read_text() == ""
+
+
+def test_the_lock_file_keeps_what_another_writer_recorded(tmp_path):
+    first, second = LockFile(tmp_path / LOCK_FILE), LockFile(tmp_path / LOCK_FILE)
+    first.record_file("a", "u", "1" * 64, 1)
+    second.record_file("b", "u", "2" * 64, 2)
+    assert LockFile(tmp_path / LOCK_FILE).files == {"a": {"url": "u", "sha256": "1" * 64, "size": 1},
+                                                   "b": {"url": "u", "sha256": "2" * 64, "size": 2}}
+    first.record_pending("c", "u", "3" * 64, 3)
+    assert LockFile(tmp_path / LOCK_FILE).sha256("c") is None  # pending: not yet what later fetches check
+    second.confirm("c")
+    assert LockFile(tmp_path / LOCK_FILE).sha256("c") == "3" * 64 and "b" in first.files
+
+
 # ---- the catalogue and the command -----------------------------------------------------------------
 def test_the_study_recipe_lists_every_artefact_it_needs_at_its_paths(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
@@ -314,11 +543,20 @@ def test_the_beyond_recipe_needs_the_nltk_data_of_espnets_g2p(tmp_path):
 
 def test_unknown_names_and_catalogue_entries_are_refused(tmp_path, capsys):
     assert main(["fetch", "ljspech", "--workdir", str(tmp_path)]) == 2
-    assert "fetch ljspech: no such artefact; known: ljspeech" in capsys.readouterr().err
+    assert "fetch ljspech: no such artefact; did you mean ljspeech" in capsys.readouterr().err
     assert main(["fetch", "--workdir", str(tmp_path)]) == 2 and "give a recipe file" in capsys.readouterr().err
     assert main(["fetch", "--print-lock", "--workdir", str(tmp_path)]) == 2
     assert f"{tmp_path / LOCK_FILE}: no lock file yet" in capsys.readouterr().err
     assert len({a.name for a in catalogue()}) == len(catalogue())
+
+
+def test_a_name_is_exact_and_a_checkpoint_brings_only_its_own_companions(capsys, tmp_path):
+    assert [a.name for a in artefacts_named(["vocoder/hifigan-gradtts"])] == [
+        "vocoder/hifigan-gradtts", "vocoder/hifigan-gradtts/hifigan-config.json"]
+    assert [a.name for a in artefacts_named(["vocoder/hifigan-matcha"])] == ["vocoder/hifigan-matcha"]
+    assert main(["fetch", "vocoder", "--workdir", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "fetch vocoder: no such artefact; did you mean vocoder/hifigan-dle, " in err and "vits" not in err
 
 
 def test_a_file_artefact_pins_its_hash_in_the_lock_and_a_changed_remote_is_refused(server, tmp_path, capsys):
@@ -342,6 +580,23 @@ def test_a_file_artefact_pins_its_hash_in_the_lock_and_a_changed_remote_is_refus
     assert "vocoder/hifigan-matcha:" in err and "differs from the expected" in err
     assert not (tmp_path / "official" / "generator_v1").exists()
     assert (tmp_path / "official" / f"generator_v1{MISMATCH}").is_file()
+
+
+def test_a_locked_file_is_hashed_again_only_when_its_length_or_mtime_moved(server, tmp_path):
+    data = server.files["/official/generator_v1"] = _bytes(10_000)
+    artefacts = artefacts_named(["vocoder/hifigan-matcha"])
+    assert not fetch(artefacts, tmp_path, mirror=server.url, progress=False).failed
+    placed = tmp_path / "official" / "generator_v1"
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
+    before = placed.stat().st_mtime_ns
+    placed.write_bytes(bytes(len(data)))
+    os.utime(placed, ns=(before, before))  # same length and mtime as fetch saw: trusted without reading it
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
+    os.utime(placed, ns=(before + 10**9, before + 10**9))  # touched: read again
+    assert "has sha256" in changed_since_fetch(artefacts, tmp_path, rehash=True)["vocoder/hifigan-matcha"]
+    assert changed_since_fetch(artefacts, tmp_path, rehash=False) == {}  # `run --plan`: lengths only
+    placed.write_bytes(data)
+    assert changed_since_fetch(artefacts, tmp_path, rehash=True) == {}
 
 
 def test_one_failure_does_not_stop_the_others(server, tmp_path, capsys):
@@ -371,6 +626,12 @@ def test_a_zip_release_gives_its_file_and_companions_and_a_mirror_folder_works(t
     monkeypatch.setenv("SOURCETRACE_MODELS", str(tmp_path / "models"))
     assert not fetch(artefacts_named(["xls-r-2b"]), work, mirror=str(tmp_path / "mirror"), progress=False).failed
     assert (tmp_path / "models" / "xls-r-2b" / "config.json").read_text() == "{}"
+    assert '[file."models/xls-r-2b"]' in (work / LOCK_FILE).read_text()  # the folder's hash, pinned like a file's
+    shutil.rmtree(tmp_path / "models" / "xls-r-2b")
+    (model / "config.json").write_text('{"changed": 1}')  # the mirror's copy changed since
+    [outcome] = fetch(artefacts_named(["xls-r-2b"]), work, mirror=str(tmp_path / "mirror"), progress=False).outcomes
+    assert outcome.status == "failed" and "not the" in outcome.message and "check the mirror's copy" in outcome.message
+    assert not (tmp_path / "models" / "xls-r-2b").exists()
 
 
 def test_hifitts_is_streamed_keeping_only_the_recipes_speakers(server, tmp_path):
@@ -432,7 +693,9 @@ def _fetch_command(workdir: Path, url: str, names: list[str]) -> list[str]:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, but the mtimes `run` compares (fetch.checked.json): they differ from run to run."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKED}
 
 
 def test_a_fetch_killed_at_random_points_and_rerun_gives_the_same_files(server, tmp_path):
@@ -446,7 +709,8 @@ def test_a_fetch_killed_at_random_points_and_rerun_gives_the_same_files(server, 
     server.files["/downloads/hi_fi_tts_v0.tar.gz"] = _tar(
         {**{f"hi_fi_tts_v0/{s}_manifest_clean_train.json": s.encode() for s in hifitts.speakers},
          "hi_fi_tts_v0/audio/92_clean/1.flac": _bytes(200_000, 4)})
-    names = ["vocoder/hifigan-matcha", "vits/pretrained", "ljspeech", "hifitts"]
+    server.files["/nltk_data/corpora/cmudict.zip"] = _zip({"cmudict/cmudict": _bytes(200_000, 5), "cmudict/README": b"r"})
+    names = ["vocoder/hifigan-matcha", "vits/pretrained", "ljspeech", "hifitts", "nltk/cmudict"]
     reference = tmp_path / "reference"
     assert not fetch(artefacts_named(names), reference, mirror=server.url, progress=False).failed
     expected, total = _tree(reference), server.sent

@@ -105,6 +105,25 @@ def test_inputs_in_place_unblock_their_units_and_finished_runs_are_done(tmp_path
     assert capsys.readouterr().out.splitlines()[-1] == "[plan] every unit can run"
 
 
+def test_a_fetched_file_that_changed_since_fetch_pinned_it_blocks_the_plan_and_the_run(tmp_path, capsys):
+    work = tmp_path / "work"
+    _put_in_place(work, tmp_path / "models")
+    placed = work / "official" / "generator_v1"
+    placed.write_bytes(b"ab")
+    assert main(["fetch", "vocoder/hifigan-matcha", "--workdir", str(work), "--verify", "--quiet"]) == 0  # pins it
+    assert _plan_json(capsys, STUDY, "--workdir", work)[0] == 0
+    placed.write_bytes(b"abc")  # another length: the plan sees it without hashing
+    code, plan = _plan_json(capsys, STUDY, "--workdir", work)
+    assert code == 3 and [(m["name"], m["problem"]) for m in plan["missing"]] == [
+        ("vocoder/hifigan-matcha", f"{placed} has 3 bytes where fetch.lock says 2")]
+    placed.write_bytes(b"ba")  # the same length, other bytes: `run` hashes what changed since, the plan does not
+    assert _plan_json(capsys, STUDY, "--workdir", work)[0] == 0
+    assert main(["run", str(STUDY), "--workdir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {work / 'fetch.lock'}: 1 fetched input(s) differ from what fetch pinned: vocoder/hifigan-matcha: " \
+           f"{placed} has sha256 " in err and not (work / "runs" / "fastpitch").exists()
+
+
 def test_the_mini_recipe_makes_its_own_inputs(tmp_path, capsys):
     code, plan = _plan_json(capsys, MINI, "--workdir", tmp_path / "work")
     assert code == 0 and plan["missing"] == []

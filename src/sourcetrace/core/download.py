@@ -6,7 +6,9 @@ request after a cut connection or a killed process, checked (length, sha256) and
 to its name: a complete name is never a partial file. A file that fails its check is kept aside as
 `<name>.sha256-mismatch` or `<name>.wrong-length`, never used. Redirects are followed (urllib), and
 Google Drive's "cannot scan this file for viruses" page is answered (its form is submitted) so the
-file itself comes back. A tar archive can be streamed, keeping only the members asked for.
+file itself comes back; a redirect from https to http is refused. A tar archive can be streamed,
+keeping only the members asked for; archive members that would leave the destination (absolute
+names, `..`), links, and two members landing at one place are never extracted.
 
 Every failure is a `DownloadError` whose one-line message names the URL or file and what to do.
 """
@@ -14,6 +16,7 @@ Every failure is a `DownloadError` whose one-line message names the URL or file 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import html.parser
@@ -70,6 +73,11 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PART)
 
 
+def is_url(text: str) -> bool:
+    """A URL (any scheme, in any case: `HTTP://host/m` too), not a local path."""
+    return re.match(r"^[a-z][a-z0-9+.-]*://", text, re.IGNORECASE) is not None
+
+
 def drive_download_url(url: str) -> str:
     """A Google Drive file's download address for a share link (`.../file/d/ID/view`, `open?id=ID`,
     `uc?id=ID`); any other URL unchanged."""
@@ -118,13 +126,28 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or url
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Redirects followed, except from https to http (the file would come unencrypted and unauthenticated)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = urllib.parse.urljoin(req.full_url, newurl)
+        if req.full_url.lower().startswith("https:") and not new.lower().startswith("https:"):
+            raise DownloadError(f"{req.full_url}: the server redirects to {new}, which is not https: refused; fetch "
+                                "from a lab copy with --mirror, or from the https address it should give")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoDowngrade)
+
+
 def _open(url: str, offset: int) -> http.client.HTTPResponse:
-    """GET `url` (redirects followed) from byte `offset`; errors become one-line DownloadErrors."""
+    """GET `url` (redirects followed, but not down to http) from byte `offset`; errors become one-line
+    DownloadErrors."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        return _OPENER.open(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416:
             match = re.match(r"bytes \*/(\d+)", exc.headers.get("Content-Range", ""))
@@ -134,7 +157,7 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
     except urllib.error.URLError as exc:
         raise DownloadError(f"{_host(url)}: host unreachable ({exc.reason}) fetching {url}: check the network, "
                             "or fetch from a lab copy with --mirror") from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException) as exc:  # the socket failed while the headers came
         raise DownloadError(f"{_host(url)}: host unreachable ({type(exc).__name__}: {exc}) fetching {url}: "
                             "check the network, or fetch from a lab copy with --mirror") from None
 
@@ -176,9 +199,25 @@ def _no_space(exc: OSError, dest: Path, part: Path) -> DownloadError:
                          f"and rerun to resume ({os.strerror(exc.errno or 0)})")
 
 
+def _file_error(exc: OSError, path: Path, what: str) -> DownloadError:
+    """A local file's failure as a one-line DownloadError (a full disk: the file system's message)."""
+    if exc.errno in NO_SPACE:
+        return _no_space(exc, path, path)
+    return DownloadError(f"{path}: {what} ({os.strerror(exc.errno) if exc.errno else exc}"
+                         f"{f': {exc.filename}' if exc.filename and exc.filename != str(path) else ''}): "
+                         "fix it and rerun")
+
+
+def _rename(part: Path, final: Path) -> None:
+    try:
+        os.replace(part, final)
+    except OSError as exc:
+        raise _file_error(exc, final, f"cannot take its name from {part.name}") from None
+
+
 def _set_aside(part: Path, dest: Path, suffix: str) -> Path:
     aside = dest.with_name(dest.name + suffix)
-    os.replace(part, aside)
+    _rename(part, aside)
     return aside
 
 
@@ -195,9 +234,23 @@ def _copy_local(source: Path, part: Path, offset: int, digest, progress: Progres
                 progress(len(block))
 
 
+class _NetworkFailed(ConnectionError):
+    """The connection failed mid-file with an error of its own (EHOSTUNREACH, an SSLError): like a cut,
+    the part is kept and resumed; the local file is not at fault."""
+
+
+def _read(response: http.client.HTTPResponse) -> bytes:
+    try:
+        return response.read(CHUNK)
+    except http.client.HTTPException:
+        raise
+    except OSError as exc:
+        raise _NetworkFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
 def _transfer(url: str, part: Path, digest, progress: Progress | None) -> int | None:
     """Append the rest of `url` to `part`; returns the total length the server states, or None.
-    Raises http.client.IncompleteRead/ConnectionError when the connection is cut."""
+    Raises http.client.IncompleteRead/ConnectionError when the connection is cut or fails."""
     offset = part.stat().st_size if part.exists() else 0
     try:
         response = _open(url, offset)
@@ -219,7 +272,7 @@ def _transfer(url: str, part: Path, digest, progress: Progress | None) -> int | 
         total = _total_length(response, offset)
         with open(part, "ab") as out:
             while True:
-                block = response.read(CHUNK)
+                block = _read(response)
                 if not block:
                     break
                 out.write(block)
@@ -245,7 +298,10 @@ def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str |
     known; `on_verified` is called once it passed, before the rename. Raises DownloadError
     (ChecksumMismatch for a wrong hash: the file is set aside)."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _file_error(exc, dest.parent, "cannot be made to hold the download") from None
     part = part_path(dest)
     errors = []
     for url in urls:
@@ -260,7 +316,7 @@ def download_file(urls: Iterable[str], dest: str | os.PathLike, *, sha256: str |
 
 def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: int | None,
                   progress: Progress | None, on_verified: Verified | None) -> Fetched:
-    local = None if re.match(r"^[a-z][a-z0-9+.-]*://", url) else Path(url)
+    local = None if is_url(url) else Path(url)
     if progress and part.exists():
         progress(part.stat().st_size)  # what an earlier fetch left, counted once
     total: int | None = None
@@ -276,9 +332,9 @@ def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: in
         except OSError as exc:
             if exc.errno in NO_SPACE:
                 raise _no_space(exc, dest, part) from None
-            if not isinstance(exc, ConnectionError) and exc.errno is not None:
-                raise DownloadError(f"{part}: {os.strerror(exc.errno)}") from None
-            cut = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ConnectionError) and exc.errno is not None:  # a local file's fault
+                raise DownloadError(f"{exc.filename or part}: {os.strerror(exc.errno)}") from None
+            cut = str(exc) if isinstance(exc, _NetworkFailed) else f"{type(exc).__name__}: {exc}"
         except http.client.HTTPException as exc:  # IncompleteRead: the connection was cut mid-file
             cut = f"{type(exc).__name__}"
         if attempt == ATTEMPTS:
@@ -299,7 +355,7 @@ def _download_one(url: str, dest: Path, part: Path, sha256: str | None, size: in
     fetched = Fetched(dest, url, found, received)
     if on_verified:
         on_verified(fetched)
-    os.replace(part, dest)
+    _rename(part, dest)
     return fetched
 
 
@@ -330,18 +386,26 @@ def _member_target(name: str, strip: int, flatten: bool) -> PurePosixPath | None
 
 
 class _Staging:
-    """Members written under `<dest>/.fetch-staging/` and moved to their places only when the archive
-    has been read whole, the files of `last` (globs) after every other: a killed fetch leaves nothing
-    that looks complete, and a rerun starts the staging folder afresh."""
+    """Members written under `<dest>/.fetch-staging-<archive>/` (one folder per archive: two archives
+    may unpack into one folder at once) and moved to their places only when the archive has been read
+    whole, the files of `last` (globs) after every other: a killed fetch leaves nothing that looks
+    complete, and a rerun starts the staging folder afresh. Two members landing at one place are
+    refused (nothing is placed): which one the user wants is not ours to guess."""
 
-    def __init__(self, dest: Path, last: Iterable[str]):
-        self.dest, self.last = dest, tuple(last)
-        self.folder = dest / ".fetch-staging"
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
+    def __init__(self, dest: Path, last: Iterable[str], archive: str):
+        self.dest, self.last, self.archive = dest, tuple(last), archive
+        self.folder = dest / f".fetch-staging-{PurePosixPath(urllib.parse.urlsplit(archive).path).name}"
+        try:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+        except OSError as exc:
+            raise _file_error(exc, dest, f"cannot unpack {archive} into it") from None
         self.written: list[PurePosixPath] = []
 
     def write(self, relative: PurePosixPath, source) -> None:
+        if relative in self.written:
+            raise DownloadError(f"{self.archive}: two members land at {self.dest / relative}; nothing of it was "
+                                "placed: unpack it by hand, keeping the one you want")
         target = self.folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as out:
@@ -352,11 +416,18 @@ class _Staging:
         def is_last(relative: PurePosixPath) -> bool:
             return any(fnmatch.fnmatch(str(relative), g) for g in self.last)
 
+        in_the_way = [self.dest / r for r in self.written if (self.dest / r).is_dir()]
+        if in_the_way:
+            self.discard()
+            raise DownloadError(f"{in_the_way[0]}: a folder is where {self.archive} puts a file: move it away and rerun")
         placed = []
         for relative in sorted(self.written, key=lambda r: (is_last(r), str(r))):
             final = self.dest / relative
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.folder / relative, final)
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _file_error(exc, final.parent, f"cannot hold what {self.archive} puts there") from None
+            _rename(self.folder / relative, final)
             placed.append(final)
         shutil.rmtree(self.folder, ignore_errors=True)
         return placed
@@ -378,10 +449,10 @@ def stream_tar(url: str, dest: str | os.PathLike, members: Iterable[str], *, str
     unless the whole archive was read and its sha256 is `sha256` (where given). A cut stream restarts
     from the beginning on the next fetch (a compressed tar cannot be entered in the middle)."""
     dest, members = Path(dest), tuple(members)
-    local = None if re.match(r"^[a-z][a-z0-9+.-]*://", url) else Path(url)
+    local = None if is_url(url) else Path(url)
     if local is not None and not local.is_file():
         raise DownloadError(f"{local}: no such file in the mirror (the catalogue's relative path is expected)")
-    staging = _Staging(dest, last)
+    staging = _Staging(dest, last, url)
     raw = open(local, "rb") if local is not None else _open(url, 0)  # noqa: SIM115 - closed below
     reader = _CountingReader(raw, progress)
     try:
@@ -420,12 +491,34 @@ def stream_tar(url: str, dest: str | os.PathLike, members: Iterable[str], *, str
     return fetched
 
 
+def unzipped(archive: Path) -> bool:
+    """Every file of the zip `archive` is beside it, where `unpack_archive(archive, archive.parent, ("*",))`
+    puts them (False for a file that is not a readable zip)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+    except (OSError, zipfile.BadZipFile):
+        return False
+    targets = [t for t in (_member_target(n, 0, False) for n in names) if t is not None]
+    return bool(targets) and all((archive.parent / t).is_file() for t in targets)
+
+
+def folder_sha256(folder: Path) -> tuple[str, int]:
+    """A folder's sha256 (over its files' relative paths and sha256s, sorted) and its bytes in all."""
+    digest, total = hashlib.sha256(), 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        file_digest, size = _hash_file(path)
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_digest.hexdigest()}\n".encode())
+        total += size
+    return digest.hexdigest(), total
+
+
 def unpack_archive(archive: Path, dest: Path, members: Iterable[str], *, strip: int = 0, flatten: bool = False,
                    last: Iterable[str] = ()) -> list[Path]:
     """Take the members of a zip or tar file matching `members` (fnmatch; of the base name with
     `flatten`, which drops every folder) out into `dest`, all placed at once (`_Staging`)."""
     members = tuple(members)
-    staging = _Staging(dest, last)
+    staging = _Staging(dest, last, str(archive))
     try:
         with contextlib.ExitStack() as stack:
             if zipfile.is_zipfile(archive):
@@ -446,10 +539,14 @@ def unpack_archive(archive: Path, dest: Path, members: Iterable[str], *, strip: 
         staging.discard()
         if exc.errno in NO_SPACE:
             raise _no_space(exc, dest, staging.folder) from None
-        raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise _file_error(exc, archive, f"unpacking into {dest} failed") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, DownloadError) as exc:
         staging.discard()
-        raise DownloadError(f"{archive}: not a readable zip or tar archive ({exc}); delete it and rerun") from None
+        if isinstance(exc, DownloadError):
+            raise
+        raise DownloadError(f"{archive}: not a readable zip or tar archive ({type(exc).__name__}): delete it and "
+                            "rerun to fetch it again (if it comes back broken, so is the copy at its URL or "
+                            "mirror)") from None
     names = {str(r) for r in staging.written}
     missing = [m for m in members if not any(fnmatch.fnmatch(n, m) for n in names)] if flatten else []
     if missing or not staging.written:
@@ -464,20 +561,31 @@ def _toml_string(text: str) -> str:
 
 
 class LockFile:
-    """`fetch.lock` in the work folder: the sha256 (and length) of every file fetched whose publisher
+    """`fetch.lock` in the work folder: the sha256 (and length) of every artefact fetched whose publisher
     gives no hash, and the commit each Hugging Face folder resolved to, as first fetched. Later fetches
-    refuse a file that differs. Thread-safe; rewritten atomically after each change."""
+    refuse a file that differs. A hash is `pending` from the moment its file is verified until the
+    artefact is complete (unpacked where it is an archive), then `file`: a broken archive is never
+    pinned, and a fetch killed in between confirms it on the next run (`confirm`). Thread-safe; each
+    change re-reads the file and rewrites it atomically (the fetch holding `FetchLock` is its only
+    writer, but what another wrote before is kept)."""
+
+    TABLES = ("file", "pending", "revision")
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.files: dict[str, dict] = {}
+        self.pending: dict[str, dict] = {}
+        self.revisions: dict[str, dict] = {}
+        self._read()
+
+    def _read(self) -> None:
         try:
             raw = tomllib.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
         except tomllib.TOMLDecodeError as exc:
             raise DownloadError(f"{self.path}: not valid TOML ({exc}); fix it or delete it (the hashes are "
                                 "recorded again on the next fetch)") from None
-        self.files: dict[str, dict] = dict(raw.get("file", {}))
-        self.revisions: dict[str, dict] = dict(raw.get("revision", {}))
+        self.files, self.pending, self.revisions = (dict(raw.get(t, {})) for t in self.TABLES)
 
     def sha256(self, key: str) -> str | None:
         return self.files.get(key, {}).get("sha256")
@@ -485,24 +593,70 @@ class LockFile:
     def revision(self, key: str) -> str | None:
         return self.revisions.get(key, {}).get("commit")
 
-    def record_file(self, key: str, url: str, sha256: str, size: int) -> None:
+    def _change(self, edit: Callable[[], object]) -> None:
+        """`edit` applied to the file as it is now (re-read), then written; an edit returning False changed nothing."""
         with self._lock:
+            self._read()
+            if edit() is not False:
+                write_text_atomic(self.path, self.text())
+
+    def record_file(self, key: str, url: str, sha256: str, size: int) -> None:
+        def edit() -> None:
+            self.pending.pop(key, None)
             self.files[key] = {"url": url, "sha256": sha256, "size": size}
-            self._write()
+        self._change(edit)
+
+    def record_pending(self, key: str, url: str, sha256: str, size: int) -> None:
+        self._change(lambda: self.pending.__setitem__(key, {"url": url, "sha256": sha256, "size": size}))
+
+    def confirm(self, key: str) -> None:
+        """The pending hash of `key` pinned: its artefact is complete."""
+        def edit() -> bool:
+            entry = self.pending.pop(key, None)
+            if entry is not None:
+                self.files.setdefault(key, entry)
+            return entry is not None
+        self._change(edit)
 
     def record_revision(self, key: str, repo: str, commit: str) -> None:
-        with self._lock:
-            self.revisions[key] = {"repo": repo, "commit": commit}
-            self._write()
+        self._change(lambda: self.revisions.__setitem__(key, {"repo": repo, "commit": commit}))
 
     def text(self) -> str:
-        lines = ["# sourcetrace fetch: what each artefact was when first fetched (commit it to pin a lab's copies)"]
-        for table, entries in (("file", self.files), ("revision", self.revisions)):
+        lines = ["# sourcetrace fetch: what each artefact was when first fetched (commit it to pin a lab's copies;",
+                 "# a pending hash is of a download not yet unpacked, pinned only once it is)"]
+        for table, entries in zip(self.TABLES, (self.files, self.pending, self.revisions), strict=True):
             for key in sorted(entries):
                 lines.append(f"\n[{table}.{_toml_string(key)}]")
                 for field, value in entries[key].items():
                     lines.append(f"{field} = {value if isinstance(value, int) else _toml_string(str(value))}")
         return "\n".join(lines) + "\n"
 
-    def _write(self) -> None:
-        write_text_atomic(self.path, self.text())
+
+class FetchLock:
+    """An exclusive flock on `<workdir>/fetch.lock.pid` while a fetch runs: a second fetch in the same
+    work folder is refused, naming the process that holds it (two would append to one `.part` and
+    rewrite each other's fetch.lock). The kernel drops the lock when its process dies, even by SIGKILL."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def __enter__(self) -> FetchLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DownloadError(f"{self.path}: another fetch (pid {holder}) is running in {self.path.parent}: wait "
+                                "for it to finish, or fetch into another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no pid left behind by a fetch that ended
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

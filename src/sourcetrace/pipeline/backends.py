@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sourcetrace.core.errors import StageFailed, UsageError
 from sourcetrace.core.offline import go_offline
+from sourcetrace.pipeline.fetch import LOCK_FILE, FetchError, changed_since_fetch, recipe_artefacts
 from sourcetrace.pipeline.study import Study, Unit, parse_stages
 
 
@@ -140,5 +141,10 @@ def run_study(recipe: str | Path, workdir: str | Path | None = None, backend: st
     """`sourcetrace run`: the study of `recipe` in `workdir`, its stages (comma-separated; default
     all) that are not up to date, on the named backend. Returns the study."""
     study = Study(recipe, workdir)
+    changed = changed_since_fetch(recipe_artefacts(study.recipe, study.workdir), study.workdir, rehash=True)
+    if changed:
+        raise FetchError(f"{study.workdir / LOCK_FILE}: {len(changed)} fetched input(s) differ from what fetch "
+                         f"pinned: {'; '.join(f'{name}: {problem}' for name, problem in changed.items())}: move "
+                         "each away and rerun `sourcetrace fetch` on the recipe")
     study.run(make_backend(backend, study), parse_stages(stages), log)
     return study

@@ -7,12 +7,16 @@ checkpoints/registry.toml, the datasets from datasets/sources.toml, the NLTK dat
 generators/sources.toml, the SSL models from attribution/extractors/models/ (the model's JSON names
 its Hugging Face repository, sources.toml its revision and licence). Downloads are resumable and
 checked (core/download.py); where a publisher gives no sha256, the first fetch records one in
-`<workdir>/fetch.lock` and every later fetch refuses a file that differs from it.
+`<workdir>/fetch.lock` once the artefact is complete (unpacked where it is an archive), and every later
+fetch refuses a file that differs from it; a model folder copied from a mirror folder is pinned the
+same way (a sha256 over its files). One fetch at a time in a work folder (`FetchLock`). `run` and
+`run --plan` check the files fetch.lock lists through `changed_since_fetch`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import json
 import os
@@ -33,19 +37,25 @@ from sourcetrace.core.download import (
     ChecksumMismatch,
     DownloadError,
     Fetched,
+    FetchLock,
     LockFile,
     download_file,
     drive_download_url,
+    folder_sha256,
+    is_url,
     stream_tar,
     unpack_archive,
+    unzipped,
 )
 from sourcetrace.core.errors import SourcetraceError, UsageError
-from sourcetrace.core.fileio import sha256_file
+from sourcetrace.core.fileio import read_user_text, sha256_file, write_json_atomic
 from sourcetrace.core.offline import default_models_dir
 from sourcetrace.core.schema import FETCH_MODEL, FETCH_SOURCE, check
 from sourcetrace.pipeline.recipe import StudyRecipe, load_study_recipe
 
 LOCK_FILE = "fetch.lock"
+RUNNING = "fetch.lock.pid"     # flocked while a fetch runs in the work folder (FetchLock)
+CHECKED = "fetch.checked.json"  # each locked file's length and mtime when its sha256 was last found right
 OFFICIAL = "official"          # where `fetch NAME` puts an official checkpoint, relative to the workdir
 DOWNLOADS = "downloads"        # archives while they are taken apart
 MODELS = "models"              # the relative path of an SSL model folder in a mirror
@@ -83,6 +93,7 @@ class Artefact:
     unzip: bool = False                # a zip kept whole and unpacked beside itself (NLTK's layout)
     speakers: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()      # other names of an official file (Matcha's vocoder)
+    companion_of: str = ""             # the official checkpoint id a companion file goes with
     repo: str = ""                     # hf: the Hugging Face repository, its revision and the files taken
     revision: str = ""
     allow: tuple[str, ...] = ()
@@ -103,7 +114,8 @@ class Artefact:
     def present(self, workdir: str | os.PathLike) -> bool:
         dest = self.destination(workdir)
         if self.unpack == "file":
-            return any((dest.parent / n).is_file() for n in (dest.name, *self.aliases))
+            found = any((dest.parent / n).is_file() for n in (dest.name, *self.aliases))
+            return found and (not self.unzip or unzipped(dest))
         if self.unpack == "zip-members":
             return all((dest.parent / n).is_file() for n in self.members)
         if self.unpack == "hf":
@@ -164,7 +176,7 @@ def _checkpoint_artefacts(entry: OfficialCheckpoint) -> list[Artefact]:
         url = companion_urls.get(companion, "")
         out.append(replace(base, name=f"{entry.id}/{companion}", title=f"{companion}, beside {entry.file}",
                            urls=(url,) if url else (), size=None, sha256="", path=companion_path, key=companion_path,
-                           aliases=()))
+                           aliases=(), companion_of=entry.id))
     return out
 
 
@@ -208,19 +220,18 @@ def catalogue() -> list[Artefact]:
 
 
 def artefacts_named(names: Iterable[str]) -> list[Artefact]:
-    """The artefacts `fetch NAME...` asks for: a name, or an official checkpoint's id with its companions."""
-    names = list(names)
+    """The artefacts `fetch NAME...` asks for: each by its exact name, an official checkpoint's id
+    bringing its companion files (`vits/pretrained` with `vits/pretrained/config.json`)."""
     known = catalogue()
-
-    def matches(name: str) -> list[Artefact]:
-        return [a for a in known if a.name == name or a.name.startswith(f"{name}/")]
-
     out: list[Artefact] = []
     for name in names:
-        found = matches(name)
+        found = [a for a in known if name in (a.name, a.companion_of)]
         if not found:
-            raise UsageError(f"fetch {name}: no such artefact; known: {', '.join(a.name for a in known)} "
-                             "(or give a recipe file)")
+            under = [a.name for a in known if a.name.startswith(f"{name}/")]
+            close = under or difflib.get_close_matches(name, [a.name for a in known], n=5, cutoff=0.6)
+            raise UsageError(f"fetch {name}: no such artefact"
+                             + (f"; did you mean {', '.join(close)}" if close else "")
+                             + " (`fetch RECIPE --dry-run` lists a recipe's; or give a recipe file)")
         out.extend(a for a in found if a not in out)
     return out
 
@@ -297,7 +308,7 @@ def _mirrored(artefact: Artefact, mirror: str | None) -> tuple[str, ...]:
     publisher's URLs (a Google Drive share link turned into its download address)."""
     if mirror is None:
         return tuple(drive_download_url(u) for u in artefact.urls)
-    if "://" in mirror:
+    if is_url(mirror):
         return (f"{mirror.rstrip('/')}/{artefact.key}",)
     return (str(Path(mirror) / artefact.key),)
 
@@ -307,17 +318,27 @@ def _verified(artefact: Artefact, lock: LockFile) -> str | None:
 
 
 def _recorder(artefact: Artefact, lock: LockFile) -> Callable[[Fetched], None]:
-    """Writes a file's first sha256 to fetch.lock before the file takes its name (the publisher gives none)."""
+    """Writes a file's first sha256 to fetch.lock as pending before the file takes its name (the publisher
+    gives none); `fetch` pins it once the artefact is complete."""
     def record(fetched: Fetched) -> None:
         if not artefact.sha256 and lock.sha256(artefact.key) is None:
-            lock.record_file(artefact.key, fetched.url, fetched.sha256, fetched.size)
+            lock.record_pending(artefact.key, fetched.url, fetched.sha256, fetched.size)
     return record
 
 
 def _download(artefact: Artefact, dest: Path, lock: LockFile, mirror: str | None, progress) -> str:
-    """`dest` fetched and checked, unless an earlier fetch placed it whole (it takes its name only then)."""
+    """`dest` fetched and checked, unless an earlier fetch placed it whole (it takes its name only then;
+    that fetch was killed, or its unpacking failed): its hash is then the one recorded for it, or computed."""
     if dest.is_file():
-        return lock.sha256(artefact.key) or artefact.sha256
+        recorded = lock.files.get(artefact.key) or lock.pending.get(artefact.key)
+        if recorded and recorded.get("size") == dest.stat().st_size:
+            return recorded["sha256"]
+        found, expected = sha256_file(dest), _verified(artefact, lock)
+        if expected and found != expected:
+            raise ChecksumMismatch(f"{dest}: sha256 {found}, not the expected {expected}: move it away and rerun")
+        if not expected:
+            lock.record_pending(artefact.key, "(in place before fetch)", found, dest.stat().st_size)
+        return found
     return download_file(_mirrored(artefact, mirror), dest, sha256=_verified(artefact, lock), size=artefact.size,
                          progress=progress, on_verified=_recorder(artefact, lock)).sha256
 
@@ -394,7 +415,7 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
     if dest.exists():  # fetch renames a whole folder into place: this one is someone else's
         raise FetchError(f"{dest}: a folder without config.json is in the way: move it away and rerun")
     if mirror is not None:
-        if "://" in mirror:
+        if is_url(mirror):
             raise FetchError(f"{artefact.name}: a Hugging Face folder comes from a mirror folder (--mirror DIR, "
                              f"holding {artefact.key}/) or from a hub mirror (HF_ENDPOINT), not a URL mirror")
         source = Path(mirror) / artefact.key
@@ -402,8 +423,16 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
             raise FetchError(f"{source}: no such model folder in the mirror")
         shutil.rmtree(part, ignore_errors=True)
         shutil.copytree(source, part)
+        found, size = folder_sha256(part)
+        expected = lock.sha256(artefact.key)
+        if expected and found != expected:
+            shutil.rmtree(part)
+            raise FetchError(f"{source}: the mirror's folder has sha256 {found} (over its files), not the {expected} "
+                             f"{LOCK_FILE} recorded when it was first fetched: check the mirror's copy")
+        if not expected:
+            lock.record_pending(artefact.key, str(source), found, size)
         os.replace(part, dest)
-        return ""
+        return found
     endpoint = os.environ.get("HF_ENDPOINT") or None
     pinned = lock.revision(artefact.key)
     if artefact.revision and pinned and pinned != artefact.revision:
@@ -436,9 +465,15 @@ FETCHERS: dict[str, Callable[..., str]] = {"file": _fetch_file, "zip-members": _
 def _check_present(artefact: Artefact, workdir: Path, lock: LockFile, verify: bool) -> Outcome:
     """A file already in place against what the catalogue or fetch.lock says it is: its length always (cheap),
     its sha256 with `verify` (which also records, for a file put in place by hand, the hash it has now)."""
+    dest = artefact.destination(workdir)
+    if artefact.unpack == "hf" and verify and lock.sha256(artefact.key):  # a folder copied from a mirror folder
+        found = folder_sha256(dest)[0]
+        if found != lock.sha256(artefact.key):
+            return Outcome(artefact, "failed", f"{artefact.name}: {dest} has sha256 {found} (over its files), not "
+                                               f"the {lock.sha256(artefact.key)} of {LOCK_FILE}: move it away and rerun")
+        return Outcome(artefact, "present", sha256=found)
     if artefact.unpack != "file":
         return Outcome(artefact, "present")
-    dest = artefact.destination(workdir)
     path = next(p for p in (dest.parent / n for n in (dest.name, *artefact.aliases)) if p.is_file())
     size, expected_size = path.stat().st_size, artefact.size or lock.files.get(artefact.key, {}).get("size")
     if expected_size is not None and size != expected_size:
@@ -463,12 +498,20 @@ def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str 
     (`_check_present`)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with FetchLock(workdir / RUNNING):
+        return _fetch_locked(artefacts, workdir, mirror, jobs, progress, verify)
+
+
+def _fetch_locked(artefacts: list[Artefact], workdir: Path, mirror: str | None, jobs: int, progress: bool,
+                  verify: bool) -> FetchReport:
     lock = LockFile(workdir / LOCK_FILE)
     report = FetchReport(workdir)
     todo = [a for a in artefacts if not a.present(workdir)]
     for artefact in artefacts:
-        if artefact not in todo and artefact.unpack in ("archive", "zip-members"):
-            (workdir / artefact.key).unlink(missing_ok=True)  # placed by a fetch killed before it deleted the archive
+        if artefact not in todo:
+            lock.confirm(artefact.key)  # complete, but its fetch was killed before it said so
+            if artefact.unpack in ("archive", "zip-members"):
+                (workdir / artefact.key).unlink(missing_ok=True)  # placed by a fetch killed before it deleted it
     report.outcomes = [_check_present(a, workdir, lock, verify) for a in artefacts if a not in todo]
     sizes = [a.size for a in todo if a.size is not None]
     bar = tqdm(total=sum(sizes) if len(sizes) == len(todo) else None, unit="B", unit_scale=True, unit_divisor=1024,
@@ -487,13 +530,78 @@ def fetch(artefacts: list[Artefact], workdir: str | os.PathLike, *, mirror: str 
             sha = FETCHERS[artefact.unpack](artefact, workdir, lock, mirror, advance)
         except (SourcetraceError, OSError) as exc:
             return Outcome(artefact, "failed", f"{artefact.name}: {exc}")
+        if not artefact.present(workdir):
+            return Outcome(artefact, "failed", f"{artefact.name}: fetched, but {artefact.destination(workdir)} is "
+                                               "still incomplete: move it away and rerun")
+        lock.confirm(artefact.key)
         return Outcome(artefact, "fetched", sha256=sha)
 
     with bar, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         report.outcomes += list(pool.map(one, todo))
     order = {a.name: i for i, a in enumerate(artefacts)}
     report.outcomes.sort(key=lambda o: order[o.artefact.name])
+    _remember_checked(workdir, lock, report.outcomes)
     return report
+
+
+def _stamp(artefact: Artefact, workdir: Path) -> tuple[Path, list[int]]:
+    """The file (or model folder) in place and its [bytes, newest mtime_ns]: what says it has not changed."""
+    dest = artefact.destination(workdir)
+    if artefact.unpack == "hf":
+        stats = [p.stat() for p in dest.rglob("*") if p.is_file()]
+        return dest, [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+    path = next(p for p in (dest.parent / n for n in (dest.name, *artefact.aliases)) if p.is_file())
+    stat = path.stat()
+    return path, [stat.st_size, stat.st_mtime_ns]
+
+
+def _locked(artefacts: Iterable[Artefact], workdir: Path, lock: LockFile) -> list[Artefact]:
+    """The artefacts in place whose kept file or folder fetch.lock pins (not archives: they are deleted)."""
+    return [a for a in artefacts if a.unpack in ("file", "hf") and a.key in lock.files and a.present(workdir)]
+
+
+def _read_checked(workdir: Path) -> dict[str, dict]:
+    path = workdir / CHECKED
+    try:
+        return json.loads(read_user_text(path)) if path.is_file() else {}
+    except (json.JSONDecodeError, SourcetraceError):
+        return {}  # a cache: rebuilt by hashing again
+
+
+def _remember_checked(workdir: Path, lock: LockFile, outcomes: Iterable[Outcome]) -> None:
+    """The stamps of the artefacts whose sha256 a fetch just found to be fetch.lock's: `run` need not hash them."""
+    found = {o.artefact.key: o.sha256 for o in outcomes if o.sha256}
+    fresh = {a.key: {"sha256": found[a.key], "stamp": _stamp(a, workdir)[1]}
+             for a in _locked((o.artefact for o in outcomes), workdir, lock) if found.get(a.key) == lock.sha256(a.key)}
+    if fresh:
+        write_json_atomic(workdir / CHECKED, {**_read_checked(workdir), **fresh})
+
+
+def changed_since_fetch(artefacts: Iterable[Artefact], workdir: str | os.PathLike, *, rehash: bool) -> dict[str, str]:
+    """What is wrong (by artefact name) with each file or model folder in place that fetch.lock pins and
+    that is no longer what was fetched: its length, always (cheap: `run --plan`); with `rehash` (`run`)
+    its sha256 too, but only where its length or mtime moved since its sha256 was last found right
+    (fetch.checked.json): an unchanged 40 GB is not read again."""
+    workdir = Path(workdir)
+    if not (workdir / LOCK_FILE).is_file():
+        return {}
+    lock, checked = LockFile(workdir / LOCK_FILE), _read_checked(workdir)
+    problems: dict[str, str] = {}
+    hashed = False
+    for artefact in _locked(artefacts, workdir, lock):
+        entry = lock.files[artefact.key]
+        path, stamp = _stamp(artefact, workdir)
+        if stamp[0] != entry.get("size", stamp[0]):
+            problems[artefact.name] = f"{path} has {stamp[0]} bytes where {LOCK_FILE} says {entry['size']}"
+        elif rehash and checked.get(artefact.key) != {"sha256": entry["sha256"], "stamp": stamp}:
+            found = folder_sha256(path)[0] if artefact.unpack == "hf" else sha256_file(path)
+            if found != entry["sha256"]:
+                problems[artefact.name] = f"{path} has sha256 {found} where {LOCK_FILE} says {entry['sha256']}"
+            else:
+                checked[artefact.key], hashed = {"sha256": found, "stamp": stamp}, True
+    if hashed:
+        write_json_atomic(workdir / CHECKED, checked)
+    return problems
 
 
 def print_lock(workdir: str | os.PathLike) -> str:

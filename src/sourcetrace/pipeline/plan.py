@@ -9,8 +9,9 @@ from the backend itself. Nothing runs, nothing is submitted, and no model stack 
 recipe is read without its model classes: the checks that need them are made when `run` starts).
 
 Missing inputs come from one function, `missing_inputs`: the `sourcetrace fetch` catalogue's artefacts
-the recipe needs that are not in place (by the names `fetch` takes), and any other file or folder a
-unit reads that no stage makes and that is not there.
+the recipe needs that are not in place (by the names `fetch` takes) or whose length differs from what
+fetch.lock pinned (`fetch.changed_since_fetch`; no hashing here, `run` checks the sha256), and any
+other file or folder a unit reads that no stage makes and that is not there.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sourcetrace.datasets.ljspeech import standard_split
 from sourcetrace.datasets.prompts import read_prompts
 from sourcetrace.pipeline.backends import SlurmBackend, make_backend
 from sourcetrace.pipeline.costs import Cost, CostTable
-from sourcetrace.pipeline.fetch import recipe_artefacts
+from sourcetrace.pipeline.fetch import changed_since_fetch, recipe_artefacts
 from sourcetrace.pipeline.recipe import Shard, expand
 from sourcetrace.pipeline.study import STAGES, Study, TrainingRun, Unit, parse_stages
 
@@ -44,11 +45,13 @@ class RecipeInput:
 
 @dataclass(frozen=True)
 class Missing:
-    """A missing input: `name` is its fetch catalogue name (else the recipe key), `size` its bytes where known."""
+    """A missing input: `name` is its fetch catalogue name (else the recipe key), `size` its bytes where
+    known, `problem` what is wrong with the copy in place (one that is not what fetch pinned)."""
 
     name: str
     path: Path
     size: int | None = None
+    problem: str = ""
 
 
 def _ssl_folder(spec: str) -> Path | None:
@@ -105,10 +108,12 @@ def missing_inputs(study: Study) -> list[Missing]:
     their catalogue names, then any other path a unit reads (one the catalogue does not know, e.g. a
     file of the lab's own) by its recipe key."""
     seen: dict[Path, Missing] = {}
-    for artefact in recipe_artefacts(study.recipe, study.workdir):
-        if not artefact.present(study.workdir):
+    artefacts = recipe_artefacts(study.recipe, study.workdir)
+    changed = changed_since_fetch(artefacts, study.workdir, rehash=False)
+    for artefact in artefacts:
+        if not artefact.present(study.workdir) or artefact.name in changed:
             path = artefact.destination(study.workdir)
-            seen[path] = Missing(artefact.name, path, artefact.size)
+            seen[path] = Missing(artefact.name, path, artefact.size, changed.get(artefact.name, ""))
     for stage in STAGES:
         for unit in study.units(stage):
             for item in unit_inputs(study, unit):
@@ -398,7 +403,8 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
                  f"writes {_bytes(None if None in disk else sum(d or 0 for d in disk))}")
     if plan.missing:
         lines.append(f"[plan] {len(plan.missing)} input(s) missing:")
-        lines += [f"    {m.name}: {m.path}" + (f" ({_bytes(m.size)})" if m.size else "") for m in plan.missing]
+        lines += [f"    {m.name}: {m.path}" + (f" ({_bytes(m.size)})" if m.size else "")
+                  + (f": {m.problem}: move it away and fetch it again" if m.problem else "") for m in plan.missing]
         lines.append(f"[plan] get them with: {plan.fetch_command}")
     lines.append("[plan] every unit can run" if plan.exit_code == 0 else
                  f"[plan] blocked: a run would stop at the first blocked stage (exit {plan.exit_code})")
