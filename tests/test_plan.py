@@ -2,6 +2,8 @@
 disk from the cost table (recomputed here from the TOML files), the Slurm submissions, no torch.
 The plan of a finished study (everything done) is tested beside the micro study (test_study.py)."""
 
+import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -315,6 +317,20 @@ def test_study_compute_md_is_generated_from_the_cost_table():
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "study_compute.py"), "--check"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_study_compute_md_prints_no_estimate_where_the_table_lacks_a_row(tmp_path):
+    spec = importlib.util.spec_from_file_location("study_compute", ROOT / "tools" / "study_compute.py")
+    assert spec is not None and spec.loader is not None
+    study_compute = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_compute)
+    lacking = copy.deepcopy(COSTS)
+    del lacking["checkpoint"]["default"]["vits"]
+    rows = study_compute._stage_rows(plan_study(STUDY, tmp_path / "work", table=CostTable(lacking)))
+    train = next(row for row in rows if row.startswith("| train |"))
+    assert train.split(" | ")[2:4] == ["76.5", "no estimate"], train  # the hours are known, the disk is not
+    assert "| &nbsp; vits/scheduled | | 43.1 | no estimate | |" in rows
+    assert rows[-1] == "| **total** | | **88.8** | **no estimate** | |"
 
 
 def test_a_stage_run_alone_is_blocked_by_an_earlier_stage_not_done(tmp_path, capsys):
