@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module, metadata
+from typing import Any
 
 
 def resolve(reference: str):
@@ -187,7 +188,8 @@ def architecture_traits(name: str) -> ArchitectureTraits:
     """A known architecture's traits: a built-in's without importing it, a plug-in's from its class."""
     if name in BUILTIN_TRAITS:
         return BUILTIN_TRAITS[name]
-    return GENERATORS[name].traits()
+    plugin: Any = GENERATORS[name]  # a Generator subclass (the registry checks it)
+    return plugin.traits()
 
 
 GENERATORS = Registry(

@@ -212,9 +212,8 @@ class _Costing:
             model = found.name if (found := extractor_model(entry.spec)) else entry.spec
             speed = self._row(estimate, "features", self.device_class, model)
             size = self._row(estimate, "features", "bytes_per_clip", model)
-            known = clips is not None
-            estimate.add(clips * seconds / speed.value / 3600 if known and speed and seconds is not None else None,
-                         clips * int(size.value) if known and size else None)
+            estimate.add(clips * seconds / speed.value / 3600 if clips is not None and speed and seconds is not None
+                         else None, clips * int(size.value) if clips is not None and size else None)
         return estimate
 
     def unit(self, unit: Unit) -> Estimate:
