@@ -174,6 +174,7 @@ def test_a_split_file_not_in_place_is_a_missing_input_put_by_hand(tmp_path, caps
     text = capsys.readouterr().out
     assert f"    [data] split: {work / 'data' / 'my_split.tsv'}: not in the fetch catalogue, put it in place by hand" in text
     assert f"[plan] get the catalogue's with: sourcetrace fetch {recipe} --workdir {work}" in text
+    assert f"    no estimate until in place: [data] split ({work / 'data' / 'my_split.tsv'})" in text
 
     _put_in_place(work, tmp_path / "models")  # everything the catalogue has: only the split is left
     capsys.readouterr()

@@ -124,6 +124,7 @@ class Estimate:
     disk_bytes: int | None = 0
     costs: list[str] = field(default_factory=list)    # the cost-table rows used
     lacking: list[str] = field(default_factory=list)  # rows the table does not have: no estimate
+    waits_for: list[str] = field(default_factory=list)  # inputs not in place that the estimate is computed from
 
     def add(self, hours: float | None, disk: int | None) -> None:
         self.device_hours = None if hours is None or self.device_hours is None else self.device_hours + hours
@@ -152,9 +153,9 @@ class _Costing:
         found = self._row(estimate, "audio", "seconds_per_clip", data)
         return found.value if found else None
 
-    def prompts(self) -> int | None:
+    def prompts(self, estimate: Estimate) -> int | None:
         """The prompt count: the prompts file once the data stage wrote it, else what it will hold; None
-        while the recipe's split file is not in place (a missing input: no estimate)."""
+        while the recipe's split file is not in place (a missing input: no estimate, noted on `estimate`)."""
         prompts = self.study.corpus_recipe.prompts
         if prompts.is_file():
             return len(read_prompts(prompts))
@@ -163,6 +164,7 @@ class _Costing:
             return sizes.val + sizes.test
         split_file = self.study.path(self.recipe.data.split) if self.recipe.data.split else None
         if split_file is not None and not split_file.is_file():
+            estimate.waits_for.append(f"[data] split ({split_file})")
             return None
         return sum(1 for part in standard_split(split_file).values() if part in ("val", "test"))
 
@@ -190,23 +192,24 @@ class _Costing:
         estimate = Estimate()
         seconds = self.seconds_per_clip(estimate)
         rate = self._row(estimate, "audio", "bytes_per_second", "wav")
-        prompts = self.prompts()
+        prompts = self.prompts(estimate)
         for job in Shard.parse(unit.name).take(expand(self.study.corpus_recipe)):
             rtf = self._row(estimate, "synth", self.device_class, self.recipe.training.config, job.architecture)
             audio = prompts * seconds if seconds is not None and prompts is not None else None
             estimate.add(audio * rtf.value / 3600 if audio is not None and rtf else None,
                          int(audio * rate.value) if audio is not None and rate else None)
         estimate.costs, estimate.lacking = sorted(set(estimate.costs)), sorted(set(estimate.lacking))
+        estimate.waits_for = sorted(set(estimate.waits_for))
         return estimate
 
-    def clips(self) -> int | None:
-        prompts = self.prompts()
+    def clips(self, estimate: Estimate) -> int | None:
+        prompts = self.prompts(estimate)
         return None if prompts is None else len(expand(self.study.corpus_recipe)) * prompts
 
     def features(self, unit: Unit) -> Estimate:
         estimate = Estimate()
         seconds = self.seconds_per_clip(estimate)
-        every = self.clips()
+        every = self.clips(estimate)
         clips = None if every is None else len(Shard.parse(unit.name).take(list(range(every))))
         for entry in self.recipe.features:
             model = found.name if (found := extractor_model(entry.spec)) else entry.spec
@@ -339,6 +342,7 @@ def plan_study(recipe: str | Path, workdir: str | Path | None = None, backend: s
             total.add(unit_plan.estimate.device_hours, unit_plan.estimate.disk_bytes)
             total.costs += [c for c in unit_plan.estimate.costs if c not in total.costs]
             total.lacking += [c for c in unit_plan.estimate.lacking if c not in total.lacking]
+            total.waits_for += [c for c in unit_plan.estimate.waits_for if c not in total.waits_for]
         submissions = [] if up_to_date or not isinstance(runner, SlurmBackend) else [
             SlurmSubmission(wave, len(same), runner.job_parameters(gpus, runner.job_name(stage)))
             for wave, gpus, same in runner.submissions(units)]
@@ -381,6 +385,8 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
                      + (" (up to date)" if stage.up_to_date else ""))
         if stage.estimate.lacking:
             lines.append("    no estimate: the cost table lacks " + ", ".join(stage.estimate.lacking))
+        if stage.estimate.waits_for:
+            lines.append("    no estimate until in place: " + ", ".join(stage.estimate.waits_for))
         for unit in stage.units:
             why = ("needs " + ", ".join(f"{m.name} ({m.path})" for m in unit.lacks) if unit.lacks
                    else f"after {unit.after}, which is " + ("blocked" if unit.after in chosen else
