@@ -1,8 +1,9 @@
 """TTS generators behind one interface (`base.Generator`); one file per architecture.
 
 Adding an architecture: write `<name>.py` with a `Generator` subclass and add one line to the
-built-ins of `sourcetrace.core.plugins.GENERATORS`, or ship it outside the project as a plug-in (entry
-point group `sourcetrace.generators`, README "Write a plug-in"). The class declares what it is
+built-ins of `sourcetrace.core.plugins.GENERATORS` and one to its `BUILTIN_TRAITS` (what recipe checks
+read without importing the class; tests/test_plan.py checks the class agrees), or ship it outside the
+project as a plug-in (entry point group `sourcetrace.generators`, README "Write a plug-in"). The class declares what it is
 (`MelGenerator` or `EndToEndGenerator`, `ZeroShot`, `InferenceOnly`) and its official file
 formats (`official_formats`). The classes import their TTS
 stacks lazily, so the light core never needs them.

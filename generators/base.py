@@ -29,9 +29,8 @@ from sourcetrace.core.device import resolve_device
 from sourcetrace.core.errors import SourcetraceError
 from sourcetrace.core.fileio import atomic_path, write_json_atomic
 from sourcetrace.core.mel import MelConfig, mel_spectrogram
-
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_META = "generator.json"
+from sourcetrace.core.naming import CHECKPOINT_META, CHECKPOINT_WEIGHTS
+from sourcetrace.core.plugins import ArchitectureTraits
 
 
 class GeneratorError(SourcetraceError, ValueError):
@@ -93,6 +92,14 @@ class Generator(ABC):
     #: its model config (XTTS's config.json, an ESPnet pack's config.yaml), so `load_official`
     #: builds the model and such a class's __init__ takes `build=False`
     official_formats: ClassVar[tuple[OfficialFormat, ...]] = ()
+
+    @classmethod
+    def traits(cls) -> ArchitectureTraits:
+        """What the class is, as a recipe's checks ask it (core.plugins.architecture_traits)."""
+        return ArchitectureTraits(end_to_end=issubclass(cls, EndToEndGenerator), zero_shot=issubclass(cls, ZeroShot),
+                                  inference_only=getattr(cls, "inference_only_reason", None)
+                                  if issubclass(cls, InferenceOnly) else None,
+                                  default_vocoder=getattr(cls, "default_vocoder", None))
 
     def __init__(self, config: dict, seed: int, build: bool = True):
         """Build the official model class from `config` with weights drawn from `seed` ("zero-init");

@@ -20,6 +20,7 @@ import torch
 from sourcetrace.checkpoints.formats import OfficialFormat
 from sourcetrace.checkpoints.official import load_torch_file
 from sourcetrace.core.naming import STORED_VOICE
+from sourcetrace.core.plugins import XTTS_INFERENCE_ONLY
 from sourcetrace.generators.base import Batch, EndToEndGenerator, GeneratorError, InferenceOnly, ZeroShot
 from sourcetrace.generators.vits import COQUI_PICKLE_GLOBALS
 
@@ -49,9 +50,7 @@ def character_vocabulary():
 class XttsGenerator(ZeroShot, InferenceOnly, EndToEndGenerator):
     package = "coqui-tts"
     architecture = "xtts"
-    inference_only_reason = ("fine-tuning XTTS's GPT goes through Coqui's GPTTrainer, which needs the release's "
-                             "dvae.pth and mel_stats.pth and is not wired into sourcetrace's training loop; "
-                             "synthesise from zero-init or official weights instead")
+    inference_only_reason = XTTS_INFERENCE_ONLY
     # the release's model.pth, its config.json beside it
     official_formats = (OfficialFormat(
         "torch", "a Coqui XTTS model",

@@ -28,18 +28,31 @@ def _number(value: float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
+def _hours(value: float | None) -> str:
+    return "no estimate" if value is None else f"{value:,.1f}"
+
+
+def _gb(value: int | None, digits: int = 1) -> str:
+    return "no estimate" if value is None else f"{value / 1e9:,.{digits}f} GB"
+
+
+def _total(values: list) -> float | int | None:
+    """The sum, or None when any part has no estimate (never guessed, as the plan prints it)."""
+    return None if None in values else sum(values)
+
+
 def _stage_rows(plan: Plan) -> list[str]:
     rows = ["| stage | units | device-hours | disk written | cost rows |", "|---|---|---|---|---|"]
     for stage in plan.stages:
         estimate = stage.estimate
-        rows.append(f"| {stage.name} | {len(stage.units)} | {estimate.device_hours:,.1f} | "
-                    f"{(estimate.disk_bytes or 0) / 1e9:,.1f} GB | {', '.join(estimate.costs) or '(the CPU)'} |")
+        rows.append(f"| {stage.name} | {len(stage.units)} | {_hours(estimate.device_hours)} | "
+                    f"{_gb(estimate.disk_bytes)} | {', '.join(estimate.costs) or '(the CPU)'} |")
         if stage.name == "train":
-            rows += [f"| &nbsp; {unit.name} | | {unit.estimate.device_hours:,.1f} | "
-                     f"{(unit.estimate.disk_bytes or 0) / 1e9:,.2f} GB | |" for unit in stage.units]
-    hours = sum(s.estimate.device_hours or 0.0 for s in plan.stages)
-    disk = sum(s.estimate.disk_bytes or 0 for s in plan.stages)
-    rows.append(f"| **total** | | **{hours:,.1f}** | **{disk / 1e9:,.1f} GB** | |")
+            rows += [f"| &nbsp; {unit.name} | | {_hours(unit.estimate.device_hours)} | "
+                     f"{_gb(unit.estimate.disk_bytes, 2)} | |" for unit in stage.units]
+    hours = _total([s.estimate.device_hours for s in plan.stages])
+    disk = _total([s.estimate.disk_bytes for s in plan.stages])
+    rows.append(f"| **total** | | **{_hours(hours)}** | **{_gb(disk)}** | |")
     return rows
 
 
@@ -48,7 +61,8 @@ def generated() -> str:
     with tempfile.TemporaryDirectory() as empty:  # an empty work folder: the estimates need no file
         plan = plan_study(RECIPE, empty, backend="slurm", table=table)
     by_stage = {s.name: s for s in plan.stages}
-    hours = {name: s.estimate.device_hours or 0.0 for name, s in by_stage.items()}
+    hours = {name: s.estimate.device_hours for name, s in by_stage.items()}
+    total = _total(list(hours.values()))
     lines = [BEGIN, "", "## Per-unit costs (`src/sourcetrace/pipeline/costs.toml`)", "",
              "| cost | value | status | basis |", "|---|---|---|---|"]
     for cost in table.rows():
@@ -61,7 +75,9 @@ def generated() -> str:
               f"## Device-hours and disk per stage ({table.classes[plan.device_class or '']})", "",
               "What `sourcetrace run recipes/study.toml --plan` prints for an empty work folder, computed from the "
               "table above and the recipe's units:", "", *_stage_rows(plan), "",
-              f"Training is {100 * hours['train'] / sum(hours.values()):.0f} % of the device time. With `--backend slurm` "
+              (f"Training is {100 * hours['train'] / total:.0f} % of the device time. " if total and hours["train"] is not None
+               else "")
+              + "With `--backend slurm` "
               "the plan submits, stage after stage (a wave after the one before it finished):", ""]
     for stage in plan.stages:
         for job in stage.submissions:

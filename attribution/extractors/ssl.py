@@ -39,7 +39,7 @@ from sourcetrace.attribution.hash_cache import HashCache
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import sha256_file
-from sourcetrace.core.offline import default_models_dir
+from sourcetrace.core.offline import extractor_model
 
 SUPPORTED_MODEL_TYPES = ("wav2vec2", "wav2vec2-bert", "hubert", "wavlm", "data2vec-audio")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -150,21 +150,20 @@ class SSLExtractor(FeatureExtractor):
                   dtype: str = "float32", batch_size: int | None = None) -> SSLExtractor:
         """`ssl:<model-folder>@<layers>[:<pooling>]`, or `<shipped model>@<layers>[:<pooling>]`
         loaded from `models_dir`/<shipped model>/ after checking its config is that model's."""
-        if "@" not in spec:
+        model = extractor_model(spec, models_dir)
+        if model is None:
             raise SpecNotTaken(spec)
-        source, layer_text = spec.rsplit("@", 1)
-        layer_text, _, pooling = layer_text.partition(":")
+        layer_text, _, pooling = spec.rsplit("@", 1)[1].partition(":")
         pooling = pooling or "mean"
         if pooling not in POOLINGS:
             raise UsageError(f"extractor spec {spec!r}: unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         layers = parse_layers(layer_text, spec)
-        if source.startswith("ssl:"):
-            return cls(source[4:], layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
+        if not model.named:
+            return cls(model.folder, layers, device=device, dtype=dtype, batch_size=batch_size, pooling=pooling)
+        source, model_dir = model.source, model.folder
         if source not in shipped_models():  # the study's models and the tiny test ones: one grammar for CLI and recipes
             raise UsageError(f"extractor spec {spec!r}: {source!r} is neither ssl:<folder> nor one of {', '.join(shipped_models())}")
         named = named_model_spec(source)
-        folder = Path(models_dir) if models_dir else default_models_dir()
-        model_dir = folder / source
         if not model_dir.is_dir():
             raise ModelFolderError(
                 f"{model_dir}: no such folder. Download the published {named['hf_name'] or source + ' (a test model)'} "

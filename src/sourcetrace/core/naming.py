@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 from sourcetrace.core.errors import SourcetraceError
 
@@ -36,6 +37,18 @@ _ROLE_PATTERNS = (
 
 def step_name(step: int) -> str:
     return f"step-{step:06d}"
+
+
+#: The files of a sourcetrace checkpoint folder (generators/base.py `Generator.save`): its weights, written
+#: first, then its identity; each is written atomically, so both being there means the checkpoint is whole.
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_META = "generator.json"
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """A checkpoint folder holding both its files (a write killed half-way leaves only a temporary file):
+    a training run, a zero-init, or `run --plan` counts it as made."""
+    return all((folder / name).is_file() for name in (CHECKPOINT_WEIGHTS, CHECKPOINT_META))
 
 
 def zero_init_name(seed: int) -> str:

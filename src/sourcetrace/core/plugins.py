@@ -20,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module, metadata
+from typing import Any
 
 
 def resolve(reference: str):
@@ -154,6 +155,42 @@ _SETUP = "; run tools/setup.sh"
 #: The study's four architectures (its corpus, its 12 conditions); every other generator, built-in or
 #: plug-in, goes beyond the study.
 STUDY_ARCHITECTURES = ("fastpitch", "gradtts", "matcha", "vits")
+
+@dataclass(frozen=True)
+class ArchitectureTraits:
+    """What an architecture is, as far as a recipe's checks need it: the recipe is checked the same
+    way by `run` and by `run --plan`, which imports no model class (no torch). A class tells its own
+    (`Generator.traits`); the built-ins' are written below, and tests/test_plan.py checks each class agrees."""
+
+    end_to_end: bool                    # its own decoder makes the waveform: it takes no vocoder
+    zero_shot: bool = False             # it speaks in the voice of a reference given per prompt
+    inference_only: str | None = None   # why it cannot be trained here; None: it can
+    default_vocoder: str | None = None  # mel architectures: the vocoder kind the study pairs with it
+
+
+#: why XTTS cannot be trained here (its class gives the same text)
+XTTS_INFERENCE_ONLY = ("fine-tuning XTTS's GPT goes through Coqui's GPTTrainer, which needs the release's "
+                        "dvae.pth and mel_stats.pth and is not wired into sourcetrace's training loop; "
+                        "synthesise from zero-init or official weights instead")
+
+#: The built-in architectures' traits, read without importing them.
+BUILTIN_TRAITS = {
+    "fastpitch": ArchitectureTraits(end_to_end=False, default_vocoder="nemo-hifigan"),
+    "vits": ArchitectureTraits(end_to_end=True),
+    "vits-espnet": ArchitectureTraits(end_to_end=True),
+    "gradtts": ArchitectureTraits(end_to_end=False, default_vocoder="hifigan"),
+    "matcha": ArchitectureTraits(end_to_end=False, default_vocoder="hifigan"),
+    "xtts": ArchitectureTraits(end_to_end=True, zero_shot=True, inference_only=XTTS_INFERENCE_ONLY),
+}
+
+
+def architecture_traits(name: str) -> ArchitectureTraits:
+    """A known architecture's traits: a built-in's without importing it, a plug-in's from its class."""
+    if name in BUILTIN_TRAITS:
+        return BUILTIN_TRAITS[name]
+    plugin: Any = GENERATORS[name]  # a Generator subclass (the registry checks it)
+    return plugin.traits()
+
 
 GENERATORS = Registry(
     "architecture", "sourcetrace.generators", "sourcetrace.generators.base:Generator",

@@ -49,7 +49,7 @@ from sourcetrace.core.download import (
 )
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import read_user_text, sha256_file, write_json_atomic
-from sourcetrace.core.offline import default_models_dir
+from sourcetrace.core.offline import default_models_dir, extractor_model
 from sourcetrace.core.schema import FETCH_MODEL, FETCH_SOURCE, check
 from sourcetrace.pipeline.recipe import StudyRecipe, load_study_recipe
 
@@ -269,7 +269,7 @@ def recipe_artefacts(recipe: StudyRecipe, workdir: str | os.PathLike) -> list[Ar
                 placed = path.parent / PurePosixPath(artefact.path).name if artefact.name != entry.id else path
                 out.append(replace(artefact, path=_relative(placed, workdir)))
             out.extend(by_name[need] for need in entry.needs if by_name[need] not in out)
-    models = [e.spec.rsplit("@", 1)[0] for e in recipe.features if not e.random and "@" in e.spec]
+    models = [model.name for e in recipe.features if not e.random and (model := extractor_model(e.spec)) and model.named]
     if models:
         out.extend(_model_artefacts(models))
     return out

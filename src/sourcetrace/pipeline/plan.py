@@ -1,17 +1,19 @@
 """`sourcetrace run RECIPE --plan`: what a run would do, before it spends a GPU-hour.
 
 For every stage and unit: done (its stage's stamp matches, or a training run's checkpoints are all
-there), pending (it would run), or blocked (an input the recipe names is missing, or an earlier
-stage is blocked: `run` stops at the first stage that fails). Per stage the estimated device-hours
-on the recipe's device and the disk it writes, from the cost table (`costs.py`); with the Slurm
-backend the jobs and job arrays `backends.SlurmBackend` would submit, with their parameters taken
-from the backend itself. Nothing runs, nothing is submitted, and no model stack is imported (the
-recipe is read without its model classes: the checks that need them are made when `run` starts).
+there and whole), pending (it would run), or blocked (an input the recipe names is missing, or an
+earlier stage is blocked: `run` stops at the first stage that fails). Per stage the estimated
+device-hours on the recipe's device and the disk its units still to run (pending and blocked) write,
+from the cost table (`costs.py`); with the Slurm backend the jobs and job arrays
+`backends.SlurmBackend` would submit, with their parameters taken from the backend itself. Nothing
+runs, nothing is submitted, and no model stack is imported: the recipe gets the checks `run` makes
+(the architectures' traits come from core.plugins, not their classes).
 
 Missing inputs come from one function, `missing_inputs`: the `sourcetrace fetch` catalogue's artefacts
 the recipe needs that are not in place (by the names `fetch` takes) or whose length differs from what
 fetch.lock pinned (`fetch.changed_since_fetch`; no hashing here, `run` checks the sha256), and any
-other file or folder a unit reads that no stage makes and that is not there.
+other file or folder a unit reads that no stage makes and that is not there (by its recipe key: put
+in place by hand).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sourcetrace.checkpoints.registry import load_schedule
-from sourcetrace.core.naming import STORED_VOICE, step_name, step_of, zero_init_name
-from sourcetrace.core.offline import default_models_dir
+from sourcetrace.core.naming import STORED_VOICE, checkpoint_complete, step_name, step_of, zero_init_name
+from sourcetrace.core.offline import extractor_model
 from sourcetrace.datasets.ljspeech import standard_split
 from sourcetrace.datasets.prompts import read_prompts
 from sourcetrace.pipeline.backends import SlurmBackend, make_backend
@@ -45,22 +47,15 @@ class RecipeInput:
 
 @dataclass(frozen=True)
 class Missing:
-    """A missing input: `name` is its fetch catalogue name (else the recipe key), `size` its bytes where
-    known, `problem` what is wrong with the copy in place (one that is not what fetch pinned)."""
+    """A missing input: `name` is its fetch catalogue name (`fetchable`: `sourcetrace fetch` gets it), else
+    the recipe key naming it (it must be put in place by hand); `size` its bytes where known; `problem`
+    what is wrong with the copy in place (one that is not what fetch pinned)."""
 
     name: str
     path: Path
     size: int | None = None
     problem: str = ""
-
-
-def _ssl_folder(spec: str) -> Path | None:
-    """The model folder an extractor spec reads: `ssl:<folder>@L` or `<shipped model>@L` (in
-    $SOURCETRACE_MODELS); None for extractors that read no model (lfcc, mfcc)."""
-    if "@" not in spec:
-        return None
-    source = spec.rsplit("@", 1)[0]
-    return Path(source[4:]) if source.startswith("ssl:") else default_models_dir() / source
+    fetchable: bool = False
 
 
 def unit_inputs(study: Study, unit: Unit) -> list[RecipeInput]:
@@ -98,8 +93,8 @@ def unit_inputs(study: Study, unit: Unit) -> list[RecipeInput]:
                                  RecipeInput(f"[corpus.vocoders.{vocoder.name}] config", Path(vocoder.config)))
         return list(found.values())
     if unit.stage in ("features", "bench"):  # bench extracts what the feature store lacks: the same models
-        return [RecipeInput(f"[features] extractors {entry.spec}", folder) for entry in recipe.features
-                if not entry.random and (folder := _ssl_folder(entry.spec)) is not None]
+        return [RecipeInput(f"[features] extractors {entry.spec}", model.folder) for entry in recipe.features
+                if not entry.random and (model := extractor_model(entry.spec)) is not None]
     return []
 
 
@@ -113,7 +108,7 @@ def missing_inputs(study: Study) -> list[Missing]:
     for artefact in artefacts:
         if not artefact.present(study.workdir) or artefact.name in changed:
             path = artefact.destination(study.workdir)
-            seen[path] = Missing(artefact.name, path, artefact.size, changed.get(artefact.name, ""))
+            seen[path] = Missing(artefact.name, path, artefact.size, changed.get(artefact.name, ""), fetchable=True)
     for stage in STAGES:
         for unit in study.units(stage):
             for item in unit_inputs(study, unit):
@@ -135,6 +130,7 @@ class Estimate:
     disk_bytes: int | None = 0
     costs: list[str] = field(default_factory=list)    # the cost-table rows used
     lacking: list[str] = field(default_factory=list)  # rows the table does not have: no estimate
+    waits_for: list[str] = field(default_factory=list)  # inputs not in place that the estimate is computed from
 
     def add(self, hours: float | None, disk: int | None) -> None:
         self.device_hours = None if hours is None or self.device_hours is None else self.device_hours + hours
@@ -163,16 +159,20 @@ class _Costing:
         found = self._row(estimate, "audio", "seconds_per_clip", data)
         return found.value if found else None
 
-    def prompts(self) -> int:
-        """The prompt count: the prompts file once the data stage wrote it, else what it will hold."""
+    def prompts(self, estimate: Estimate) -> int | None:
+        """The prompt count: the prompts file once the data stage wrote it, else what it will hold; None
+        while the recipe's split file is not in place (a missing input: no estimate, noted on `estimate`)."""
         prompts = self.study.corpus_recipe.prompts
         if prompts.is_file():
             return len(read_prompts(prompts))
         sizes = self.recipe.data.make_mini
         if sizes is not None:
             return sizes.val + sizes.test
-        split = standard_split(self.study.path(self.recipe.data.split) if self.recipe.data.split else None)
-        return sum(1 for part in split.values() if part in ("val", "test"))
+        split_file = self.study.path(self.recipe.data.split) if self.recipe.data.split else None
+        if split_file is not None and not split_file.is_file():
+            estimate.waits_for.append(f"[data] split ({split_file})")
+            return None
+        return sum(1 for part in standard_split(split_file).values() if part in ("val", "test"))
 
     def train(self, unit: Unit) -> Estimate:
         estimate = Estimate()
@@ -198,29 +198,31 @@ class _Costing:
         estimate = Estimate()
         seconds = self.seconds_per_clip(estimate)
         rate = self._row(estimate, "audio", "bytes_per_second", "wav")
-        prompts = self.prompts()
+        prompts = self.prompts(estimate)
         for job in Shard.parse(unit.name).take(expand(self.study.corpus_recipe)):
             rtf = self._row(estimate, "synth", self.device_class, self.recipe.training.config, job.architecture)
-            audio = prompts * seconds if seconds is not None else None
+            audio = prompts * seconds if seconds is not None and prompts is not None else None
             estimate.add(audio * rtf.value / 3600 if audio is not None and rtf else None,
                          int(audio * rate.value) if audio is not None and rate else None)
         estimate.costs, estimate.lacking = sorted(set(estimate.costs)), sorted(set(estimate.lacking))
+        estimate.waits_for = sorted(set(estimate.waits_for))
         return estimate
 
-    def clips(self) -> int:
-        return len(expand(self.study.corpus_recipe)) * self.prompts()
+    def clips(self, estimate: Estimate) -> int | None:
+        prompts = self.prompts(estimate)
+        return None if prompts is None else len(expand(self.study.corpus_recipe)) * prompts
 
     def features(self, unit: Unit) -> Estimate:
         estimate = Estimate()
         seconds = self.seconds_per_clip(estimate)
-        shard = Shard.parse(unit.name)
-        clips = len(shard.take(list(range(self.clips()))))
+        every = self.clips(estimate)
+        clips = None if every is None else len(Shard.parse(unit.name).take(list(range(every))))
         for entry in self.recipe.features:
-            model = entry.spec.rsplit("@", 1)[0].removeprefix("ssl:")
+            model = found.name if (found := extractor_model(entry.spec)) else entry.spec
             speed = self._row(estimate, "features", self.device_class, model)
             size = self._row(estimate, "features", "bytes_per_clip", model)
-            estimate.add(clips * seconds / speed.value / 3600 if speed and seconds is not None else None,
-                         clips * int(size.value) if size else None)
+            estimate.add(clips * seconds / speed.value / 3600 if clips is not None and speed and seconds is not None
+                         else None, clips * int(size.value) if clips is not None and size else None)
         return estimate
 
     def unit(self, unit: Unit) -> Estimate:
@@ -250,7 +252,7 @@ class StagePlan:
     name: str
     up_to_date: bool
     units: list[UnitPlan]
-    estimate: Estimate
+    estimate: Estimate             # of the units still to run (pending and blocked): what is left to spend
     submissions: list[SlurmSubmission]
 
     @property
@@ -273,6 +275,10 @@ class Plan:
         return f"sourcetrace fetch {shlex.quote(str(self.recipe))} --workdir {shlex.quote(str(self.workdir))}"
 
     @property
+    def fetchable(self) -> list[Missing]:
+        return [m for m in self.missing if m.fetchable]
+
+    @property
     def exit_code(self) -> int:
         """Non-zero while anything is missing, even an input no unit of the plan names (a file the fetch
         registry knows a unit reads beside the one the recipe names)."""
@@ -281,7 +287,7 @@ class Plan:
     def to_json(self) -> dict:
         data = asdict(self)
         data.update(recipe=str(self.recipe), workdir=str(self.workdir), exit_code=self.exit_code,
-                    fetch_command=self.fetch_command if self.missing else None)
+                    fetch_command=self.fetch_command if self.fetchable else None)
         return _jsonable(data)
 
 
@@ -296,7 +302,8 @@ def _jsonable(value):
 
 
 def _training_done(study: Study, unit: Unit) -> bool:
-    """A training unit whose checkpoints are all there (the run would load them and train no step)."""
+    """A training unit whose checkpoints are all there and whole (`core.naming.checkpoint_complete`): the run
+    would train no step."""
     run = TrainingRun.parse(unit.name)
     arch = study.corpus_recipe.architectures[run.architecture]
     schedule = load_schedule(study.corpus_recipe.schedule)
@@ -308,7 +315,7 @@ def _training_done(study: Study, unit: Unit) -> bool:
         names = ([zero_init_name(s) for s in schedule.zero_init_seeds] if run.role == "zero-init"
                  else [step_name(s) for s in schedule.steps])
         wanted = [arch.runs / "checkpoints" / n for n in names] if arch.runs else []
-    return bool(wanted) and all(path is not None and path.is_dir() for path in wanted)
+    return bool(wanted) and all(path is not None and checkpoint_complete(path) for path in wanted)
 
 
 def plan_study(recipe: str | Path, workdir: str | Path | None = None, backend: str = "local",
@@ -337,10 +344,11 @@ def plan_study(recipe: str | Path, workdir: str | Path | None = None, backend: s
             unit_plans.append(UnitPlan(unit.name, state, lacks, blocked_stage if state == "blocked" and not lacks
                                        else None, costing.unit(unit)))
         total = Estimate()
-        for unit_plan in unit_plans:
+        for unit_plan in (u for u in unit_plans if u.state != "done"):  # what is left: a done unit costs nothing
             total.add(unit_plan.estimate.device_hours, unit_plan.estimate.disk_bytes)
             total.costs += [c for c in unit_plan.estimate.costs if c not in total.costs]
             total.lacking += [c for c in unit_plan.estimate.lacking if c not in total.lacking]
+            total.waits_for += [c for c in unit_plan.estimate.waits_for if c not in total.waits_for]
         submissions = [] if up_to_date or not isinstance(runner, SlurmBackend) else [
             SlurmSubmission(wave, len(same), runner.job_parameters(gpus, runner.job_name(stage)))
             for wave, gpus, same in runner.submissions(units)]
@@ -379,10 +387,12 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
     for stage in plan.stages:
         counts = {s: sum(1 for u in stage.units if u.state == s) for s in ("done", "pending", "blocked")}
         lines.append(f"[plan] {stage.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                     + f"; {_hours(stage.estimate.device_hours)}, writes {_bytes(stage.estimate.disk_bytes)}"
+                     + f"; remaining {_hours(stage.estimate.device_hours)}, writes {_bytes(stage.estimate.disk_bytes)}"
                      + (" (up to date)" if stage.up_to_date else ""))
         if stage.estimate.lacking:
             lines.append("    no estimate: the cost table lacks " + ", ".join(stage.estimate.lacking))
+        if stage.estimate.waits_for:
+            lines.append("    no estimate until in place: " + ", ".join(stage.estimate.waits_for))
         for unit in stage.units:
             why = ("needs " + ", ".join(f"{m.name} ({m.path})" for m in unit.lacks) if unit.lacks
                    else f"after {unit.after}, which is " + ("blocked" if unit.after in chosen else
@@ -399,13 +409,16 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
                          + ", requeued on preemption")
     hours = [s.estimate.device_hours for s in plan.stages]
     disk = [s.estimate.disk_bytes for s in plan.stages]
-    lines.append(f"[plan] total: {_hours(None if None in hours else sum(h or 0.0 for h in hours))}, "
+    lines.append(f"[plan] total remaining: {_hours(None if None in hours else sum(h or 0.0 for h in hours))}, "
                  f"writes {_bytes(None if None in disk else sum(d or 0 for d in disk))}")
     if plan.missing:
         lines.append(f"[plan] {len(plan.missing)} input(s) missing:")
         lines += [f"    {m.name}: {m.path}" + (f" ({_bytes(m.size)})" if m.size else "")
-                  + (f": {m.problem}: move it away and fetch it again" if m.problem else "") for m in plan.missing]
-        lines.append(f"[plan] get them with: {plan.fetch_command}")
+                  + (f": {m.problem}: move it away and fetch it again" if m.problem else "")
+                  + ("" if m.fetchable else ": not in the fetch catalogue, put it in place by hand") for m in plan.missing]
+        if plan.fetchable:
+            lines.append(f"[plan] get the catalogue's with: {plan.fetch_command}" if len(plan.fetchable) < len(plan.missing)
+                         else f"[plan] get them with: {plan.fetch_command}")
     lines.append("[plan] every unit can run" if plan.exit_code == 0 else
                  f"[plan] blocked: a run would stop at the first blocked stage (exit {plan.exit_code})")
     return lines

@@ -30,7 +30,7 @@ from sourcetrace.core.audio import MAX_CLIP_SECONDS
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import read_user_text
 from sourcetrace.core.naming import PRETRAINED, STORED_VOICE, checkpoint_label, finetune_name, step_name, zero_init_name
-from sourcetrace.core.plugins import GENERATORS, VOCODERS
+from sourcetrace.core.plugins import GENERATORS, VOCODERS, ArchitectureTraits, architecture_traits
 from sourcetrace.core.schema import (
     RECIPE_BENCHMARK,
     RECIPE_CORPUS,
@@ -191,9 +191,9 @@ def _names_a_config_file(config: str) -> bool:
 
 def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None, classes: bool = True) -> CorpusRecipe:
     """Validate a recipe's [corpus] table (read from `path`); every problem names the file and the key.
-    `classes=False` reads it without importing the architecture and vocoder classes (no torch: `run
-    --plan`), leaving the checks that need them (vocoders of end-to-end and zero-shot architectures)
-    to the run itself."""
+    `classes=False` reads it without importing the vocoder classes (no torch: `run --plan`): a vocoder's
+    `config` is told a file from a shipped config name by its spelling. The architectures' checks import
+    no class for a built-in (core.plugins.architecture_traits), so `run` and `--plan` make the same."""
 
     path = Path(path)
     base = Path(base) if base is not None else path.parent
@@ -231,10 +231,7 @@ def corpus_recipe(raw: dict, path: str | Path, base: str | Path | None = None, c
         except ValueError as exc:
             raise RecipeError(f"{awhere}: {exc}") from None
         vocoder = entry.get("vocoder")
-        if classes:
-            _check_against_class(name, references, vocoder, vocoders, awhere)
-        elif vocoder is not None and vocoder not in vocoders:
-            raise RecipeError(_unknown_vocoder(vocoder, vocoders, awhere))
+        _check_against_traits(name, references, vocoder, vocoders, awhere)
         architectures[name] = ArchitectureSpec(
             name, resolve(entry.get("runs")), resolve(entry.get("pretrained")),
             str(entry.get("pretrained_config", "default")), resolve(entry.get("finetuned")),
@@ -274,21 +271,26 @@ def _unknown_vocoder(vocoder, vocoders: dict, where: str) -> str:
     return f"{where}: 'vocoder' must name one of [corpus.vocoders] ({', '.join(sorted(vocoders))}), got {vocoder!r}"
 
 
-def _check_against_class(name: str, references: tuple, vocoder: str | None, vocoders: dict, where: str) -> None:
-    """What the architecture's class says of its entry: references for zero-shot models only, a
-    vocoder for mel models only."""
-    from sourcetrace.generators import EndToEndGenerator, ZeroShot, generator_class
-
-    if issubclass(generator_class(name), ZeroShot) != bool(references):
+def _check_against_traits(name: str, references: tuple, vocoder: str | None, vocoders: dict, where: str) -> None:
+    """What the architecture is (core.plugins.architecture_traits, no torch for a built-in) says of its
+    entry: references for zero-shot models only, a vocoder for mel models only."""
+    traits = _traits(name, where)
+    if traits.zero_shot != bool(references):
         raise RecipeError(f"{where}: " + ("a zero-shot architecture speaks in the voice of reference clips: give "
                                           "'references' (a list of audio files, or `speaker:NAME` for a "
                                           "voice the checkpoint stores)" if not references else
                                           f"{name} speaks in its trained voice: it takes no 'references'"))
-    end_to_end = issubclass(generator_class(name), EndToEndGenerator)
-    if end_to_end and vocoder is not None:
+    if traits.end_to_end and vocoder is not None:
         raise RecipeError(f"{where}: {name} is end to end (its own decoder makes the waveform): it takes no vocoder")
-    if not end_to_end and vocoder not in vocoders:
+    if not traits.end_to_end and vocoder not in vocoders:
         raise RecipeError(_unknown_vocoder(vocoder, vocoders, where))
+
+
+def _traits(name: str, where: str) -> ArchitectureTraits:
+    try:
+        return architecture_traits(name)
+    except SourcetraceError as exc:  # a plug-in whose class cannot be loaded
+        raise RecipeError(f"{where}: {exc}") from None
 
 
 def _finetune_speakers(corpus: dict, where: str) -> tuple[str, ...]:
@@ -432,13 +434,10 @@ def _check_protocols(benchmark: dict, where: str) -> None:
 
 def _check_trainable(arch: ArchitectureSpec, settings: TrainingSettings, where: str) -> None:
     """An inference-only architecture is asked for no training run."""
-    from sourcetrace.generators import InferenceOnly, generator_class
-
-    architecture = generator_class(arch.name)
+    reason = _traits(arch.name, where).inference_only
     trained = [r for r in ("scheduled", "finetuned") if r in arch.roles and (r == "scheduled" or arch.finetuned)]
-    if issubclass(architecture, InferenceOnly) and (
-            trained or (settings.pretrained == "train" and arch.pretrained is not None)):
-        raise RecipeError(f"{where}: {arch.name} is inference-only ({architecture.inference_only_reason}); "
+    if reason is not None and (trained or (settings.pretrained == "train" and arch.pretrained is not None)):
+        raise RecipeError(f"{where}: {arch.name} is inference-only ({reason}); "
                           "give it roles = [\"zero-init\"] (seeded models) or an official 'pretrained' with "
                           "[training] pretrained = 'official'")
 
@@ -448,7 +447,7 @@ STUDY_TABLES = ("study", "data", "training", "corpus", "features", "benchmark", 
 
 def load_study_recipe(path: str | Path, base: str | Path, classes: bool = True) -> StudyRecipe:
     """Read and validate every table of a study recipe; relative paths resolve against `base` (the work
-    folder). `classes=False`: without the architecture and vocoder classes (see `corpus_recipe`)."""
+    folder). `classes=False`: without the vocoder classes (see `corpus_recipe`)."""
     raw = read_recipe_file(path)
     extra = sorted(set(raw) - set(STUDY_TABLES))
     if extra:
@@ -473,8 +472,7 @@ def load_study_recipe(path: str | Path, base: str | Path, classes: bool = True) 
                                 training.get("tensorboard", True), training.get("deterministic", True))
     for arch in corpus.architectures.values():
         where = f"{path} [corpus.architectures.{arch.name}]"
-        if classes:
-            _check_trainable(arch, settings, where)
+        _check_trainable(arch, settings, where)
         if arch.finetuned is not None and arch.pretrained is None:
             raise RecipeError(f"{where}: a fine-tune starts from the pretrained checkpoint: give 'pretrained' too")
         if settings.pretrained == "train" and arch.pretrained is not None and naming.step_of(arch.pretrained.name) is None:

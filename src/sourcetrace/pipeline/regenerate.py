@@ -24,7 +24,7 @@ from sourcetrace.checkpoints.registry import official_path
 from sourcetrace.core.device import resolve_device
 from sourcetrace.core.errors import UsageError
 from sourcetrace.core.fileio import sha256_file
-from sourcetrace.core.naming import clip_location, journal_name, prompt_seed
+from sourcetrace.core.naming import CHECKPOINT_WEIGHTS, clip_location, journal_name, prompt_seed
 from sourcetrace.corpus.columns import ClipRecord, columns_of, spell
 from sourcetrace.corpus.journal import PARTS, append_journal, read_journal
 from sourcetrace.corpus.manifest import MANIFEST, Corpus, audio_facts, records
@@ -99,8 +99,6 @@ def condition_counts(jobs: list[Job], prompts: int) -> dict[str, int]:
 def hash_checkpoint(source: str | Path) -> str:
     """The hash of the weights a checkpoint is loaded from: a folder's safetensors, or the official
     file, found as loading finds it (official_path: a file given by another registry name of it)."""
-    from sourcetrace.generators.base import CHECKPOINT_WEIGHTS
-
     source = official_path(source)
     weights = source / CHECKPOINT_WEIGHTS if source.is_dir() else source
     if not weights.is_file():

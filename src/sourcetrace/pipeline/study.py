@@ -88,7 +88,7 @@ class Unit:
 
 
 class Study:
-    """A recipe in a work folder. `classes=False` reads the recipe without the model classes (no
+    """A recipe in a work folder. `classes=False` reads the recipe without the vocoder classes (no
     torch): enough to plan the study (`plan.py`), not to run it."""
 
     def __init__(self, recipe_path: str | Path, workdir: str | Path | None = None, classes: bool = True):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sourcetrace.checkpoints.registry import load_schedule
 from sourcetrace.core.errors import UsageError
-from sourcetrace.core.naming import finetune_name, is_speaker_id, step_name, zero_init_name
+from sourcetrace.core.naming import checkpoint_complete, finetune_name, is_speaker_id, step_name, zero_init_name
 from sourcetrace.datasets.hifitts import HiFiTTS
 from sourcetrace.datasets.ljspeech import LJSpeech, standard_split
 
@@ -26,7 +26,7 @@ def save_zero_inits(architecture: str, config: str | None, seeds, run_dir: Path)
     folders = []
     for seed in seeds:
         folder = Path(run_dir) / "checkpoints" / zero_init_name(seed)
-        if not (folder / "generator.json").is_file():
+        if not checkpoint_complete(folder):
             save_zero_init(build_generator(architecture, config, seed), run_dir, folder.name)
         folders.append(folder)
     return folders
