@@ -57,19 +57,6 @@ def confusion(y_true, y_pred, labels=None) -> tuple[list[str], np.ndarray]:
     return [str(x) for x in labels], confusion_matrix(y_true, y_pred, labels=labels)
 
 
-def ood_metrics(known_scores, unknown_scores) -> dict:
-    """Detection of unknown clips from outlier scores (higher = more likely unknown): eer and its
-    threshold (a score above it means unknown), auroc (unknown as the positive class) and
-    fpr_at_95tpr, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them."""
-    known = np.asarray(known_scores, dtype=np.float64)
-    unknown = np.asarray(unknown_scores, dtype=np.float64)
-    if len(known) == 0 or len(unknown) == 0:
-        raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
-    eer, threshold = eer_and_threshold(known, unknown)
-    return {"eer": eer, "threshold": threshold, "auroc": auroc(known, unknown),
-            "fpr_at_95tpr": fpr_at_tpr(known, unknown), "n_known": int(len(known)), "n_unknown": int(len(unknown))}
-
-
 # ---- open-set scoring as the published source-tracing results report it -------------------------
 # Sign convention, everywhere below: an out-of-domain score is higher for a clip more likely to come
 # from an unseen system, and a clip scoring above a threshold is called "unknown".
