@@ -256,7 +256,8 @@ KNN = "knn-distance(k=1,metric=euclidean,statistic=mean)"
 ], ids=["detection-empty", "dataset-list", "closed-set-no-f1", "rate-text", "rate-bool", "threshold-text",
         "calibration-null", "no-scores", "bad-rule", "negative-count", "block-list"])
 def test_a_hostile_open_set_block_is_refused_by_name_not_a_crash(tmp_path, capsys, open_set_result, change, problem):
-    """Each passed validation and then crashed the leaderboard (exit 70) before the block was checked whole."""
+    """Each passed validation and then crashed the leaderboard (exit 70) before the block was checked whole;
+    `leaderboard render` and a board's `add` refuse it by the one check (number_problems)."""
     result = copy.deepcopy(open_set_result)
     change(result)
     assert any(problem in p for p in number_problems(result)), number_problems(result)
@@ -265,6 +266,12 @@ def test_a_hostile_open_set_block_is_refused_by_name_not_a_crash(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "r.json: refused: " in err and problem in err
     assert not (tmp_path / "site").exists()
+    assert main(["leaderboard", "init", str(tmp_path / "board"), "--corpus-sha256", result["corpus"]["sha256"],
+                 "--protocols", result["protocol"]["name"]]) == 0
+    assert main(["leaderboard", "add", str(tmp_path / "r.json"), "--board", str(tmp_path / "board"),
+                 "--submitter", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "r.json: refused: " in err and problem in err
 
 
 def test_calibration_rows_in_the_query_are_refused():
