@@ -126,7 +126,9 @@ def fpr_at_tpr(known_scores, unknown_scores, tpr: float = 0.95) -> float:
 
 
 def detection_metrics(known_scores, unknown_scores) -> dict:
-    """EER, AUROC and FPR95 of known versus unseen clips from their out-of-domain scores."""
+    """EER (and its threshold), AUROC and FPR95 of known versus unseen clips from their out-of-domain
+    scores, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them: the one set of names of a
+    results file's open-set detection block and of unknown detection's calibration and evaluation."""
     eer, threshold = eer_and_threshold(known_scores, unknown_scores)
     return {"eer": eer, "eer_threshold": threshold, "auroc": auroc(known_scores, unknown_scores),
             "fpr95": fpr_at_tpr(known_scores, unknown_scores), "n_known": int(np.size(known_scores)),
