@@ -12,6 +12,7 @@ from sourcetrace.attribution.extractors import build_extractor
 from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.figures import plot_checkpoint_confusions, plot_f1_versus_k
+from sourcetrace.benchmark.openset import protocol_open_set
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, ProtocolError, UnsatisfiableProtocol
 from sourcetrace.benchmark.results import ResultError, file_slug, load_result, result_file_name
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
@@ -38,7 +39,9 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
               out: str | Path, seeds=(0, 1, 2), holdout: list[str] | None = None, figures: bool = True,
               device: str = "auto", dtype: str = "fp32", models_dir: str | None = None, progress: bool = True,
               command: str | None = None, log=print, max_seconds: float | None = MAX_CLIP_SECONDS) -> int:
-    """Run every protocol for every (extractor spec, attributor spec) system.
+    """Run every protocol for every (extractor spec, attributor spec) system. An open-set protocol (a
+    public set's official splits) also gets its `open_set` block (benchmark.openset.protocol_open_set),
+    or `open_set_not_scored` saying why its lists cannot give one.
 
     Returns the number of failures (rejected clips count as one, each protocol that cannot run as one).
     """
@@ -73,7 +76,9 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
             identity = {"protocol_sha256": protocol.sha256, "corpus_sha256": corpus_id["sha256"],
                         "fingerprint_sha256": extractor.fingerprint_hash, "attributor": spec.id,
                         "seeds": list(seeds),
-                        "holdout": sorted(holdout or []) if protocol.uses_holdout else []}
+                        "holdout": sorted(holdout or []) if protocol.uses_holdout else [],
+                        # results of an open-set protocol from before it was scored open set are stale
+                        **({"scoring": "closed set on known systems + open set"} if protocol.open_set else {})}
             previous = _up_to_date(out / name, identity)
             if previous is not None:
                 all_results.append(previous)
@@ -82,17 +87,24 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
             try:
                 run = run_protocol(protocol, table, X, spec, seeds=seeds, usable=usable, holdout=holdout, curves=figures,
                                    device=device)
+                open_set, not_scored = (protocol_open_set(protocol, table, X, spec, seeds[0], usable=usable, device=device)
+                                        if protocol.open_set else (None, ""))
             except (UnsatisfiableProtocol, ProtocolError, ValueError) as exc:
                 failures += 1
                 log(f"[bench] {protocol.name} with {extractor.name}: FAILED: {exc}")
                 continue
             result = make_result(protocol, run, spec, extractor.name, extractor.fingerprint, extractor.fingerprint_hash,
-                                 corpus_id, seeds, command)
+                                 corpus_id, seeds, command, open_set=open_set)
+            if not_scored:
+                result["open_set_not_scored"] = not_scored
             result["figures"], result["identity"] = {}, identity
             all_results.append(result)
             computed.append(result)
             levels = ", ".join(f"{lv} {v['mean']:.3f} ± {v['std']:.3f}" for lv, v in run["levels"].items())
-            log(f"[bench] {protocol.name} ({extractor.name}): {levels}")
+            scope = f" [macro F1 on {run['levels'][protocol.levels[0]]['scored_on']}]" if protocol.open_set else ""
+            log(f"[bench] {protocol.name} ({extractor.name}): {levels}{scope}")
+            for line in open_set_lines(open_set, not_scored):
+                log(f"[bench]   {line}")
     if figures and computed:
         _figures(all_results, table, out)
     for result in all_results if computed else []:  # figure links may change for reused results too
@@ -104,6 +116,19 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
         log("\n" + summary)
     log(f"[bench] results in {out}" + (f"; {failures} failure(s)" if failures else ""))
     return failures
+
+
+def open_set_lines(block: dict | None, not_scored: str = "") -> list[str]:
+    """What bench prints of a result's open-set block: one line per out-of-domain score."""
+    if block is None:
+        return [f"open set not scored: {not_scored}"] if not_scored else []
+    lines = [f"open set ({block['level']} level, threshold by {block['threshold_rule']} on calibration, "
+             f"{block['n_query']} query clips): closed-set macro F1 on known systems {block['closed_set']['macro_f1']:.3f}"]
+    for name, entry in block["scores"].items():
+        detection = entry["detection"]
+        lines.append(f"  {name}: open-set macro F1 (unknown a class) {entry['open_set']['macro_f1']:.3f}, "
+                     f"EER {detection['eer']:.3f}, AUROC {detection['auroc']:.3f}, FPR95 {detection['fpr95']:.3f}")
+    return lines
 
 
 def _figures(results: list[dict], table: ClipTable, out: Path) -> None:

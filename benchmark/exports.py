@@ -1,6 +1,9 @@
 """The leaderboard's tables beside its page: leaderboard.md, leaderboard.csv and leaderboard.json
 (Hugging Face model-index). `columns` are (protocol name, Table-1 row, title, levels) in Table-1
-order; `rows` are the systems, then the published reference rows (those with a `source`)."""
+order; `rows` are the systems, then the published reference rows (those with a `source`); `marks`
+(protocol name -> †/‡, summary.scope_marks) says which protocols' closed-set cells count known systems
+only. A system's `open` holds the open-set blocks of its results by protocol: the CSV gives them one
+column per (protocol, out-of-domain score, OPEN_SET_COLUMNS metric), the model-index one metric each."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import html
 import io
 
 from sourcetrace.benchmark.scrub import last_part
-from sourcetrace.benchmark.summary import LEVEL_SHORT, score_cell
+from sourcetrace.benchmark.summary import KNOWN_SYSTEMS, LEVEL_SHORT, scope_footnotes, score_cell
 
 
 def escaped(text) -> str:
@@ -27,8 +30,10 @@ def corpus_line(corpus: dict) -> tuple[str, str, str]:
     return str(corpus.get("path", "")), corpus["sha256"][:16], str(corpus.get("n_clips", "?"))
 
 
-def markdown_table(title, corpus, columns, rows) -> str:
-    head = ["attributor", "extractor"] + [f"{_md(name)} {LEVEL_SHORT[lv]}" for name, _, _, levels in columns for lv in levels]
+def markdown_table(title, corpus, columns, rows, marks=None) -> str:
+    marks = marks or {}
+    head = ["attributor", "extractor"] + [f"{_md(name)} {LEVEL_SHORT[lv]}{' ' + marks[name] if name in marks else ''}"
+                                          for name, _, _, levels in columns for lv in levels]
     path, sha, clips = corpus_line(corpus)
     lines = [f"# {_md(title)}", "", f"Corpus {_md(path)} (sha256 {sha}), {_md(clips)} clips. Macro F1, mean ± std over seeds.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -36,6 +41,7 @@ def markdown_table(title, corpus, columns, rows) -> str:
         label = _md(row["attributor"]) + (" **[published reference, full-scale corpus]**" if "source" in row else "")
         cells = [score_cell(row["cells"].get((name, lv))) for name, _, _, levels in columns for lv in levels]
         lines.append("| " + " | ".join([label, _md(row["extractor"]), *cells]) + " |")
+    lines += [line for note in scope_footnotes(marks) for line in ("", _md(note))]
     return "\n".join(lines) + "\n"
 
 
@@ -48,14 +54,26 @@ OPEN_SET_NOTE = ("Threshold set on the calibration split (at its EER, or as the 
                  "means unknown).")
 
 
+def open_set_values(block: dict) -> dict[str, list[float]]:
+    """Out-of-domain score -> its OPEN_SET_COLUMNS numbers, from a result's open-set block."""
+    return {name: [float((block["closed_set"] if part == "closed_set" else entry[part])[key])
+                   for part, key, _ in OPEN_SET_COLUMNS]
+            for name, entry in sorted(block["scores"].items())}
+
+
 def open_set_rows(system: dict, result: dict, link: str) -> list[dict]:
     """One row per out-of-domain score of a result's open-set block, its numbers formatted."""
     block = result["open_set"]
     return [{"protocol": result["protocol"]["name"], "short": system["short"], "attributor": system["attributor"],
              "extractor": system["extractor"], "score": name, "rule": block.get("threshold_rule", "eer"), "link": link,
-             "values": [f"{(block['closed_set'] if part == 'closed_set' else entry[part])[key]:.3f}"
-                        for part, key, _ in OPEN_SET_COLUMNS]}
-            for name, entry in sorted(block["scores"].items())]
+             "values": [f"{v:.3f}" for v in values]}
+            for name, values in open_set_values(block).items()]
+
+
+def open_set_columns(rows) -> list[tuple[str, str]]:
+    """(protocol, out-of-domain score) of every open-set block the rows hold, sorted."""
+    return sorted({(protocol, score) for row in rows for protocol, block in row.get("open", {}).items()
+                   for score in block["scores"]})
 
 
 def open_set_markdown(rows: list[dict], references: list[dict]) -> str:
@@ -77,8 +95,13 @@ def open_set_markdown(rows: list[dict], references: list[dict]) -> str:
 
 
 def csv_table(columns, rows) -> str:
-    """The table as CSV: one row per system, mean and std per (protocol, level). Text cells that a
-    spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe."""
+    """The table as CSV: one row per system, mean and std per (protocol, level) (`known-systems` or
+    `every-clip` in the header where the results say what an open-set protocol's closed set counts),
+    then the open-set numbers: one column per (protocol, out-of-domain score, metric), `open-set` in
+    the header. Text cells that a spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe."""
+    scope = {cell: " known-systems" if entry["scored_on"] == KNOWN_SYSTEMS else " every-clip"
+             for row in rows for cell, entry in row["cells"].items() if "scored_on" in entry}
+    open_columns = open_set_columns(rows)
 
     def text(value) -> str:
         value = str(value)
@@ -87,20 +110,33 @@ def csv_table(columns, rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["attributor", "extractor", "published_reference"]
-                    + [f"{name} {level} {stat}" for name, _, _, levels in columns for level in levels for stat in ("mean", "std")])
+                    + [f"{name} {level}{scope.get((name, level), '')} {stat}" for name, _, _, levels in columns for level in levels
+                       for stat in ("mean", "std")]
+                    + [f"{protocol} open-set {score} {column}" for protocol, score in open_columns
+                       for _, _, column in OPEN_SET_COLUMNS])
     for row in rows:
         numbers = []
         for name, _, _, levels in columns:
             for level in levels:
                 entry = row["cells"].get((name, level))
                 numbers += ["", ""] if entry is None else [repr(float(entry["mean"])), repr(float(entry["std"]))]
+        for protocol, score in open_columns:
+            block = row.get("open", {}).get(protocol)
+            values = open_set_values(block).get(score) if block else None
+            numbers += [""] * len(OPEN_SET_COLUMNS) if values is None else [repr(v) for v in values]
         writer.writerow([text(row["attributor"]), text(row["extractor"]), "source" in row, *numbers])
     return buffer.getvalue()
 
 
+#: The model-index metric type of each OPEN_SET_COLUMNS entry.
+OPEN_SET_TYPES = {"closed F1": "f1", "open F1": "f1", "EER": "eer", "AUROC": "roc_auc", "FPR95": "fpr95"}
+
+
 def model_index(corpus, columns, systems) -> dict:
     """Hugging Face model-index (the model card metadata leaderboards read): one entry per system,
-    one metric per (protocol, level), std and seeds in the metric's args."""
+    one metric per (protocol, level), std and seeds in the metric's args (and `scored_on` where the
+    result says what its closed set counts); one metric per open-set number (protocol, out-of-domain
+    score, OPEN_SET_COLUMNS metric), the threshold rule and level in its args."""
     entries = []
     for system in systems:
         metrics = []
@@ -108,10 +144,20 @@ def model_index(corpus, columns, systems) -> dict:
             for level in levels:
                 entry = system["cells"].get((name, level))
                 if entry is not None:
-                    metrics.append({"type": "f1", "name": f"macro F1, {name} ({level} level)", "value": entry["mean"],
+                    scored = {"scored_on": entry["scored_on"]} if "scored_on" in entry else {}
+                    metrics.append({"type": "f1", "name": f"macro F1, {name} ({level} level"
+                                    + (", closed set" if scored else "") + ")", "value": entry["mean"],
                                     "config": f"{name}/{level}",
                                     "args": {"average": "macro", "protocol": name, "level": level, "std": entry["std"],
-                                             "seeds": system["seeds"][name]}})
+                                             "seeds": system["seeds"][name], **scored}})
+        for name, block in sorted(system.get("open", {}).items()):
+            for score, values in open_set_values(block).items():
+                for (_, _, column), value in zip(OPEN_SET_COLUMNS, values):
+                    metrics.append({"type": OPEN_SET_TYPES[column], "name": f"open set {column}, {name} ({score})",
+                                    "value": value, "config": f"{name}/open-set/{score}",
+                                    "args": {"protocol": name, "ood_score": score, "metric": column,
+                                             "level": block.get("level"), "threshold_rule": block.get("threshold_rule"),
+                                             "dataset": block.get("dataset")}})
         entries.append({"name": f"{system['attributor']} + {system['extractor']}", "results": [{
             "task": {"type": "audio-classification", "name": "audio deepfake model attribution (source tracing)"},
             "dataset": {"type": "sourcetrace-corpus", "name": last_part(str(corpus.get("path") or "corpus")),

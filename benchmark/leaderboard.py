@@ -27,7 +27,7 @@ from sourcetrace.benchmark.exports import (
 from sourcetrace.benchmark.figures import figure_file
 from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name, result_paths
 from sourcetrace.benchmark.scrub import public_copy
-from sourcetrace.benchmark.summary import protocol_order, system_key
+from sourcetrace.benchmark.summary import protocol_order, scope_footnotes, scope_marks, system_key
 from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
 from sourcetrace.core.plugins import ATTRIBUTORS
 from sourcetrace.core.schema import LEVELS, STUDY_LEVELS
@@ -138,12 +138,13 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
     for (source, _), r in zip(loaded, results):
         system = systems.setdefault(system_key(r), {"attributor": r["attributor"]["id"], "short": short_attributor(r["attributor"]),
                                                     "extractor": r["features"]["extractor"], "cells": {}, "links": {},
-                                                    "seeds": {}, "figures": []})
+                                                    "seeds": {}, "figures": [], "open": {}})
         link = f"results/{result_file_name(r['protocol']['name'], r['attributor']['id'], r['features']['extractor'])}"
         write_json_atomic(out / link, r)
         system["links"][r["protocol"]["name"]], system["seeds"][r["protocol"]["name"]] = link, r["seeds"]
         if "open_set" in r:
             open_rows += open_set_rows(system, r, link)
+            system["open"][r["protocol"]["name"]] = r["open_set"]
         for level, entry in r["levels"].items():
             system["cells"][(r["protocol"]["name"], level)] = entry
         for name, rel in sorted(r.get("figures", {}).items()):
@@ -166,10 +167,11 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
             refs.append({**ref, "short": ref["attributor"], "cells": {k: v for k, v in cells.items() if v}})
     corpus, rows = results[0]["corpus"], [*systems.values(), *refs]
     open_refs = open_set_reference_rows({r["open_set"].get("dataset") for r in results if "open_set" in r})
-    write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows)
+    marks = scope_marks(results)
+    write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows, marks)
                       + (open_set_markdown(open_rows, open_refs) if open_rows else ""))
     write_text_atomic(out / "leaderboard.csv", csv_table(columns, rows))
-    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows, open_rows, open_refs))
+    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows, open_rows, open_refs, marks))
     write_json_atomic(out / "leaderboard.json", model_index(corpus, columns, list(systems.values())))
     return out / "index.html"
 
@@ -184,7 +186,7 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("sourcetrace.benchma
                                 finalize=_escape_output, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
-def _page(title, corpus, columns, rows, open_rows=(), open_refs=()) -> str:
+def _page(title, corpus, columns, rows, open_rows=(), open_refs=(), marks=None) -> str:
     """index.html: the table (sortable, one level or all), its protocols' legend, links to the exports."""
     by_level = [(level, [(name, row, ptitle) for name, row, ptitle, levels in columns if level in levels])
                 for level in LEVELS]
@@ -195,8 +197,10 @@ def _page(title, corpus, columns, rows, open_rows=(), open_refs=()) -> str:
     shown = "both" if n_scores <= MAX_COLUMNS_BOTH_LEVELS or len(by_level) == 1 else one
     # "both" shows every level (the study has two); selecting one level hides the others' columns.
     named = [level for level in LEVELS if level in STUDY_LEVELS or level in present]
+    marks = marks or {}
     headers = [{"level": level, "name": name, "title": ptitle, "number": "" if row is None else f"{row:02d}",
-                "label": _short_protocol(name)} for level, cols in by_level for name, row, ptitle in cols]
+                "label": _short_protocol(name) + (f" {marks[name]}" if name in marks else "")}
+               for level, cols in by_level for name, row, ptitle in cols]
     every = "both" if len(by_level) == 2 else "all levels"
     choices = [(level, f"{level} level") for level in present] + ([("both", every)] if len(by_level) > 1 else [])
     references = [r["source"] for r in rows if "source" in r]
@@ -208,7 +212,7 @@ def _page(title, corpus, columns, rows, open_rows=(), open_refs=()) -> str:
         headers=headers, rows=[_page_row(row, headers) for row in rows],
         reference_source=references[0] if references else None,
         legend=[("" if row is None else f"{row:02d}", name, ptitle) for name, row, ptitle, _ in columns],
-        open_rows=list(open_rows), open_columns=[c for _, _, c in OPEN_SET_COLUMNS], open_note=OPEN_SET_NOTE,
+        scope_notes=scope_footnotes(marks), open_rows=list(open_rows), open_columns=[c for _, _, c in OPEN_SET_COLUMNS], open_note=OPEN_SET_NOTE,
         open_refs=[{**ref, "published": "; ".join(f"{n['value']:g} {n['what']}" for n in ref["numbers"])}
                    for ref in open_refs])
 

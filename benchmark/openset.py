@@ -6,6 +6,13 @@ The attributor, fitted on the support, answers every query clip (closed set); ea
 score (`attribution.ood_scores`), fitted on the same support, scores calibration and query; its
 threshold is set on the calibration clips (`unknown.threshold_by_rule`: at their EER, or at a stated
 share of known clips called unknown) and applied unchanged to the query (`unknown.open_set_report`).
+
+`protocol_open_set` does this for an open-set protocol (`Protocol.open_set`) in `sourcetrace bench`.
+Its default out-of-domain scores are all five: the distance scores need only the support vectors, and
+energy / max-logit fit their own linear probe on the same support whatever the attributor is (kNN
+included); a probe fits wherever an attributor does (a support of two systems or more: every
+attributor and score refuses fewer), so no attributor rules them out. The probe is their cost (a
+logistic regression on the whole support); a protocol's `ood_scores` names fewer where that matters.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from sourcetrace.attribution.unknown import (
     open_set_report,
     threshold_by_rule,
 )
+from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits
 from sourcetrace.benchmark.runner import AttributorSpec, build_on_device
 from sourcetrace.core.errors import UsageError
 
@@ -65,9 +73,12 @@ def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: Attri
     if unseen_in_support:
         raise UsageError(f"calibration/query systems {', '.join(unseen_in_support[:5])} are not in the support and not "
                          f"labelled {UNKNOWN!r}: label systems outside the support {UNKNOWN!r}")
-    cal_known = known_and_unknown(labels[calibration], "open-set calibration")
-    known_and_unknown(labels[query], "open-set query")
     check_threshold_rule(rule)
+    cal_known = labels[calibration] != UNKNOWN
+    problem = calibration_problem(int(cal_known.sum()), int((~cal_known).sum()), rule)
+    if problem:
+        raise UsageError(problem)
+    known_and_unknown(labels[query], "open-set query")
     scores = build_ood_scores(ood_scores)
     Xs, ys = X[support], labels[support]
     attributor = build_on_device(spec, device).fit(Xs, ys)
@@ -78,7 +89,8 @@ def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: Attri
         cal = in_blocks(ood.score, X, calibration)
         threshold = threshold_by_rule(cal[cal_known], cal[~cal_known], rule)
         report = open_set_report(labels[query], closed_pred, in_blocks(ood.score, X, query), threshold)
-        report["calibration"] = {"eer": eer_and_threshold(cal[cal_known], cal[~cal_known])[0], "threshold": threshold,
+        cal_eer = eer_and_threshold(cal[cal_known], cal[~cal_known])[0] if (~cal_known).any() else None
+        report["calibration"] = {"eer": cal_eer, "threshold": threshold,
                                  "n_known": int(cal_known.sum()), "n_unknown": int((~cal_known).sum())}
         by_score[ood.id] = report
     closed = next(iter(by_score.values()))["closed_set"]
@@ -100,3 +112,37 @@ def build_ood_scores(specs) -> list[OODScore]:
                              f"({score.id}): give each once")
         first_spec[score.id] = text
     return scores
+
+
+def calibration_problem(n_known: int, n_unknown: int, rule: str) -> str:
+    """Why calibration clips cannot fix a threshold by `rule` ("" when they can): every rule needs
+    known clips; the EER also needs clips of unseen systems."""
+    if n_known and (n_unknown or rule != "eer"):
+        return ""
+    return (f"open-set calibration by the rule {rule!r} needs clips of known systems"
+            + (f" and clips labelled {UNKNOWN!r}" if rule == "eer" else "")
+            + f", got {n_known} known and {n_unknown} unknown")
+
+
+def protocol_open_set(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec, seed: int,
+                      usable: np.ndarray | None = None, device: str = "cpu") -> tuple[dict | None, str]:
+    """(the `open_set` block, "") of an open-set protocol's split at its first level (a set's system),
+    or (None, why not) where the set's lists cannot give one: a query or calibration without clips of
+    known systems (ASVspoof 5: every dev and eval system is unseen), or without unseen ones. The lists
+    are the same for every seed: one block, from `seed`'s split."""
+    [split] = build_splits(protocol, table, [seed], usable=usable)
+    level = protocol.levels[0]
+    labels = table.labels(level).astype(object)
+    query, calibration = split.truth(table, level), split.truth(table, level, "calibration")
+    labels[split.query], labels[split.calibration] = query, calibration
+    unseen = int((query == UNKNOWN).sum())
+    if not len(query) - unseen or not unseen:
+        return None, (f"the query holds {len(query) - unseen} clips of known systems and {unseen} of unseen ones: "
+                      "known versus unseen needs both")
+    why = calibration_problem(int((calibration != UNKNOWN).sum()), int((calibration == UNKNOWN).sum()), protocol.threshold)
+    if why:
+        return None, why
+    block = run_open_set(X, labels, split.support, split.calibration, split.query, spec,
+                         ood_scores=protocol.ood_scores or DEFAULT_OOD_SCORES, rule=protocol.threshold, device=device,
+                         dataset=protocol.dataset or None)
+    return {**block, "level": level}, ""

@@ -31,6 +31,14 @@ label at a level is absent from the support is labelled `unknown` there (`Split.
 sets define unseen systems. `disjoint = ["speaker"]`: calibration and query clips sharing a value
 of these columns with the support are dropped (counted in the split), the leak-free variants.
 A protocol-level `where` narrows every side of any protocol (say, WaveFake's LJSpeech vocoders).
+
+A public set's protocol names its set (`dataset = "mlaad"`, a `corpus import --format` name: the
+leaderboard's published reference rows are looked up by it). With a calibration side and
+`unseen = "unknown"` it is an open-set protocol (`Protocol.open_set`): bench scores it closed set
+on the query clips of known systems and open set (benchmark.openset) with the threshold `threshold`
+fixes on calibration ("eer", the default, as TADA and the MLAAD baseline; or "fpr=R", for a set whose
+calibration split holds known systems only) and the out-of-domain scores `ood_scores` names
+(default: every score of attribution.ood_scores).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from sourcetrace.core.fileio import read_user_text
 from sourcetrace.core.naming import checkpoint_role, finetune_speaker, step_of
 from sourcetrace.core.schema import LEVELS, PROTOCOL, STUDY_LEVELS, check
 from sourcetrace.corpus.columns import ClipRecord
+from sourcetrace.corpus.sets import FORMATS
 
 
 class ProtocolError(SourcetraceError, ValueError):
@@ -116,9 +125,17 @@ class Protocol:
     where: tuple[tuple[str, tuple[str, ...]], ...] = ()  # every side: only clips with these column values
     disjoint: tuple[str, ...] = ()           # columns whose values calibration and query may not share with support
     unseen: str = ""                         # "unknown": labels absent from support are `unknown` off support
+    dataset: str = ""                        # the public set's `corpus import --format` name
+    threshold: str = "eer"                   # the open-set threshold rule (unknown.threshold_by_rule)
+    ood_scores: tuple[str, ...] = ()         # open-set out-of-domain score specs; empty: openset's default
     sha256: str = ""
     source: str = ""
     definition: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def open_set(self) -> bool:
+        """A calibration side and unseen systems labelled unknown: scored closed set on known systems, and open set."""
+        return self.calibration is not None and self.unseen == UNKNOWN
 
     @property
     def uses_holdout(self) -> bool:
@@ -142,7 +159,14 @@ def _where(raw: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 def _check_shipped(raw: dict, source: str) -> None:
-    """A shipped-split protocol selects every side by `where` only; the others have no calibration."""
+    """A shipped-split protocol selects every side by `where` only; the others have no calibration.
+    Open-set settings need a calibration side and unseen systems; `dataset` names a set sourcetrace reads."""
+    if ("threshold" in raw or "ood_scores" in raw) and not ("calibration" in raw and raw.get("unseen") == UNKNOWN):
+        raise ProtocolError(f"{source}: threshold and ood_scores are open-set settings: they need a calibration "
+                            f"side and unseen = \"{UNKNOWN}\"")
+    if "dataset" in raw and raw["dataset"] not in FORMATS:
+        raise ProtocolError(f"{source}: dataset {raw['dataset']!r} is not a set sourcetrace reads; say one of "
+                            f"{', '.join(FORMATS)} (the corpus import --format names)")
     sides = [side for side in ("support", "calibration", "query") if side in raw]
     if raw["prompts"] != "shipped":
         if "calibration" in raw or "disjoint" in raw or any("where" in raw[side] for side in sides):
@@ -180,6 +204,7 @@ def parse_protocol(text: str, name: str, source: str = "<string>") -> Protocol:
         table1_row=raw.get("table1_row"), sha256=hashlib.sha256(text.encode()).hexdigest(), source=source,
         calibration=_selection(raw["calibration"], f"{source}: calibration") if "calibration" in raw else None,
         where=_where(raw.get("where", {})), disjoint=tuple(raw.get("disjoint", ())), unseen=raw.get("unseen", ""),
+        dataset=raw.get("dataset", ""), threshold=raw.get("threshold", "eer"), ood_scores=tuple(raw.get("ood_scores", ())),
         definition=raw,
     )
 

@@ -9,9 +9,11 @@ import numpy as np
 
 from sourcetrace.attribution.base import Attributor
 from sourcetrace.attribution.knn import KNNAttributor
-from sourcetrace.attribution.metrics import confusion, macro_f1, per_class_report
+from sourcetrace.attribution.metrics import accuracy, confusion, macro_f1, per_class_report
+from sourcetrace.attribution.unknown import UNKNOWN
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits
 from sourcetrace.benchmark.results import SCHEMA_VERSION, now_utc, package_versions, seed_summary
+from sourcetrace.benchmark.summary import EVERY_QUERY_CLIP, KNOWN_SYSTEMS
 from sourcetrace.core.errors import UsageError
 from sourcetrace.core.plugins import ATTRIBUTORS
 
@@ -107,7 +109,9 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
                  curves: bool = False, device: str = "cpu") -> dict:
     """Every seed (and vocoder variant) of one protocol -> the `levels` part of a results file.
 
-    `device`: where kNN searches ("cpu", "cuda", "auto")."""
+    `device`: where kNN searches ("cpu", "cuda", "auto"). An open-set protocol (`Protocol.open_set`)
+    scores its macro F1 (and accuracy) on the query clips of known systems, as the sets publish closed-set
+    numbers, and says so in each level's `scored_on`; its confusion keeps every query clip."""
     splits = build_splits(protocol, table, list(seeds), usable=usable, holdout=holdout)
     per_level: dict[str, dict] = {lv: {"per_seed": [], "true": [], "pred": [], "labels": set()} for lv in protocol.levels}
     split_info = []
@@ -120,10 +124,19 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             # (say, an architecture a hold-out query lacks) has no F1 to measure.
             labels = sorted(set(y_true) | set(preds[level]))
             acc = per_level[level]
-            acc["per_seed"].append({"seed": split.seed, "variant": split.variant,
-                                    "macro_f1": macro_f1(y_true, preds[level], labels=labels),
-                                    "n_support": int(len(split.support)), "n_query": int(len(split.query)),
-                                    "n_classes": len(labels)})
+            entry = {"seed": split.seed, "variant": split.variant,
+                     "macro_f1": macro_f1(y_true, preds[level], labels=labels),
+                     "n_support": int(len(split.support)), "n_query": int(len(split.query)), "n_classes": len(labels)}
+            known = y_true != UNKNOWN
+            if protocol.open_set and known.any():
+                scored_true, scored_pred = y_true[known], preds[level][known]
+                scored_labels = sorted(set(scored_true) | set(scored_pred))
+                entry.update(macro_f1=macro_f1(scored_true, scored_pred, labels=scored_labels),
+                             accuracy=accuracy(scored_true, scored_pred), n_scored=int(known.sum()),
+                             n_classes=len(scored_labels))
+            if protocol.open_set:
+                acc["scored_on"] = KNOWN_SYSTEMS if known.any() else EVERY_QUERY_CLIP
+            acc["per_seed"].append(entry)
             acc["true"].append(y_true)
             acc["pred"].append(preds[level])
             acc["labels"].update(labels)
@@ -144,6 +157,7 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             "per_seed": acc["per_seed"],
             "confusion": {"labels": names, "matrix": matrix.tolist(), "pooled_over": "seeds and variants"},
             "per_class": per_class_report(y_true, y_pred, labels=labels),
+            **({"scored_on": acc["scored_on"]} if protocol.open_set else {}),
         }
         if (curves and ATTRIBUTORS[spec.name].votes_among_neighbours and not protocol.disjoint_checkpoints
                 and all(len(s.validation) for s in splits)):  # a set's dev list may hold unseen systems only

@@ -4,6 +4,7 @@ labels and the official splits checked against counts made here from what the re
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections import Counter
@@ -12,10 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
+from test_openset import tada_eer
 
 from sourcetrace.attribution.extractors import build_extractor
+from sourcetrace.attribution.knn import KNNAttributor
+from sourcetrace.attribution.ood_scores import build_ood_score
 from sourcetrace.attribution.store import FeatureStore
-from sourcetrace.benchmark.protocol import ClipTable, build_splits, load_protocol, load_suite
+from sourcetrace.benchmark.openset import DEFAULT_OOD_SCORES
+from sourcetrace.benchmark.protocol import ClipTable, ProtocolError, build_splits, load_protocol, load_suite
+from sourcetrace.benchmark.runner import AttributorSpec, make_result, predict_levels, run_protocol
+from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main
 from sourcetrace.core.errors import UsageError
 from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, verify_corpus
@@ -391,3 +400,151 @@ def test_a_missing_protocol_file_is_reported_not_ignored(tmp_path):
     report = import_dataset(root, tmp_path / "c", in_place=True)
     assert report.skipped == [f"{protocol}: no such protocol file: its clips are not imported"]
     assert report.clips == sum(1 for s, _, _, _ in expected.values() if s != "eval")
+
+
+def _independent_open_set(X, labels, support, calibration, query, rule, closed, ood):
+    """The open-set numbers of one out-of-domain score from its own scores, by scikit-learn and TADA's
+    code: the threshold on calibration (TADA's EER, or the (floor(R n) + 1)-th highest known score),
+    unknown above it, macro F1 with unknown a class; EER, AUROC, FPR95 of known versus unseen."""
+    cal, q = ood.score(X[calibration]), ood.score(X[query])
+    cal_unknown = labels[calibration] == "unknown"
+    if rule == "eer":
+        threshold = tada_eer(cal_unknown.astype(int), cal)[1]
+    else:
+        rate = float(rule.removeprefix("fpr="))
+        threshold = np.sort(cal[~cal_unknown])[::-1][int(np.floor(rate * (~cal_unknown).sum()))]
+    truth, unseen = labels[query], labels[query] == "unknown"
+    answers = np.where(q > threshold, "unknown", closed)
+    fpr, tpr, _ = roc_curve(~unseen, -q, drop_intermediate=False)  # known the positives, -score their confidence
+    return threshold, {"open_set.macro_f1": f1_score(truth, answers, average="macro", zero_division=0),
+                       "open_set.accuracy": float(np.mean(truth == answers)),
+                       "detection.eer": tada_eer(unseen.astype(int), q)[0],
+                       "detection.auroc": roc_auc_score(unseen, q),
+                       "detection.fpr95": float(fpr[np.argmax(tpr >= 0.95)])}
+
+
+def _system_sides(expected, name):
+    """Support / calibration / query clip ids and each clip's label (`unknown` off support for systems
+    the support lacks), from the replica's own plan: ASVspoof 2019 LA spoofed clips of train / dev /
+    eval; MLAAD's train / dev / eval lists."""
+    sides = {side: sorted(c for c, (split, label, _, _) in expected.items() if split == wanted and label != "bonafide")
+             for side, wanted in (("support", "train"), ("calibration", "dev"), ("query", "eval"))}
+    known = {expected[c][1] for c in sides["support"]}
+    label = {c: expected[c][1] if c in sides["support"] or expected[c][1] in known else "unknown"
+             for ids in sides.values() for c in ids}
+    return sides, label
+
+
+@pytest.mark.parametrize("name, threshold", [("asvspoof2019-la", "fpr=0.05"), ("mlaad", "eer")])
+def test_bench_writes_the_open_set_block_the_scores_give_and_the_leaderboard_shows_it(replicas, tmp_path, name,
+                                                                                        threshold):
+    torch.set_num_threads(1)
+    root, expected = replicas[name]
+    corpus_dir, results, protocol = tmp_path / "c", tmp_path / "results", f"{name}-official"
+    assert main(["corpus", "import", str(root), "--format", name, "--in-place", "--out", str(corpus_dir)]) == 0
+    assert main(["bench", str(corpus_dir), "--protocol", protocol, "--extractor", "lfcc", "--attributor", "knn:k=3",
+                 "--seeds", "0,1", "--out", str(results), "--no-figures", "--quiet"]) == 0
+    [path] = results.glob(f"{protocol}__*.json")
+    result = json.loads(path.read_text())
+    block = result["open_set"]
+    assert (block["dataset"], block["threshold_rule"], block["level"]) == (name, threshold, "checkpoint")
+
+    sides, label = _system_sides(expected, name)
+    corpus = Corpus.read(corpus_dir)
+    store = FeatureStore(corpus, build_extractor("lfcc"), decode_threads=1)
+    ids = [c for ids in sides.values() for c in ids]
+    X = store.load(ids)
+    rows = {side: np.array([ids.index(c) for c in sides[side]]) for side in sides}
+    labels = np.array([label[c] for c in ids])
+    support, calibration, query = rows["support"], rows["calibration"], rows["query"]
+    assert (block["n_support"], block["n_calibration"], block["n_query"]) == tuple(map(len, sides.values()))
+    closed = KNNAttributor(k=3).fit(X[support], labels[support]).predict(X[query])
+    known = labels[query] != "unknown"
+    assert 0 < known.sum() < len(query)
+    closed_f1 = f1_score(labels[query][known], closed[known], average="macro", zero_division=0)
+    assert block["closed_set"]["macro_f1"] == pytest.approx(closed_f1, abs=1e-9)
+    assert block["closed_set"]["accuracy"] == pytest.approx(np.mean(labels[query][known] == closed[known]), abs=1e-9)
+    assert block["closed_set"]["n"] == known.sum()
+    assert set(block["scores"]) == {build_ood_score(s).id for s in DEFAULT_OOD_SCORES}
+    for spec in DEFAULT_OOD_SCORES:
+        ood = build_ood_score(spec).fit(X[support], labels[support])
+        entry = block["scores"][ood.id]
+        mine, numbers = _independent_open_set(X, labels, support, calibration, query, threshold, closed, ood)
+        assert entry["detection"]["threshold"] == pytest.approx(mine, abs=1e-9)
+        for key, value in numbers.items():
+            part, metric = key.split(".")
+            assert entry[part][metric] == pytest.approx(value, abs=1e-9), (spec, key)
+
+    # the main table: closed set on known systems (the same number), said in the result, marked in the tables
+    level = result["levels"]["checkpoint"]
+    assert level["scored_on"].startswith("query clips of known systems")
+    assert level["mean"] == pytest.approx(closed_f1, abs=1e-9) and level["std"] == 0.0
+    assert [s["n_scored"] for s in level["per_seed"]] == [int(known.sum())] * 2
+    assert "unknown" in level["confusion"]["labels"]  # the confusion keeps every query clip
+    summary = (results / "summary.md").read_text()
+    assert f"| {protocol} † |" in summary and "† closed-set macro F1 on the query clips of known systems" in summary
+
+    site = tmp_path / "site"
+    assert main(["leaderboard", "render", str(results), "--out", str(site)]) == 0
+    md, page = (site / "leaderboard.md").read_text(), (site / "index.html").read_text()
+    assert f"{protocol} ckpt †" in md and "## Open set" in md and "### Published open-set results" in md
+    assert 'id="open-set"' in page and 'id="open-set-published"' in page and "known systems only" in page
+    assert "TADA" in md and "published, other split" in md  # TADA's row names both sets
+    assert ("63% EER with an F1-score of 0.31" in md) == (name == "mlaad")  # MLAAD's official baseline only there
+    assert "86.83" not in md
+    knn_id = build_ood_score("knn-distance").id
+    with open(site / "leaderboard.csv", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert float(row[f"{protocol} checkpoint known-systems mean"]) == pytest.approx(closed_f1, abs=1e-9)
+    assert float(row[f"{protocol} open-set {knn_id} open F1"]) == block["scores"][knn_id]["open_set"]["macro_f1"]
+    assert float(row[f"{protocol} open-set {knn_id} AUROC"]) == block["scores"][knn_id]["detection"]["auroc"]
+    metrics = json.loads((site / "leaderboard.json").read_text())["model-index"][0]["results"][0]["metrics"]
+    eer = next(m for m in metrics if m["config"] == f"{protocol}/open-set/{knn_id}" and m["args"]["metric"] == "EER")
+    assert eer["value"] == block["scores"][knn_id]["detection"]["eer"] and eer["args"]["threshold_rule"] == threshold
+
+
+def test_a_set_whose_lists_hold_no_known_system_says_why_it_has_no_open_set_block(replicas, tmp_path):
+    root, _ = replicas["asvspoof5"]
+    corpus_dir, results = tmp_path / "c", tmp_path / "results"
+    assert main(["corpus", "import", str(root), "--in-place", "--out", str(corpus_dir)]) == 0
+    assert main(["bench", str(corpus_dir), "--protocol", "asvspoof5-official", "--extractor", "lfcc", "--attributor",
+                 "knn:k=3", "--seeds", "0", "--out", str(results), "--no-figures", "--quiet"]) == 0
+    [path] = results.glob("asvspoof5-official__*.json")
+    result = json.loads(path.read_text())
+    assert "open_set" not in result and "0 clips of known systems and 16 of unseen" in result["open_set_not_scored"]
+    assert result["levels"]["checkpoint"]["scored_on"].startswith("every query clip")
+    assert result["levels"]["checkpoint"]["mean"] == 0.0  # every eval system unseen: no closed-set answer is right
+    assert "| asvspoof5-official ‡ |" in (results / "summary.md").read_text()
+
+
+def test_open_set_protocol_keys_are_checked_when_loaded(tmp_path):
+    base = 'title = "t"\nversion = 1\nprompts = "disjoint"\nvocoder = "default"\nlevels = ["checkpoint"]\n' \
+           'support = { roles = ["all"] }\nquery = { roles = ["all"] }\n'
+    for extra, message in (('threshold = "fpr=0.05"\n', "open-set settings: they need a calibration side"),
+                           ('dataset = "timit"\n', "dataset 'timit' is not a set sourcetrace reads"),
+                           ('threshold = "fpr=5"\n', "threshold must be 'eer' or 'fpr=R'")):
+        path = tmp_path / "p.toml"
+        path.write_text(base + extra)
+        with pytest.raises(ProtocolError, match=message):
+            load_protocol(str(path))
+    assert [(p.dataset, p.threshold, p.open_set) for p in load_suite("asvspoof2019-la")] == [
+        ("asvspoof2019-la", "fpr=0.05", True)] * 2
+    assert not load_protocol("wavefake-ljspeech").open_set and not load_protocol("table1-01-baseline").open_set
+
+
+def test_a_table1_protocol_has_no_open_set_block_and_scores_every_query_clip_as_before():
+    rows = study_rows(n_prompts=10, vocoder_variants=False)
+    table, X = ClipTable.from_records(rows), clustered_vectors(rows, dim=8)
+    protocol, spec = load_protocol("table1-01-baseline"), AttributorSpec.parse("knn:k=5")
+    run = run_protocol(protocol, table, X, spec, seeds=[0, 1])
+    result = make_result(protocol, run, spec, "synthetic", {}, "f" * 64, {"sha256": "a" * 64}, [0, 1], "test")
+    assert "open_set" not in result and "open_set_not_scored" not in result
+    for level, entry in result["levels"].items():
+        assert "scored_on" not in entry
+        for seed, split in zip((0, 1), build_splits(protocol, table, [0, 1])):
+            predicted = predict_levels(spec, X, table, split, [level])[level]
+            truth = table.labels(level)[split.query]
+            [stored] = [e for e in entry["per_seed"] if e["seed"] == seed]
+            assert set(stored) == {"seed", "variant", "macro_f1", "n_support", "n_query", "n_classes"}
+            assert stored["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0),
+                                                       abs=1e-12)

@@ -215,6 +215,20 @@ def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_pat
     assert number_problems(result) == ["open_set.scores.cosine-centroid.detection.threshold must be a number, not nan"]
 
 
+def test_a_calibration_of_known_systems_only_takes_a_stated_fpr(open_set_result):
+    X, labels, support, calibration, query = clusters(per_class=20)
+    spec = AttributorSpec.parse("knn:k=3")
+    known_only = calibration[labels[calibration] != UNKNOWN]  # ASVspoof 2019 LA's dev list: A01-A06 only
+    with pytest.raises(UsageError, match="by the rule 'eer' needs clips of known systems and clips labelled"):
+        run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",))
+    block = run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",), rule="fpr=0.1")
+    entry = block["scores"]["cosine-centroid"]
+    assert entry["calibration"]["eer"] is None and entry["calibration"]["n_unknown"] == 0
+    cal = build_ood_score("cosine-centroid").fit(X[support], labels[support]).score(X[known_only])
+    assert np.mean(cal > entry["detection"]["threshold"]) <= 0.1
+    assert number_problems({**open_set_result, "open_set": json.loads(json.dumps(block))}) == []  # publishable
+
+
 def _parent(result, path):
     """(the table holding the last key of `path`, that key): `path` is keys under open_set joined by "/"."""
     *parents, last = path.split("/")

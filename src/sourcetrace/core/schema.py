@@ -185,6 +185,9 @@ PROTOCOL = Record({
     "where": Optional(MapOf(ListOf(str, non_empty=True))),
     "disjoint": Optional(ListOf(str, non_empty=True)),
     "unseen": Optional(OneOf(("unknown",), "unseen mode")),
+    "dataset": Optional(str),  # the `corpus import --format` name of the set whose own splits these are
+    "threshold": Optional(Text(r"eer|fpr=(0|0?\.[0-9]+)", "'eer' or 'fpr=R' with R in [0, 1), say fpr=0.05")),
+    "ood_scores": Optional(ListOf(str, non_empty=True)),
     "checkpoints": Optional(OneOf(("shared", "disjoint"), "checkpoint mode")),
     "balance": Optional(ListOf(OneOf(LEVELS, "level"))),
     "balance_query": Optional(bool),
@@ -256,18 +259,21 @@ BOARD = Record({
 PER_SEED = ListOf(Record({"seed": int, "variant": Optional(str), "macro_f1": Number()}), non_empty=True)
 
 # A result's open-set block (benchmark/openset.py run_open_set writes it; results.py open_set_problems
-# checks it for the leaderboard): every key the leaderboard reads, each rate a number in 0..1.
+# checks it for the leaderboard): every key run_open_set writes, each rate a number in 0..1.
 _RATE = Number(0, 1)
 _OPEN_SET_SCORES = Record({"macro_f1": _RATE, "accuracy": _RATE, "n": Int(min=1)})
 OPEN_SET = Record({
-    "dataset": Optional(str), "threshold_rule": str, "unknown_label": str, "closed_set": _OPEN_SET_SCORES,
+    "dataset": Optional(str), "level": Optional(str), "threshold_rule": str, "unknown_label": str,
+    "closed_set": _OPEN_SET_SCORES,
     "n_support": Int(min=1), "n_calibration": Int(min=1), "n_query": Int(min=1),
     "scores": MapOf(Record({
         "open_set": _OPEN_SET_SCORES,
         "detection": Record({"eer": _RATE, "eer_threshold": Number(), "auroc": _RATE, "fpr95": _RATE,
                              "n_known": Int(min=1), "n_unknown": Int(min=1), "threshold": Number(),
                              "false_unknown_rate": _RATE, "missed_unknown_rate": _RATE}),
-        "calibration": Record({"eer": _RATE, "threshold": Number(), "n_known": Int(min=1), "n_unknown": Int(min=1)}),
+        # A calibration of known systems only (a stated-FPR rule) has no EER: null.
+        "calibration": Record({"eer": Optional(_RATE), "threshold": Number(), "n_known": Int(min=1),
+                               "n_unknown": Int(min=0)}),
     })),
 })
 
