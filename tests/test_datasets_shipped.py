@@ -27,7 +27,8 @@ from sourcetrace.benchmark.runner import AttributorSpec, make_result, predict_le
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
 from sourcetrace.cli import main
 from sourcetrace.core.errors import UsageError
-from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, verify_corpus
+from sourcetrace.core.fileio import sha256_file
+from sourcetrace.corpus import Corpus, ManifestError, corpus_identity, dataset_import, verify_corpus
 from sourcetrace.corpus.dataset_import import SKIPPED, dataset_layout, import_dataset, record_audio_facts
 from sourcetrace.corpus.manifest import IN_PLACE
 
@@ -548,3 +549,137 @@ def test_a_table1_protocol_has_no_open_set_block_and_scores_every_query_clip_as_
             assert set(stored) == {"seed", "variant", "macro_f1", "n_support", "n_query", "n_classes"}
             assert stored["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0),
                                                        abs=1e-12)
+
+def test_a_stale_dataset_root_marker_never_redirects_a_later_import(replicas, tmp_path, monkeypatch):
+    root, expected = replicas["add2023-t3"]
+    out = tmp_path / "c"
+    import_dataset(root, out, in_place=True)
+    (out / "manifest.csv").unlink()  # the user starts again in the same folder, with copies this time
+    import_dataset(root, out)
+    corpus = Corpus.read(out)
+    assert corpus.audio_root is None and not (out / IN_PLACE).exists() and verify_corpus(corpus) == []
+    (out / "manifest.csv").unlink()  # `corpus import` of a list into a folder an in-place import left
+    (out / IN_PLACE).write_text(json.dumps({"root": str(root), "format": "add2023-t3"}))
+    listing = tmp_path / "list" / "list.txt"
+    for i in range(2):
+        _audio(listing.parent / f"{i}.wav", 500 + i)
+    listing.write_text("0.wav|s|tts_a\n1.wav|s|tts_b\n")
+    assert main(["corpus", "import", str(listing), "--out", str(out)]) == 0
+    assert Corpus.read(out).audio_root is None and not (out / IN_PLACE).exists()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for step in ("write_json_atomic", "_write"):  # a kill while the marker, then the manifest is written
+        fresh = tmp_path / step
+        with monkeypatch.context() as m:
+            m.setattr(dataset_import, step, killed)
+            with pytest.raises(KeyboardInterrupt):
+                import_dataset(root, fresh, in_place=True)
+        assert not (fresh / "manifest.csv").exists()  # never a manifest without its root
+        import_dataset(root, fresh)  # and a copy import after the kill reads its own folder
+        assert Corpus.read(fresh).audio_root is None and len(Corpus.read(fresh).rows) == len(expected)
+
+
+def test_corpus_hash_resumes_after_a_kill_and_reports_undecodable_clips(replicas, tmp_path, monkeypatch, capsys):
+    src, expected = replicas["wavefake"]
+    root = tmp_path / "wf"
+    for p in src.rglob("*.wav"):
+        (root / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        (root / p.relative_to(src)).write_bytes(p.read_bytes())
+    broken = root / "ljspeech_waveglow" / "LJ001-0010_gen.wav"
+    broken.write_bytes(b"not audio at all")
+    import_dataset(root, tmp_path / "c", in_place=True)
+    manifest, progress = tmp_path / "c" / "manifest.csv", tmp_path / "c" / dataset_import.HASH_PROGRESS
+    real, calls = dataset_import.audio_facts, []
+
+    def killed_at_sixth(path):
+        calls.append(path)
+        if len(calls) == 6:  # a kill with a line half written
+            with open(progress, "a") as fh:
+                fh.write(f"{broken.relative_to(root)}\t0123")
+            raise KeyboardInterrupt
+        return real(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(dataset_import, "audio_facts", killed_at_sixth)
+        with pytest.raises(KeyboardInterrupt):
+            record_audio_facts(tmp_path / "c", progress=False)
+    assert len(progress.read_text().splitlines()) == 5 + 1  # five clips kept, one torn line
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(dataset_import, "audio_facts", lambda path: calls.append(path) or real(path))
+        hashed, problems = record_audio_facts(tmp_path / "c", progress=False)  # the rerun continues
+    assert len(calls) == len(expected) - 5 and hashed == len(expected) - 1 and not progress.exists()
+    assert problems == [f"line {len(expected) + 1} ({broken}): audio cannot be decoded"]
+    rows = {r.path: r for r in Corpus.read(tmp_path / "c").rows}
+    assert not rows["ljspeech_waveglow/LJ001-0010_gen.wav"].sha256
+    assert all(r.sha256 == sha256_file(root / p) and r.sample_rate == RATE
+               for p, r in rows.items() if p != "ljspeech_waveglow/LJ001-0010_gen.wav")
+    before = manifest.read_bytes()
+    assert main(["corpus", "hash", str(tmp_path / "c"), "--quiet"]) == 1  # reported again, nothing lost
+    assert str(broken) in capsys.readouterr().err and manifest.read_bytes() == before
+
+
+def test_a_list_file_and_a_folder_meet_the_reader_they_need(tmp_path, capsys):
+    folder = tmp_path / "data"
+    for i in range(2):
+        _audio(folder / f"{i}.wav", 600 + i)
+    listing = folder / "list.txt"
+    listing.write_text("0.wav|s|tts_a\n1.wav|s|tts_b\n")
+    assert main(["corpus", "import", str(listing), "--in-place", "--out", str(tmp_path / "c")]) == 0
+    assert len(Corpus.read(tmp_path / "c").rows) == 2
+    other = folder / "list.lst"
+    other.write_text(listing.read_text())
+    with pytest.raises(UsageError, match="is read with --format path-speaker-system"):
+        import_dataset(other, tmp_path / "d", in_place=True)
+    with pytest.raises(UsageError, match=r"--format path-speaker-system reads a list file of path\|speaker\|system "
+                                         r"lines .*, not a folder"):
+        import_dataset(folder, tmp_path / "d", format="path-speaker-system")
+    with pytest.raises(UsageError, match="--format wavefake reads .*, not a file; .* --format path-speaker-system"):
+        import_dataset(listing, tmp_path / "d", format="wavefake")
+    assert main(["corpus", "import", str(folder), "--format", "path-speaker-system", "--out", str(tmp_path / "d")]) == 2
+    assert "reads a list file" in capsys.readouterr().err
+
+
+def test_a_list_line_of_four_fields_is_refused_naming_the_three(tmp_path):
+    _audio(tmp_path / "a.wav", 1)
+    _audio(tmp_path / "b.wav", 2)
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.wav|s|tts_a\nb.wav|s|tts_b|extra\n")
+    report = import_dataset(listing, tmp_path / "c", in_place=True)
+    assert report.clips == 1 and report.skipped == [
+        f"{listing}:2: 4 field(s), expected 3: path|speaker|system (the audio file relative to the list's folder, "
+        "its speaker, the system that made it); a line with more fields is refused, not cut to three"]
+
+
+def test_wavefake_folders_without_a_vocoder_are_reported(tmp_path, capsys):
+    root = tmp_path / "wf"
+    expected = wavefake(root)
+    _audio(root / "common_voices_prompts_from_conformer_fastspeech2_pwg_ljspeech" / "0_gen.wav", 700)
+    assert main(["corpus", "import", str(root), "--in-place", "--out", str(tmp_path / "c")]) == 0  # by design
+    err = capsys.readouterr()
+    tts = root / "common_voices_prompts_from_conformer_fastspeech2_pwg_ljspeech"
+    assert f"left out {tts}: WaveFake's TTS-pipeline folder" in err.err and "1 folder(s) left out" in err.out
+    assert len(Corpus.read(tmp_path / "c").rows) == len(expected)
+    _audio(root / "ljspeech-melgan" / "LJ001-0001_gen.wav", 701)  # a typo: not WaveFake's layout
+    (root / "ljspeech_empty").mkdir()
+    report = import_dataset(root, tmp_path / "d", in_place=True)
+    assert report.skipped == [f"{root / 'ljspeech-melgan'}: not a <ljspeech|jsut>_<vocoder> folder: its clips are "
+                              "not imported", f"{root / 'ljspeech_empty'}: no *.wav in this vocoder folder"]
+    assert report.left_out == [f"{tts}: WaveFake's TTS-pipeline folder, not one vocoder: no vocoder label, not imported"]
+    assert main(["corpus", "import", str(root), "--in-place", "--out", str(tmp_path / "e")]) == 1
+
+
+def test_a_condition_list_only_tags_clips_of_the_main_lists(tmp_path):
+    root = tmp_path / "mlaad"
+    mlaad(root)
+    condition = root / "dev___lang_not_seen___model_not_seen.csv"
+    lines = condition.read_text().splitlines()
+    condition.write_text("\n".join([*lines, "fake/de/griffin_lim/clip_0.wav,griffin_lim"]) + "\n")  # in no main list
+    report = import_dataset(root, tmp_path / "c", in_place=True)
+    assert report.skipped == [f"{condition}:{len(lines) + 1}: clip 'fake/de/griffin_lim/clip_0.wav' is in no main "
+                              "list (train.csv, dev.csv, eval.csv): a condition list only tags their clips"]
+    rows = {r.clip_id: r for r in Corpus.read(tmp_path / "c").rows}
+    assert rows["fake/de/griffin_lim/clip_0"].cell("split") == rows["fake/de/griffin_lim/clip_0"].cell("condition") == ""
+    assert rows["fake/de/tts_models_de_thorsten_vits/clip_2"].cell("condition") == "lang_not_seen___model_not_seen"

@@ -130,9 +130,12 @@ def cmd_corpus_import(args) -> int:
         report = import_dataset(args.src, args.out, format=args.format, in_place=args.in_place, link=args.link)
         for line in report.skipped:
             print(f"skipped {line}", file=sys.stderr)
+        for line in report.left_out:
+            print(f"left out {line}", file=sys.stderr)
         print(f"imported {report.clips} clips of {report.format}" + (" in place" if args.in_place else "")
               + f" -> {report.manifest}" + (f"; {len(report.skipped)} line(s) skipped (listed above and in "
-                                             f"{report.manifest.parent / SKIPPED})" if report.skipped else ""))
+                                             f"{report.manifest.parent / SKIPPED})" if report.skipped else "")
+              + (f"; {len(report.left_out)} folder(s) left out by design (listed above)" if report.left_out else ""))
         return 1 if report.skipped else 0
     corpus = import_corpus(args.src, args.out, link=args.link)
     archs = sorted(set(corpus.column("architecture")))

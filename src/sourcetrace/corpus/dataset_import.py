@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,14 +35,17 @@ from sourcetrace.corpus.manifest import (
     Corpus,
     ManifestError,
     audio_facts,
+    claim_out,
     place_file,
     placing,
     tree_problems,
 )
 from sourcetrace.corpus.release import is_release
-from sourcetrace.corpus.sets import FORMATS, DatasetFormat, detect_format, get_format
+from sourcetrace.corpus.sets import FORMATS, LIST_FORMAT, DatasetFormat, detect_format, get_format
 
 SKIPPED = "import-skipped.txt"  # beside the manifest: every skipped line of the last import
+HASH_PROGRESS = "hash-progress.tsv"  # beside the manifest while `corpus hash` runs: path and facts, a line a clip
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -49,6 +54,7 @@ class DatasetImport:
     manifest: Path
     clips: int
     skipped: list[str] = field(default_factory=list)  # "file:line: why", in the order found
+    left_out: list[str] = field(default_factory=list)  # "folder: why": parts of the set no reader label fits
 
 
 def dataset_layout(source: str | Path) -> str | None:
@@ -68,8 +74,12 @@ def import_dataset(source: str | Path, out: str | Path, format: str | None = Non
     if not source.exists():
         raise UsageError(f"{source}: no such dataset root")
     reader: DatasetFormat = get_format(format) if format else detect_format(source)
-    if (out / MANIFEST).exists():
-        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    if source.is_dir() == reader.takes_file:
+        raise UsageError(f"{source}: --format {reader.name} reads {reader.root}, not a "
+                         f"{'folder' if source.is_dir() else 'file'}" + (
+                             f"; a dataset root is read with --format {' | '.join(n for n in FORMATS if n != reader.name)}"
+                             if reader.takes_file else f"; {LIST_FORMAT.root} is read with --format {LIST_FORMAT.name}"))
+    claim_out(out)
     root = reader.dataset_root(source).resolve()
     scan = reader.scan(source)
     skipped = list(scan.skipped)
@@ -77,16 +87,16 @@ def import_dataset(source: str | Path, out: str | Path, format: str | None = Non
     if not rows:
         raise ManifestError(source, [f"no clips to import ({len(skipped)} line(s) skipped)", *skipped])
     columns = [*REQUIRED_COLUMNS, *(c for c in scan.columns if c not in REQUIRED_COLUMNS)]
-    if in_place:
-        _write(out, columns, rows)
+    if in_place:  # the marker first: a manifest is never read without the root its paths are relative to
         write_json_atomic(out / IN_PLACE, {"root": str(root), "format": reader.name})
+        _write(out, columns, rows)
     else:
         _copy(root, out, columns, rows, link)
     if skipped:
         write_text_atomic(out / SKIPPED, "".join(f"{line}\n" for line in skipped))
     else:
         (out / SKIPPED).unlink(missing_ok=True)
-    return DatasetImport(reader.name, out / MANIFEST, len(rows), skipped)
+    return DatasetImport(reader.name, out / MANIFEST, len(rows), skipped, list(scan.left_out))
 
 
 def _good_rows(root: Path, rows: list[tuple[str, dict[str, str]]], skipped: list[str]) -> list[dict[str, str]]:
@@ -137,17 +147,57 @@ def _copy(root: Path, out: Path, columns: list[str], rows: list[dict[str, str]],
 
 def record_audio_facts(corpus_dir: str | Path, progress: bool = True) -> tuple[int, list[str]]:
     """`corpus hash`: sha256, sample rate and duration of every clip that lacks them, in one streaming
-    pass, recorded in the manifest (so `corpus verify` can check the dataset root later). Returns
-    (clips hashed, problems); a clip that cannot be read is reported and keeps its empty facts."""
+    pass, recorded in the manifest (so `corpus verify` can check the dataset root later). Each clip's
+    facts are appended to HASH_PROGRESS as it is hashed, so an interrupted pass loses at most one clip:
+    a rerun takes them from there and hashes only the rest (rewriting a 700,000-row manifest as a
+    checkpoint costs half a minute; a line costs nothing). Returns (clips recorded, problems); a clip
+    that cannot be read or decoded is reported with its path and keeps its empty facts (a rerun tries
+    it again)."""
     corpus = Corpus.read(corpus_dir)
+    side = corpus.root / HASH_PROGRESS
+    resumed = _resume(corpus, side)
     todo = [i for i, row in enumerate(corpus.rows) if not row.sha256]
-    problems = []
-    for i in tqdm(todo, unit="clip", desc="hash", disable=not progress or not todo):
-        row = corpus.rows[i]
-        try:
-            corpus.rows[i] = replace(row, **audio_facts(corpus.audio_path(row)))
-        except OSError as exc:
-            problems.append(f"{corpus.where(i)} ({row.path}): cannot be read ({exc.strerror or exc})")
-    if todo:
+    problems: list[str] = []
+    with open(side, "a", encoding="utf-8") as log:
+        for i in tqdm(todo, unit="clip", desc="hash", disable=not progress or not todo):
+            row, path = corpus.rows[i], corpus.audio_path(corpus.rows[i])
+            try:
+                facts = audio_facts(path)
+            except OSError as exc:
+                problems.append(f"{corpus.where(i)} ({path}): cannot be read ({exc.strerror or exc})")
+                continue
+            if "sample_rate" not in facts:
+                problems.append(f"{corpus.where(i)} ({path}): audio cannot be decoded")
+                continue
+            corpus.rows[i] = replace(row, **facts)
+            log.write("\t".join([row.path, *(spell(facts[k]) for k in AUDIO_FACTS)]) + "\n")
+            log.flush()
+    if todo or resumed:
         corpus.write()
-    return len(todo) - len(problems), problems
+    side.unlink()
+    return resumed + len(todo) - len(problems), problems
+
+
+def _resume(corpus: Corpus, side: Path) -> int:
+    """The facts an interrupted `corpus hash` appended to `side`, put into the rows still without them;
+    a torn last line, or one for a path the manifest does not hold, is left out (hashed again)."""
+    if not side.is_file():
+        return 0
+    text = side.read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):  # killed mid-line: the next line starts on its own
+        with open(side, "a", encoding="utf-8") as log:
+            log.write("\n")
+    index = {row.path: i for i, row in enumerate(corpus.rows)}
+    resumed = 0
+    for line in text.splitlines():
+        path, *facts = line.split("\t")
+        i = index.get(path)
+        if i is None or corpus.rows[i].sha256 or len(facts) != 3 or not SHA256.fullmatch(facts[0]):
+            continue
+        try:
+            rate, duration = int(facts[1]), Decimal(facts[2])
+        except (ValueError, ArithmeticError):
+            continue
+        corpus.rows[i] = replace(corpus.rows[i], sha256=facts[0], sample_rate=rate, duration_s=duration)
+        resumed += 1
+    return resumed

@@ -10,11 +10,11 @@ from sourcetrace.core.audio import AUDIO_SUFFIXES, file_problem
 from sourcetrace.core.naming import checkpoint_label, clip_location
 from sourcetrace.corpus.columns import AUDIO_FACTS, IMPORTED_COLUMNS, REQUIRED_COLUMNS, ClipRecord, columns_of
 from sourcetrace.corpus.manifest import (
-    MANIFEST,
     Corpus,
     ManifestError,
     audio_facts,
     audio_header_problem,
+    claim_out,
     label_problems,
     outside_kind,
     place_file,
@@ -43,8 +43,7 @@ def import_corpus(src: str | Path, out: str | Path, link: str = "copy") -> Corpu
     if not entries:
         raise ManifestError(source, ["no audio clips found"])
     out = Path(out)
-    if (out / MANIFEST).exists():
-        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    claim_out(out)
     problems: list[str] = []
     present = []
     destinations: dict[str, str] = {}

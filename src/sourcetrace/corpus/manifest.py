@@ -189,6 +189,15 @@ def read_audio_root(corpus_root: Path) -> Path | None:
     return root
 
 
+def claim_out(out: Path) -> None:
+    """Make `out` ready for a new corpus: a ManifestError if it holds one; a dataset-root marker without
+    a manifest beside it (an in-place import killed before its manifest, or whose manifest was
+    removed) names no corpus and is removed, so the new manifest's paths are never read against it."""
+    if (out / MANIFEST).exists():
+        raise ManifestError(out / MANIFEST, ["already exists; choose an empty --out folder"])
+    (out / IN_PLACE).unlink(missing_ok=True)
+
+
 def tree_problems(root: Path, rels: Sequence[str]) -> list[str | None]:
     """Why each of `rels` is not a regular file inside `root` (None where it is), reading one listing
     per folder instead of stat-ing every file: 700,000 rows of a dataset on shared storage cost

@@ -14,6 +14,7 @@ from sourcetrace.corpus.sets.base import DatasetFormat
 
 FORMATS: dict[str, DatasetFormat] = {m.FORMAT.name: m.FORMAT
                                      for m in (asvspoof2019, asvspoof5, mlaad, add2023, wavefake, pathlist)}
+LIST_FORMAT = pathlist.FORMAT  # the one reader of a file rather than a dataset root
 
 
 def get_format(name: str) -> DatasetFormat:
@@ -27,8 +28,11 @@ def detect_format(source: Path) -> DatasetFormat:
     found = [f for f in FORMATS.values() if f.detect(source)]
     if len(found) != 1:
         which = "no known dataset layout" if not found else f"the layouts of {', '.join(f.name for f in found)}"
+        if source.is_file():
+            raise UsageError(f"{source}: a file in {which}; {LIST_FORMAT.root} is read with "
+                             f"--format {LIST_FORMAT.name}, a set's dataset root is a folder")
         raise UsageError(f"{source}: {which}; name it with --format ({' | '.join(FORMATS)})")
     return found[0]
 
 
-__all__ = ["FORMATS", "DatasetFormat", "detect_format", "get_format"]
+__all__ = ["FORMATS", "LIST_FORMAT", "DatasetFormat", "detect_format", "get_format"]

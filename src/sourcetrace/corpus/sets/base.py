@@ -21,14 +21,19 @@ KEYS = (BONAFIDE, SPOOF)
 
 @dataclass
 class Scan:
-    """What a reader found: rows (where, manifest row) and skipped lines ("file:line: why")."""
+    """What a reader found: rows (where, manifest row), skipped lines ("file:line: why": bad input, the
+    import exits non-zero) and parts of the set left out by design ("folder: why": reported, not errors)."""
 
     columns: tuple[str, ...]  # the set's manifest columns beyond the required ones, in order
     rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     def skip(self, where: str, why: str) -> None:
         self.skipped.append(f"{where}: {why}")
+
+    def leave_out(self, where: str, why: str) -> None:
+        self.left_out.append(f"{where}: {why}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class DatasetFormat:
     detect: Callable[[Path], bool]       # True only where the layout is this set's and no other's
     scan: Callable[[Path], Scan]         # DATASET_ROOT -> rows with paths relative to dataset_root(DATASET_ROOT)
     dataset_root: Callable[[Path], Path] = lambda source: source  # the folder the paths are relative to
+    takes_file: bool = False             # DATASET_ROOT is a file (a list), not a folder
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:

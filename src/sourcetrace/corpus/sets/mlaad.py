@@ -74,8 +74,9 @@ def scan(root: Path) -> Scan:
 
 
 def _read_lists(root: Path, by_path: dict[str, dict[str, str]], out: Scan) -> None:
-    """The source-tracing lists: each row's split (train/dev/eval) and condition; a path no meta.csv
-    lists, a model_name other than its meta.csv's, a clip in two splits: skipped with file and line."""
+    """The source-tracing lists: each row's split (train/dev/eval) from the main lists, its condition from
+    the per-condition lists; a path no meta.csv lists, a model_name other than its meta.csv's, a clip in
+    two splits, a condition-list clip in no main list: skipped with file and line."""
     lists = sorted((match["condition"] is not None, p.name, match["split"], match["condition"], p)  # main lists first
                    for folder in PROTOCOL_FOLDERS for p in (root / folder).glob("*.csv") if (match := LIST.match(p.name)))
     first_list: dict[str, str] = {}
@@ -101,10 +102,12 @@ def _read_lists(root: Path, by_path: dict[str, dict[str, str]], out: Scan) -> No
                                         f"({first_list[path]})")
                         continue
                     row["split"], first_list[path] = split, where
-                elif row["split"] and row["split"] != split:
+                elif not row["split"]:  # a condition list tags the main lists' clips, never adds one to a side
+                    out.skip(where, f"clip {path!r} is in no main list (train.csv, dev.csv, eval.csv): "
+                                    "a condition list only tags their clips")
+                elif row["split"] != split:
                     out.skip(where, f"clip {path!r} is in the {row['split']} list, this condition list is {split}'s")
                 else:
-                    row["split"] = split
                     row["condition"] = "+".join(filter(None, (row["condition"], condition)))
 
 

@@ -19,7 +19,9 @@ def list_rows(src: Path) -> Iterator[tuple[int, str | None, dict[str, str]]]:
             continue
         fields = [f.strip() for f in line.split("|")]
         if len(fields) != 3:
-            yield n, f"expected 'path|speaker|system', got {len(fields)} field(s)", {}
+            yield n, (f"{len(fields)} field(s), expected 3: path|speaker|system (the audio file relative to the "
+                      "list's folder, its speaker, the system that made it); a line with more fields is refused, "
+                      "not cut to three"), {}
             continue
         rel, speaker, system = fields
         if not rel or not system:
@@ -44,5 +46,6 @@ def scan(src: Path) -> Scan:
 
 FORMAT = DatasetFormat(
     name="path-speaker-system", title="a path|speaker|system list (TADA's protocol files)", download="",
-    root="the list file (paths relative to its folder)",
-    detect=lambda src: src.is_file() and src.suffix.lower() == ".txt", scan=scan, dataset_root=lambda src: src.parent)
+    root="a list file of path|speaker|system lines (paths relative to its folder)",
+    detect=lambda src: src.is_file() and src.suffix.lower() == ".txt", scan=scan, dataset_root=lambda src: src.parent,
+    takes_file=True)

@@ -15,26 +15,39 @@ from pathlib import Path
 from sourcetrace.corpus.sets.base import DatasetFormat, Scan, relative
 
 SETS = {"ljspeech": "en", "jsut": "ja"}  # the prefix of a vocoder folder -> the language of its speech
+# WaveFake's folder of full TTS pipelines (common_voices_prompts_from_conformer_fastspeech2_pwg_ljspeech):
+# a text-to-speech system, not one vocoder, so it has no vocoder label and is left out (reported).
+TTS_PREFIX = "common_voices"
 
 
-def _vocoder_folders(root: Path) -> list[tuple[Path, str, str]]:
-    """(folder, training set, vocoder) of every `<set>_<vocoder>` folder of the root."""
-    out = []
+def _vocoder_folders(root: Path, out: Scan | None = None) -> list[tuple[Path, str, str]]:
+    """(folder, training set, vocoder) of every `<set>_<vocoder>` folder of the root; every other
+    folder reported into `out`: WaveFake's TTS folder as left out, any other as skipped."""
+    found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         prefix, _, vocoder = folder.name.partition("_")
         if prefix.lower() in SETS and vocoder:
-            out.append((folder, prefix.lower(), vocoder.lower()))
-    return out
+            found.append((folder, prefix.lower(), vocoder.lower()))
+        elif out is None:
+            continue
+        elif folder.name.lower().startswith(TTS_PREFIX):
+            out.leave_out(str(folder), "WaveFake's TTS-pipeline folder, not one vocoder: no vocoder label, not imported")
+        else:
+            out.skip(str(folder), f"not a <{'|'.join(SETS)}>_<vocoder> folder: its clips are not imported")
+    return found
 
 
 def detect(root: Path) -> bool:
-    return any(next(folder.glob("*.wav"), None) is not None for folder, _, _ in _vocoder_folders(root))
+    return root.is_dir() and any(next(folder.glob("*.wav"), None) is not None for folder, _, _ in _vocoder_folders(root))
 
 
 def scan(root: Path) -> Scan:
     out = Scan(columns=("vocoder", "speaker", "language"))
-    for folder, training_set, vocoder in _vocoder_folders(root):
-        for wav in sorted(folder.glob("*.wav")):
+    for folder, training_set, vocoder in _vocoder_folders(root, out):
+        wavs = sorted(folder.glob("*.wav"))
+        if not wavs:
+            out.skip(str(folder), "no *.wav in this vocoder folder")
+        for wav in wavs:
             stem = wav.stem
             prompt = stem[:-4] if stem.endswith("_gen") else stem
             out.rows.append((str(wav), {
