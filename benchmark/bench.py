@@ -94,7 +94,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
                 log(f"[bench] {protocol.name} with {extractor.name}: FAILED: {exc}")
                 continue
             result = make_result(protocol, run, spec, extractor.name, extractor.fingerprint, extractor.fingerprint_hash,
-                                 corpus_id, seeds, command, open_set=open_set)
+                                 corpus_id, command, open_set=open_set)
             if not_scored:
                 result["open_set_not_scored"] = not_scored
             result["figures"], result["identity"] = {}, identity

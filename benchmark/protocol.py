@@ -471,8 +471,8 @@ def build_splits(protocol: Protocol, table: ClipTable, seeds: list[int], usable:
     usable = np.ones(len(table), dtype=bool) if usable is None else usable
     scope = table.matching(protocol.where)  # every clip unless the protocol narrows them
     usable = usable & scope
-    if protocol.prompts == "shipped":  # the same lists for every seed (a seeded attributor still varies)
-        return [_shipped_split(protocol, table, seed, usable) for seed in seeds]
+    if protocol.prompts == "shipped":  # the set's own lists, the same for every seed: one split, the first seed's
+        return [_shipped_split(protocol, table, seeds[0], usable)]
     holdout_set = set(holdout or [])
     if protocol.uses_holdout and not holdout_set:
         raise ProtocolError(f"protocol {protocol.name!r} needs the checkpoints to hold out (--holdout NAME[,NAME...])")

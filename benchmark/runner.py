@@ -166,11 +166,11 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             per_k = [f1_versus_k(X, table, s, level, metric, device=device) for s in splits]
             ks = sorted(set.intersection(*(set(c) for c in per_k)))
             levels[level]["validation_f1_vs_k"] = {str(k): float(np.mean([c[k] for c in per_k])) for k in ks}
-    return {"levels": levels, "splits": split_info}
+    return {"levels": levels, "splits": split_info, "seeds": sorted({s.seed for s in splits})}
 
 
 def make_result(protocol: Protocol, run: dict, spec: AttributorSpec, extractor_name: str, fingerprint: dict,
-                fingerprint_sha256: str, corpus: dict, seeds, command: str, open_set: dict | None = None) -> dict:
+                fingerprint_sha256: str, corpus: dict, command: str, open_set: dict | None = None) -> dict:
     """`open_set`: the block `benchmark.openset.run_open_set` gives, for a protocol with calibration
     rows and unseen systems labelled unknown."""
     return {
@@ -180,7 +180,7 @@ def make_result(protocol: Protocol, run: dict, spec: AttributorSpec, extractor_n
         "corpus": corpus,
         "features": {"extractor": extractor_name, "fingerprint": fingerprint, "fingerprint_sha256": fingerprint_sha256},
         "attributor": {"name": spec.name, "id": spec.id, "params": spec.build().params()},
-        "seeds": list(seeds),
+        "seeds": run["seeds"],  # the seeds its splits ran (a shipped split runs once, whatever was asked)
         "levels": run["levels"],
         "splits": run["splits"],
         **({"open_set": open_set} if open_set is not None else {}),

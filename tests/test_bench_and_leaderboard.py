@@ -164,7 +164,7 @@ def test_table1_results_get_the_published_reference_rows(tmp_path):
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, table, X, spec, seeds=[0])
     result = make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
-                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, [0], "test")
+                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, "test")
     (tmp_path / "r.json").write_text(json.dumps(result))
     build_leaderboard([tmp_path / "r.json"], tmp_path / "site")
     md = (tmp_path / "site" / "leaderboard.md").read_text()

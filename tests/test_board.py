@@ -45,7 +45,7 @@ def table1(tmp_path_factory):
             for protocol in load_suite("table1") + load_suite("generic"):
                 run = run_protocol(protocol, table, X, spec, seeds=[0, 1])
                 result = make_result(protocol, run, spec, extractor, fingerprint, sha256_json(fingerprint),
-                                     {"path": str(corpus_path), "sha256": CORPUS_SHA, "n_clips": len(rows)}, [0, 1], command)
+                                     {"path": str(corpus_path), "sha256": CORPUS_SHA, "n_clips": len(rows)}, command)
                 result["figures"] = {"f1_vs_k": "figures/f1_vs_k.png"}
                 folder = out if protocol.table1_row else root / "generic"  # generic: more columns than Table 1
                 folder.mkdir(exist_ok=True)

@@ -40,7 +40,7 @@ def result(tmp_path_factory) -> dict:
     protocol = load_protocol("indomain")
     run = run_protocol(protocol, table, X, spec, seeds=[0])
     return make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
-                       {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, [0], "test")
+                       {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, "test")
 
 
 def write_result(folder: Path, result: dict, name: str = "r.json") -> Path:

@@ -189,7 +189,7 @@ def open_set_result():
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, ClipTable.from_records(rows), clustered_vectors(rows, dim=8), spec, seeds=[0])
     result = make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
-                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, [0], "test", open_set=block)
+                         {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, "test", open_set=block)
     return json.loads(json.dumps(result))
 
 

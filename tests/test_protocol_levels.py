@@ -215,7 +215,7 @@ def test_reports_show_the_new_levels(beyond, tmp_path):
     for protocol in [load_protocol("table1-01-baseline"), *load_suite("beyond")]:
         run = run_protocol(protocol, table, X, spec, seeds=[0])
         result = make_result(protocol, run, spec, "lfcc", {"name": "lfcc"}, "0" * 64,
-                             {"sha256": "1" * 64, "path": CORPUS, "n_clips": len(table)}, [0], "test")
+                             {"sha256": "1" * 64, "path": CORPUS, "n_clips": len(table)}, "test")
         files.append(tmp_path / f"{protocol.name}.json")
         write_json_atomic(files[-1], result)
         load_result(files[-1])  # results with the new levels pass the results schema
