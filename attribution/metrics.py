@@ -57,19 +57,6 @@ def confusion(y_true, y_pred, labels=None) -> tuple[list[str], np.ndarray]:
     return [str(x) for x in labels], confusion_matrix(y_true, y_pred, labels=labels)
 
 
-def ood_metrics(known_scores, unknown_scores) -> dict:
-    """Detection of unknown clips from outlier scores (higher = more likely unknown): eer and its
-    threshold (a score above it means unknown), auroc (unknown as the positive class) and
-    fpr_at_95tpr, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them."""
-    known = np.asarray(known_scores, dtype=np.float64)
-    unknown = np.asarray(unknown_scores, dtype=np.float64)
-    if len(known) == 0 or len(unknown) == 0:
-        raise UsageError("out-of-domain calibration needs both known and unknown validation clips")
-    eer, threshold = eer_and_threshold(known, unknown)
-    return {"eer": eer, "threshold": threshold, "auroc": auroc(known, unknown),
-            "fpr_at_95tpr": fpr_at_tpr(known, unknown), "n_known": int(len(known)), "n_unknown": int(len(unknown))}
-
-
 # ---- open-set scoring as the published source-tracing results report it -------------------------
 # Sign convention, everywhere below: an out-of-domain score is higher for a clip more likely to come
 # from an unseen system, and a clip scoring above a threshold is called "unknown".
@@ -139,7 +126,9 @@ def fpr_at_tpr(known_scores, unknown_scores, tpr: float = 0.95) -> float:
 
 
 def detection_metrics(known_scores, unknown_scores) -> dict:
-    """EER, AUROC and FPR95 of known versus unseen clips from their out-of-domain scores."""
+    """EER (and its threshold), AUROC and FPR95 of known versus unseen clips from their out-of-domain
+    scores, as `eer_and_threshold`, `auroc` and `fpr_at_tpr` define them: the one set of names of a
+    results file's open-set detection block and of unknown detection's calibration and evaluation."""
     eer, threshold = eer_and_threshold(known_scores, unknown_scores)
     return {"eer": eer, "eer_threshold": threshold, "auroc": auroc(known_scores, unknown_scores),
             "fpr95": fpr_at_tpr(known_scores, unknown_scores), "n_known": int(np.size(known_scores)),

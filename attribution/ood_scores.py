@@ -85,6 +85,7 @@ class KNNDistance(OODScore):
         super().__init__(block_rows)
         if statistic not in ("mean", "kth"):
             raise UsageError(f"knn-distance statistic must be 'mean' or 'kth', not {statistic!r}")
+        self.knn = KNNAttributor(k=k, metric=metric)  # checks k and metric now, not when fitted
         self.k, self.statistic, self.metric = int(k), statistic, metric
 
     def params(self) -> dict:
@@ -92,7 +93,7 @@ class KNNDistance(OODScore):
 
     def fit(self, X, y) -> KNNDistance:
         X, y = check_support(X, y)
-        self.knn_ = KNNAttributor(k=self.k, metric=self.metric).fit(X, y)
+        self.knn_ = self.knn.fit(X, y)
         self.dim_ = X.shape[1]
         return self
 
@@ -186,14 +187,15 @@ class _TrainedHead(OODScore):
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, seed: int = 0, block_rows: int = BLOCK_ROWS):
         super().__init__(block_rows)
-        self.C, self.max_iter, self.seed = float(C), int(max_iter), int(seed)
+        self.head = LinearProbeAttributor(C=C, max_iter=max_iter, seed=seed)  # checks them now, not when fitted
+        self.C, self.max_iter, self.seed = self.head.C, self.head.max_iter, self.head.seed
 
     def params(self) -> dict:
         return {"head": "probe", "C": self.C, "max_iter": self.max_iter, "seed": self.seed}
 
     def fit(self, X, y) -> _TrainedHead:
         X, y = check_support(X, y)
-        self.head_ = LinearProbeAttributor(C=self.C, max_iter=self.max_iter, seed=self.seed).fit(X, y)
+        self.head_ = self.head.fit(X, y)
         self.dim_ = X.shape[1]
         return self
 
@@ -227,7 +229,8 @@ OOD_SCORES: dict[str, type[OODScore]] = {cls.name: cls for cls in (KNNDistance, 
 
 
 def build_ood_score(text: str) -> OODScore:
-    """`name[:key=value,...]`, e.g. `knn-distance:k=5,statistic=kth` or `mahalanobis:shrinkage=0.1`."""
+    """`name[:key=value,...]`, e.g. `knn-distance:k=5,statistic=kth` or `mahalanobis:shrinkage=0.1`;
+    every parameter checked here, before anything is fitted."""
     name, _, rest = text.partition(":")
     if name not in OOD_SCORES:
         raise UsageError(f"unknown out-of-domain score {name!r}; choose one of {', '.join(OOD_SCORES)}")
@@ -246,4 +249,7 @@ def build_ood_score(text: str) -> OODScore:
         if isinstance(typed, float) and not math.isfinite(typed):
             raise UsageError(f"out-of-domain score {text!r}: {key}={value!r} is not a finite number")
         params[key] = typed
-    return cls(**params)
+    try:
+        return cls(**params)
+    except UsageError as exc:
+        raise UsageError(f"out-of-domain score {text!r}: {exc}") from None

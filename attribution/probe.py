@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sourcetrace.attribution.base import Attributor, check_query, check_support
+from sourcetrace.core.errors import UsageError
 
 
 class LinearProbeAttributor(Attributor):
     name = "probe"
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, seed: int = 0):
+        """Checked here, as scikit-learn's LogisticRegression would check them only when fitted."""
+        if not (math.isfinite(float(C)) and float(C) > 0):
+            raise UsageError(f"probe C (inverse regularisation strength) must be a positive number, not {C!r}")
+        if int(max_iter) < 1:
+            raise UsageError(f"probe max_iter must be a positive integer, not {max_iter!r}")
+        if not 0 <= int(seed) < 2**32:
+            raise UsageError(f"probe seed must be an integer in 0..{2**32 - 1}, not {seed!r}")
         self.C, self.max_iter, self.seed = float(C), int(max_iter), int(seed)
 
     def params(self) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sourcetrace.attribution.base import Attributor
-from sourcetrace.attribution.metrics import accuracy, detection_metrics, eer_and_threshold, macro_f1, ood_metrics
+from sourcetrace.attribution.metrics import accuracy, detection_metrics, eer_and_threshold, macro_f1
 from sourcetrace.core.errors import UsageError
 
 UNKNOWN = "unknown"
@@ -22,25 +22,43 @@ def above_threshold(scores, threshold: float) -> np.ndarray:
     return np.asarray(scores) > threshold
 
 
-def threshold_by_rule(known_scores, unknown_scores, rule: str = "eer") -> float:
-    """The open-set threshold from calibration clips of known and unseen systems. `rule`: "eer" (the
-    threshold at their equal error rate, where TADA and the MLAAD source-tracing baseline set it; the
-    crossing convention is TADA's, see `metrics.eer_and_threshold`) or "fpr=R" (the lowest threshold that calls at most a share R of the known
-    calibration clips unknown: the (floor(R n) + 1)-th highest of the n known scores, so that at most
-    floor(R n) of them lie above it)."""
+def check_threshold_rule(rule: str) -> float | None:
+    """The share R of a rule "fpr=R", None for "eer"; UsageError for anything else (checked before
+    anything is fitted, and on a results file's open-set block)."""
     if rule == "eer":
-        return eer_and_threshold(known_scores, unknown_scores)[1]
-    name, eq, value = rule.partition("=")
+        return None
+    name, eq, value = str(rule).partition("=")
     try:
         rate = float(value)
     except ValueError:
         rate = -1.0
     if name != "fpr" or not eq or not 0.0 <= rate < 1.0:
         raise UsageError(f"threshold rule {rule!r}: say 'eer' or 'fpr=R' with R in [0, 1) (say fpr=0.05)")
+    return rate
+
+
+def threshold_by_rule(known_scores, unknown_scores, rule: str = "eer") -> float:
+    """The open-set threshold from calibration clips of known and unseen systems. `rule`: "eer" (the
+    threshold at their equal error rate, where TADA and the MLAAD source-tracing baseline set it; the
+    crossing convention is TADA's, see `metrics.eer_and_threshold`) or "fpr=R" (the lowest threshold that calls at most a share R of the known
+    calibration clips unknown: the (floor(R n) + 1)-th highest of the n known scores, so that at most
+    floor(R n) of them lie above it)."""
+    rate = check_threshold_rule(rule)
+    if rate is None:
+        return eer_and_threshold(known_scores, unknown_scores)[1]
     known = np.sort(np.asarray(known_scores, dtype=np.float64))[::-1]
     if len(known) == 0:
         raise UsageError("threshold rule fpr=R needs known calibration clips")
     return float(known[int(np.floor(rate * len(known)))])
+
+
+def known_and_unknown(labels, what: str) -> np.ndarray:
+    """Which of `labels` name known systems; UsageError unless there are both known and `UNKNOWN` ones."""
+    known = np.asarray(labels).astype(str) != UNKNOWN
+    if not known.any() or known.all():
+        raise UsageError(f"{what} needs clips of known systems and clips labelled {UNKNOWN!r}, "
+                         f"got {int(known.sum())} known and {int((~known).sum())} unknown")
+    return known
 
 
 def open_set_report(y_true, closed_pred, scores, threshold: float) -> dict:
@@ -57,10 +75,7 @@ def open_set_report(y_true, closed_pred, scores, threshold: float) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     if not len(y_true) == len(closed_pred) == len(scores):
         raise UsageError(f"{len(y_true)} labels, {len(closed_pred)} answers and {len(scores)} scores: they must match")
-    known = y_true != UNKNOWN
-    if not known.any() or known.all():
-        raise UsageError(f"an open-set query needs clips of known systems and clips labelled {UNKNOWN!r}, "
-                         f"got {int(known.sum())} known and {int((~known).sum())} unknown")
+    known = known_and_unknown(y_true, "an open-set query")
     flagged = above_threshold(scores, threshold)
     open_pred = np.where(flagged, UNKNOWN, closed_pred)
     closed_labels = sorted(set(y_true[known]) | set(closed_pred[known]))
@@ -75,6 +90,13 @@ def open_set_report(y_true, closed_pred, scores, threshold: float) -> dict:
     }
 
 
+def calibration_at_eer(known_scores, unknown_scores) -> dict:
+    """`metrics.detection_metrics` of validation clips plus `threshold`, the decision threshold they
+    set: their EER threshold (the names of a results file's open-set detection block)."""
+    out = detection_metrics(known_scores, unknown_scores)
+    return {**out, "threshold": out["eer_threshold"]}
+
+
 class UnknownDetector:
     def __init__(self, attributor: Attributor, threshold: float | None = None):
         self.attributor = attributor
@@ -83,7 +105,8 @@ class UnknownDetector:
 
     def calibrate(self, X_known, X_unknown) -> UnknownDetector:
         """Set the threshold at the EER point of known vs unknown validation clips."""
-        self.calibration_ = ood_metrics(self.attributor.outlier_score(X_known), self.attributor.outlier_score(X_unknown))
+        self.calibration_ = calibration_at_eer(self.attributor.outlier_score(X_known),
+                                               self.attributor.outlier_score(X_unknown))
         self.threshold = self.calibration_["threshold"]
         return self
 
@@ -110,7 +133,7 @@ class UnknownDetector:
         """EER, AUROC and FPR at 95 % TPR on held-out clips, plus the error rates at the set threshold."""
         known = self.attributor.outlier_score(X_known)
         unknown = self.attributor.outlier_score(X_unknown)
-        out = ood_metrics(known, unknown)
+        out = detection_metrics(known, unknown)
         out["threshold"] = float(self.threshold)
         out["false_unknown_rate"] = float(np.mean(self.is_unknown_score(known)))
         out["missed_unknown_rate"] = float(np.mean(~self.is_unknown_score(unknown)))
@@ -145,7 +168,7 @@ def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: in
     about (a checkpoint whose sibling checkpoints stay in) sets the threshold inside the spread of
     one generator's own clips, and known generators come out unknown.
 
-    Returns `ood_metrics` of the pooled scores plus the rates at the threshold under the decision
+    Returns `calibration_at_eer` of the pooled scores plus the rates at the threshold under the decision
     rule (`false_unknown_rate`: known clips called unknown; `detection_rate`: held-out clips
     called unknown; `held_out`: the detection rate of each held-out value, whose spread says how
     much the rate for a new generator can differ) and `level`, `folds`, `seed`.
@@ -181,7 +204,7 @@ def calibrate_holding_out(make_attributor, X, labels, groups, prompts, folds: in
         raise UsageError(f"unknown calibration found no prompt fold with clips of both a held-out {level} and "
                          f"the others: the {level}s speak disjoint prompts")
     known, unknown = np.concatenate(known_scores), np.concatenate(unknown_scores)
-    out = ood_metrics(known, unknown)
+    out = calibration_at_eer(known, unknown)
     detected, unknown_of = above_threshold(unknown, out["threshold"]), np.array(unknown_of)
     out.update({
         "false_unknown_rate": float(np.mean(above_threshold(known, out["threshold"]))),

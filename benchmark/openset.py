@@ -17,11 +17,19 @@ logistic regression on the whole support); a protocol's `ood_scores` names fewer
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 
 from sourcetrace.attribution.metrics import eer_and_threshold
-from sourcetrace.attribution.ood_scores import BLOCK_ROWS, build_ood_score
-from sourcetrace.attribution.unknown import UNKNOWN, open_set_report, threshold_by_rule
+from sourcetrace.attribution.ood_scores import BLOCK_ROWS, OODScore, build_ood_score
+from sourcetrace.attribution.unknown import (
+    UNKNOWN,
+    check_threshold_rule,
+    known_and_unknown,
+    open_set_report,
+    threshold_by_rule,
+)
 from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits
 from sourcetrace.benchmark.runner import AttributorSpec, build_on_device
 from sourcetrace.core.errors import UsageError
@@ -51,29 +59,33 @@ def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: Attri
     specs for `ood_scores.build_ood_score`. `dataset`: the set's name (a `corpus import --format`), which
     picks the published reference rows the leaderboard shows beside the result (reference/open-set.toml)."""
     labels = np.asarray(labels).astype(str)
-    support, calibration, query = (_rows(name, rows, len(X)) for name, rows in
-                                   (("support", support), ("calibration", calibration), ("query", query)))
+    splits = {name: _rows(name, rows, len(X)) for name, rows in
+              (("support", support), ("calibration", calibration), ("query", query))}
+    support, calibration, query = splits.values()
     if (labels[support] == UNKNOWN).any():
         raise UsageError(f"open-set support rows include clips labelled {UNKNOWN!r}: the support holds known systems only")
-    overlap = len(np.intersect1d(support, query)) + len(np.intersect1d(support, calibration))
-    if overlap:
-        raise UsageError(f"open-set support shares {overlap} rows with calibration or query: they must be disjoint")
+    for (name, rows), (other, other_rows) in combinations(splits.items(), 2):
+        shared = len(np.intersect1d(rows, other_rows))
+        if shared:  # calibration rows in the query: the threshold would be tuned on the clips it is scored on
+            raise UsageError(f"open-set {name} shares {shared} rows with {other}: support, calibration and query "
+                             "must be disjoint")
     unseen_in_support = sorted(set(labels[np.r_[calibration, query]]) - set(labels[support]) - {UNKNOWN})
     if unseen_in_support:
         raise UsageError(f"calibration/query systems {', '.join(unseen_in_support[:5])} are not in the support and not "
                          f"labelled {UNKNOWN!r}: label systems outside the support {UNKNOWN!r}")
-    if not ood_scores:
-        raise UsageError("open-set scoring needs at least one out-of-domain score")
-    Xs, ys = X[support], labels[support]
-    attributor = build_on_device(spec, device).fit(Xs, ys)
-    closed_pred = in_blocks(attributor.predict, X, query)
+    check_threshold_rule(rule)
     cal_known = labels[calibration] != UNKNOWN
     problem = calibration_problem(int(cal_known.sum()), int((~cal_known).sum()), rule)
     if problem:
         raise UsageError(problem)
+    known_and_unknown(labels[query], "open-set query")
+    scores = build_ood_scores(ood_scores)
+    Xs, ys = X[support], labels[support]
+    attributor = build_on_device(spec, device).fit(Xs, ys)
+    closed_pred = in_blocks(attributor.predict, X, query)
     by_score = {}
-    for text in ood_scores:
-        ood = build_ood_score(text).fit(Xs, ys)
+    for ood in scores:
+        ood.fit(Xs, ys)
         cal = in_blocks(ood.score, X, calibration)
         threshold = threshold_by_rule(cal[cal_known], cal[~cal_known], rule)
         report = open_set_report(labels[query], closed_pred, in_blocks(ood.score, X, query), threshold)
@@ -85,6 +97,21 @@ def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: Attri
     return {"dataset": dataset, "threshold_rule": rule, "unknown_label": UNKNOWN, "closed_set": closed,
             "n_support": int(len(support)), "n_calibration": int(len(calibration)), "n_query": int(len(query)),
             "scores": {name: {k: v for k, v in r.items() if k != "closed_set"} for name, r in by_score.items()}}
+
+
+def build_ood_scores(specs) -> list[OODScore]:
+    """Every out-of-domain score of `specs`, unfitted: each spec checked, and two naming one score (the
+    same name and parameters, defaults spelled out or not) refused, as their results would share one key."""
+    if not specs:
+        raise UsageError("open-set scoring needs at least one out-of-domain score")
+    scores = [build_ood_score(text) for text in specs]
+    first_spec: dict[str, str] = {}
+    for text, score in zip(specs, scores):
+        if score.id in first_spec:
+            raise UsageError(f"out-of-domain scores {first_spec[score.id]!r} and {text!r} are the same score "
+                             f"({score.id}): give each once")
+        first_spec[score.id] = text
+    return scores
 
 
 def calibration_problem(n_known: int, n_unknown: int, rule: str) -> str:

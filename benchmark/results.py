@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.core.errors import SourcetraceError
-from sourcetrace.core.schema import PER_SEED, RESULT, check
+from sourcetrace.attribution.unknown import check_threshold_rule
+from sourcetrace.core.errors import SourcetraceError, UsageError
+from sourcetrace.core.schema import OPEN_SET, PER_SEED, RESULT, check
+from sourcetrace.core.schema import problems as schema_problems
 
 SCHEMA_VERSION = 1
 # The largest results file read (leaderboards load every file whole; a Table-1 result is ~0.1 MiB,
@@ -105,29 +107,23 @@ def number_problems(result: dict) -> list[str]:
             if not (math.isfinite(stored) and abs(stored - recomputed) <= NUMBER_TOLERANCE):
                 problems.append(f"{level}: stored {key} {stored!r} is not the {recomputed!r} its per-seed values give")
     if "open_set" in result:
-        problems += open_set_problems(result["open_set"]) if isinstance(result["open_set"], dict) else ["open_set must be a table"]
+        problems += open_set_problems(result["open_set"])
     return problems
 
 
-def open_set_problems(block: dict) -> list[str]:
-    """What makes a result's open-set block unpublishable: a part missing, or a rate that is not a
-    number in 0..1 (the block is hostile input, as the rest of a submitted result)."""
-    scores = block.get("scores")
-    if not isinstance(scores, dict) or not scores:
-        return ["open_set.scores must be a non-empty table (one entry per out-of-domain score)"]
-    parts = [("closed_set", block.get("closed_set"))]
-    for name, entry in scores.items():
-        parts += [(f"scores.{name}.{part}", entry.get(part) if isinstance(entry, dict) else None)
-                  for part in ("open_set", "detection")]
-    problems = []
-    for where, part in parts:
-        if not isinstance(part, dict):
-            problems.append(f"open_set.{where} must be a table")
-            continue
-        for key in ("macro_f1", "accuracy", "eer", "auroc", "fpr95"):
-            value = part.get(key, 0.0)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
-                problems.append(f"open_set.{where}.{key} must be a number in 0..1, not {value!r}")
+def open_set_problems(block) -> list[str]:
+    """What makes a result's open-set block unpublishable: a key the leaderboard reads missing or of
+    the wrong type, a rate not a number in 0..1 (core.schema.OPEN_SET), no score, or a threshold rule
+    run_open_set would refuse (the block is hostile input, as the rest of a submitted result)."""
+    problems = schema_problems(block, OPEN_SET, "open_set")
+    if problems:
+        return problems
+    if not block["scores"]:
+        problems.append("open_set.scores must be a non-empty table (one entry per out-of-domain score)")
+    try:
+        check_threshold_rule(block["threshold_rule"])
+    except UsageError as exc:
+        problems.append(f"open_set.threshold_rule: {exc}")
     return problems
 
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from sourcetrace.attribution.knn import KNNAttributor
-from sourcetrace.attribution.metrics import confusion, macro_f1, ood_metrics, per_class_report
+from sourcetrace.attribution.metrics import confusion, detection_metrics, macro_f1, per_class_report
 from sourcetrace.attribution.probe import LinearProbeAttributor
 from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector, calibrate_holding_out, prompt_folds
 from sourcetrace.core.plugins import ATTRIBUTORS
@@ -68,13 +68,13 @@ def test_macro_f1_counts_a_class_never_predicted_as_zero():
     assert labels == ["a", "b", "c"] and matrix.tolist() == [[2, 0, 0], [0, 2, 0], [1, 0, 0]]
 
 
-def test_ood_metrics_against_hand_computation():
+def test_detection_metrics_against_hand_computation():
     known = [0.1, 0.2, 0.3, 0.4]
     unknown = [0.35, 0.5, 0.6, 0.7]
-    m = ood_metrics(known, unknown)
+    m = detection_metrics(known, unknown)
     assert m["auroc"] == pytest.approx(15 / 16)  # one of 16 pairs inverted (0.35 < 0.4)
     assert m["eer"] == pytest.approx(0.25)
-    assert m["fpr_at_95tpr"] == pytest.approx(0.25)  # accept <= 0.4 keeps all known, lets 0.35 in
+    assert m["fpr95"] == pytest.approx(0.25)  # accept <= 0.4 keeps all known, lets 0.35 in
 
 
 def test_unknown_detector_flags_an_unseen_class():

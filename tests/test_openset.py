@@ -4,7 +4,9 @@ the open-set block through a results file onto the leaderboard."""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -16,15 +18,16 @@ from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from sourcetrace.attribution import knn as knn_module
 from sourcetrace.attribution.knn import KNNAttributor
-from sourcetrace.attribution.metrics import auroc, eer_and_threshold, fpr_at_tpr, roc_points
+from sourcetrace.attribution.metrics import auroc, detection_metrics, eer_and_threshold, fpr_at_tpr, roc_points
 from sourcetrace.attribution.ood_scores import OOD_SCORES, build_ood_score
-from sourcetrace.attribution.unknown import UNKNOWN, open_set_report, threshold_by_rule
+from sourcetrace.attribution.unknown import UNKNOWN, UnknownDetector, open_set_report, threshold_by_rule
 from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.openset import run_open_set
 from sourcetrace.benchmark.protocol import ClipTable, load_protocol
 from sourcetrace.benchmark.results import number_problems
 from sourcetrace.benchmark.runner import AttributorSpec, make_result, run_protocol
 from sourcetrace.benchmark.synthetic import clustered_vectors, study_rows
+from sourcetrace.cli import main
 from sourcetrace.core.errors import UsageError
 
 torch.set_num_threads(1)
@@ -175,34 +178,28 @@ def test_bad_open_set_inputs_are_refused():
         build_ood_score("odin")
 
 
-def test_a_calibration_of_known_systems_only_takes_a_stated_fpr():
-    X, labels, support, calibration, query = clusters(per_class=20)
-    spec = AttributorSpec.parse("knn:k=3")
-    known_only = calibration[labels[calibration] != UNKNOWN]  # ASVspoof 2019 LA's dev list: A01-A06 only
-    with pytest.raises(UsageError, match="by the rule 'eer' needs clips of known systems and clips labelled"):
-        run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",))
-    block = run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",), rule="fpr=0.1")
-    entry = block["scores"]["cosine-centroid"]
-    assert entry["calibration"]["eer"] is None and entry["calibration"]["n_unknown"] == 0
-    cal = build_ood_score("cosine-centroid").fit(X[support], labels[support]).score(X[known_only])
-    assert np.mean(cal > entry["detection"]["threshold"]) <= 0.1
-
-
-def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_path):
+@pytest.fixture(scope="module")
+def open_set_result():
+    """A table1-01 result of synthetic vectors carrying an open-set block (MLAAD's), as JSON gives it back."""
     X, labels, support, calibration, query = clusters(per_class=30)
     spec = AttributorSpec.parse("knn:k=3")
     block = run_open_set(X, labels, support, calibration, query, spec, dataset="mlaad",
                          ood_scores=("knn-distance", "cosine-centroid"))
-    assert set(block["scores"]) == {"knn-distance(k=1,metric=euclidean,statistic=mean)", "cosine-centroid"}
-    assert block["closed_set"]["macro_f1"] == 1.0  # far clusters
-    for entry in block["scores"].values():
-        assert entry["detection"]["auroc"] > 0.99 and entry["calibration"]["n_unknown"] == 30
     rows = study_rows(n_prompts=10, vocoder_variants=False)
     protocol = load_protocol("table1-01-baseline")
     run = run_protocol(protocol, ClipTable.from_records(rows), clustered_vectors(rows, dim=8), spec, seeds=[0])
     result = make_result(protocol, run, spec, "synthetic", {"kind": "synthetic"}, "f" * 64,
                          {"path": "synthetic", "sha256": "a" * 64, "n_clips": len(rows)}, "test", open_set=block)
-    result = json.loads(json.dumps(result))
+    return json.loads(json.dumps(result))
+
+
+def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_path, open_set_result):
+    result = copy.deepcopy(open_set_result)
+    block = result["open_set"]
+    assert set(block["scores"]) == {"knn-distance(k=1,metric=euclidean,statistic=mean)", "cosine-centroid"}
+    assert block["closed_set"]["macro_f1"] == 1.0  # far clusters
+    for entry in block["scores"].values():
+        assert entry["detection"]["auroc"] > 0.99 and entry["calibration"]["n_unknown"] == 30
     assert number_problems(result) == []
     (tmp_path / "r.json").write_text(json.dumps(result))
     build_leaderboard([tmp_path / "r.json"], tmp_path / "site")
@@ -214,6 +211,144 @@ def test_the_open_set_block_reaches_the_results_file_and_the_leaderboard(tmp_pat
     assert 'id="open-set"' in page and 'id="open-set-published"' in page
     result["open_set"]["scores"]["cosine-centroid"]["detection"]["eer"] = 1.5
     assert number_problems(result) == ["open_set.scores.cosine-centroid.detection.eer must be a number in 0..1, not 1.5"]
+    result["open_set"]["scores"]["cosine-centroid"]["detection"].update(eer=0.5, threshold=float("nan"))
+    assert number_problems(result) == ["open_set.scores.cosine-centroid.detection.threshold must be a number, not nan"]
+
+
+def test_a_calibration_of_known_systems_only_takes_a_stated_fpr(open_set_result):
+    X, labels, support, calibration, query = clusters(per_class=20)
+    spec = AttributorSpec.parse("knn:k=3")
+    known_only = calibration[labels[calibration] != UNKNOWN]  # ASVspoof 2019 LA's dev list: A01-A06 only
+    with pytest.raises(UsageError, match="by the rule 'eer' needs clips of known systems and clips labelled"):
+        run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",))
+    block = run_open_set(X, labels, support, known_only, query, spec, ood_scores=("cosine-centroid",), rule="fpr=0.1")
+    entry = block["scores"]["cosine-centroid"]
+    assert entry["calibration"]["eer"] is None and entry["calibration"]["n_unknown"] == 0
+    cal = build_ood_score("cosine-centroid").fit(X[support], labels[support]).score(X[known_only])
+    assert np.mean(cal > entry["detection"]["threshold"]) <= 0.1
+    assert number_problems({**open_set_result, "open_set": json.loads(json.dumps(block))}) == []  # publishable
+
+
+def _parent(result, path):
+    """(the table holding the last key of `path`, that key): `path` is keys under open_set joined by "/"."""
+    *parents, last = path.split("/")
+    where = result["open_set"]
+    for key in parents:
+        where = where[key]
+    return where, last
+
+
+def _set(path, value):
+    def change(result):
+        where, key = _parent(result, path)
+        where[key] = value
+    return change
+
+
+def _drop(path):
+    def change(result):
+        where, key = _parent(result, path)
+        del where[key]
+    return change
+
+
+KNN = "knn-distance(k=1,metric=euclidean,statistic=mean)"
+
+
+@pytest.mark.parametrize("change, problem", [
+    (_set("scores/cosine-centroid/detection", {}), "missing required key 'open_set.scores.cosine-centroid.detection.eer'"),
+    (_set("dataset", ["mlaad"]), "open_set.dataset must be a string, not ['mlaad']"),
+    (_drop("closed_set/macro_f1"), "missing required key 'open_set.closed_set.macro_f1'"),
+    (_set(f"scores/{KNN}/open_set/accuracy", "0.9"), f"open_set.scores.{KNN}.open_set.accuracy must be a number in 0..1"),
+    (_set(f"scores/{KNN}/detection/fpr95", True), f"open_set.scores.{KNN}.detection.fpr95 must be a number in 0..1"),
+    (_set(f"scores/{KNN}/detection/threshold", "high"), f"open_set.scores.{KNN}.detection.threshold must be a number, not 'high'"),
+    (_set(f"scores/{KNN}/calibration", None), f"open_set.scores.{KNN}.calibration must be a table"),
+    (_set("scores", {}), "open_set.scores must be a non-empty table"),
+    (_set("threshold_rule", "fpr=5"), "open_set.threshold_rule: threshold rule 'fpr=5'"),
+    (_set("n_query", -3), "open_set.n_query must be an integer 1.."),
+    (lambda r: r.update(open_set=[]), "open_set must be a table"),
+], ids=["detection-empty", "dataset-list", "closed-set-no-f1", "rate-text", "rate-bool", "threshold-text",
+        "calibration-null", "no-scores", "bad-rule", "negative-count", "block-list"])
+def test_a_hostile_open_set_block_is_refused_by_name_not_a_crash(tmp_path, capsys, open_set_result, change, problem):
+    """Each passed validation and then crashed the leaderboard (exit 70) before the block was checked whole;
+    `leaderboard render` and a board's `add` refuse it by the one check (number_problems)."""
+    result = copy.deepcopy(open_set_result)
+    change(result)
+    assert any(problem in p for p in number_problems(result)), number_problems(result)
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert main(["leaderboard", "render", str(tmp_path / "r.json"), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "r.json: refused: " in err and problem in err
+    assert not (tmp_path / "site").exists()
+    assert main(["leaderboard", "init", str(tmp_path / "board"), "--corpus-sha256", result["corpus"]["sha256"],
+                 "--protocols", result["protocol"]["name"]]) == 0
+    assert main(["leaderboard", "add", str(tmp_path / "r.json"), "--board", str(tmp_path / "board"),
+                 "--submitter", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "r.json: refused: " in err and problem in err
+
+
+def test_calibration_rows_in_the_query_are_refused():
+    """A threshold tuned on the query's own clips would make the open-set numbers optimistic."""
+    X, labels, support, calibration, query = clusters(per_class=10)
+    spec = AttributorSpec.parse("knn:k=3")
+    with pytest.raises(UsageError, match="calibration shares 35 rows with query"):
+        run_open_set(X, labels, support, calibration, calibration, spec)
+    with pytest.raises(UsageError, match="calibration shares 1 rows with query"):
+        run_open_set(X, labels, support, calibration, np.r_[query, calibration[0]], spec)
+
+
+def test_a_bad_rule_or_score_is_refused_before_anything_is_fitted():
+    """The attributor below cannot be fitted (k above the support's 50 clips): each refusal must come first."""
+    X, labels, support, calibration, query = clusters(per_class=10)
+    unfittable = AttributorSpec.parse("knn:k=1000")
+    with pytest.raises(UsageError, match="k=1000 is larger than the support"):
+        run_open_set(X, labels, support, calibration, query, unfittable, ood_scores=("knn-distance",))
+    with pytest.raises(UsageError, match="threshold rule 'fpr=5'"):
+        run_open_set(X, labels, support, calibration, query, unfittable, rule="fpr=5")
+    with pytest.raises(UsageError, match="unknown out-of-domain score 'odin'"):
+        run_open_set(X, labels, support, calibration, query, unfittable, ood_scores=("knn-distance", "odin"))
+    with pytest.raises(UsageError, match="'energy:C=-1'"):
+        run_open_set(X, labels, support, calibration, query, unfittable, ood_scores=("knn-distance", "energy:C=-1"))
+
+
+def test_two_specs_of_one_score_are_refused_not_merged():
+    X, labels, support, calibration, query = clusters(per_class=10)
+    spec = AttributorSpec.parse("knn:k=3")
+    with pytest.raises(UsageError, match="'knn-distance' and 'knn-distance:k=1' are the same score"):
+        run_open_set(X, labels, support, calibration, query, spec, ood_scores=("knn-distance", "knn-distance:k=1"))
+    block = run_open_set(X, labels, support, calibration, query, spec, ood_scores=("knn-distance", "knn-distance:k=2"))
+    assert len(block["scores"]) == 2
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("energy:C=-1", "C (inverse regularisation strength) must be a positive number"),
+    ("max-logit:C=0", "must be a positive number"),
+    ("max-logit:max_iter=0", "max_iter must be a positive integer"),
+    ("energy:seed=-1", "seed must be an integer in 0..4294967295"),
+    ("knn-distance:k=0", "k must be a positive integer"),
+    ("knn-distance:metric=manhattan", "metric must be one of"),
+    ("energy:temperature=0", "temperature must be positive"),
+])
+def test_every_score_parameter_is_checked_when_the_score_is_built(text, problem):
+    """Not by scikit-learn (InvalidParameterError) or the kNN when fitted: a UsageError naming the spec."""
+    with pytest.raises(UsageError, match=re.escape(f"out-of-domain score {text!r}: ") + ".*" + re.escape(problem)):
+        build_ood_score(text)
+
+
+def test_the_calibration_of_unknown_detection_and_the_open_set_block_share_their_names():
+    """One set of names (a results file's open-set detection block): eer, eer_threshold, auroc, fpr95."""
+    X, labels, support, calibration, query = clusters(per_class=20)
+    knn = KNNAttributor(k=3, metric="euclidean").fit(X[support], labels[support])
+    cal_known = labels[calibration] != UNKNOWN
+    detector = UnknownDetector(knn).calibrate(X[calibration][cal_known], X[calibration][~cal_known])
+    scores = knn.outlier_score(X[calibration])
+    expected = detection_metrics(scores[cal_known], scores[~cal_known])
+    assert detector.calibration_ == {**expected, "threshold": expected["eer_threshold"]}
+    block = run_open_set(X, labels, support, calibration, query, AttributorSpec.parse("knn:k=3"), ood_scores=("knn-distance",))
+    detection = next(iter(block["scores"].values()))["detection"]
+    assert set(expected) <= set(detection)
+    assert set(detector.evaluate(X[query][labels[query] != UNKNOWN], X[query][labels[query] == UNKNOWN])) == set(detection)
 
 
 def test_mahalanobis_is_the_shrunk_class_conditional_distance_with_sklearns_ledoit_wolf():

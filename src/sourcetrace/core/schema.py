@@ -9,6 +9,7 @@ Schemas are plain values: a type (`str`, `bool`, `dict`, ...), `Int`, `Number`, 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -25,7 +26,10 @@ class Int:
 
 @dataclass(frozen=True)
 class Number:
-    """An int or a float (never a bool)."""
+    """A finite int or float (never a bool), within min..max where given."""
+
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,10 @@ def _problems(value, spec, where: str, out: list[str]) -> None:
                 or (spec.max is not None and value > spec.max)):
             out.append(f"{name} must be an integer{'' if bounds == '..' else ' ' + bounds}, not {value!r}")
     elif isinstance(spec, Number):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            out.append(f"{name} must be a number, not {value!r}")
+        bounds = f"{'' if spec.min is None else spec.min}..{'' if spec.max is None else spec.max}"
+        if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                or (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max)):
+            out.append(f"{name} must be a number{'' if bounds == '..' else ' in ' + bounds}, not {value!r}")
     elif isinstance(spec, Text):
         if not isinstance(value, str) or not re.fullmatch(spec.pattern, value):
             out.append(f"{name} must be {spec.what}, not {value!r}")
@@ -124,10 +130,11 @@ def _problems(value, spec, where: str, out: list[str]) -> None:
         raise TypeError(f"not a schema: {spec!r}")
 
 
-def problems(value, spec) -> list[str]:
-    """Every way `value` departs from `spec`, each naming its key (for readers that add a line number)."""
+def problems(value, spec, where: str = "") -> list[str]:
+    """Every way `value` departs from `spec`, each naming its key (for readers that add a line number);
+    `where`: the key `value` sits at in its file, said before each key."""
     out: list[str] = []
-    _problems(value, spec, "", out)
+    _problems(value, spec, where, out)
     return out
 
 
@@ -250,6 +257,25 @@ BOARD = Record({
     "sourcetrace": str,
 }, extra=False)
 PER_SEED = ListOf(Record({"seed": int, "variant": Optional(str), "macro_f1": Number()}), non_empty=True)
+
+# A result's open-set block (benchmark/openset.py run_open_set writes it; results.py open_set_problems
+# checks it for the leaderboard): every key run_open_set writes, each rate a number in 0..1.
+_RATE = Number(0, 1)
+_OPEN_SET_SCORES = Record({"macro_f1": _RATE, "accuracy": _RATE, "n": Int(min=1)})
+OPEN_SET = Record({
+    "dataset": Optional(str), "level": Optional(str), "threshold_rule": str, "unknown_label": str,
+    "closed_set": _OPEN_SET_SCORES,
+    "n_support": Int(min=1), "n_calibration": Int(min=1), "n_query": Int(min=1),
+    "scores": MapOf(Record({
+        "open_set": _OPEN_SET_SCORES,
+        "detection": Record({"eer": _RATE, "eer_threshold": Number(), "auroc": _RATE, "fpr95": _RATE,
+                             "n_known": Int(min=1), "n_unknown": Int(min=1), "threshold": Number(),
+                             "false_unknown_rate": _RATE, "missed_unknown_rate": _RATE}),
+        # A calibration of known systems only (a stated-FPR rule) has no EER: null.
+        "calibration": Record({"eer": Optional(_RATE), "threshold": Number(), "n_known": Int(min=1),
+                               "n_unknown": Int(min=0)}),
+    })),
+})
 
 # The download catalogue of `sourcetrace fetch` (pipeline/fetch.py): datasets/sources.toml and
 # generators/sources.toml (FETCH_SOURCE, a table per artefact), attribution/extractors/models/sources.toml

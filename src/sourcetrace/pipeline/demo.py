@@ -95,7 +95,7 @@ def run_demo(out: str | Path, n_prompts: int = 40, k: int = 10, seed: int = 0, p
     print(f"\nUnknown detection (support without {HELD_OUT_ARCHITECTURE}; threshold at the validation EER point):")
     print(f"{'extractor':<40} {'EER':>6} {'AUROC':>6} {'FPR@95TPR':>10} {'false unknown':>14} {'missed unknown':>15}")
     for name, r in unknown_results.items():
-        print(f"{name:<40} {r['eer']:>6.3f} {r['auroc']:>6.3f} {r['fpr_at_95tpr']:>10.3f} "
+        print(f"{name:<40} {r['eer']:>6.3f} {r['auroc']:>6.3f} {r['fpr95']:>10.3f} "
               f"{r['false_unknown_rate']:>14.3f} {r['missed_unknown_rate']:>15.3f}")
     print(f"\nMiniature demo: espeak-ng voices stand in for generators; these are NOT the study's numbers.\n"
           f"leaderboard: {page}\nfigures: {out / 'results' / 'figures'}")
