@@ -84,6 +84,7 @@ def test_plan_fetch_plan_on_the_study_recipe_from_a_lab_mirror(server, tmp_path,
     assert [line.split(" -> ")[0] for line in captured.out.splitlines()[:-1]] == [
         f"[fetch] fetched: {name}" for name in needed]
     assert captured.out.splitlines()[-1] == f"[fetch] {len(needed)} of {len(needed)} artefacts in place"
+    assert f"[fetch] fetched: xls-r-2b -> {tmp_path / 'models' / 'xls-r-2b'} (commit {COMMIT})\n" in captured.out
     assert (work / "data" / "LJSpeech-1.1" / "wavs" / "LJ001-0001.wav").read_bytes() == _wav()
     assert sorted(p.name for p in (work / "data" / "hi_fi_tts_v0").rglob("*") if p.is_file()) == [
         "9136_manifest_other_train.json", "b.flac"]  # only the recipe's fine-tune speaker
