@@ -410,7 +410,8 @@ def cmd_fetch(args) -> int:
         if outcome.status == "failed":
             print(f"error: {outcome.message}", file=sys.stderr)
         else:
-            done = f" (sha256 {outcome.sha256})" if outcome.sha256 else ""
+            what = "commit" if outcome.artefact.unpack == "hf" else "sha256"  # a model folder's is its commit
+            done = f" ({what} {outcome.sha256})" if outcome.sha256 else ""
             print(f"[fetch] {outcome.status}: {outcome.artefact.name} -> {outcome.artefact.destination(args.workdir)}{done}")
     print(f"[fetch] {len(report.outcomes) - len(report.failed)} of {len(report.outcomes)} artefacts in place"
           + (f"; {len(report.failed)} failed: fix what each error line says and rerun (finished files are kept)"

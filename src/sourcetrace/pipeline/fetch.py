@@ -414,10 +414,11 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
     part = dest.with_name(dest.name + PART)
     if dest.exists():  # fetch renames a whole folder into place: this one is someone else's
         raise FetchError(f"{dest}: a folder without config.json is in the way: move it away and rerun")
-    if mirror is not None:
-        if is_url(mirror):
-            raise FetchError(f"{artefact.name}: a Hugging Face folder comes from a mirror folder (--mirror DIR, "
-                             f"holding {artefact.key}/) or from a hub mirror (HF_ENDPOINT), not a URL mirror")
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # a lab's hub mirror serves model folders
+    if mirror is not None and is_url(mirror) and endpoint is None:
+        raise FetchError(f"a Hugging Face folder comes from a mirror folder (--mirror DIR, holding {artefact.key}/) "
+                         "or from a hub mirror (set HF_ENDPOINT), not a URL mirror")
+    if mirror is not None and not is_url(mirror):
         source = Path(mirror) / artefact.key
         if not (source / "config.json").is_file():
             raise FetchError(f"{source}: no such model folder in the mirror")
@@ -433,7 +434,6 @@ def _fetch_hf(artefact: Artefact, workdir: Path, lock: LockFile, mirror: str | N
             lock.record_pending(artefact.key, str(source), found, size)
         os.replace(part, dest)
         return found
-    endpoint = os.environ.get("HF_ENDPOINT") or None
     pinned = lock.revision(artefact.key)
     if artefact.revision and pinned and pinned != artefact.revision:
         raise FetchError(f"{artefact.name}: {LOCK_FILE} pins commit {pinned}, the catalogue {artefact.revision}: "
