@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sourcetrace.attribution.unknown import UNKNOWN
+from sourcetrace.attribution.unknown import UNKNOWN, check_threshold_rule
 from sourcetrace.benchmark.splits import split_prompts
 from sourcetrace.core.errors import SourcetraceError, UsageError
 from sourcetrace.core.fileio import read_user_text
@@ -161,6 +161,11 @@ def _where(raw: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
 def _check_shipped(raw: dict, source: str) -> None:
     """A shipped-split protocol selects every side by `where` only; the others have no calibration.
     Open-set settings need a calibration side and unseen systems; `dataset` names a set sourcetrace reads."""
+    if "threshold" in raw:
+        try:
+            check_threshold_rule(raw["threshold"])  # the one rule of what a threshold may say
+        except UsageError as exc:
+            raise ProtocolError(f"{source}: {exc}") from None
     if ("threshold" in raw or "ood_scores" in raw) and not ("calibration" in raw and raw.get("unseen") == UNKNOWN):
         raise ProtocolError(f"{source}: threshold and ood_scores are open-set settings: they need a calibration "
                             f"side and unseen = \"{UNKNOWN}\"")

@@ -524,7 +524,7 @@ def test_open_set_protocol_keys_are_checked_when_loaded(tmp_path):
            'support = { roles = ["all"] }\nquery = { roles = ["all"] }\n'
     for extra, message in (('threshold = "fpr=0.05"\n', "open-set settings: they need a calibration side"),
                            ('dataset = "timit"\n', "dataset 'timit' is not a set sourcetrace reads"),
-                           ('threshold = "fpr=5"\n', "threshold must be 'eer' or 'fpr=R'")):
+                           ('threshold = "fpr=5"\n', "threshold rule 'fpr=5': say 'eer' or 'fpr=R'")):
         path = tmp_path / "p.toml"
         path.write_text(base + extra)
         with pytest.raises(ProtocolError, match=message):

@@ -186,7 +186,7 @@ PROTOCOL = Record({
     "disjoint": Optional(ListOf(str, non_empty=True)),
     "unseen": Optional(OneOf(("unknown",), "unseen mode")),
     "dataset": Optional(str),  # the `corpus import --format` name of the set whose own splits these are
-    "threshold": Optional(Text(r"eer|fpr=(0|0?\.[0-9]+)", "'eer' or 'fpr=R' with R in [0, 1), say fpr=0.05")),
+    "threshold": Optional(str),  # 'eer' or 'fpr=R': attribution.unknown.check_threshold_rule, at load
     "ood_scores": Optional(ListOf(str, non_empty=True)),
     "checkpoints": Optional(OneOf(("shared", "disjoint"), "checkpoint mode")),
     "balance": Optional(ListOf(OneOf(LEVELS, "level"))),
