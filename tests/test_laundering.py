@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from sourcetrace.attribution.extractors import build_extractor
