@@ -51,7 +51,8 @@ class QuerySource:
 def laundered_copies(corpus: Corpus, audio_hashes: dict[str, str], folders) -> list[tuple[Corpus, dict]]:
     """Each --laundered folder as (derived corpus, its derivation record), proven a copy of `corpus`
     (corpus.derive.read_derived); two folders with one transform chain would write one results file."""
-    copies, seen = [], {}
+    copies: list[tuple[Corpus, dict]] = []
+    seen: dict[str, str] = {}
     for folder in folders:
         derived, derivation = read_derived(corpus, audio_hashes, folder)
         if derivation["transform"] in seen:

@@ -142,7 +142,7 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
             acc["true"].append(y_true)
             acc["pred"].append(preds[level])
             acc["labels"].update(labels)
-        info = {"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
+        info: dict[str, object] = {"seed": split.seed, "variant": split.variant, "support_checkpoints": split.support_checkpoints,
                 "query_checkpoints": split.query_checkpoints, "n_support": int(len(split.support)),
                 "n_validation": int(len(split.validation)), "n_query": int(len(split.query))}
         if len(split.calibration) or split.leaks_dropped or split.mark_unseen:  # a shipped split's own sides
