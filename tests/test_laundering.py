@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from sourcetrace.attribution.extractors import build_extractor
@@ -17,6 +18,7 @@ from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.board import add_results, build_board, create_board
 from sourcetrace.benchmark.laundering import laundering_scores
 from sourcetrace.benchmark.leaderboard import build_leaderboard
+from sourcetrace.benchmark.openset import run_open_set
 from sourcetrace.benchmark.protocol import ClipTable, load_protocol
 from sourcetrace.benchmark.results import load_result, result_file_name
 from sourcetrace.benchmark.runner import AttributorSpec
@@ -163,3 +165,26 @@ def test_the_leaderboard_shows_a_laundering_table_apart_from_the_clean_one(setup
     assert add_results(board, [out], submitter="tests", log=lambda _: None) == 1 + len(TRANSFORMS)
     build_board(board, tmp_path / "board-site")
     assert (tmp_path / "board-site" / "leaderboard.md").read_text().partition("## Laundering")[2] == section
+
+
+def test_open_set_under_laundering_keeps_the_clean_calibration():
+    """A shipped split's open-set block for a laundered query: support and calibration (its threshold)
+    from the clean vectors, only the query's rows from the laundered ones."""
+    rng = np.random.default_rng(0)
+    systems = [f"s{i}" for i in range(4)]
+    labels = np.repeat(systems, 30)
+    X = rng.normal(size=(len(labels), 8)) + 4 * np.repeat(np.eye(4, 8), 30, axis=0)
+    support = np.flatnonzero(np.tile(np.arange(30) < 10, 4) & (labels != "s3"))
+    calibration = np.flatnonzero(np.tile((np.arange(30) >= 10) & (np.arange(30) < 20), 4))
+    query = np.flatnonzero(np.tile(np.arange(30) >= 20, 4))
+    open_labels = np.where(labels == "s3", "unknown", labels)
+    noisy = X + rng.normal(scale=2.0, size=X.shape)
+    mixed = X.copy()
+    mixed[query] = noisy[query]
+    spec = AttributorSpec.parse("knn:k=3")
+    scores = ("knn-distance", "cosine-centroid")
+    got = run_open_set(X, open_labels, support, calibration, query, spec, ood_scores=scores, query_X=noisy)
+    assert got == run_open_set(mixed, open_labels, support, calibration, query, spec, ood_scores=scores)
+    clean = run_open_set(X, open_labels, support, calibration, query, spec, ood_scores=scores)
+    assert [e["calibration"] for e in got["scores"].values()] == [e["calibration"] for e in clean["scores"].values()]
+    assert got["scores"] != clean["scores"]
