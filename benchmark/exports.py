@@ -13,6 +13,7 @@ import io
 
 from sourcetrace.benchmark.scrub import last_part
 from sourcetrace.benchmark.summary import KNOWN_SYSTEMS, LEVEL_SHORT, scope_footnotes, score_cell
+from sourcetrace.core.schema import LEVELS
 
 
 def escaped(text) -> str:
@@ -106,23 +107,25 @@ def laundered_cells(systems) -> list[tuple[str, str, str]]:
 
 def laundering_table(systems) -> tuple[list[str], list[list[str]]]:
     """The Laundering table: one row per (protocol, system, level) with laundered results, the clean
-    score, then each transform's score and its drop (`n/a` where a result is missing)."""
+    score, then each transform's score and its drop (`n/a` where a result is missing); drop > 0: F1 fell."""
     cells = laundered_cells(systems)
     transforms = sorted({transform for _, _, transform in cells})
     head = ["protocol", "attributor", "extractor", "level", "clean"] + [f"{t} {part}" for t in transforms
                                                                         for part in ("F1", "drop")]
+    levels = sorted({lv for _, lv, _ in cells}, key=LEVELS.index)
     body = []
-    for protocol, level in sorted({(p, lv) for p, lv, _ in cells}):
+    for protocol in sorted({p for p, _, _ in cells}):
         for system in systems:
-            laundered = {t: system.get("laundered", {}).get((protocol, level, t)) for t in transforms}
-            if not any(laundered.values()):
-                continue
-            clean = system["cells"].get((protocol, level))
-            row = [protocol, system["short"], system["extractor"], level, score_cell(clean)]
-            for entry in laundered.values():
-                drop = "n/a" if entry is None or clean is None else f"{clean['mean'] - entry['mean']:+.3f}"
-                row += [score_cell(entry), drop]
-            body.append(row)
+            for level in levels:
+                laundered = {t: system.get("laundered", {}).get((protocol, level, t)) for t in transforms}
+                if not any(laundered.values()):
+                    continue
+                clean = system["cells"].get((protocol, level))
+                row = [protocol, system["short"], system["extractor"], level, score_cell(clean)]
+                for entry in laundered.values():
+                    drop = "n/a" if entry is None or clean is None else f"{clean['mean'] - entry['mean']:+.3f}"
+                    row += [score_cell(entry), drop]
+                body.append(row)
     return head, body
 
 
