@@ -44,8 +44,11 @@ class QuerySource:
 
     X: np.ndarray
     usable: np.ndarray
-    transform: str | None = None
     laundering: dict | None = None  # the results' `laundering` block: transform, seed, the derived corpus's identity
+
+    @property
+    def transform(self) -> str | None:
+        return None if self.laundering is None else self.laundering["transform"]
 
 
 def laundered_copies(corpus: Corpus, audio_hashes: dict[str, str], folders) -> list[tuple[Corpus, dict]]:
@@ -125,7 +128,7 @@ def run_bench(corpus_dir: str | Path, protocols: list[Protocol], systems: list[t
                                                             f"{extractor.name} on {derived.root} ({derivation['transform']})",
                                                             progress, log)
             failures += rejected
-            sources.append(QuerySource(X_derived, usable & usable_derived, derivation["transform"],
+            sources.append(QuerySource(X_derived, usable & usable_derived,
                                        {"transform": derivation["transform"], "seed": derivation.get("seed"),
                                         "corpus": derived_id}))
         for protocol in protocols:

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -119,8 +120,12 @@ def test_a_copy_of_another_corpus_or_one_short_of_a_clip_is_refused(setup, tmp_p
     shutil.copytree(noisy, short)
     rows = Corpus.read(short).rows
     Corpus(root=short, rows=rows[1:]).write()
+    stale = tmp_path / "stale"  # one clip made from other audio than the clean corpus holds
+    shutil.copytree(noisy, stale)
+    rows = Corpus.read(stale).rows
+    Corpus(root=stale, rows=[replace(rows[0], parent_sha256="0" * 64), *rows[1:]]).write()
     cases = {tmp_path / "of-other": "derived from another corpus", short: f"lacks 1 clips of {clean.root}",
-             clean.root: "not a derived corpus"}
+             stale: f"1 clips were not made from {clean.root}'s audio", clean.root: "not a derived corpus"}
     for folder, message in cases.items():
         capsys.readouterr()
         code = main([*setup["bench"], "--laundered", str(folder), "--out", str(tmp_path / "out")])

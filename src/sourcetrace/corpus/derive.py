@@ -284,8 +284,9 @@ def read_derived(parent: Corpus, audio_hashes: dict[str, str], folder: str | Pat
         derivation = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{record}: cannot read ({exc})") from None
-    if not isinstance(derivation, dict) or not isinstance(derivation.get("transform"), str):
-        raise UsageError(f"{record}: not a derivation record (no transform); derive the corpus again")
+    if not (isinstance(derivation, dict) and isinstance(derivation.get("transform"), str) and derivation["transform"]
+            and type(derivation.get("seed")) is int):
+        raise UsageError(f"{record}: not a derivation record (a transform chain and a seed); derive the corpus again")
     manifest = sha256_file(parent.manifest_path)
     if derivation.get("parent_manifest_sha256") != manifest:
         raise UsageError(f"{folder}: derived from another corpus (its {DERIVATION} names parent manifest sha256 "
