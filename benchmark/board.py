@@ -32,7 +32,7 @@ from sourcetrace.benchmark.results import (
     now_utc,
     number_problems,
     read_result_bytes,
-    result_file_name,
+    result_name,
     result_paths,
     validate_result,
 )
@@ -148,11 +148,7 @@ def check_against_board(result: dict, meta: dict, source: str) -> dict:
 
 
 def _entry_name(result: dict) -> str:
-    return result_file_name(result["protocol"]["name"], result["attributor"]["id"], result["features"]["extractor"])[:-5]
-
-
-def _key(result: dict) -> tuple[str, str, str]:
-    return result["protocol"]["name"], result["attributor"]["id"], result["features"]["extractor"]
+    return result_name(result)[:-5]
 
 
 @contextlib.contextmanager

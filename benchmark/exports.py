@@ -13,6 +13,7 @@ import io
 
 from sourcetrace.benchmark.scrub import last_part
 from sourcetrace.benchmark.summary import KNOWN_SYSTEMS, LEVEL_SHORT, scope_footnotes, score_cell
+from sourcetrace.core.schema import LEVELS
 
 
 def escaped(text) -> str:
@@ -94,14 +95,61 @@ def open_set_markdown(rows: list[dict], references: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LAUNDERING_NOTE = ("Support clean, query laundered: each transform's query clips come from a `corpus derive` copy of the "
+                   "corpus, over the same splits and seeds as the clean result. Macro F1, mean ± std over seeds; "
+                   "drop: clean minus laundered.")
+
+
+def laundered_cells(systems) -> list[tuple[str, str, str]]:
+    """(protocol, level, transform) of every laundered score the systems hold (their `laundered`), sorted."""
+    return sorted({cell for system in systems for cell in system.get("laundered", {})})
+
+
+def laundering_table(systems) -> tuple[list[str], list[list[str]]]:
+    """The Laundering table: one row per (protocol, system, level) with laundered results, the clean
+    score, then each transform's score and its drop (`n/a` where a result is missing); drop > 0: F1 fell."""
+    cells = laundered_cells(systems)
+    transforms = sorted({transform for _, _, transform in cells})
+    head = ["protocol", "attributor", "extractor", "level", "clean"] + [f"{t} {part}" for t in transforms
+                                                                        for part in ("F1", "drop")]
+    levels = sorted({lv for _, lv, _ in cells}, key=LEVELS.index)
+    body = []
+    for protocol in sorted({p for p, _, _ in cells}):
+        for system in systems:
+            for level in levels:
+                laundered = {t: system.get("laundered", {}).get((protocol, level, t)) for t in transforms}
+                if not any(laundered.values()):
+                    continue
+                clean = system["cells"].get((protocol, level))
+                row = [protocol, system["short"], system["extractor"], level, score_cell(clean)]
+                for entry in laundered.values():
+                    drop = "n/a" if entry is None or clean is None else f"{clean['mean'] - entry['mean']:+.3f}"
+                    row += [score_cell(entry), drop]
+                body.append(row)
+    return head, body
+
+
+def laundering_markdown(systems) -> str:
+    """The Laundering section of leaderboard.md ("" without laundered results)."""
+    head, body = laundering_table(systems)
+    if not body:
+        return ""
+    lines = ["", "## Laundering", "", LAUNDERING_NOTE, "", "| " + " | ".join(map(_md, head)) + " |",
+             "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(_md, row)) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(columns, rows) -> str:
     """The table as CSV: one row per system, mean and std per (protocol, level) (`known-systems` or
     `every-clip` in the header where the results say what an open-set protocol's closed set counts),
     then the open-set numbers: one column per (protocol, out-of-domain score, metric), `open-set` in
+    the header; then the laundered scores: mean and std per (protocol, level, transform), `laundered` in
     the header. Text cells that a spreadsheet would run as a formula (=, +, -, @) get a leading apostrophe."""
     scope = {cell: " known-systems" if entry["scored_on"] == KNOWN_SYSTEMS else " every-clip"
              for row in rows for cell, entry in row["cells"].items() if "scored_on" in entry}
     open_columns = open_set_columns(rows)
+    laundered_columns = laundered_cells(rows)
 
     def text(value) -> str:
         value = str(value)
@@ -113,7 +161,9 @@ def csv_table(columns, rows) -> str:
                     + [f"{name} {level}{scope.get((name, level), '')} {stat}" for name, _, _, levels in columns for level in levels
                        for stat in ("mean", "std")]
                     + [f"{protocol} open-set {score} {column}" for protocol, score in open_columns
-                       for _, _, column in OPEN_SET_COLUMNS])
+                       for _, _, column in OPEN_SET_COLUMNS]
+                    + [f"{protocol} {level} laundered {transform} {stat}" for protocol, level, transform in laundered_columns
+                       for stat in ("mean", "std")])
     for row in rows:
         numbers = []
         for name, _, _, levels in columns:
@@ -124,6 +174,9 @@ def csv_table(columns, rows) -> str:
             block = row.get("open", {}).get(protocol)
             values = open_set_values(block).get(score) if block else None
             numbers += [""] * len(OPEN_SET_COLUMNS) if values is None else [repr(v) for v in values]
+        for cell in laundered_columns:
+            entry = row.get("laundered", {}).get(cell)
+            numbers += ["", ""] if entry is None else [repr(float(entry["mean"])), repr(float(entry["std"]))]
         writer.writerow([text(row["attributor"]), text(row["extractor"]), "source" in row, *numbers])
     return buffer.getvalue()
 
@@ -136,7 +189,8 @@ def model_index(corpus, columns, systems) -> dict:
     """Hugging Face model-index (the model card metadata leaderboards read): one entry per system,
     one metric per (protocol, level), std and seeds in the metric's args (and `scored_on` where the
     result says what its closed set counts); one metric per open-set number (protocol, out-of-domain
-    score, OPEN_SET_COLUMNS metric), the threshold rule and level in its args."""
+    score, OPEN_SET_COLUMNS metric), the threshold rule and level in its args; one macro F1 per laundered
+    (protocol, level, transform), the transform, std and drop in its args."""
     entries = []
     for system in systems:
         metrics = []
@@ -158,6 +212,13 @@ def model_index(corpus, columns, systems) -> dict:
                                     "args": {"protocol": name, "ood_score": score, "metric": column,
                                              "level": block.get("level"), "threshold_rule": block.get("threshold_rule"),
                                              "dataset": block.get("dataset")}})
+        for (name, level, transform), entry in sorted(system.get("laundered", {}).items()):
+            clean = system["cells"].get((name, level))
+            metrics.append({"type": "f1", "name": f"macro F1, {name} ({level} level), query laundered by {transform}",
+                            "value": entry["mean"], "config": f"{name}/{level}/laundered/{transform}",
+                            "args": {"average": "macro", "protocol": name, "level": level, "laundering": transform,
+                                     "std": entry["std"], "drop": None if clean is None else clean["mean"] - entry["mean"],
+                                     "seeds": system["laundered_seeds"][(name, transform)]}})
         entries.append({"name": f"{system['attributor']} + {system['extractor']}", "results": [{
             "task": {"type": "audio-classification", "name": "audio deepfake model attribution (source tracing)"},
             "dataset": {"type": "sourcetrace-corpus", "name": last_part(str(corpus.get("path") or "corpus")),

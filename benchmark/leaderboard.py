@@ -14,18 +14,28 @@ import jinja2
 from markupsafe import Markup
 
 from sourcetrace.benchmark.exports import (
+    LAUNDERING_NOTE,
     OPEN_SET_COLUMNS,
     OPEN_SET_NOTE,
     corpus_line,
     csv_table,
     escaped,
+    laundering_markdown,
+    laundering_table,
     markdown_table,
     model_index,
     open_set_markdown,
     open_set_rows,
 )
 from sourcetrace.benchmark.figures import figure_file
-from sourcetrace.benchmark.results import ResultError, load_result, number_problems, result_file_name, result_paths
+from sourcetrace.benchmark.results import (
+    ResultError,
+    laundered_by,
+    load_result,
+    number_problems,
+    result_name,
+    result_paths,
+)
 from sourcetrace.benchmark.scrub import public_copy
 from sourcetrace.benchmark.summary import protocol_order, scope_footnotes, scope_marks, system_key
 from sourcetrace.core.fileio import copy_file_atomic, sha256_file, write_json_atomic, write_text_atomic
@@ -57,7 +67,7 @@ def check_comparable(results: list[tuple[str, dict]]) -> None:
                               "rerun both with the same protocol definition")
     keys = defaultdict(list)
     for source, r in results:
-        keys[(r["protocol"]["name"], system_key(r))].append(source)
+        keys[(r["protocol"]["name"], system_key(r), laundered_by(r))].append(source)
     dupes = [files for files in keys.values() if len(files) > 1]
     if dupes:
         raise ResultError(f"the same protocol and system appear twice: {', '.join(dupes[0])}")
@@ -120,7 +130,8 @@ def _short_protocol(name: str) -> str:
 def build_leaderboard(result_files: list[str | Path], out: str | Path, title: str = DEFAULT_TITLE) -> Path:
     """index.html, leaderboard.md, leaderboard.csv, leaderboard.json (Hugging Face model-index),
     results/*.json and figures/: relative links only, absolute paths cut (public_copy). A folder
-    given stands for its *.json files."""
+    given stands for its *.json files. Results under laundering (`bench --laundered`) go to their own
+    Laundering table beside their clean result, never into the clean columns."""
     loaded = [(str(f), load_result(f)) for f in result_paths(result_files)]
     if not loaded:
         raise ResultError("no results files given")
@@ -132,15 +143,22 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
     out = Path(out)
     title = public_copy(title)
     results = [public_copy(r) for _, r in loaded]
-    columns = _columns(results)
+    columns = _columns([r for r in results if laundered_by(r) is None])
     systems: dict[tuple[str, str], dict] = {}
     open_rows: list[dict] = []
     for (source, _), r in zip(loaded, results):
         system = systems.setdefault(system_key(r), {"attributor": r["attributor"]["id"], "short": short_attributor(r["attributor"]),
                                                     "extractor": r["features"]["extractor"], "cells": {}, "links": {},
-                                                    "seeds": {}, "figures": [], "open": {}})
-        link = f"results/{result_file_name(r['protocol']['name'], r['attributor']['id'], r['features']['extractor'])}"
+                                                    "seeds": {}, "figures": [], "open": {}, "laundered": {},
+                                                    "laundered_seeds": {}})
+        link = f"results/{result_name(r)}"
         write_json_atomic(out / link, r)
+        transform = laundered_by(r)
+        if transform is not None:  # the Laundering table's; its open-set block stays in its results file
+            system["laundered_seeds"][(r["protocol"]["name"], transform)] = r["seeds"]
+            for level, entry in r["levels"].items():
+                system["laundered"][(r["protocol"]["name"], level, transform)] = entry
+            continue
         system["links"][r["protocol"]["name"]], system["seeds"][r["protocol"]["name"]] = link, r["seeds"]
         if "open_set" in r:
             open_rows += open_set_rows(system, r, link)
@@ -165,13 +183,15 @@ def build_leaderboard(result_files: list[str | Path], out: str | Path, title: st
             cells = {(name, level): ref["cells"].get((row, level)) for name, row, _, levels in columns
                      if row is not None for level in levels}
             refs.append({**ref, "short": ref["attributor"], "cells": {k: v for k, v in cells.items() if v}})
-    corpus, rows = results[0]["corpus"], [*systems.values(), *refs]
+    corpus = results[0]["corpus"]
+    rows = [*(s for s in systems.values() if s["links"]), *refs]  # systems with laundered results only: not here
     open_refs = open_set_reference_rows({r["open_set"].get("dataset") for r in results if "open_set" in r})
     marks = scope_marks(results)
     write_text_atomic(out / "leaderboard.md", markdown_table(title, corpus, columns, rows, marks)
-                      + (open_set_markdown(open_rows, open_refs) if open_rows else ""))
+                      + (open_set_markdown(open_rows, open_refs) if open_rows else "") + laundering_markdown(list(systems.values())))
     write_text_atomic(out / "leaderboard.csv", csv_table(columns, rows))
-    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows, open_rows, open_refs, marks))
+    write_text_atomic(out / "index.html", _page(title, corpus, columns, rows, open_rows, open_refs, marks,
+                                                laundering_table(list(systems.values()))))
     write_json_atomic(out / "leaderboard.json", model_index(corpus, columns, list(systems.values())))
     return out / "index.html"
 
@@ -186,7 +206,7 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("sourcetrace.benchma
                                 finalize=_escape_output, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
-def _page(title, corpus, columns, rows, open_rows=(), open_refs=(), marks=None) -> str:
+def _page(title, corpus, columns, rows, open_rows=(), open_refs=(), marks=None, laundering=([], [])) -> str:
     """index.html: the table (sortable, one level or all), its protocols' legend, links to the exports."""
     by_level = [(level, [(name, row, ptitle) for name, row, ptitle, levels in columns if level in levels])
                 for level in LEVELS]
@@ -212,6 +232,7 @@ def _page(title, corpus, columns, rows, open_rows=(), open_refs=(), marks=None) 
         headers=headers, rows=[_page_row(row, headers) for row in rows],
         reference_source=references[0] if references else None,
         legend=[("" if row is None else f"{row:02d}", name, ptitle) for name, row, ptitle, _ in columns],
+        laundering_head=laundering[0], laundering_rows=laundering[1], laundering_note=LAUNDERING_NOTE,
         scope_notes=scope_footnotes(marks), open_rows=list(open_rows), open_columns=[c for _, _, c in OPEN_SET_COLUMNS], open_note=OPEN_SET_NOTE,
         open_refs=[{**ref, "published": "; ".join(f"{n['value']:g} {n['what']}" for n in ref["numbers"])}
                    for ref in open_refs])

@@ -53,11 +53,14 @@ def in_blocks(answer, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: AttributorSpec,
-                 ood_scores=DEFAULT_OOD_SCORES, rule: str = "eer", device: str = "cpu", dataset: str | None = None) -> dict:
+                 ood_scores=DEFAULT_OOD_SCORES, rule: str = "eer", device: str = "cpu", dataset: str | None = None,
+                 query_X: np.ndarray | None = None) -> dict:
     """The `open_set` block of a results file. `labels`: the system of every row of `X`, `unknown`
     for systems outside the support; `support` / `calibration` / `query`: row numbers. `ood_scores`:
     specs for `ood_scores.build_ood_score`. `dataset`: the set's name (a `corpus import --format`), which
-    picks the published reference rows the leaderboard shows beside the result (reference/open-set.toml)."""
+    picks the published reference rows the leaderboard shows beside the result (reference/open-set.toml).
+    `query_X`: the query's vectors from this matrix (a laundered copy, same rows); support and
+    calibration stay X's, so the threshold is the clean calibration's."""
     labels = np.asarray(labels).astype(str)
     splits = {name: _rows(name, rows, len(X)) for name, rows in
               (("support", support), ("calibration", calibration), ("query", query))}
@@ -82,13 +85,14 @@ def run_open_set(X: np.ndarray, labels, support, calibration, query, spec: Attri
     scores = build_ood_scores(ood_scores)
     Xs, ys = X[support], labels[support]
     attributor = build_on_device(spec, device).fit(Xs, ys)
-    closed_pred = in_blocks(attributor.predict, X, query)
+    Xq = X if query_X is None else query_X
+    closed_pred = in_blocks(attributor.predict, Xq, query)
     by_score = {}
     for ood in scores:
         ood.fit(Xs, ys)
         cal = in_blocks(ood.score, X, calibration)
         threshold = threshold_by_rule(cal[cal_known], cal[~cal_known], rule)
-        report = open_set_report(labels[query], closed_pred, in_blocks(ood.score, X, query), threshold)
+        report = open_set_report(labels[query], closed_pred, in_blocks(ood.score, Xq, query), threshold)
         cal_eer = eer_and_threshold(cal[cal_known], cal[~cal_known])[0] if (~cal_known).any() else None
         report["calibration"] = {"eer": cal_eer, "threshold": threshold,
                                  "n_known": int(cal_known.sum()), "n_unknown": int((~cal_known).sum())}
@@ -125,7 +129,8 @@ def calibration_problem(n_known: int, n_unknown: int, rule: str) -> str:
 
 
 def protocol_open_set(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec, seed: int,
-                      usable: np.ndarray | None = None, device: str = "cpu") -> tuple[dict | None, str]:
+                      usable: np.ndarray | None = None, device: str = "cpu",
+                      query_X: np.ndarray | None = None) -> tuple[dict | None, str]:
     """(the `open_set` block, "") of an open-set protocol's split at its first level (a set's system),
     or (None, why not) where the set's lists cannot give one: a query or calibration without clips of
     known systems (ASVspoof 5: every dev and eval system is unseen), or without unseen ones. The lists
@@ -144,5 +149,5 @@ def protocol_open_set(protocol: Protocol, table: ClipTable, X: np.ndarray, spec:
         return None, why
     block = run_open_set(X, labels, split.support, split.calibration, split.query, spec,
                          ood_scores=protocol.ood_scores or DEFAULT_OOD_SCORES, rule=protocol.threshold, device=device,
-                         dataset=protocol.dataset or None)
+                         dataset=protocol.dataset or None, query_X=query_X)
     return {**block, "level": level}, ""

@@ -45,9 +45,22 @@ def file_slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def result_file_name(protocol: str, attributor_id: str, extractor: str) -> str:
-    """Every part slugged: names come from files users write (protocols) or edit (results)."""
-    return f"{file_slug(protocol)}__{file_slug(attributor_id)}__{file_slug(extractor)}.json"
+def result_file_name(protocol: str, attributor_id: str, extractor: str, transform: str | None = None) -> str:
+    """Every part slugged: names come from files users write (protocols) or edit (results). A result
+    under laundering (`transform`: its derived corpus's chain) sits beside the clean one."""
+    laundered = f"__laundered-{file_slug(transform)}" if transform else ""
+    return f"{file_slug(protocol)}__{file_slug(attributor_id)}__{file_slug(extractor)}{laundered}.json"
+
+
+def laundered_by(result: dict) -> str | None:
+    """The transform chain a result's query went through (`laundering.transform`); None for a clean result."""
+    return result["laundering"]["transform"] if "laundering" in result else None
+
+
+def result_name(result: dict) -> str:
+    """The file name of a (schema-checked) result: result_file_name of its own fields."""
+    return result_file_name(result["protocol"]["name"], result["attributor"]["id"], result["features"]["extractor"],
+                            laundered_by(result))
 
 
 def package_versions() -> dict[str, str]:

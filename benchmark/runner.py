@@ -72,10 +72,11 @@ def build_on_device(spec: AttributorSpec, device: str) -> Attributor:
 
 
 def predict_levels(spec: AttributorSpec, X: np.ndarray, table: ClipTable, split, levels,
-                   device: str = "cpu") -> dict[str, np.ndarray]:
+                   device: str = "cpu", query_X: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Predictions per level. kNN searches neighbours once: they do not depend on the labels.
-    `device`: where a neighbour search runs, for attributors that take one (kNN)."""
-    Xs, Xq = X[split.support], X[split.query]
+    `device`: where a neighbour search runs, for attributors that take one (kNN). `query_X`: the query
+    clips' vectors from another matrix with X's rows (a laundered copy of the corpus); X's by default."""
+    Xs, Xq = X[split.support], (X if query_X is None else query_X)[split.query]
     out = {}
     if ATTRIBUTORS[spec.name].votes_among_neighbours:
         searcher = build_on_device(spec, device).fit(Xs, table.labels("checkpoint")[split.support])
@@ -107,8 +108,9 @@ def f1_versus_k(X: np.ndarray, table: ClipTable, split, level: str, metric: str,
 
 def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: AttributorSpec,
                  seeds=DEFAULT_SEEDS, usable: np.ndarray | None = None, holdout: list[str] | None = None,
-                 curves: bool = False, device: str = "cpu") -> dict:
+                 curves: bool = False, device: str = "cpu", query_X: np.ndarray | None = None) -> dict:
     """Every seed (and vocoder variant) of one protocol -> the `levels` part of a results file.
+    `query_X`: the query's vectors from this matrix instead of X (support and validation stay X's).
 
     `device`: where kNN searches ("cpu", "cuda", "auto"). An open-set protocol (`Protocol.open_set`)
     scores its macro F1 (and accuracy) on the query clips of known systems, as the sets publish closed-set
@@ -117,7 +119,7 @@ def run_protocol(protocol: Protocol, table: ClipTable, X: np.ndarray, spec: Attr
     per_level: dict[str, dict] = {lv: {"per_seed": [], "true": [], "pred": [], "labels": set()} for lv in protocol.levels}
     split_info = []
     for split in splits:
-        preds = predict_levels(spec, X, table, split, protocol.levels, device=device)
+        preds = predict_levels(spec, X, table, split, protocol.levels, device=device, query_X=query_X)
         for level in protocol.levels:
             y_true = split.truth(table, level)  # `unknown` for unseen systems where the protocol says so
             # Classes in the query's truth or predicted: a true class never predicted scores 0, a

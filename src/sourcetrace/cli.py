@@ -266,7 +266,7 @@ def cmd_bench(args) -> int:
     failures = run_bench(args.corpus, load_protocols(args.suite, args.protocol), systems, args.out, seeds=args.seeds,
                          holdout=holdout, figures=not args.no_figures, device=args.device, dtype=args.dtype,
                          models_dir=args.models_dir, progress=not args.quiet, max_seconds=args.max_seconds,
-                         command=shlex.join(["sourcetrace", *args.argv]))
+                         command=shlex.join(["sourcetrace", *args.argv]), laundered=args.laundered or [])
     return 1 if failures else 0
 
 
@@ -628,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_list, default=[0, 1, 2], help="comma-separated (default 0,1,2)")
     p.add_argument("--holdout", help="checkpoints for the holdout protocol, comma-separated")
     p.add_argument("--out", required=True, help="folder for results JSON, summary.md and figures/")
+    p.add_argument("--laundered", action="append", metavar="DERIVED", help="a `corpus derive` copy of CORPUS "
+                   "(repeatable): one more result per protocol and system, clean support and this corpus's query")
     p.add_argument("--no-figures", action="store_true")
     _options(p, "--models-dir", "--device", "--dtype", "--max-seconds", "--quiet")
     p.set_defaults(func=cmd_bench, batch_size=None)

@@ -208,6 +208,10 @@ RESULT = Record({
     "provenance": dict,
     "figures": Optional(MapOf(str)),
     "identity": Optional(dict),
+    # a result under laundering (bench --laundered): clean support, the query from this derived corpus
+    "laundering": Optional(Record({"transform": Text(r"\S+", "a transform chain (codec:mp3:32k+noise:snr=10)"), "seed": Optional(int),
+                                   "corpus": Record({"sha256": Text(HEX64, "64 lowercase hex digits"), "path": Optional(str),
+                                                     "n_clips": Optional(Int(min=0))})})),
 })
 
 # A recipe's [corpus] table: types only; recipe.py checks names, roles and combinations.

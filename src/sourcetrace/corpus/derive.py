@@ -268,3 +268,38 @@ def derive_corpus(parent: str | Path, specs: list[str], out: str | Path, seed: i
     if rows:
         Corpus(root=out, rows=rows).write()
     return report
+
+
+def read_derived(parent: Corpus, audio_hashes: dict[str, str], folder: str | Path) -> tuple[Corpus, dict]:
+    """The corpus at `folder` and its derivation record, once it is proven a laundered copy of
+    `parent`: its derivation.json names the parent's manifest, and every clip of the parent is there
+    under its id, made from the audio the parent holds now (`audio_hashes`: clip id -> sha256). A
+    laundered query scored against a clean support means nothing otherwise."""
+    folder = Path(folder)
+    record = folder / DERIVATION
+    if not record.is_file():
+        raise UsageError(f"{folder}: not a derived corpus (no {DERIVATION}); make it with `sourcetrace corpus derive "
+                         f"{parent.root} --transform SPEC --out {folder}`")
+    try:
+        derivation = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{record}: cannot read ({exc})") from None
+    if not (isinstance(derivation, dict) and isinstance(derivation.get("transform"), str) and derivation["transform"]
+            and type(derivation.get("seed")) is int):
+        raise UsageError(f"{record}: not a derivation record (a transform chain and a seed); derive the corpus again")
+    manifest = sha256_file(parent.manifest_path)
+    if derivation.get("parent_manifest_sha256") != manifest:
+        raise UsageError(f"{folder}: derived from another corpus (its {DERIVATION} names parent manifest sha256 "
+                         f"{str(derivation.get('parent_manifest_sha256'))[:16]}..., {parent.root}'s is {manifest[:16]}...); "
+                         f"derive it from {parent.root} again")
+    derived = Corpus.read(folder)
+    rows = {row.clip_id: row for row in derived.rows}
+    missing = [clip_id for clip_id in audio_hashes if clip_id not in rows]
+    if missing:
+        raise UsageError(f"{folder}: lacks {len(missing)} clips of {parent.root} (e.g. {missing[0]!r}); a laundered "
+                         "copy must hold every clip: rerun `sourcetrace corpus derive` on it to make them")
+    stale = [clip_id for clip_id, sha in audio_hashes.items() if rows[clip_id].parent_sha256 != sha]
+    if stale:
+        raise UsageError(f"{folder}: {len(stale)} clips were not made from {parent.root}'s audio (parent_sha256 differs, "
+                         f"e.g. {stale[0]!r}); derive it from {parent.root} again")
+    return derived, derivation
