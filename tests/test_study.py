@@ -80,6 +80,8 @@ def test_the_plan_of_a_finished_study_is_all_done(local_run, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in plan["stages"] if s["up_to_date"]] == list(STAGES)
     assert {u["state"] for s in plan["stages"] for u in s["units"]} == {"done"} and plan["missing"] == []
+    assert main(["run", str(recipe), "--workdir", str(out), "--plan"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "[plan] every unit is done: a run has nothing to do"
 
 
 def test_a_changed_section_reruns_its_stage_and_those_after(local_run, tmp_path):

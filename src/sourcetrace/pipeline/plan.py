@@ -419,6 +419,10 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
         if plan.fetchable:
             lines.append(f"[plan] get the catalogue's with: {plan.fetch_command}" if len(plan.fetchable) < len(plan.missing)
                          else f"[plan] get them with: {plan.fetch_command}")
-    lines.append("[plan] every unit can run" if plan.exit_code == 0 else
-                 f"[plan] blocked: a run would stop at the first blocked stage (exit {plan.exit_code})")
+    if plan.exit_code:
+        lines.append(f"[plan] blocked: a run would stop at the first blocked stage (exit {plan.exit_code})")
+    elif all(u.state == "done" for stage in plan.stages for u in stage.units):
+        lines.append("[plan] every unit is done: a run has nothing to do")
+    else:
+        lines.append("[plan] every unit can run")
     return lines
