@@ -174,13 +174,29 @@ def _isolated(measure, *args) -> dict:
     return row
 
 
-def _in_fresh_process(threads: int, measure, *args) -> dict:
-    from concurrent.futures import ProcessPoolExecutor
+def _child(send, threads: int, measure, *args) -> None:
+    torch.set_num_threads(threads)
+    try:
+        send.send(("ok", _isolated(measure, *args)))
+    except Exception as exc:  # noqa: BLE001 - reported as the item's row; the parent goes on with the next
+        send.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _in_fresh_process(threads: int, timeout: float, name: dict, measure, *args) -> dict:
+    """`measure(*args)` in a fresh (spawned) process; past `timeout` seconds it is killed and the row says so."""
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        return pool.submit(_isolated, measure, *args).result()
+    context = get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(send, threads, measure, *args))
+    t0 = time.perf_counter()
+    process.start()
+    send.close()
+    outcome = receive.recv() if receive.poll(timeout) else ("timeout", f"killed after {timeout:.0f} s")
+    process.kill() if outcome[0] == "timeout" else process.join()
+    if outcome[0] == "ok":
+        return outcome[1]
+    return {**name, "failed": outcome[1], "process_seconds": time.perf_counter() - t0}
 
 
 def _process_note(row: dict) -> str:
@@ -204,6 +220,8 @@ def main() -> None:
                         help='kind:config,... timed alone on real mels ("" for none)')
     parser.add_argument("--isolate", action="store_true",
                         help="each architecture and vocoder in a fresh process: adds its wall time and peak memory")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="with --isolate: seconds one architecture or vocoder may take before it is killed")
     parser.add_argument("--json")
     args = parser.parse_args()
 
@@ -220,8 +238,12 @@ def main() -> None:
         for config in args.configs.split(","):
             measure = (measure_generator, arch, config, lj, work, args.steps, args.batch_size, args.device,
                        not args.nondeterministic, {} if args.isolate else vocoders)
-            row = _in_fresh_process(args.threads, *measure) if args.isolate else measure[0](*measure[1:])
+            name = {"architecture": arch, "config": config}
+            row = _in_fresh_process(args.threads, args.timeout, name, *measure) if args.isolate else measure[0](*measure[1:])
             rows.append(row)
+            if "failed" in row:
+                print(f"{arch:<10} {config:<8} failed: {row['failed']}")
+                continue
             step = "-" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.3f}"
             print(f"{arch:<10} {config:<8} {row['params']:>9,} {step:>8} {row['rtf_acoustic']:>13.3f} "
                   f"{row['rtf_with_vocoder']:>14.3f}" + _process_note(row))
@@ -232,8 +254,12 @@ def main() -> None:
     for spec in filter(None, args.vocoders.split(",")):
         kind, _, config = spec.partition(":")
         measure = (measure_vocoder, kind, config or "v1", lj, args.device)
-        row = _in_fresh_process(args.threads, *measure) if args.isolate else measure[0](*measure[1:])
+        name = {"vocoder": kind, "config": config or "v1"}
+        row = _in_fresh_process(args.threads, args.timeout, name, *measure) if args.isolate else measure[0](*measure[1:])
         rows.append(row)
+        if "failed" in row:
+            print(f"vocoder {kind:<12} failed: {row['failed']}")
+            continue
         print(f"vocoder {kind:<12} {row['config']:<28} {row['params']:>12,} RTF {row['rtf']:.3f}" + _process_note(row))
     if args.json:
         report = {"command": " ".join(["python", *sys.argv]), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
