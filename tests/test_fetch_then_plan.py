@@ -70,7 +70,9 @@ def test_plan_fetch_plan_on_the_study_recipe_from_a_lab_mirror(server, tmp_path,
     out = capsys.readouterr().out
     assert f"[plan] {len(needed)} input(s) missing:" in out
     assert all(f"\n    {name}: " in out for name in needed), out
-    assert f"[plan] get them with: sourcetrace fetch {STUDY} --workdir {work}" in out
+    # Grad-TTS's checkpoint has no file URL: by hand or from a lab mirror, so fetch gets "the catalogue's"
+    assert f"[plan] get the catalogue's with: sourcetrace fetch {STUDY} --workdir {work}" in out
+    assert "gradtts/pretrained" in out and "or fetch it from a lab mirror (--mirror)" in out
 
     # 2. fetch from the mirror: every artefact fetched (Grad-TTS's checkpoint, which has no public URL, too:
     # a mirror holds it at official/grad-tts.pt)

@@ -54,8 +54,10 @@ def test_the_study_on_an_empty_workdir_is_blocked_and_says_how_to_fetch(tmp_path
     for stage in ("data", "train", "synth", "features", "bench"):
         line = next(line for line in text.splitlines() if line.startswith(f"[plan] {stage}: "))
         assert "device-hours" in line and "writes" in line, line
-    assert f"[plan] get them with: sourcetrace fetch {STUDY} --workdir {work}" in text
-    assert "by hand" not in text  # the catalogue has every input of the study
+    # Grad-TTS's checkpoint has no file URL: by hand or from a lab mirror, so fetch gets "the catalogue's"
+    assert f"[plan] get the catalogue's with: sourcetrace fetch {STUDY} --workdir {work}" in text
+    assert "gradtts/pretrained" in text and "or fetch it from a lab mirror (--mirror)" in text
+    assert "not in the fetch catalogue" not in text  # the catalogue has every input of the study
     assert f"needs ljspeech ({work / 'data' / 'LJSpeech-1.1'})" in text and "after data, which is blocked" in text
     assert not work.exists()  # a plan writes nothing
 

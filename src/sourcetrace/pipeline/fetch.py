@@ -278,7 +278,7 @@ def recipe_artefacts(recipe: StudyRecipe, workdir: str | os.PathLike) -> list[Ar
 def artefacts_for(targets: list[str], workdir: str | os.PathLike) -> list[Artefact]:
     """A recipe file (one target ending in .toml) or artefact names."""
     if len(targets) == 1 and targets[0].endswith(".toml"):
-        return recipe_artefacts(load_study_recipe(targets[0], base=Path(workdir)), workdir)
+        return recipe_artefacts(load_study_recipe(targets[0], base=Path(workdir), classes=False), workdir)
     if any(t.endswith(".toml") for t in targets):
         raise UsageError("fetch: give one recipe file, or artefact names (not both)")
     return artefacts_named(targets)

@@ -56,6 +56,7 @@ class Missing:
     size: int | None = None
     problem: str = ""
     fetchable: bool = False
+    by_hand: str = ""  # a catalogue artefact with no file URL: how to get it (fetch takes it only from a lab mirror)
 
 
 def unit_inputs(study: Study, unit: Unit) -> list[RecipeInput]:
@@ -108,7 +109,8 @@ def missing_inputs(study: Study) -> list[Missing]:
     for artefact in artefacts:
         if not artefact.present(study.workdir) or artefact.name in changed:
             path = artefact.destination(study.workdir)
-            seen[path] = Missing(artefact.name, path, artefact.size, changed.get(artefact.name, ""), fetchable=True)
+            seen[path] = Missing(artefact.name, path, artefact.size, changed.get(artefact.name, ""),
+                                 fetchable=bool(artefact.urls), by_hand="" if artefact.urls else artefact.note)
     for stage in STAGES:
         for unit in study.units(stage):
             for item in unit_inputs(study, unit):
@@ -415,7 +417,9 @@ def plan_lines(plan: Plan, table: CostTable | None = None) -> list[str]:
         lines.append(f"[plan] {len(plan.missing)} input(s) missing:")
         lines += [f"    {m.name}: {m.path}" + (f" ({_bytes(m.size)})" if m.size else "")
                   + (f": {m.problem}: move it away and fetch it again" if m.problem else "")
-                  + ("" if m.fetchable else ": not in the fetch catalogue, put it in place by hand") for m in plan.missing]
+                  + ("" if m.fetchable else f": {m.by_hand}, or fetch it from a lab mirror (--mirror)" if m.by_hand
+                     else ": not in the fetch catalogue, put it in place by hand")
+                  for m in plan.missing]
         if plan.fetchable:
             lines.append(f"[plan] get the catalogue's with: {plan.fetch_command}" if len(plan.fetchable) < len(plan.missing)
                          else f"[plan] get them with: {plan.fetch_command}")
