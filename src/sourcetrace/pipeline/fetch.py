@@ -129,11 +129,16 @@ class Artefact:
 
 
 # ---- the catalogue -------------------------------------------------------------------------------
-def _data_file(package: str, name: str) -> tuple[dict, str]:
-    """A data file of a package, found without running the package's __init__ (generators' imports torch)."""
+def _package_folder(package: str) -> Path:
+    """A package's folder, found without running its __init__ (generators' and extractors' import torch)."""
     spec = importlib.util.find_spec(package)
     assert spec is not None and spec.submodule_search_locations  # a package (datasets/: a namespace package)
-    folder = Path(next(iter(spec.submodule_search_locations)))
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _data_file(package: str, name: str) -> tuple[dict, str]:
+    """A TOML data file of a package, read without importing the package."""
+    folder = _package_folder(package)
     where = f"{package.removeprefix('sourcetrace.').replace('.', '/')}/{name}"
     try:
         return tomllib.loads(folder.joinpath(name).read_text(encoding="utf-8")), where
@@ -182,9 +187,7 @@ def _checkpoint_artefacts(entry: OfficialCheckpoint) -> list[Artefact]:
 
 def _shipped_model(name: str) -> dict | None:
     """A shipped SSL model's description (extractors' models/<name>.json), read without torch."""
-    spec = importlib.util.find_spec("sourcetrace.attribution.extractors")
-    assert spec is not None and spec.submodule_search_locations
-    path = Path(next(iter(spec.submodule_search_locations)), "models", f"{name}.json")
+    path = _package_folder("sourcetrace.attribution.extractors") / "models" / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
