@@ -122,9 +122,10 @@ def test_bad_input_is_refused_or_reported_and_the_good_clips_kept(parent, tmp_pa
 
 
 def test_laundering_scores_clean_support_against_each_laundered_query(parent, tmp_path):
+    from test_laundering import laundering_scores  # the reference `bench --laundered` is tested against
+
     from sourcetrace.attribution.extractors import build_extractor
     from sourcetrace.attribution.store import FeatureStore
-    from sourcetrace.benchmark.laundering import laundering_scores
     from sourcetrace.benchmark.protocol import ClipTable, load_protocol
     from sourcetrace.benchmark.runner import AttributorSpec, run_protocol
 

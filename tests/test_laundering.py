@@ -15,19 +15,49 @@ import numpy as np
 import pytest
 
 from sourcetrace.attribution.extractors import build_extractor
+from sourcetrace.attribution.metrics import macro_f1
 from sourcetrace.attribution.store import FeatureStore
 from sourcetrace.benchmark.board import add_results, build_board, create_board
-from sourcetrace.benchmark.laundering import laundering_scores
 from sourcetrace.benchmark.leaderboard import build_leaderboard
 from sourcetrace.benchmark.openset import run_open_set
-from sourcetrace.benchmark.protocol import ClipTable, load_protocol
-from sourcetrace.benchmark.results import load_result, result_file_name
-from sourcetrace.benchmark.runner import AttributorSpec
+from sourcetrace.benchmark.protocol import ClipTable, Protocol, build_splits, load_protocol
+from sourcetrace.benchmark.results import load_result, result_file_name, seed_summary
+from sourcetrace.benchmark.runner import AttributorSpec, predict_levels
 from sourcetrace.cli import main
+from sourcetrace.core.errors import UsageError
 from sourcetrace.corpus import Corpus, import_corpus
 from sourcetrace.corpus.derive import derive_corpus
 
 TRANSFORMS = ("noise:snr=10", "crop:0.5", "resample:8000")  # no codec: no FFmpeg, and fast
+CLEAN = "clean"
+
+
+def laundering_scores(protocol: Protocol, table: ClipTable, clean: np.ndarray, laundered: dict[str, np.ndarray],
+                      spec: AttributorSpec, seeds=(0, 1, 2), device: str = "cpu") -> dict[str, dict[str, dict]]:
+    """The independent reference of `bench --laundered` (a loop of its own over the splits, not the
+    runner's query_X path). {query condition ("clean", then each transform): {level: {"mean", "std", "per_seed"}}}: macro-F1
+    over the protocol's seeds with the clean support. Every matrix is aligned with `table`'s rows."""
+    for name, X in laundered.items():
+        if X.shape != clean.shape:
+            raise UsageError(f"laundered vectors {name!r} have shape {X.shape}, the clean ones {clean.shape}: "
+                             "the derived corpus must hold every clip of the clean one")
+    splits = build_splits(protocol, table, list(seeds))
+    out: dict[str, dict[str, dict]] = {}
+    for condition, source in {CLEAN: clean, **laundered}.items():
+        per_level: dict[str, list[dict]] = {level: [] for level in protocol.levels}
+        X = clean if source is clean else clean.copy()  # one copy per condition: its query rows swapped per split
+        for split in splits:
+            X[split.query] = source[split.query]
+            predictions = predict_levels(spec, X, table, split, protocol.levels, device=device)
+            X[split.query] = clean[split.query]
+            for level in protocol.levels:
+                y_true = table.labels(level)[split.query]
+                labels = sorted(set(y_true) | set(predictions[level]))
+                per_level[level].append({"seed": split.seed, "variant": split.variant,
+                                         "macro_f1": macro_f1(y_true, predictions[level], labels=labels)})
+        out[condition] = {level: dict(zip(("mean", "std"), seed_summary(runs), strict=True), per_seed=runs)
+                          for level, runs in per_level.items()}
+    return out
 PROTOCOL, ATTRIBUTOR = "indomain", "knn:k=1"
 
 
