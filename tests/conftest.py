@@ -9,6 +9,14 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["NUMBA_CACHE_DIR"] = str(Path(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir())
                                         / f"sourcetrace-numba-{os.environ['PYTEST_XDIST_WORKER']}")
 
+# One CPU thread for every pool (torch's OpenMP, BLAS) in the test processes and the commands they
+# run, in process or as children: two workers fill a 2-core machine, and a command left to its
+# default (OMP_NUM_THREADS, else every CPU) oversubscribed it, its OpenMP threads spinning while the
+# other worker ran (a 7 s test took 93 s in the full run). Tests of the thread setting set their own.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
 import ipaddress
 import socket
 import sys

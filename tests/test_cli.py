@@ -164,6 +164,23 @@ def test_each_shared_option_is_defined_once():
     assert source.count('"--device": dict(') == 1
 
 
+def test_every_argument_of_every_command_says_what_it_is():
+    """`--help` is a newcomer's manual: no option or positional without a help text."""
+    import argparse
+
+    import sourcetrace.cli as cli
+
+    def silent(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from silent(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(silent(cli.build_parser(), "sourcetrace")) == []
+
+
 def test_shard_and_training_run_keep_their_spelling():
     import pytest
 

@@ -310,6 +310,15 @@ def test_the_slurm_plan_is_what_the_backend_would_submit(tmp_path, capsys):
     assert ("slurm wave 0: job array of 64 tasks sourcetrace-synth: partition gpu, 1 GPU(s), 8 CPU(s), 1440 min"
             in capsys.readouterr().out)
 
+    # cpu_partition: the jobs asking no GPU go there, the others stay on `partition`.
+    split = tmp_path / "split.toml"
+    split.write_text(STUDY.read_text().replace('partition = "gpu"', 'partition = "gpu"\ncpu_partition = "cpu"', 1))
+    _, plan = _plan_json(capsys, split, "--workdir", tmp_path / "work", "--backend", "slurm")
+    partitions = {(s["name"], j["parameters"].get("gpus_per_node", 0), j["parameters"]["slurm_partition"])
+                  for s in plan["stages"] for j in s["submissions"]}
+    assert partitions == {("data", 0, "cpu"), ("train", 0, "cpu"), ("train", 1, "gpu"), ("synth", 1, "gpu"),
+                          ("features", 1, "gpu"), ("bench", 0, "cpu")}
+
 
 def test_the_plan_loads_no_heavy_stack(tmp_path):
     script = ("import sys; from sourcetrace.cli import main; code = main(sys.argv[1:]); "

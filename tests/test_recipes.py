@@ -30,7 +30,7 @@ from sourcetrace.pipeline.regenerate import condition_counts, regenerate
 
 pytestmark = [pytest.mark.slow, pytest.mark.tts]
 
-N_PROMPTS = 10
+N_PROMPTS = 5
 VOCODERS = {"fastpitch": ("nemo-hifigan", 0), "gradtts": ("hifigan", 1), "matcha": ("hifigan", 2)}
 
 
@@ -66,6 +66,17 @@ def study(tmp_path_factory):
         generator.save(runs / "ft", 0, role="finetuned")
     (root / "recipe.toml").write_text(recipe_text())
     return root
+
+
+@pytest.fixture(scope="module")
+def zero_init(study, tmp_path_factory):
+    """The zero-init checkpoints' corpus (4 architectures x 3 seeds x N_PROMPTS clips), made once in
+    this process from `zero.toml`: the reference that several tests compare against, or copy and damage."""
+    (study / "zero.toml").write_text(recipe_text(roles=["zero-init"]))
+    out = tmp_path_factory.mktemp("zero-init") / "corpus"
+    report = regenerate(load_recipe(study / "zero.toml", base=study), out, progress=False, log=lambda m: None)
+    assert report.made == 4 * 3 * N_PROMPTS and report.manifest_written
+    return out
 
 
 def test_expansion_has_every_condition_of_the_study(study):
@@ -132,9 +143,9 @@ def test_bad_recipes_are_refused_with_the_file_and_key(tmp_path, text, message):
     assert "bad.toml" in str(info.value)
 
 
-def _synth(study, out, *extra):
+def _synth(study, out):
     return subprocess.Popen([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "recipe.toml", "--out",
-                             str(out), "--device", "cpu", *extra], cwd=study, stdout=subprocess.PIPE,
+                             str(out), "--device", "cpu"], cwd=study, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -142,12 +153,18 @@ def _journal_lines(out):
     return sum(p.read_text().count("\n") for p in (out / "parts").glob("*.jsonl")) if (out / "parts").is_dir() else 0
 
 
-def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study, tmp_path, monkeypatch):
+def _synth_here(study, out, monkeypatch, *extra, recipe="recipe.toml"):
+    """`synth --recipe` in this process, one thread like `_synth`'s processes: the same bytes, without
+    a fresh process's 15-25 s of TTS-stack imports where no process boundary is being tested."""
+    monkeypatch.chdir(study)
+    return main(["synth", "--recipe", recipe, "--out", str(out), "--device", "cpu", "--threads", "1", *extra])
+
+
+def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study, tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole"
-    first = _synth(study, whole)
-    output = first.communicate(timeout=900)[0]
-    assert first.returncode == 0, output
-    assert "default: 560 clips" in output and "swapped to hifigan-matcha: 200 clips" in output
+    assert _synth_here(study, whole, monkeypatch) == 0
+    output = capsys.readouterr().out
+    assert f"default: {56 * N_PROMPTS} clips" in output and f"swapped to hifigan-matcha: {20 * N_PROMPTS} clips" in output
     corpus = Corpus.read(whole)
     assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * N_PROMPTS
     table = ClipTable.from_records(corpus.rows)
@@ -159,44 +176,35 @@ def test_recipe_corpus_satisfies_every_table1_protocol_and_survives_kill_9(study
 
     # kill -9 in the middle, twice, then resume: the same manifest and the same audio bytes.
     cut = tmp_path / "cut"
-    for target in (150, 700):
+    for target in (len(corpus.rows) // 8, len(corpus.rows) * 3 // 5):  # journal lines: early, then past half
         run = _synth(study, cut)
         while _journal_lines(cut) < target and run.poll() is None:
             time.sleep(0.05)
         run.send_signal(signal.SIGKILL)
         run.wait()
         assert not (cut / "manifest.csv").exists()
-    rest = _synth(study, cut)
-    output = rest.communicate(timeout=900)[0]
-    assert rest.returncode == 0, output
+    assert _synth_here(study, cut, monkeypatch) == 0  # the resume: any process, this one included
     assert (cut / "manifest.csv").read_bytes() == (whole / "manifest.csv").read_bytes()
     for r in corpus.rows:
         assert (cut / r.path).read_bytes() == (whole / r.path).read_bytes()
     assert not list(cut.rglob("*.tmp*"))  # nothing half-written left behind
 
-    # A rerun has nothing to do; verify checks audio and the recipe.
-    again = _synth(study, whole)
-    assert f"0 clips made, {len(corpus.rows)} already there" in again.communicate(timeout=300)[0]
-    monkeypatch.chdir(study)  # a recipe's relative paths resolve against the folder it is run from
+    # A rerun has nothing to do; verify checks audio and the recipe (whose relative paths resolve
+    # against the folder it is run from: `_synth_here` runs from the study's).
+    assert _synth_here(study, whole, monkeypatch) == 0
+    assert f"0 clips made, {len(corpus.rows)} already there" in capsys.readouterr().out
     assert main(["corpus", "verify", str(whole), "--recipe", "recipe.toml"]) == 0
 
 
-def test_shards_build_the_same_corpus(study, tmp_path):
-    (study / "small.toml").write_text(recipe_text(roles=["zero-init"]))
+def test_shards_build_the_same_corpus(study, zero_init, tmp_path, monkeypatch, capsys):
     out = tmp_path / "sharded"
     for k in range(3):
-        run = subprocess.run([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "small.toml", "--out",
-                              str(out), "--shard", f"{k}/3", "--device", "cpu"], cwd=study, capture_output=True,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # as this process: bytes follow threads
-        assert run.returncode == 0, run.stderr
-        assert (out / "manifest.csv").exists() == (k == 2), run.stdout  # written by whoever completes it
-    report = regenerate(load_recipe(study / "small.toml", base=study), tmp_path / "single", progress=False,
-                        log=lambda m: None)
-    assert report.made == 4 * 3 * N_PROMPTS and report.manifest_written
-    assert (out / "manifest.csv").read_bytes() == (tmp_path / "single" / "manifest.csv").read_bytes()
+        assert _synth_here(study, out, monkeypatch, "--shard", f"{k}/3", recipe="zero.toml") == 0
+        assert (out / "manifest.csv").exists() == (k == 2), capsys.readouterr().out  # written by whoever completes it
+    assert (out / "manifest.csv").read_bytes() == (zero_init / "manifest.csv").read_bytes()
 
     # Two unsharded processes on one folder share the jobs: every clip made once, each journal line once.
-    both = [subprocess.Popen([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "small.toml", "--out",
+    both = [subprocess.Popen([sys.executable, "-m", "sourcetrace.cli", "synth", "--recipe", "zero.toml", "--out",
                               str(tmp_path / "both"), "--device", "cpu"], cwd=study, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             for _ in range(2)]
@@ -207,13 +215,12 @@ def test_shards_build_the_same_corpus(study, tmp_path):
     for journal in (tmp_path / "both" / "parts").glob("*.jsonl"):
         lines = journal.read_text().splitlines()
         assert len(lines) == N_PROMPTS == len({json.loads(line)["clip_id"] for line in lines}), journal
-    assert (tmp_path / "both" / "manifest.csv").read_bytes() == (tmp_path / "single" / "manifest.csv").read_bytes()
+    assert (tmp_path / "both" / "manifest.csv").read_bytes() == (zero_init / "manifest.csv").read_bytes()
 
 
-def test_verify_finds_corruption_and_departures_from_the_recipe(study, tmp_path, capsys, monkeypatch):
-    (study / "zero.toml").write_text(recipe_text(roles=["zero-init"]))
+def test_verify_finds_corruption_and_departures_from_the_recipe(study, zero_init, tmp_path, capsys, monkeypatch):
     out = tmp_path / "c"
-    regenerate(load_recipe(study / "zero.toml", base=study), out, progress=False, log=lambda m: None)
+    shutil.copytree(zero_init, out)
     recipe = str(study / "zero.toml")
     monkeypatch.chdir(study)
     assert main(["corpus", "verify", str(out), "--recipe", recipe]) == 0
@@ -247,16 +254,15 @@ def test_a_bad_checkpoint_is_reported_and_skipped_the_rest_kept(study, tmp_path,
     assert not torn.exists()
 
 
-def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, tmp_path):
+def test_batched_synthesis_is_deterministic_and_keeps_every_clips_length(study, zero_init, tmp_path):
     """Grad-TTS and Matcha-TTS synthesise [corpus] batch_size prompts at once: padded inputs do not
     change a clip's length (durations come from the encoder), a rerun gives the same bytes, and
     the manifest's seeds are those of the chunks, as verify checks."""
     (study / "batched.toml").write_text(recipe_text(roles=["zero-init"]).replace(
         'schedule = "mini"', 'schedule = "mini"\nbatch_size = 4'))
-    (study / "single.toml").write_text(recipe_text(roles=["zero-init"]))
-    runs = {}
-    for name, recipe in (("a", "batched.toml"), ("b", "batched.toml"), ("single", "single.toml")):
-        regenerate(load_recipe(study / recipe, base=study), tmp_path / name, progress=False, log=lambda m: None)
+    runs = {"single": {r.clip_id: r for r in Corpus.read(zero_init).rows}}
+    for name in ("a", "b"):
+        regenerate(load_recipe(study / "batched.toml", base=study), tmp_path / name, progress=False, log=lambda m: None)
         runs[name] = {r.clip_id: r for r in Corpus.read(tmp_path / name).rows}
     assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
     batched = [c for c, r in runs["a"].items() if r.batch_size == 4]

@@ -27,14 +27,16 @@ MINI = Path(__file__).resolve().parents[1] / "recipes" / "mini.toml"
 
 
 def micro_recipe(folder: Path) -> Path:
-    """recipes/mini.toml with the `micro` schedule and a smaller dataset (the same stages and conditions)."""
+    """recipes/mini.toml with the `micro` schedule and a smaller dataset: the same stages and
+    conditions, 5 prompts (val + test) where the mini study has 20."""
     text = MINI.read_text()
     text = text.replace('make_mini = { train = 40, val = 4, test = 16, hifitts = 20 }',
-                        'make_mini = { train = 8, val = 2, test = 8, hifitts = 4 }')
+                        'make_mini = { train = 8, val = 1, test = 4, hifitts = 4 }')
     text = text.replace('schedule = "mini"', 'schedule = "micro"').replace("step-000100", "step-000010")
     text = text.replace("seeds = [0, 1, 2]", "seeds = [0]")
     text = text.replace('device = "cpu"', 'device = "cpu"\nthreads = 1  # the same audio bytes on every backend')
-    assert text.count("step-000010") == 4 and 'schedule = "micro"' in text
+    text = text.replace("synth_shards = 4", "synth_shards = 2")  # as many array tasks as the test cluster's CPUs
+    assert text.count("step-000010") == 4 and 'schedule = "micro"' in text and "synth_shards = 2" in text
     path = folder / "micro.toml"
     path.write_text(text)
     return path
@@ -51,7 +53,7 @@ def local_run(tmp_path_factory):
 def test_micro_study_from_nothing_to_a_leaderboard(local_run):
     _, out = local_run
     corpus = Corpus.read(out / "corpus")
-    assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * 10  # every checkpoint and vocoder condition, 10 prompts
+    assert len(corpus.rows) == (4 * 14 + 3 * 10 * 2) * 5  # every checkpoint and vocoder condition, 5 prompts
     results = sorted(p.name for p in (out / "results").glob("table1-*.json"))
     assert len(results) == 12 * 2  # 12 conditions x 2 extractors
     page = (out / "site" / "index.html").read_text()
@@ -214,7 +216,7 @@ def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, loc
     recipe, local = local_run
     work = tmp_path / "slurm"
     work.mkdir()
-    # Datasets and training from the local run; synthesis (4 shards) and features (2 shards) on Slurm.
+    # Datasets and training from the local run; synthesis and features (2 shards each) on Slurm.
     for part in ("data", "runs", "models"):
         shutil.copytree(local / part, work / part)
     shutil.copytree(local / "stages", work / "stages", ignore=shutil.ignore_patterns("synth.json", "features.json",
@@ -236,12 +238,14 @@ def test_sharded_stages_through_slurm_match_the_local_backend(slurm_cluster, loc
         assert len(list(ours.dir.glob("shard-p*.npz"))) >= 2  # written by the array's tasks
         theirs = FeatureStore(Corpus.read(local / "corpus"), extractor)
         np.testing.assert_allclose(ours.load(), theirs.load(), rtol=1e-5, atol=1e-6)
-    assert len(list((work / "slurm").rglob("*_log.out"))) >= 6  # one log per job
+    assert len(list((work / "slurm").rglob("*_log.out"))) >= 4  # one log per job
 
 
 def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300) -> None:
     """Once `ready` exists, preempt the running job as Slurm does (SIGTERM, then submitit's USR2):
-    what submitit's own `SlurmJob._interrupt` sends."""
+    what submitit's own `SlurmJob._interrupt` sends. Slurm holds a requeued job for two minutes
+    (EligibleTime = requeue + 121 s, reason BeginTime); the requeue seen, it is made eligible at once,
+    as `scontrol update StartTime=now` does on any cluster: the wait is Slurm's, not the behaviour tested."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not ready.exists():
         time.sleep(0.2)
@@ -251,6 +255,14 @@ def _preempt_when(ready: Path, job_name: str, sent: list, timeout_s: float = 300
         for signal in ("SIGTERM", "USR2"):
             subprocess.run(["scancel", "--signal", signal, job_id], check=True)
         sent.append(job_id)
+        while time.monotonic() < deadline:
+            state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True).stdout
+            if not state.strip():  # gone: finished without a requeue, which the test then reports
+                return
+            if state.split() == ["PENDING", "BeginTime"]:
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+                return
+            time.sleep(0.2)
 
 
 @pytest.mark.slurm

@@ -438,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the built-in default job: attribute a small espeak-ng corpus end to end")
     p.add_argument("--out", default="sourcetrace-demo", help="work folder (reused: finished stages are skipped)")
-    p.add_argument("--prompts", type=int, default=40)
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--prompts", type=int, default=40, help="prompts each espeak-ng voice speaks (default: 40)")
+    p.add_argument("--k", type=int, default=10, help="neighbours of the kNN attributors (default: 10)")
     _options(p, "--quiet")
     p.set_defaults(func=cmd_demo)
 
@@ -447,28 +447,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = corpus.add_parser("import", help="a public source-tracing set as distributed (--format), a folder tree "
                                          "<arch>/<ckpt>/*.wav, a manifest-style CSV, or a path|speaker|system list")
     p.add_argument("src", help="the dataset root (or list, CSV, tree, release)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the corpus folder to write (manifest.csv and, unless --in-place, audio/)")
     p.add_argument("--format", choices=list(FORMATS), help="the set's layout (default: detected where unambiguous)")
     p.add_argument("--in-place", action="store_true",
                    help="reference the (read-only) dataset root instead of copying its audio; hashed lazily")
-    p.add_argument("--link", choices=["copy", "hardlink"], default="copy")
+    p.add_argument("--link", choices=["copy", "hardlink"], default="copy",
+                   help="how audio enters the corpus: copied, or hard-linked (no extra space; a copy where the file "
+                        "systems differ)")
     p.set_defaults(func=cmd_corpus_import)
     p = corpus.add_parser("hash", help="record sha256, sample rate and duration of every clip that lacks them "
                                        "(an in-place import), in one streaming pass")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder (its manifest.csv is rewritten)")
     _options(p, "--quiet")
     p.set_defaults(func=cmd_corpus_hash)
     p = corpus.add_parser("validate", help="check a corpus folder against the manifest contract")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder (holding manifest.csv)")
     p.set_defaults(func=cmd_corpus_validate)
     p = corpus.add_parser("verify", help="re-hash and re-read every clip against the manifest (sha256, duration), "
                                          "and check the manifest against its recipe")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder (holding manifest.csv)")
     p.add_argument("--recipe", help="the recipe the corpus was generated from: clip set, conditions, seeds, hashes")
     p.set_defaults(func=cmd_corpus_verify)
     p = corpus.add_parser("derive", help="a laundered copy of a corpus: every clip through a codec, the telephone "
                                          "band, noise, resampling or cropping (labels kept, parent hash recorded)")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus to launder (left as it is)")
     p.add_argument("--transform", action="append", required=True, metavar="SPEC",
                    help="codec:mp3:32k, codec:opus:16k, codec:g711, codec:amr-nb, telephone, noise:snr=10, "
                         "resample:8000, crop:2.0; repeat it to chain transforms, in order")
@@ -477,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_corpus_derive)
     p = corpus.add_parser("pack", help="write the corpus as a Hugging Face datasets audio folder with a dataset card "
                                        "(`corpus import` reads it back)")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder to release")
     p.add_argument("--out", required=True, help="the release folder (new, or empty)")
     p.add_argument("--license", default="cc-by-4.0", help="license id for the dataset card (default: cc-by-4.0)")
     p.add_argument("--recipe", help="the recipe the corpus was generated from: shipped in provenance/, hashed in the card")
@@ -488,21 +490,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("datasets", help="training datasets and prompt sets").add_subparsers(dest="datasets_command", required=True)
     p = data.add_parser("make-mini", help="small LJSpeech- and HiFi-TTS-format datasets spoken by espeak-ng")
-    p.add_argument("out")
-    p.add_argument("--train", type=int, default=40)
-    p.add_argument("--val", type=int, default=5)
-    p.add_argument("--test", type=int, default=10)
+    p.add_argument("out", help="folder for LJSpeech-mini/ and hifitts-mini/ (clips already there are kept)")
+    p.add_argument("--train", type=int, default=40, help="LJSpeech-format training clips (default: 40)")
+    p.add_argument("--val", type=int, default=5, help="validation clips (default: 5); val + test transcripts are the prompts")
+    p.add_argument("--test", type=int, default=10, help="test clips (default: 10)")
     p.add_argument("--speaker-clips", type=int, default=20, help="clips of the HiFi-TTS-format speaker 9136")
     p.set_defaults(func=cmd_datasets_make_mini)
     p = data.add_parser("prompts", help="write the study's prompt set (LJSpeech val + test transcripts)")
     p.add_argument("ljspeech", help="an LJSpeech-1.1 folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the prompt TSV to write (prompt_id, text)")
     p.add_argument("--split", help="split file (default: the standard split shipped with sourcetrace)")
     p.set_defaults(func=cmd_datasets_prompts)
 
     ckpt = sub.add_parser("checkpoints", help="the official checkpoints").add_subparsers(dest="checkpoints_command", required=True)
     p = ckpt.add_parser("verify", help="check a folder of downloaded official checkpoints against the registry")
-    p.add_argument("folder")
+    p.add_argument("folder", help="a folder holding the downloaded official files (found at any depth, by name or alias)")
     p.add_argument("--require-all", action="store_true", help="a missing checkpoint is a failure too")
     p.add_argument("--registry", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_checkpoints_verify)
@@ -510,17 +512,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a generator on a checkpoint schedule (resumable), or make zero-init models")
     p.add_argument("architecture", help=f"one of {GENERATORS.describe()}")
     p.add_argument("--data", help="an LJSpeech-format folder, or a HiFi-TTS folder for fine-tuning")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", required=True, help="the run folder: checkpoints/, resume/, tensorboard/ (rerun to resume)")
     _options(p, "--config", "--seed")
     p.add_argument("--schedule", default="study", help="study or mini (checkpoints/schedules.toml)")
     p.add_argument("--steps", type=_int_list, help="comma-separated steps overriding the schedule's")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="clips a step (default: the schedule's)")
     p.add_argument("--init-from", help="fine-tune from this checkpoint: a folder, or an official file of the registry")
     p.add_argument("--speaker", help="with --init-from: the HiFi-TTS speaker to fine-tune on (default: the schedule's, "
                    "9136); the checkpoint is named ft-<speaker>")
     _options(p, "--trust")
     p.add_argument("--zero-init", action="store_true", help="only save the schedule's zero-init models")
-    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--no-tensorboard", action="store_true", help="write no loss curves and samples to <run-dir>/tensorboard")
     p.add_argument("--nondeterministic", action="store_true", help="allow kernels without a deterministic "
                    "implementation (faster; checkpoints then vary from run to run)")
     _options(p, "--vocoder-weights")
@@ -585,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("features", help="compute (resumably) pooled features of every clip of a corpus")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder")
     _extractor_args(p)
     p.add_argument("--store", help="feature store root (default: <corpus>/features)")
     p.add_argument("--export", help="also write clip_id and vectors arrays to this .npz")
@@ -595,13 +597,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("attribute", help="name the generator of clips by kNN against a support corpus")
-    p.add_argument("clips", nargs="+")
+    p.add_argument("clips", nargs="+", help="audio files to attribute")
     p.add_argument("--support", required=True, help="corpus folder of known generators")
     _extractor_args(p)
     p.add_argument("--store", help="feature store root (default: <support>/features)")
     p.add_argument("--level", default="checkpoint", help="manifest column to attribute at (checkpoint, architecture, ...)")
-    p.add_argument("--k", type=int, default=56)
-    p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--k", type=int, default=56, help="neighbours that vote (default: 56, the study's)")
+    p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine", help="distance between feature vectors")
     p.add_argument("--standardize", action="store_true", help="z-score every dimension over the support set "
                    "first (recommended for lfcc/mfcc; the study's SSL setting is off)")
     p.add_argument("--unknown-level", default="architecture", help="manifest column the unknown decision is about: "
@@ -611,12 +613,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "see --unknown-level)")
     p.add_argument("--no-unknown", action="store_true", help="always name a known class")
     p.add_argument("--top", type=int, default=5, help="candidates shown per clip")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the answers, calibration and errors as JSON")
     _options(p, "--quiet")
     p.set_defaults(func=cmd_attribute)
 
     p = sub.add_parser("bench", help="run benchmark protocols (e.g. the study's Table 1) on a corpus")
-    p.add_argument("corpus")
+    p.add_argument("corpus", help="the corpus folder (features are cached in its feature store, <corpus>/features)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help="a suite of benchmark/suites.toml: table1 (the study's 12 conditions), beyond "
                        "(questions past the study) ...")
@@ -630,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for results JSON, summary.md and figures/")
     p.add_argument("--laundered", action="append", metavar="DERIVED", help="a `corpus derive` copy of CORPUS "
                    "(repeatable): one more result per protocol and system, clean support and this corpus's query")
-    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--no-figures", action="store_true", help="skip the study's figures (results and summary only)")
     _options(p, "--models-dir", "--device", "--dtype", "--max-seconds", "--quiet")
     p.set_defaults(func=cmd_bench, batch_size=None)
 

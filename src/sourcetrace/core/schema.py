@@ -243,7 +243,7 @@ RECIPE_FEATURES = Record({"extractors": ListOf(Record({"spec": str, "attributor"
                           "max_seconds": Optional(Number())}, extra=False)  # longer clips refused (0: no limit)
 RECIPE_BENCHMARK = Record({"suite": Optional(str), "protocols": Optional(ListOf(str, non_empty=True)),
                            "seeds": Optional(ListOf(int, non_empty=True))}, extra=False)
-RECIPE_SLURM = Record({"partition": Optional(str), "gpus_per_training": Optional(Int(min=0)),
+RECIPE_SLURM = Record({"partition": Optional(str), "cpu_partition": Optional(str), "gpus_per_training": Optional(Int(min=0)),
                        "synth_shards": Optional(Int(min=1)), "gpus_per_synth": Optional(Int(min=0)),
                        "features_shards": Optional(Int(min=1)), "gpus_per_features": Optional(Int(min=0)),
                        "cpus_per_task": Optional(Int(min=1)), "mem_gb": Optional(Number()),

@@ -59,17 +59,21 @@ class SlurmBackend:
     sharded = True
 
     def __init__(self, folder: str | Path, partition: str | None = None, timeout_min: int = 60,
-                 cpus_per_task: int = 1, mem_gb: float | None = None, extra: dict | None = None):
+                 cpus_per_task: int = 1, mem_gb: float | None = None, extra: dict | None = None,
+                 cpu_partition: str | None = None):
         self.folder, self.partition, self.timeout_min = Path(folder), partition, timeout_min
+        self.cpu_partition = cpu_partition
         self.cpus_per_task, self.mem_gb, self.extra = cpus_per_task, mem_gb, extra or {}
 
     def job_parameters(self, gpus: int, name: str) -> dict:
         """What submitit's executor is given for a job (or each task of an array) asking `gpus` GPUs;
-        `run --plan` prints these."""
+        `run --plan` prints these. A job asking no GPU (data, zero-init, bench, CPU shards) goes to
+        `cpu_partition` where one is set: a GPU partition may refuse it, or hold a GPU node's slot idle."""
         params = {"timeout_min": self.timeout_min, "cpus_per_task": self.cpus_per_task, "name": name,
                   "slurm_additional_parameters": {"requeue": True, **self.extra}}
-        if self.partition:
-            params["slurm_partition"] = self.partition
+        partition = self.partition if gpus else (self.cpu_partition or self.partition)
+        if partition:
+            params["slurm_partition"] = partition
         if gpus:
             params["gpus_per_node"] = gpus
         if self.mem_gb:
@@ -130,7 +134,7 @@ def make_backend(kind: str, study: Study):
     if kind == "slurm":
         cfg = study.recipe.slurm
         return SlurmBackend(study.path("slurm"), partition=cfg.partition, timeout_min=cfg.timeout_min,
-                            cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb)
+                            cpus_per_task=cfg.cpus_per_task, mem_gb=cfg.mem_gb, cpu_partition=cfg.cpu_partition)
     if kind == "local":
         return LocalBackend()
     raise UsageError(f"--backend {kind!r}: expected one of {', '.join(BACKENDS)}")

@@ -397,6 +397,7 @@ class BenchmarkSettings:
 @dataclass(frozen=True)
 class SlurmSettings:
     partition: str | None = None
+    cpu_partition: str | None = None  # for the jobs that ask no GPU; default: partition
     gpus_per_training: int = 1
     synth_shards: int = 1
     gpus_per_synth: int = 0
